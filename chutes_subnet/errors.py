@@ -1,0 +1,153 @@
+"""The one exception tree of chutes-subnet.
+
+Every error a component raises on purpose derives from :class:`ChutesSubnetError`,
+grouped by the boundary where it happens::
+
+    ChutesSubnetError
+    ├── E2EEError                     envelope / stream layer (chutes_subnet.e2ee)
+    │   ├── EnvelopeFormatError       malformed bytes (length, framing, base64, JSON)
+    │   ├── PayloadTooLargeError      compressed or decompressed size over the limit
+    │   └── DecryptionError           authentication failed; deliberately message-less
+    │       └── StreamIntegrityError  reorder, drop, duplicate or truncation of a stream
+    ├── NonceError                    single-use nonces (chutes_subnet.nonces)
+    │   ├── NonceRejected             unknown, used, expired or bound elsewhere
+    │   └── NonceStoreUnavailable     backend down (maps to HTTP 503)
+    ├── AuthError                     btauth/1 and API keys
+    │   ├── AuthenticationError       bad/missing signature or key (HTTP 401)
+    │   └── PermissionDenied          authenticated but not allowed (HTTP 403)
+    ├── AttestationError              evidence parsing and verification
+    │   ├── QuoteFormatError          TDX quote bytes malformed
+    │   ├── GpuEvidenceFormatError    NVIDIA evidence malformed
+    │   ├── CollateralError           collateral missing/unfetchable/expired
+    │   └── PolicyFileError           operator policy file invalid
+    ├── ChainError                    subtensor / local chain
+    ├── InferenceError                model backend failures
+    └── ClientError                   client-side transport
+        ├── NoInstancesError          discovery returned nothing usable
+        └── NoncesExhaustedError      every nonce offered was rejected
+
+Messages are safe to show a remote peer: they never contain plaintext, keys or
+secrets. Foreign exceptions are translated where they enter (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChutesSubnetError",
+    "E2EEError",
+    "EnvelopeFormatError",
+    "PayloadTooLargeError",
+    "DecryptionError",
+    "StreamIntegrityError",
+    "NonceError",
+    "NonceRejected",
+    "NonceStoreUnavailable",
+    "AuthError",
+    "AuthenticationError",
+    "PermissionDenied",
+    "AttestationError",
+    "QuoteFormatError",
+    "GpuEvidenceFormatError",
+    "CollateralError",
+    "PolicyFileError",
+    "ChainError",
+    "InferenceError",
+    "ClientError",
+    "NoInstancesError",
+    "NoncesExhaustedError",
+]
+
+
+class ChutesSubnetError(Exception):
+    """Base of every deliberate chutes-subnet error."""
+
+
+class E2EEError(ChutesSubnetError):
+    """Failure in the end-to-end encryption layer."""
+
+
+class EnvelopeFormatError(E2EEError):
+    """Bytes do not have the shape of an envelope or stream frame."""
+
+
+class PayloadTooLargeError(E2EEError):
+    """A compressed or decompressed payload exceeds the configured limit."""
+
+
+class DecryptionError(E2EEError):
+    """Authenticated decryption failed. Carries no detail, so it is no oracle."""
+
+    def __init__(self) -> None:
+        super().__init__("decryption failed")
+
+
+class StreamIntegrityError(DecryptionError):
+    """A stream was reordered, truncated, duplicated or cut short."""
+
+    def __init__(self, reason: str = "stream integrity check failed") -> None:
+        Exception.__init__(self, reason)
+        self.reason = reason
+
+
+class NonceError(ChutesSubnetError):
+    """Single-use nonce handling failed."""
+
+
+class NonceRejected(NonceError):
+    """The nonce is unknown, already used, expired, or bound to another scope."""
+
+
+class NonceStoreUnavailable(NonceError):
+    """The nonce backend cannot be reached; callers should answer 503."""
+
+
+class AuthError(ChutesSubnetError):
+    """Authentication or authorization failure."""
+
+
+class AuthenticationError(AuthError):
+    """The caller could not be authenticated (HTTP 401)."""
+
+
+class PermissionDenied(AuthError):
+    """The caller is authenticated but not allowed (HTTP 403)."""
+
+
+class AttestationError(ChutesSubnetError):
+    """Evidence could not be parsed or verified."""
+
+
+class QuoteFormatError(AttestationError):
+    """A TDX quote is truncated or malformed."""
+
+
+class GpuEvidenceFormatError(AttestationError):
+    """NVIDIA GPU evidence is truncated or malformed."""
+
+
+class CollateralError(AttestationError):
+    """DCAP collateral is missing, unfetchable or outside its validity window."""
+
+
+class PolicyFileError(AttestationError):
+    """The operator's attestation policy file is invalid."""
+
+
+class ChainError(ChutesSubnetError):
+    """A chain read or write failed."""
+
+
+class InferenceError(ChutesSubnetError):
+    """The inference backend failed."""
+
+
+class ClientError(ChutesSubnetError):
+    """Client-side E2EE transport failure."""
+
+
+class NoInstancesError(ClientError):
+    """Discovery returned no usable instance for the model."""
+
+
+class NoncesExhaustedError(ClientError):
+    """Every nonce tried was rejected by the gateway."""

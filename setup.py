@@ -1,0 +1,57 @@
+"""Packaging for chutes-subnet (setuptools; pyproject.toml only configures tools)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="chutes-subnet",
+    version="0.1.0",
+    description="Bittensor subnet: attested (Intel TDX + NVIDIA CC) end-to-end-encrypted LLM inference",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.11,<3.14",
+    packages=find_packages(include=["chutes_subnet", "chutes_subnet.*"]),
+    package_data={"chutes_subnet": ["py.typed", "attestation/*.toml", "attestation/*.pem"]},
+    install_requires=[
+        "bittensor==11.3.0",
+        "fastapi>=0.110,<1",
+        "uvicorn>=0.29,<1",
+        "aiohttp>=3.9,<4",
+        "httpx>=0.27,<1",
+        "cryptography>=44",
+        "pqcrypto>=1.0,<2",
+        # CPU machines: install torch==2.13.0 first (README); a bare "torch" pulls CUDA.
+        "torch>=2.2,<=2.14.1",
+        "pydantic>=2.6,<3",
+        "dcap-qvl>=0.7,<0.8",
+        "isal>=1.6",
+        "rich>=13",
+        "prometheus-client>=0.20",
+    ],
+    extras_require={
+        "redis": ["redis>=5"],
+        "gpu": ["nvidia-ml-py>=12"],
+        "dev": [
+            "pytest>=8",
+            "pytest-asyncio>=0.23",
+            "hypothesis>=6.100",
+            "openai>=1.40",
+            "redis>=5",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "chutes-subnet=chutes_subnet.cli:main",
+            "chutes-miner=chutes_subnet.miner.cli:main",
+            "chutes-validator=chutes_subnet.validator.cli:main",
+        ]
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Security :: Cryptography",
+    ],
+)
