@@ -101,3 +101,17 @@ class AttestResponse(_Model):
 class ErrorBody(_Model):
     error: str
     reason: str = ""
+
+
+CHUTE_NAMESPACE = "6f1c3c1e-5b0a-4d57-9d3e-8f6e1c2a7b10"
+
+
+def chute_id_for_model(model_id: str) -> str:
+    """Stable chute UUID for a model name (uuid5 in the subnet's namespace).
+
+    The public Chutes client passes UUID-shaped model names through unchanged and
+    resolves other names via ``/v1/models``; both lead to this id.
+    """
+    import uuid
+
+    return str(uuid.uuid5(uuid.UUID(CHUTE_NAMESPACE), model_id))
