@@ -1,0 +1,314 @@
+"""Single-use nonces: issued in batches bound to a scope, consumed atomically once.
+
+A nonce is 128 random bits (32 hex digits) bound to a :class:`NonceScope`
+(api-key/user, chute id, instance id) with a server-side TTL. ``consume`` succeeds for
+exactly one caller, however many present the same nonce concurrently, and only with
+the scope it was issued for, before it expires. Failures raise
+:class:`~chutes_subnet.errors.NonceRejected` (``.reason`` is ``"unknown"`` — never
+issued or already used; ``"expired"``; or ``"scope"`` — issued for another
+user/chute/instance) or :class:`~chutes_subnet.errors.NonceStoreUnavailable`.
+
+A nonce presented with the wrong scope is *not* burned: otherwise anyone who saw a
+nonce in transit could void it for its owner.
+
+Backends:
+
+* :class:`MemoryNonceStore` — one process.
+* :class:`SQLiteNonceStore` — the embedded default; survives restarts, shared by
+  processes on one host (WAL). Consumption is one ``DELETE ... RETURNING`` statement.
+* :class:`RedisNonceStore` — several gateway replicas; consumption is one Lua script.
+
+The TTL told to clients (``NONCE_TTL_CLIENT_SECONDS``) is shorter than the server TTL
+(``NONCE_TTL_SERVER_SECONDS``) so a nonce never dies server-side while a client still
+believes it valid.
+
+:class:`SeenNonceCache` is the miner's replay cache: it remembers every nonce the
+instance has served for the nonce TTL and refuses a second use.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.protocol import NONCE_TTL_SERVER_SECONDS
+
+__all__ = [
+    "NonceScope",
+    "NonceStore",
+    "MemoryNonceStore",
+    "SQLiteNonceStore",
+    "RedisNonceStore",
+    "SeenNonceCache",
+    "open_nonce_store",
+    "new_nonce",
+]
+
+MAX_ISSUE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class NonceScope:
+    """Who may use a nonce, for which chute, on which instance."""
+
+    user: str
+    chute_id: str
+    instance_id: str
+
+    def encode(self) -> str:
+        return "\x1f".join((self.user, self.chute_id, self.instance_id))
+
+
+def new_nonce() -> str:
+    """128 bits from the OS CSPRNG, hex encoded."""
+    return secrets.token_hex(16)
+
+
+def _rejected(reason: str) -> NonceRejected:
+    err = NonceRejected(f"nonce rejected: {reason}")
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def _check_count(count: int) -> None:
+    if not 1 <= count <= MAX_ISSUE:
+        raise ValueError(f"count must be between 1 and {MAX_ISSUE}")
+
+
+class NonceStore(Protocol):
+    async def issue(self, scope: NonceScope, count: int, ttl: float = NONCE_TTL_SERVER_SECONDS) -> list[str]: ...
+    async def consume(self, nonce: str, scope: NonceScope) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class MemoryNonceStore:
+    """In-process store (tests, single-process gateways)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._items: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+        self._next_sweep = 0.0
+
+    async def issue(self, scope: NonceScope, count: int, ttl: float = NONCE_TTL_SERVER_SECONDS) -> list[str]:
+        _check_count(count)
+        now = self._clock()
+        nonces = [new_nonce() for _ in range(count)]
+        with self._lock:
+            self._sweep(now)
+            for n in nonces:
+                self._items[n] = (scope.encode(), now + ttl)
+        return nonces
+
+    async def consume(self, nonce: str, scope: NonceScope) -> None:
+        now = self._clock()
+        with self._lock:
+            item = self._items.get(nonce)
+            if item is None:
+                raise _rejected("unknown")
+            bound, expires = item
+            if not secrets.compare_digest(bound, scope.encode()):
+                raise _rejected("scope")
+            del self._items[nonce]
+        if expires <= now:
+            raise _rejected("expired")
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + 5.0
+        dead = [n for n, (_, exp) in self._items.items() if exp <= now]
+        for n in dead:
+            del self._items[n]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def aclose(self) -> None:
+        self._items.clear()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS e2e_nonces (
+    nonce   TEXT PRIMARY KEY,
+    scope   TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS e2e_nonces_expires ON e2e_nonces(expires);
+"""
+
+
+class SQLiteNonceStore:
+    """File-backed store: survives restarts; safe across processes (WAL, busy timeout).
+
+    Statements are short and run inline on the event loop (tens of µs with WAL and
+    ``synchronous=NORMAL``); a thread hop would cost more than the statement.
+    """
+
+    def __init__(self, path: str, clock: Callable[[], float] = time.time, busy_timeout_ms: int = 5000) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise NonceStoreUnavailable("nonce database unavailable") from exc
+        self._next_sweep = 0.0
+
+    def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        try:
+            with self._lock:
+                return fn(self._db)
+        except sqlite3.Error as exc:
+            raise NonceStoreUnavailable("nonce database unavailable") from exc
+
+    async def issue(self, scope: NonceScope, count: int, ttl: float = NONCE_TTL_SERVER_SECONDS) -> list[str]:
+        _check_count(count)
+        now = self._clock()
+        nonces = [new_nonce() for _ in range(count)]
+        rows = [(n, scope.encode(), now + ttl) for n in nonces]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if now >= self._next_sweep:
+                    db.execute("DELETE FROM e2e_nonces WHERE expires <= ?", (now,))
+                    self._next_sweep = now + 5.0
+                db.executemany("INSERT INTO e2e_nonces(nonce, scope, expires) VALUES (?, ?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        self._run(write)
+        return nonces
+
+    async def consume(self, nonce: str, scope: NonceScope) -> None:
+        now = self._clock()
+        enc = scope.encode()
+
+        def take(db: sqlite3.Connection) -> tuple[Any, Any]:
+            row = db.execute(
+                "DELETE FROM e2e_nonces WHERE nonce = ? AND scope = ? RETURNING expires", (nonce, enc)
+            ).fetchone()
+            if row is not None:
+                return row, None
+            return None, db.execute("SELECT 1 FROM e2e_nonces WHERE nonce = ?", (nonce,)).fetchone()
+
+        taken, exists = self._run(take)
+        if taken is None:
+            raise _rejected("scope" if exists else "unknown")
+        if taken[0] <= now:
+            raise _rejected("expired")
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# KEYS[1] = nonce key; ARGV[1] = expected scope. Returns 1 taken, 0 unknown, -1 other scope.
+_CONSUME_LUA = """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if v ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+class RedisNonceStore:
+    """Shared store for several gateway replicas; Redis expiry implements the TTL."""
+
+    def __init__(self, url_or_client: Any, prefix: str = "chutes:e2e:nonce:", timeout: float = 2.0) -> None:
+        import redis.asyncio as aioredis
+
+        if isinstance(url_or_client, str):
+            self._r = aioredis.from_url(
+                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
+            )
+        else:
+            self._r = url_or_client
+        self._prefix = prefix
+        self._script = self._r.register_script(_CONSUME_LUA)
+        self._errors: tuple[type[BaseException], ...] = (OSError,)
+        import redis.exceptions
+
+        self._errors = (redis.exceptions.RedisError, OSError)
+
+    async def issue(self, scope: NonceScope, count: int, ttl: float = NONCE_TTL_SERVER_SECONDS) -> list[str]:
+        _check_count(count)
+        nonces = [new_nonce() for _ in range(count)]
+        enc = scope.encode().encode()
+        ms = max(1, int(ttl * 1000))
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for n in nonces:
+                    pipe.set(self._prefix + n, enc, px=ms, nx=True)
+                await pipe.execute()
+        except self._errors as exc:
+            raise NonceStoreUnavailable("nonce store unavailable") from exc
+        return nonces
+
+    async def consume(self, nonce: str, scope: NonceScope) -> None:
+        try:
+            res = await self._script(keys=[self._prefix + nonce], args=[scope.encode().encode()])
+        except self._errors as exc:
+            raise NonceStoreUnavailable("nonce store unavailable") from exc
+        if res == 1:
+            return
+        raise _rejected("scope" if res == -1 else "unknown")
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
+
+
+def open_nonce_store(url: str) -> NonceStore:
+    """``memory://``, ``sqlite:///abs/path.db`` (or ``sqlite://rel.db``), ``redis://host:port/db``."""
+    if url.startswith("memory://"):
+        return MemoryNonceStore()
+    if url.startswith("sqlite://"):
+        return SQLiteNonceStore(url[len("sqlite://") :] or ":memory:")
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisNonceStore(url)
+    raise ValueError(f"unsupported nonce store URL scheme: {url.split(':', 1)[0]!r}")
+
+
+class SeenNonceCache:
+    """A miner's replay cache: remembers served nonces for ``ttl`` seconds.
+
+    Bounded: when full of unexpired entries it refuses new nonces (fail closed)
+    rather than forgetting one that could then be replayed.
+    """
+
+    def __init__(self, ttl: float = NONCE_TTL_SERVER_SECONDS, max_entries: int = 1_000_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check_and_add(self, nonce: str) -> bool:
+        """True the first time ``nonce`` is seen within the TTL, False on a replay or when full."""
+        now = self._clock()
+        with self._lock:
+            while self._seen:
+                oldest, exp = next(iter(self._seen.items()))
+                if exp > now:
+                    break
+                del self._seen[oldest]
+            if nonce in self._seen or len(self._seen) >= self._max:
+                return False
+            self._seen[nonce] = now + self._ttl
+            return True
+
+    def __len__(self) -> int:
+        return len(self._seen)
