@@ -1,0 +1,137 @@
+"""The gateway's FastAPI application: discovery, invoke routing, health, usage.
+
+Endpoints (wire shapes in :mod:`chutes_subnet.protocol`):
+
+* ``GET /v1/models`` — models with at least one live attested instance (no key needed);
+* ``GET /e2e/instances/{chute_id}`` — live instances of a chute, ranked by score and
+  load, each with its e2e public key and fresh nonces bound to (caller's key, chute,
+  instance);
+* ``POST /e2e/invoke`` — see :mod:`chutes_subnet.gateway.invoke`;
+* ``GET /v1/usage`` — the caller's own metered usage;
+* ``GET /health``.
+
+The app is given a registry, a nonce store, a key store and a usage meter; it owns
+only its HTTP pool to miners. It is given no key material and never decrypts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chutes_subnet.errors import NonceStoreUnavailable
+from chutes_subnet.gateway.balancer import LoadBalancer
+from chutes_subnet.gateway.config import GatewayConfig
+from chutes_subnet.gateway.invoke import InvokeEndpoint
+from chutes_subnet.gateway.keys import ApiKeyStore
+from chutes_subnet.gateway.registry import InstanceRegistry
+from chutes_subnet.gateway.state import ForwardSigner, GatewayState, Refusal
+from chutes_subnet.gateway.upstream import MinerClient
+from chutes_subnet.gateway.usage import UsageMeter
+from chutes_subnet.nonces import NonceScope
+from chutes_subnet.protocol import InstanceInfo, InstancesResponse, ModelCard, ModelsResponse
+
+if TYPE_CHECKING:
+    from chutes_subnet.nonces import NonceStore
+
+__all__ = ["create_app"]
+
+_MAX_CHUTE_ID = 128
+
+
+def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store: NonceStore,
+               keys: ApiKeyStore, usage: UsageMeter,
+               forward_signer: ForwardSigner | None = None) -> FastAPI:
+    """Build one gateway replica around the given stores.
+
+    ``forward_signer(method, path, body, receiver_hotkey)`` may return extra headers
+    (e.g. btauth/1 signed by the validator hotkey) added to every forwarded request.
+    """
+    state = GatewayState(
+        config=config, registry=registry, nonce_store=nonce_store, keys=keys, usage=usage,
+        forward_signer=forward_signer,
+        balancer=LoadBalancer(cooldown=config.failure_cooldown),
+        miners=MinerClient(connect_timeout=config.connect_timeout,
+                           read_timeout=config.read_timeout,
+                           max_connections=config.upstream_connections),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(_flush_forever(usage, config.usage_flush_interval))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await state.miners.aclose()
+            usage.flush()
+
+    app = FastAPI(title="chutes-subnet gateway", lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.gateway = state
+
+    @app.exception_handler(Refusal)
+    async def _refusal(_request: Request, exc: Refusal) -> Response:
+        return JSONResponse({"error": exc.message, "reason": exc.reason},
+                            status_code=exc.status, headers=exc.headers)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        cards = [ModelCard(id=m, chute_id=c) for m, c in registry.models()]
+        return ModelsResponse(data=cards).model_dump()
+
+    @app.get("/e2e/instances/{chute_id}")
+    async def instances(chute_id: str, request: Request) -> dict[str, Any]:
+        key = state.admit(request.headers.get("authorization"), check_quota=False)
+        if len(chute_id) > _MAX_CHUTE_ID:
+            raise Refusal(400, "bad_chute", "malformed chute id")
+        live = registry.list_verified(chute_id)
+        if not live:
+            raise Refusal(503, "no_instances", "no attested instance serves this chute",
+                          {"Retry-After": "5"})
+        ranked = state.balancer.rank(live, config.max_instances)
+        try:
+            batches = await asyncio.gather(*(
+                nonce_store.issue(NonceScope(key.key_id, chute_id, r.instance_id),
+                                  config.nonces_per_instance, config.nonce_ttl_server)
+                for r in ranked))
+        except NonceStoreUnavailable:
+            raise Refusal(503, "nonce_store_unavailable", "nonce store unavailable",
+                          {"Retry-After": "1"}) from None
+        infos = [InstanceInfo(instance_id=r.instance_id, e2e_pubkey=r.e2e_pubkey,
+                              nonces=nonces, e2e_versions=list(r.e2e_versions))
+                 for r, nonces in zip(ranked, batches)]
+        return InstancesResponse(instances=infos,
+                                 nonce_expires_in=config.nonce_ttl_client).model_dump()
+
+    @app.get("/v1/usage")
+    async def my_usage(request: Request) -> dict[str, Any]:
+        key = state.admit(request.headers.get("authorization"), check_quota=False)
+        u = usage.totals(key.key_id)
+        return {"key_id": key.key_id, "requests": u.requests,
+                "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
+                "total_tokens": u.total_tokens, "quota_tokens": key.quota_tokens}
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "instances": len(registry.list_verified())}
+
+    app.router.routes.append(Route("/e2e/invoke", InvokeEndpoint(state), methods=["POST"]))
+    return app
+
+
+async def _flush_forever(usage: UsageMeter, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            usage.flush()
+        except Exception:  # noqa: BLE001 - a failed flush keeps its counts; try again
+            continue

@@ -1,0 +1,239 @@
+"""``POST /e2e/invoke``: admit, consume the nonce, relay ciphertext, meter usage.
+
+A raw ASGI endpoint (no request/response objects) because it is the hot path and
+must stream without buffering. The gateway holds no key material: the body and the
+response are relayed byte for byte; it reads only headers and the plaintext usage
+the miner reports. Order of checks (first failure answers):
+
+1. API key (401), token quota and rate limit (429 + Retry-After);
+2. invoke headers present and well-formed, path allowed, version known (400);
+3. body size (413);
+4. the instance is live in the registry and serves the chute (503, retry elsewhere)
+   and speaks the requested E2EE version (400);
+5. the nonce is consumed atomically for (key, chute, instance): bound elsewhere 403,
+   unknown or already used 409, expired 410, store down 503;
+6. forward: miner unreachable or 5xx before any byte -> 502 with
+   ``X-E2E-Retry: instance`` (the instance is benched for a cooldown); a miner 4xx is
+   relayed as is; a 200 is streamed through chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
+from chutes_subnet.gateway.registry import InstanceRecord
+from chutes_subnet.gateway.state import GatewayState, Refusal, error_body, resolve_signer_headers
+from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
+from chutes_subnet.nonces import NonceScope
+from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
+
+__all__ = ["InvokeEndpoint", "NONCE_REFUSALS"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+#: NonceRejected.reason -> (HTTP status, reason code, message)
+NONCE_REFUSALS: dict[str, tuple[int, str, str]] = {
+    "scope": (403, "nonce_scope", "nonce was issued for another key, chute or instance"),
+    "unknown": (409, "nonce_used", "nonce unknown or already used"),
+    "used": (409, "nonce_used", "nonce unknown or already used"),
+    "expired": (410, "nonce_expired", "nonce expired"),
+}
+_MAX_ID = 128
+_RELAYED_HEADERS = (b"content-type", b"x-e2e-usage", b"x-e2e-version")
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _required(h: dict[str, str], name: str) -> str:
+    value = h.get(name, "")
+    if not value or len(value) > _MAX_ID or not value.isprintable():
+        raise Refusal(400, "bad_header", f"missing or malformed {name} header")
+    return value
+
+
+async def _send_error(send: Send, exc: Refusal) -> None:
+    body = error_body(exc.message, exc.reason)
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise Refusal(400, "client_gone", "client disconnected")
+        part = msg.get("body", b"")
+        size += len(part)
+        if size > limit:
+            raise Refusal(413, "too_large", "request envelope too large")
+        chunks.append(part)
+        if not msg.get("more_body", False):
+            return b"".join(chunks)
+
+
+class InvokeEndpoint:
+    """ASGI app for ``POST /e2e/invoke`` bound to one :class:`GatewayState`."""
+
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._handle(scope, receive, send)
+        except Refusal as exc:
+            await _send_error(send, exc)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        st = self.state
+        h = _headers(scope)
+        key = st.admit(h.get("authorization"))
+        chute_id = _required(h, "x-chute-id")
+        instance_id = _required(h, "x-instance-id")
+        nonce = _required(h, "x-e2e-nonce")
+        path = h.get("x-e2e-path", "")
+        if path not in INVOKE_PATHS:
+            raise Refusal(400, "bad_path", "X-E2E-Path is not an invokable path")
+        stream_flag = h.get("x-e2e-stream", "false").lower()
+        if stream_flag not in ("true", "false"):
+            raise Refusal(400, "bad_header", "X-E2E-Stream must be true or false")
+        version_raw = h.get("x-e2e-version")
+        version = 1
+        if version_raw is not None:
+            if not version_raw.isdigit() or int(version_raw) not in SUPPORTED_E2EE_VERSIONS:
+                raise Refusal(400, "bad_version", "unsupported X-E2E-Version")
+            version = int(version_raw)
+        declared = h.get("content-length")
+        if declared is not None and (not declared.isdigit()
+                                     or int(declared) > st.config.max_body_bytes):
+            raise Refusal(413, "too_large", "request envelope too large")
+        body = await _read_body(receive, st.config.max_body_bytes)
+        if not body:
+            raise Refusal(400, "empty_body", "empty request envelope")
+
+        rec = self._live_instance(chute_id, instance_id)
+        if version not in rec.e2e_versions:
+            raise Refusal(400, "bad_version", "instance does not support this E2EE version")
+        try:
+            await st.nonce_store.consume(nonce, NonceScope(key.key_id, chute_id, instance_id))
+        except NonceRejected as exc:
+            status, reason, message = NONCE_REFUSALS.get(
+                getattr(exc, "reason", "unknown"), NONCE_REFUSALS["unknown"])
+            raise Refusal(status, reason, message) from None
+        except NonceStoreUnavailable:
+            raise Refusal(503, "nonce_store_unavailable", "nonce store unavailable",
+                          {"Retry-After": "1"}) from None
+
+        fwd = {
+            "Content-Type": "application/octet-stream",
+            "X-Chute-Id": chute_id,
+            "X-Instance-Id": instance_id,
+            "X-E2E-Nonce": nonce,
+            "X-E2E-Stream": stream_flag,
+            "X-E2E-Path": path,
+        }
+        if version_raw is not None:
+            fwd["X-E2E-Version"] = str(version)
+        fwd.update(await resolve_signer_headers(st.forward_signer, "POST", "/e2e/invoke",
+                                                body, rec.hotkey))
+        await self._forward(rec, fwd, body, stream_flag == "true", key.key_id, receive, send)
+
+    def _live_instance(self, chute_id: str, instance_id: str) -> InstanceRecord:
+        for rec in self.state.registry.list_verified(chute_id):
+            if rec.instance_id == instance_id:
+                return rec
+        raise Refusal(503, "no_instance", "instance not available; discover again",
+                      {"X-E2E-Retry": "instance"})
+
+    async def _forward(self, rec: InstanceRecord, headers: dict[str, str], body: bytes,
+                       stream: bool, key_id: str, receive: Receive, send: Send) -> None:
+        st = self.state
+        st.balancer.acquire(rec.instance_id)
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task()))
+        resp: UpstreamResponse | None = None
+        try:
+            try:
+                resp = await st.miners.post(rec.url.rstrip("/") + "/e2e/invoke", headers, body)
+            except UpstreamError:
+                st.balancer.mark_failed(rec.instance_id)
+                raise Refusal(502, "miner_unreachable", "miner unreachable",
+                              {"X-E2E-Retry": "instance"}) from None
+            if resp.status != 200:
+                await self._relay_failure(rec, resp, send)
+                return
+            await self._relay_success(resp, stream, key_id, send)
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():
+                return  # the client went away; nothing left to answer
+            raise
+        finally:
+            watcher.cancel()
+            if resp is not None:
+                resp.release()
+            st.balancer.release(rec.instance_id)
+
+    async def _relay_failure(self, rec: InstanceRecord, resp: UpstreamResponse,
+                             send: Send) -> None:
+        if resp.status >= 500:
+            self.state.balancer.mark_failed(rec.instance_id)
+            raise Refusal(502, "miner_error", "miner failed before responding",
+                          {"X-E2E-Retry": "instance"})
+        try:
+            data = await resp.read_bounded(self.state.config.max_error_body_bytes)
+        except UpstreamError:
+            data = b""
+        ctype = resp.headers.get("Content-Type", "application/octet-stream")
+        await send({"type": "http.response.start", "status": resp.status,
+                    "headers": [(b"content-type", ctype.encode("latin-1")),
+                                (b"content-length", str(len(data)).encode())]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _relay_success(self, resp: UpstreamResponse, stream: bool, key_id: str,
+                             send: Send) -> None:
+        out_headers = [(k.encode(), resp.headers[k].encode("latin-1"))
+                       for k in ("Content-Type", "X-E2E-Usage", "X-E2E-Version")
+                       if k in resp.headers]
+        if stream:
+            out_headers.append((b"cache-control", b"no-cache"))
+        elif "Content-Length" in resp.headers:
+            out_headers.append((b"content-length", resp.headers["Content-Length"].encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": out_headers})
+        sniffer = UsageSniffer() if stream else None
+        try:
+            async for chunk in resp.iter_chunks():
+                if sniffer is not None:
+                    sniffer.feed(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError:
+            if stream:
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": b'data: {"e2e_error": "upstream interrupted"}\n\n'})
+        finally:
+            usage = sniffer.usage if sniffer is not None else \
+                parse_usage_header(resp.headers.get("X-E2E-Usage"))
+            prompt, completion = usage or (0, 0)
+            self.state.usage.record(key_id, prompt, completion)
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            if task is not None:
+                with contextlib.suppress(RuntimeError):
+                    task.cancel()
+            return
