@@ -1,0 +1,92 @@
+"""Builders of the OpenAI response and stream-chunk objects the backends return.
+
+Shapes (``kind`` is "chat" for /v1/chat/completions, "text" for /v1/completions)::
+
+    chat.completion        {id, object, created, model,
+                            choices: [{index, message: {role, content}, finish_reason, logprobs}],
+                            usage: {prompt_tokens, completion_tokens, total_tokens}}
+    text_completion        {..., choices: [{index, text, finish_reason, logprobs}], usage}
+    chat.completion.chunk  {..., choices: [{index, delta: {[role,] content}, finish_reason, logprobs}]}
+    text_completion chunk  {..., choices: [{index, text, finish_reason, logprobs}]}
+    usage chunk            {..., choices: [], usage}   (last chunk of every stream)
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["Kind", "ResponseMeta", "usage", "completion_object", "token_chunk", "usage_chunk"]
+
+Kind = Literal["chat", "text"]
+
+
+@dataclass(frozen=True)
+class ResponseMeta:
+    """Fields shared by a response and all chunks of one stream."""
+
+    kind: Kind
+    model: str
+    id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            prefix = "chatcmpl-" if self.kind == "chat" else "cmpl-"
+            object.__setattr__(self, "id", prefix + secrets.token_hex(12))
+
+    def header(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """OpenAI ``usage`` object."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion_object(
+    meta: ResponseMeta, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    """A full non-stream response."""
+    if meta.kind == "chat":
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish_reason,
+            "logprobs": None,
+        }
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        obj = "text_completion"
+    return {
+        **meta.header(obj),
+        "choices": [choice],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
+
+
+def token_chunk(
+    meta: ResponseMeta, text: str, finish_reason: str | None, first: bool
+) -> dict[str, Any]:
+    """One streamed token; the first chat chunk also carries ``role``."""
+    if meta.kind == "chat":
+        delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {"content": text}
+        choice: dict[str, Any] = {
+            "index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None
+        }
+        return {**meta.header("chat.completion.chunk"), "choices": [choice]}
+    choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+    return {**meta.header("text_completion"), "choices": [choice]}
+
+
+def usage_chunk(meta: ResponseMeta, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    """The closing chunk of a stream: no choices, only usage."""
+    obj = "chat.completion.chunk" if meta.kind == "chat" else "text_completion"
+    return {**meta.header(obj), "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
