@@ -1,0 +1,301 @@
+"""btauth/1 request authentication between validators and miners.
+
+The signature scheme is bittensor 11's ``bittensor.http_auth`` (hotkey signature over
+``btauth/1``, scheme, method, path, sha256(body), ns nonce, sender, receiver). This
+module adds what a subnet endpoint needs around it:
+
+:func:`sign_headers`
+    validator side: headers for one request, bound to the miner's hotkey.
+:class:`ValidatorGate`
+    miner side. ``authorize`` checks, in order:
+
+    1. header shape, receiver == this miner, freshness, signature, replay
+       (``http_auth.verify``) -> :class:`~chutes_subnet.errors.AuthenticationError`
+       (HTTP 401);
+    2. the sender is in the current metagraph, holds a validator permit and at least
+       ``min_stake`` -> :class:`~chutes_subnet.errors.PermissionDenied` (HTTP 403).
+
+    The replay cache is written only after the signature verifies, and is bounded in
+    time (``max_age + allowed_skew``) and size. Error messages name the failed check
+    and nothing else, so they are safe to return to an unauthenticated caller.
+:class:`MetagraphCache`
+    a background task keeping the latest :class:`~chutes_subnet.chain.Metagraph`,
+    surviving chain outages by serving the last good snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from bittensor import http_auth
+
+from .chain import Chain, Metagraph, Neuron
+from .errors import AuthenticationError, ChainError, PermissionDenied
+
+__all__ = [
+    "AUTH_HEADERS",
+    "sign_headers",
+    "BoundedNonceStore",
+    "ValidatorGate",
+    "MetagraphCache",
+]
+
+log = logging.getLogger(__name__)
+
+#: Header names btauth/1 uses (for CORS lists, proxies and logging filters).
+AUTH_HEADERS = (
+    http_auth.HEADER_VERSION,
+    http_auth.HEADER_HOTKEY,
+    http_auth.HEADER_RECEIVER,
+    http_auth.HEADER_NONCE,
+    http_auth.HEADER_CRYPTO,
+    http_auth.HEADER_SIGNATURE,
+)
+
+_REASONS: dict[type[Exception], str] = {
+    http_auth.MalformedAuth: "malformed",
+    http_auth.WrongReceiver: "wrong_receiver",
+    http_auth.StaleRequest: "stale",
+    http_auth.BadSignature: "bad_signature",
+    http_auth.ReplayedRequest: "replayed",
+}
+
+
+def sign_headers(
+    wallet: Any, *, method: str, path: str, body: bytes, receiver_ss58: str
+) -> dict[str, str]:
+    """btauth/1 headers signing ``method path body`` for the hotkey ``receiver_ss58``.
+
+    ``path`` must be the request target exactly as sent (with any query string) and
+    ``body`` the exact bytes sent. Sign again for every retry: each signature carries
+    a fresh nanosecond nonce and is accepted once.
+    """
+    if not receiver_ss58:
+        raise ValueError("receiver_ss58 is required: requests must be bound to a miner")
+    return http_auth.sign(
+        wallet, method=method, path=path, body=bytes(body), receiver_ss58=receiver_ss58
+    )
+
+
+class BoundedNonceStore:
+    """Replay cache for btauth/1: remembers ``(hotkey, nonce)`` for ``retention`` s.
+
+    Holds at most ``max_entries``; when full of unexpired entries it refuses new
+    ones (the request fails as a replay) rather than forgetting a live nonce, which
+    would reopen a replay window. Thread-safe.
+    """
+
+    def __init__(self, retention: float = 30.0, max_entries: int = 100_000) -> None:
+        if retention <= 0 or max_entries <= 0:
+            raise ValueError("retention and max_entries must be positive")
+        self.retention = float(retention)
+        self.max_entries = int(max_entries)
+        self._seen: OrderedDict[tuple[str, int], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        key = (hotkey_ss58, int(nonce_ns))
+        now = time.monotonic()
+        with self._lock:
+            while self._seen:
+                oldest_key, expiry = next(iter(self._seen.items()))
+                if expiry > now:
+                    break
+                del self._seen[oldest_key]
+            if key in self._seen:
+                return False
+            if len(self._seen) >= self.max_entries:
+                log.warning("btauth replay cache is full; refusing new requests until it drains")
+                return False
+            self._seen[key] = now + self.retention
+            return True
+
+
+class ValidatorGate:
+    """Authorizes validator -> miner requests (see module doc for the checks).
+
+    ``metagraph_provider`` returns the current snapshot (e.g. ``MetagraphCache``'s
+    ``current``); None means "not loaded yet" and every caller is refused (403).
+    """
+
+    def __init__(
+        self,
+        self_hotkey_ss58: str,
+        metagraph_provider: Callable[[], Metagraph | None],
+        *,
+        min_stake: float = 0.0,
+        nonce_store: Any = None,
+        max_age: float = http_auth.DEFAULT_MAX_AGE,
+        allowed_skew: float = http_auth.DEFAULT_ALLOWED_SKEW,
+    ) -> None:
+        if not self_hotkey_ss58:
+            raise ValueError("self_hotkey_ss58 is required")
+        if max_age <= 0 or allowed_skew < 0 or min_stake < 0:
+            raise ValueError("max_age must be > 0; allowed_skew and min_stake >= 0")
+        window = max_age + allowed_skew
+        if nonce_store is None:
+            nonce_store = BoundedNonceStore(retention=window + 1.0)
+        retention = getattr(nonce_store, "retention", None)
+        if retention is not None and retention < window:
+            raise ValueError("nonce_store retention must cover max_age + allowed_skew")
+        self.self_hotkey_ss58 = self_hotkey_ss58
+        self.min_stake = float(min_stake)
+        self.max_age = float(max_age)
+        self.allowed_skew = float(allowed_skew)
+        self._metagraph = metagraph_provider
+        self._nonces = nonce_store
+
+    def authenticate(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        method: str,
+        path: str,
+        now_ns: int | None = None,
+    ) -> str:
+        """Verify the btauth/1 signature only; returns the sender's hotkey ss58."""
+        try:
+            caller = http_auth.verify(
+                headers,
+                bytes(body),
+                method=method,
+                path=path,
+                self_hotkey_ss58=self.self_hotkey_ss58,
+                max_age=self.max_age,
+                allowed_skew=self.allowed_skew,
+                require_receiver=True,
+                nonce_store=self._nonces,
+                now_ns=now_ns,
+            )
+        except http_auth.AuthError as exc:
+            reason = next((r for t, r in _REASONS.items() if isinstance(exc, t)), "invalid")
+            error = AuthenticationError(f"btauth/1 {reason}: {exc}")
+            error.reason = reason  # type: ignore[attr-defined]
+            raise error from None
+        except (ValueError, TypeError, UnicodeError):
+            error = AuthenticationError("btauth/1 malformed: unreadable authentication headers")
+            error.reason = "malformed"  # type: ignore[attr-defined]
+            raise error from None
+        return caller.hotkey_ss58
+
+    def authorize(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        method: str,
+        path: str,
+        now_ns: int | None = None,
+    ) -> Neuron:
+        """Authenticate, then admit only permitted validators; returns their neuron.
+
+        Raises ``AuthenticationError`` (401) or ``PermissionDenied`` (403).
+        """
+        hotkey = self.authenticate(headers, body, method=method, path=path, now_ns=now_ns)
+        metagraph = self._metagraph()
+        if metagraph is None:
+            raise PermissionDenied("validator set not loaded yet; retry later")
+        neuron = metagraph.by_hotkey(hotkey)
+        if neuron is None:
+            raise PermissionDenied("sender is not registered on this subnet")
+        if not neuron.validator_permit:
+            raise PermissionDenied("sender has no validator permit")
+        if neuron.stake < self.min_stake:
+            raise PermissionDenied("sender stake is below the minimum")
+        return neuron
+
+
+class MetagraphCache:
+    """Keeps ``current`` up to date from ``chain`` every ``interval`` seconds.
+
+    ``start()`` performs a first refresh (a failure is logged, not raised) and then
+    refreshes in a background task. A failed refresh keeps the last good snapshot.
+    The instance is callable, returning ``current``, so it can be passed directly as
+    a ``ValidatorGate`` metagraph provider.
+    """
+
+    def __init__(self, chain: Chain, *, interval: float = 60.0) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be > 0")
+        self.chain = chain
+        self.interval = float(interval)
+        self._current: Metagraph | None = None
+        self._updated_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self.failures = 0
+
+    @property
+    def current(self) -> Metagraph | None:
+        """The latest snapshot, or None before the first successful refresh."""
+        return self._current
+
+    def __call__(self) -> Metagraph | None:
+        return self._current
+
+    @property
+    def age(self) -> float | None:
+        """Seconds since the last successful refresh (None if never)."""
+        return None if self._updated_at is None else time.monotonic() - self._updated_at
+
+    async def refresh(self) -> bool:
+        """Fetch once; True on success. Chain errors are logged and swallowed."""
+        try:
+            metagraph = await self.chain.metagraph()
+        except ChainError as exc:
+            self.failures += 1
+            log.warning("metagraph refresh failed (keeping last good snapshot): %s", exc)
+            return False
+        except Exception as exc:  # a refresher must outlive any single failure
+            self.failures += 1
+            log.warning("metagraph refresh failed unexpectedly (keeping last good "
+                        "snapshot): %s", type(exc).__name__)
+            return False
+        self._current = metagraph
+        self._updated_at = time.monotonic()
+        self._ready.set()
+        return True
+
+    async def wait_ready(self, timeout: float | None = None) -> Metagraph:
+        """Wait for the first successful refresh; raises ``TimeoutError``."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+        assert self._current is not None
+        return self._current
+
+    async def start(self) -> None:
+        """Refresh once now, then keep refreshing in the background (idempotent)."""
+        if self._task is not None:
+            return
+        await self.refresh()
+        self._task = asyncio.create_task(self._run(), name="metagraph-cache")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.refresh()
+
+    async def stop(self) -> None:
+        """Cancel the background task (idempotent)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> MetagraphCache:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
