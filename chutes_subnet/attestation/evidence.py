@@ -1,0 +1,78 @@
+"""The evidence a miner returns to a challenge, and its wire form.
+
+Wire form (the ``tdx_quote``/``gpu_evidence``/``simulated`` fields of
+:class:`chutes_subnet.protocol.AttestResponse`)::
+
+    {"tdx_quote": base64(quote bytes), "gpu_evidence": [entry, ...], "simulated": bool}
+
+``simulated`` is only a claim by the miner; the verifier decides from the quote itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, QuoteFormatError
+
+from .gpu import MAX_GPUS
+from .quote import MAX_QUOTE_BYTES
+
+__all__ = ["Evidence", "EvidenceFormatError", "MAX_GPU_ENTRY_BYTES"]
+
+MAX_GPU_ENTRY_BYTES = 64 * 1024
+
+
+class EvidenceFormatError(AttestationError):
+    """The evidence message itself (not the quote or GPU data inside) is malformed."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A TDX quote plus NVIDIA GPU evidence entries, as produced by a provider."""
+
+    tdx_quote: bytes
+    gpu_evidence: list[dict[str, Any]] = field(default_factory=list)
+    simulated: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        """JSON-ready dict matching ``AttestResponse``'s evidence fields."""
+        return {
+            "tdx_quote": base64.b64encode(self.tdx_quote).decode("ascii"),
+            "gpu_evidence": [dict(e) for e in self.gpu_evidence],
+            "simulated": bool(self.simulated),
+        }
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> Evidence:
+        """Parse and bound the wire form; raises ``AttestationError`` subclasses."""
+        if not isinstance(d, dict):
+            raise EvidenceFormatError("evidence must be a JSON object")
+        quote_b64 = d.get("tdx_quote")
+        if not isinstance(quote_b64, str) or len(quote_b64) > (MAX_QUOTE_BYTES * 4) // 3 + 4:
+            raise QuoteFormatError("tdx_quote must be a base64 string of bounded size")
+        try:
+            quote = base64.b64decode(quote_b64, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise QuoteFormatError("tdx_quote is not valid base64") from exc
+        if not quote:
+            raise QuoteFormatError("tdx_quote is empty")
+        gpus = d.get("gpu_evidence", [])
+        if not isinstance(gpus, list) or len(gpus) > MAX_GPUS:
+            raise GpuEvidenceFormatError(f"gpu_evidence must be a list of at most {MAX_GPUS}")
+        for entry in gpus:
+            if not isinstance(entry, dict):
+                raise GpuEvidenceFormatError("each gpu_evidence entry must be an object")
+            try:
+                size = len(json.dumps(entry))
+            except (TypeError, ValueError) as exc:
+                raise GpuEvidenceFormatError("gpu_evidence entry is not JSON") from exc
+            if size > MAX_GPU_ENTRY_BYTES:
+                raise GpuEvidenceFormatError("gpu_evidence entry too large")
+        simulated = d.get("simulated", False)
+        if not isinstance(simulated, bool):
+            raise EvidenceFormatError("simulated must be a boolean")
+        return cls(quote, [dict(e) for e in gpus], simulated)

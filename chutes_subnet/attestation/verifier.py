@@ -1,0 +1,193 @@
+"""The validator's verifier: evidence in, frozen :class:`Verdict` out. Never raises
+for bad evidence.
+
+Steps (each ends in :class:`ReasonCode` members; a failing step 1-3 stops early):
+
+1. shape    nonce length, TEE type (TDX only), strict quote parse, GPU entry parse,
+            simulated evidence refused unless ``dangerous_accept_simulated_tee``
+2. nonce    optional :class:`ChallengeBook`: the nonce must be issued and unused
+3. crypto   DCAP via dcap-qvl at ``now`` with collateral from the source (or the
+            development root for simulated quotes), embedded Intel root pinned;
+            each GPU entry: chain to the pinned NVIDIA root, nonce, signature
+4. policy   TCB status/advisories, DEBUG, measurement profile, GPU model/count
+5. binding  report_data == build_report_data(nonce, e2e_pubkey, hotkey)
+
+Steps 4 and 5 run on verified data only, and all their violations are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from chutes_subnet.errors import (
+    AttestationError,
+    CollateralError,
+    GpuEvidenceFormatError,
+    QuoteFormatError,
+)
+from chutes_subnet.protocol import ATTEST_NONCE_BYTES
+
+from .binding import binding_matches
+from .challenges import ChallengeBook
+from .collateral import CollateralSource
+from .dcap import DcapVerificationError, check_embedded_root, verify_dcap
+from .evidence import Evidence
+from .gpu import MAX_GPUS, GpuCheckResult, nvidia_root_der, parse_gpu_entry, verify_gpu_evidence
+from .policy import EvidenceFacts, Policy
+from .quote import TEE_TYPE_TDX, TdxQuote, parse_header, parse_quote
+from .reasons import Reason, ReasonCode, Verdict
+from .simulated import (
+    SimulatedVerificationError,
+    dev_gpu_root_der,
+    is_simulated_quote,
+    verify_simulated_quote,
+)
+
+__all__ = ["Verifier"]
+
+log = logging.getLogger(__name__)
+OFFLINE_NOTE = "GPU revocation (OCSP) and RIM checks skipped: offline verifier"
+
+
+class _Stop(Exception):
+    def __init__(self, *reasons: Reason) -> None:
+        self.reasons = reasons
+
+
+class Verifier:
+    """Verify miner evidence against a :class:`Policy`.
+
+    ``collateral`` supplies DCAP collateral (required for real quotes; a missing
+    source is reported as ``collateral_unavailable``). ``challenges``, when given, is
+    consumed for every verification so a nonce can only ever be used once.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        collateral: CollateralSource | None = None,
+        *,
+        dangerous_accept_simulated_tee: bool = False,
+        challenges: ChallengeBook | None = None,
+        gpu_root_der: bytes | None = None,
+    ) -> None:
+        self.policy = policy
+        self.collateral = collateral
+        self.dangerous_accept_simulated_tee = dangerous_accept_simulated_tee
+        self.challenges = challenges
+        self._gpu_root = gpu_root_der or nvidia_root_der()
+        if dangerous_accept_simulated_tee:
+            log.warning("verifier in DEVELOPMENT mode: simulated (forgeable) TEE evidence "
+                        "will be accepted; never use this on a real network")
+
+    def verify(self, evidence: Evidence, *, nonce: bytes, e2e_pubkey: bytes,
+               hotkey_ss58: str, now: int | None = None) -> Verdict:
+        """Run every step at ``now`` (Unix seconds, default: wall clock)."""
+        when = int(time.time()) if now is None else int(now)
+        state: dict[str, object] = {"simulated": False}
+        try:
+            return self._verify(evidence, nonce, e2e_pubkey, hotkey_ss58, when, state)
+        except _Stop as stop:
+            return self._verdict(stop.reasons, state)
+        except Exception:  # noqa: BLE001 - the verifier must never raise on evidence
+            log.exception("unexpected error while verifying evidence")
+            return self._verdict(
+                (Reason.of(ReasonCode.MALFORMED_EVIDENCE, "evidence could not be verified"),), state)
+
+    def _verdict(self, reasons: tuple[Reason, ...], state: dict[str, object]) -> Verdict:
+        simulated = bool(state.get("simulated"))
+        gpus = state.get("gpus")
+        notes: list[str] = []
+        if simulated:
+            notes.append("SIMULATED evidence: INSECURE, no TEE guarantees")
+        if isinstance(gpus, GpuCheckResult) and gpus.count:
+            notes.append(OFFLINE_NOTE)
+        verdict = Verdict(
+            ok=not reasons,
+            reasons=tuple(reasons),
+            tcb_status=state.get("tcb_status"),  # type: ignore[arg-type]
+            advisories=tuple(state.get("advisories", ())),  # type: ignore[arg-type]
+            simulated=simulated,
+            gpu_count=gpus.count if isinstance(gpus, GpuCheckResult) else 0,
+            gpu_model=gpus.model if isinstance(gpus, GpuCheckResult) else None,
+            profile=state.get("profile"),  # type: ignore[arg-type]
+            notes=tuple(notes),
+        )
+        if simulated and verdict.ok:
+            log.warning("accepted SIMULATED attestation evidence (INSECURE, development mode)")
+        return verdict
+
+    def _shape(self, evidence: Evidence, nonce: bytes, state: dict[str, object]) -> TdxQuote:
+        if not isinstance(nonce, (bytes, bytearray)) or len(nonce) != ATTEST_NONCE_BYTES:
+            raise _Stop(Reason.of(ReasonCode.NONCE_INVALID, "challenge nonce must be 32 bytes"))
+        if not isinstance(evidence, Evidence) or not isinstance(evidence.tdx_quote, bytes):
+            raise _Stop(Reason.of(ReasonCode.MALFORMED_EVIDENCE, "evidence object is malformed"))
+        try:
+            header = parse_header(evidence.tdx_quote)
+            if header.tee_type != TEE_TYPE_TDX:
+                raise _Stop(Reason.of(ReasonCode.TEE_TYPE_NOT_TDX,
+                                      f"quote is from TEE type {header.tee_type:#x}, not TDX"))
+            quote = parse_quote(evidence.tdx_quote)
+        except QuoteFormatError as exc:
+            raise _Stop(Reason.of(ReasonCode.QUOTE_FORMAT, str(exc))) from exc
+        simulated = evidence.simulated or is_simulated_quote(quote)
+        state["simulated"] = simulated and self.dangerous_accept_simulated_tee
+        if simulated and not self.dangerous_accept_simulated_tee:
+            raise _Stop(Reason.of(ReasonCode.SIMULATED_TEE,
+                                  "simulated TEE evidence is only accepted in development mode"))
+        if not isinstance(evidence.gpu_evidence, list) or len(evidence.gpu_evidence) > MAX_GPUS:
+            raise _Stop(Reason.of(ReasonCode.GPU_EVIDENCE_FORMAT, "too many GPU evidence entries"))
+        try:
+            state["gpu_entries"] = [parse_gpu_entry(e) for e in evidence.gpu_evidence]
+        except GpuEvidenceFormatError as exc:
+            raise _Stop(Reason.of(ReasonCode.GPU_EVIDENCE_FORMAT, str(exc))) from exc
+        return quote
+
+    def _crypto(self, quote: TdxQuote, nonce: bytes, now: int, state: dict[str, object]) -> None:
+        if state["simulated"]:
+            try:
+                verify_simulated_quote(quote, now)
+            except SimulatedVerificationError as exc:
+                raise _Stop(Reason.of(exc.code, str(exc))) from exc
+            state["tcb_status"], root = "UpToDate", dev_gpu_root_der()
+        else:
+            if self.collateral is None:
+                raise _Stop(Reason.of(ReasonCode.COLLATERAL_UNAVAILABLE, "no collateral source configured"))
+            try:
+                collateral = self.collateral.get(quote.raw, now)
+                check_embedded_root(quote)
+                result = verify_dcap(quote.raw, collateral, now)
+            except CollateralError as exc:
+                raise _Stop(Reason.of(ReasonCode.COLLATERAL_UNAVAILABLE, str(exc))) from exc
+            except DcapVerificationError as exc:
+                raise _Stop(Reason.of(exc.code, str(exc))) from exc
+            state["tcb_status"], state["advisories"] = result.status, result.advisories
+            root = self._gpu_root
+        gpus = verify_gpu_evidence(state["gpu_entries"], nonce, root_der=root, now=now)  # type: ignore[arg-type]
+        state["gpus"] = gpus
+        if gpus.reasons:
+            raise _Stop(*gpus.reasons)
+
+    def _verify(self, evidence: Evidence, nonce: bytes, e2e_pubkey: bytes, hotkey: str,
+                now: int, state: dict[str, object]) -> Verdict:
+        quote = self._shape(evidence, nonce, state)
+        if self.challenges is not None and not self.challenges.consume(bytes(nonce)):
+            raise _Stop(Reason.of(ReasonCode.NONCE_UNKNOWN, "challenge nonce is unknown, used or expired"))
+        self._crypto(quote, bytes(nonce), now, state)
+        gpus = state["gpus"]
+        assert isinstance(gpus, GpuCheckResult)
+        report = quote.report
+        facts = EvidenceFacts(
+            tcb_status=state.get("tcb_status"),  # type: ignore[arg-type]
+            advisories=tuple(state.get("advisories", ())),  # type: ignore[arg-type]
+            debug=report.debug, measurements=report.measurements,
+            gpu_model=gpus.model, gpu_count=gpus.count,
+        )
+        reasons = self.policy.check(facts)
+        profile = self.policy.match_profile(report.measurements)
+        state["profile"] = profile.name if profile else None
+        if not binding_matches(report.report_data, nonce, e2e_pubkey, hotkey):
+            reasons.append(Reason.of(ReasonCode.BINDING_MISMATCH,
+                                     "report_data does not bind this nonce, E2EE key and hotkey"))
+        return self._verdict(tuple(reasons), state)
