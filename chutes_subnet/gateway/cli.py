@@ -1,0 +1,171 @@
+"""``chutes-subnet gateway`` and ``chutes-subnet keys ...`` commands.
+
+The lead's top-level CLI calls :func:`add_gateway_commands`; ``python -m
+chutes_subnet.gateway`` runs the same commands standalone. Every subcommand sets
+``func(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_gateway_commands", "default_data_dir", "open_registry", "main"]
+
+
+def default_data_dir() -> Path:
+    """``$CHUTES_SUBNET_HOME`` or ``~/.chutes-subnet``."""
+    return Path(os.environ.get("CHUTES_SUBNET_HOME", Path.home() / ".chutes-subnet"))
+
+
+def _db_path(args: argparse.Namespace) -> Path:
+    if args.db:
+        return Path(args.db)
+    d = default_data_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    return d / "gateway.db"
+
+
+def open_registry(url: str) -> Any:
+    """``memory://`` or ``sqlite:///abs/path.db`` -> an instance registry."""
+    from chutes_subnet.gateway.registry import MemoryInstanceRegistry, SQLiteInstanceRegistry
+
+    if url.startswith("memory://"):
+        return MemoryInstanceRegistry()
+    if url.startswith("sqlite://"):
+        return SQLiteInstanceRegistry(url[len("sqlite://"):])
+    raise ValueError("registry URL must be memory:// or sqlite:///path")
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("--listen must be HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def add_gateway_commands(subparsers: Any) -> None:
+    """Register ``gateway`` and ``keys`` on an argparse subparsers object."""
+    gw = subparsers.add_parser("gateway", help="run the E2EE gateway (routes ciphertext)")
+    gw.add_argument("--listen", type=_split_listen, default=("0.0.0.0", 8000),
+                    help="HOST:PORT to serve on (default 0.0.0.0:8000)")
+    gw.add_argument("--registry", default=None,
+                    help="instance registry URL (default sqlite:///<data-dir>/registry.db, "
+                         "shared with the validator)")
+    gw.add_argument("--nonces", default=None,
+                    help="nonce store URL: sqlite:///path (default), redis://host:port/0 "
+                         "(several replicas), memory://")
+    gw.add_argument("--db", default=None, help="API keys + usage SQLite file")
+    gw.add_argument("--nonces-per-instance", type=int, default=8)
+    gw.add_argument("--max-instances", type=int, default=5)
+    gw.add_argument("--log-level", default="info")
+    gw.set_defaults(func=run_gateway)
+
+    keys = subparsers.add_parser("keys", help="manage gateway API keys")
+    keys.add_argument("--db", default=None, help="API keys + usage SQLite file")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    create = ksub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--quota-tokens", type=int, default=None)
+    create.add_argument("--rate", type=float, default=None, help="requests per second")
+    create.add_argument("--burst", type=int, default=None)
+    create.add_argument("--json", action="store_true", help="machine-readable output")
+    create.set_defaults(func=keys_create)
+    lst = ksub.add_parser("list", help="list keys with their usage")
+    lst.set_defaults(func=keys_list)
+    revoke = ksub.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(func=keys_revoke)
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    """Create a key; print the secret once."""
+    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+
+    store = SQLiteApiKeyStore(_db_path(args))
+    secret, rec = store.create(args.name, quota_tokens=args.quota_tokens, rate=args.rate,
+                               burst=args.burst)
+    store.close()
+    if args.json:
+        print(json.dumps({"key": secret, "key_id": rec.key_id, "name": rec.name}))
+    else:
+        print(f"key_id: {rec.key_id}\nkey:    {secret}\n(store it now: only its hash is kept)")
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    """Print keys and their metered usage."""
+    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+    from chutes_subnet.gateway.usage import SQLiteUsageMeter
+
+    path = _db_path(args)
+    store, meter = SQLiteApiKeyStore(path), SQLiteUsageMeter(path)
+    print(f"{'key_id':<14}{'name':<20}{'requests':>10}{'tokens':>12}{'quota':>12}{'rate':>8}")
+    for k in store.list():
+        u = meter.totals(k.key_id)
+        flag = " (revoked)" if k.revoked else ""
+        print(f"{k.key_id:<14}{k.name[:19]:<20}{u.requests:>10}{u.total_tokens:>12}"
+              f"{k.quota_tokens if k.quota_tokens is not None else '-':>12}"
+              f"{k.rate if k.rate is not None else '-':>8}{flag}")
+    meter.close()
+    store.close()
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    """Revoke a key; exit status 1 if unknown."""
+    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+
+    store = SQLiteApiKeyStore(_db_path(args))
+    found = store.revoke(args.key_id)
+    store.close()
+    print("revoked" if found else "no such key")
+    return 0 if found else 1
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    """Serve the gateway until interrupted."""
+    import uvicorn
+
+    from chutes_subnet.gateway.app import create_app
+    from chutes_subnet.gateway.config import GatewayConfig
+    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+    from chutes_subnet.gateway.usage import SQLiteUsageMeter
+    from chutes_subnet.nonces import open_nonce_store
+
+    data = default_data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    db = _db_path(args)
+    registry = open_registry(args.registry or f"sqlite://{data / 'registry.db'}")
+    nonces = open_nonce_store(args.nonces or f"sqlite://{data / 'nonces.db'}")
+    keys, usage = SQLiteApiKeyStore(db), SQLiteUsageMeter(db)
+    config = GatewayConfig(nonces_per_instance=args.nonces_per_instance,
+                           max_instances=args.max_instances)
+    app = create_app(config, registry=registry, nonce_store=nonces, keys=keys, usage=usage)
+    host, port = args.listen
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
+                                           access_log=False, lifespan="on"))
+    try:
+        server.run()
+    finally:
+        asyncio.run(nonces.aclose())
+        usage.close()
+        keys.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (``python -m chutes_subnet.gateway``)."""
+    parser = argparse.ArgumentParser(prog="python -m chutes_subnet.gateway")
+    add_gateway_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
