@@ -196,9 +196,10 @@ def _finish(result: httpx.Response | _StreamResult, stream_cls: Any,
         return httpx.Response(200, headers={"content-type": "text/event-stream"},
                               stream=stream_cls(result.upstream, result.decoder),
                               request=original)
-    out = httpx.Response(result.status_code, headers=result.headers, content=result.content,
-                         request=original)
-    return out
+    # A ByteStream (not content=) keeps the response streamable for callers that use
+    # stream=True / aiter_raw() on non-stream answers too.
+    return httpx.Response(result.status_code, headers=result.headers,
+                          stream=httpx.ByteStream(result.content), request=original)
 
 
 class _SyncDecrypted(httpx.SyncByteStream):
