@@ -1,0 +1,187 @@
+"""Unit tests of the gateway's pure parts and stores: keys, usage, registry, limits,
+balancer, and the streaming usage sniffer (property-based)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chutes_subnet.errors import AuthenticationError
+from chutes_subnet.gateway import app as gateway_app
+from chutes_subnet.gateway.balancer import LoadBalancer
+from chutes_subnet.gateway.keys import (
+    KEY_PREFIX,
+    MemoryApiKeyStore,
+    SQLiteApiKeyStore,
+    hash_key,
+    parse_bearer,
+)
+from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
+from chutes_subnet.gateway.ratelimit import RateLimiter
+from chutes_subnet.gateway.registry import (
+    InstanceRecord,
+    MemoryInstanceRegistry,
+    SQLiteInstanceRegistry,
+)
+from chutes_subnet.gateway.usage import SQLiteUsageMeter
+
+
+def rec(iid: str, chute: str = "c1", *, expires: float = 100.0, score: float = 1.0,
+        model: str = "m1") -> InstanceRecord:
+    return InstanceRecord(instance_id=iid, chute_id=chute, model=model, url="http://x",
+                          hotkey="hk", uid=0, e2e_pubkey="pk", verified_at=0.0,
+                          expires_at=expires, score=score)
+
+
+def test_public_api_lists() -> None:
+    assert gateway_app.__all__ == ["create_app"]
+
+
+@pytest.mark.parametrize("registry_kind", ["memory", "sqlite"])
+def test_registry_hides_expired_and_filters_by_chute(tmp_path: Path, registry_kind: str) -> None:
+    reg = MemoryInstanceRegistry() if registry_kind == "memory" else \
+        SQLiteInstanceRegistry(tmp_path / "r.db", cache_seconds=0)
+    reg.upsert(rec("a", expires=100))
+    reg.upsert(rec("b", expires=50))
+    reg.upsert(rec("c", chute="c2", model="m2", expires=100))
+    assert {r.instance_id for r in reg.list_verified(now=60)} == {"a", "c"}
+    assert [r.instance_id for r in reg.list_verified("c1", now=60)] == ["a"]
+    assert reg.models(now=60) == [("m1", "c1"), ("m2", "c2")]
+    assert reg.models(now=200) == []
+    reg.remove("a")
+    assert [r.instance_id for r in reg.list_verified("c1", now=10)] == ["b"]
+
+
+def test_sqlite_registry_is_shared_between_processes_views(tmp_path: Path) -> None:
+    writer = SQLiteInstanceRegistry(tmp_path / "r.db")
+    reader = SQLiteInstanceRegistry(tmp_path / "r.db", cache_seconds=0)
+    r = InstanceRecord("a", "c1", "m1", "http://1.2.3.4:8000", "hk", 7, "pk", (2,), 1.0, 99.0,
+                       0.7, True)
+    writer.upsert(r)
+    assert reader.list_verified(now=50) == [r]  # round-trips every field incl. the tuple
+
+
+def test_keys_are_stored_hashed_and_authenticate(tmp_path: Path) -> None:
+    store = SQLiteApiKeyStore(tmp_path / "k.db")
+    secret, record = store.create("alice", quota_tokens=10, rate=2.5)
+    assert secret.startswith(KEY_PREFIX) and len(secret) > 40
+    assert store.authenticate(secret) == record
+    dump = "\n".join(sqlite3.connect(tmp_path / "k.db").iterdump())
+    assert secret not in dump and secret[len(KEY_PREFIX):] not in dump
+    raw = sqlite3.connect(tmp_path / "k.db").execute("SELECT key_hash FROM api_keys").fetchone()
+    assert bytes(raw[0]) == hash_key(secret)
+    with pytest.raises(AuthenticationError):
+        store.authenticate(secret[:-1] + ("A" if secret[-1] != "A" else "B"))
+    assert store.revoke(record.key_id)
+    with pytest.raises(AuthenticationError):
+        store.authenticate(secret)
+
+
+def test_memory_keys_revoke_and_validation() -> None:
+    store = MemoryApiKeyStore()
+    secret, record = store.create("bob")
+    assert store.authenticate(secret).key_id == record.key_id
+    assert store.revoke(record.key_id) and not store.revoke("nope")
+    with pytest.raises(AuthenticationError):
+        store.authenticate(secret)
+    with pytest.raises(ValueError):
+        store.create("x", rate=0)
+
+
+@pytest.mark.parametrize("value", [None, "", "Basic abc", "Bearer ", "Bearer " + "a" * 200])
+def test_parse_bearer_rejects(value: str | None) -> None:
+    with pytest.raises(AuthenticationError):
+        parse_bearer(value)
+
+
+def test_parse_bearer_accepts_case_insensitive_scheme() -> None:
+    assert parse_bearer("bearer csk_x") == "csk_x"
+
+
+def test_usage_batches_and_persists_across_instances(tmp_path: Path) -> None:
+    a, b = SQLiteUsageMeter(tmp_path / "u.db"), SQLiteUsageMeter(tmp_path / "u.db")
+    a.record("k", 10, 5)
+    a.record("k", 1, -7)  # negative counts from a miner are clamped
+    assert a.totals("k").total_tokens == 16 and b.totals("k").requests == 0
+    a.flush()
+    b.record("k", 2, 2)
+    b.flush()
+    assert b.totals("k").requests == 3 and b.totals("k").total_tokens == 20
+    a.close()
+    assert SQLiteUsageMeter(tmp_path / "u.db").totals("k").prompt_tokens == 13
+
+
+def test_rate_limiter_refills_over_time() -> None:
+    t = [0.0]
+    lim = RateLimiter(clock=lambda: t[0])
+    assert [lim.check("k", 2.0, 2).allowed for _ in range(3)] == [True, True, False]
+    d = lim.check("k", 2.0, 2)
+    assert not d.allowed and d.retry_after == pytest.approx(0.5)
+    t[0] = 0.5
+    assert lim.check("k", 2.0, 2).allowed
+    assert lim.check("other", None).allowed
+
+
+def test_balancer_prefers_score_and_idle_and_benches_failures() -> None:
+    import random
+
+    t = [0.0]
+    lb = LoadBalancer(cooldown=5, rng=random.Random(1), clock=lambda: t[0])
+    good, poor = rec("good", score=1.0), rec("poor", score=0.01)
+    firsts = [lb.rank([good, poor], 2)[0].instance_id for _ in range(400)]
+    assert firsts.count("good") > 300
+    for _ in range(50):
+        lb.acquire("good")
+    firsts = [lb.rank([good, poor], 2)[0].instance_id for _ in range(400)]
+    assert firsts.count("poor") > 200  # the busy instance yields to the idle one
+    lb.mark_failed("poor")
+    assert [r.instance_id for r in lb.rank([good, poor], 2)] == ["good"]
+    assert [r.instance_id for r in lb.rank([poor], 2)] == ["poor"]  # nothing else left
+    t[0] = 6
+    assert len(lb.rank([good, poor], 2)) == 2
+
+
+def test_usage_header_parsing() -> None:
+    assert parse_usage_header('{"prompt_tokens": 4, "completion_tokens": 9}') == (4, 9)
+    for bad in (None, "", "nope", '{"prompt_tokens": -1}', '{"prompt_tokens": true}',
+                "[1]", "{" * 5000):
+        assert parse_usage_header(bad) is None
+
+
+_events = st.lists(st.one_of(
+    st.binary(min_size=0, max_size=300).map(
+        lambda b: b"data: " + json.dumps({"e2e": b.hex()}).encode()),
+    st.just(b"data: [DONE]"),
+    st.text(max_size=40).map(lambda s: b": " + s.encode("utf-8", "replace").replace(b"\n", b"")),
+), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=_events, after=_events, p=st.integers(0, 10**6), c=st.integers(0, 10**6),
+       cuts=st.lists(st.integers(1, 64), max_size=30))
+def test_sniffer_finds_usage_however_the_stream_is_cut(before: list[bytes], after: list[bytes],
+                                                       p: int, c: int, cuts: list[int]) -> None:
+    usage = b"data: " + json.dumps({"usage": {"prompt_tokens": p,
+                                              "completion_tokens": c}}).encode()
+    stream = b"\n\n".join([*before, usage, *after]) + b"\n\n"
+    sniffer, pos = UsageSniffer(), 0
+    for n in cuts:
+        sniffer.feed(stream[pos:pos + n])
+        pos += n
+    sniffer.feed(stream[pos:])
+    assert sniffer.usage == (p, c)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=20000))
+def test_sniffer_never_invents_usage_and_stays_bounded(blob: bytes) -> None:
+    sniffer = UsageSniffer()
+    for i in range(0, len(blob), 997):
+        sniffer.feed(blob[i:i + 997])
+    assert sniffer.usage is None or isinstance(sniffer.usage, tuple)
+    assert len(sniffer._partial) <= 4096
