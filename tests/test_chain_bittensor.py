@@ -16,7 +16,13 @@ import pytest
 from bittensor.balance import Balance
 from bittensor.result import ExtrinsicResult, RpcConnectionError
 
-from chutes_subnet.chain import BittensorChain, Metagraph, open_chain, plan_weights, quantize_weights
+from chutes_subnet.chain import (
+    BittensorChain,
+    Metagraph,
+    open_chain,
+    plan_weights,
+    quantize_weights,
+)
 from chutes_subnet.errors import ChainError
 from chutes_subnet.wallets import ensure_dev_wallet, hotkey_ss58
 

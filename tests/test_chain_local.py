@@ -247,3 +247,17 @@ def test_argument_validation():
         c.register("", "ck")
     with pytest.raises(ValueError):
         c.register("hk", "ck", stake=-1)
+
+
+def test_public_api_is_exactly_all():
+    import chutes_subnet.auth as auth
+    import chutes_subnet.chain as chain
+    import chutes_subnet.wallets as wallets
+
+    assert set(chain.__all__) == {
+        "Chain", "Metagraph", "Neuron", "WeightsResult", "BittensorChain", "LocalChain",
+        "open_chain", "plan_weights", "quantize_weights",
+    }
+    for module in (chain, auth, wallets):
+        assert all(hasattr(module, name) for name in module.__all__)
+    assert {"sign_headers", "ValidatorGate", "MetagraphCache"} <= set(auth.__all__)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import sqlite3
 import threading
 import time
@@ -39,7 +38,6 @@ from .weights import plan_weights
 
 __all__ = ["LocalChain", "format_axon"]
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_BLOCK_TIME = 12.0
