@@ -74,8 +74,8 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
             await state.miners.aclose()
             usage.flush()
 
-    app = FastAPI(title="chutes-subnet gateway", lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    app = _GatewayApp(InvokeEndpoint(state), title="chutes-subnet gateway",
+                      lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.gateway = state
 
     @app.exception_handler(Refusal)
@@ -124,8 +124,28 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
     async def health() -> dict[str, Any]:
         return {"status": "ok", "instances": len(registry.list_verified())}
 
-    app.router.routes.append(Route("/e2e/invoke", InvokeEndpoint(state), methods=["POST"]))
     return app
+
+
+class _GatewayApp(FastAPI):
+    """FastAPI with the hot path dispatched first.
+
+    ``POST /e2e/invoke`` goes straight to :class:`InvokeEndpoint` (which answers every
+    refusal itself), skipping the router and middleware stack: about a fifth of the
+    gateway's CPU per routed request. Everything else is ordinary FastAPI.
+    """
+
+    def __init__(self, invoke: InvokeEndpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._invoke = invoke
+        self.router.routes.append(Route("/e2e/invoke", invoke, methods=["POST"]))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/e2e/invoke" \
+                and scope["method"] == "POST":
+            await self._invoke(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 async def _flush_forever(usage: UsageMeter, interval: float) -> None:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_gateway_commands", "default_data_dir", "open_registry", "main"]
+__all__ = ["add_gateway_commands", "app_from_env", "default_data_dir", "open_registry", "main"]
 
 
 def default_data_dir() -> Path:
@@ -63,6 +63,9 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.add_argument("--db", default=None, help="API keys + usage SQLite file")
     gw.add_argument("--nonces-per-instance", type=int, default=8)
     gw.add_argument("--max-instances", type=int, default=5)
+    gw.add_argument("--workers", type=int, default=1,
+                    help="worker processes sharing the port (needs sqlite:// or redis:// "
+                         "stores; rate limits then apply per worker)")
     gw.add_argument("--log-level", default="info")
     gw.set_defaults(func=run_gateway)
 
@@ -128,30 +131,62 @@ def keys_revoke(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
-def run_gateway(args: argparse.Namespace) -> int:
-    """Serve the gateway until interrupted."""
-    import uvicorn
+_ENV_ARGS = "CHUTES_GATEWAY_ARGS"
 
+
+def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
+    data = default_data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    return {
+        "registry": args.registry or f"sqlite://{data / 'registry.db'}",
+        "nonces": args.nonces or f"sqlite://{data / 'nonces.db'}",
+        "db": str(_db_path(args)),
+        "nonces_per_instance": args.nonces_per_instance,
+        "max_instances": args.max_instances,
+    }
+
+
+def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
     from chutes_subnet.gateway.app import create_app
     from chutes_subnet.gateway.config import GatewayConfig
     from chutes_subnet.gateway.keys import SQLiteApiKeyStore
     from chutes_subnet.gateway.usage import SQLiteUsageMeter
     from chutes_subnet.nonces import open_nonce_store
 
-    data = default_data_dir()
-    data.mkdir(parents=True, exist_ok=True)
-    db = _db_path(args)
-    registry = open_registry(args.registry or f"sqlite://{data / 'registry.db'}")
-    nonces = open_nonce_store(args.nonces or f"sqlite://{data / 'nonces.db'}")
-    keys, usage = SQLiteApiKeyStore(db), SQLiteUsageMeter(db)
-    config = GatewayConfig(nonces_per_instance=args.nonces_per_instance,
-                           max_instances=args.max_instances)
+    registry = open_registry(settings["registry"])
+    nonces = open_nonce_store(settings["nonces"])
+    keys, usage = SQLiteApiKeyStore(settings["db"]), SQLiteUsageMeter(settings["db"])
+    config = GatewayConfig(nonces_per_instance=settings["nonces_per_instance"],
+                           max_instances=settings["max_instances"])
     app = create_app(config, registry=registry, nonce_store=nonces, keys=keys, usage=usage)
+    return app, [nonces, usage, keys]
+
+
+def app_from_env() -> Any:
+    """App factory for ``--workers N`` (uvicorn imports it in every worker)."""
+    app, _ = _build(json.loads(os.environ[_ENV_ARGS]))
+    return app
+
+
+def run_gateway(args: argparse.Namespace) -> int:
+    """Serve the gateway until interrupted."""
+    import uvicorn
+
+    settings = _gateway_settings(args)
     host, port = args.listen
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
-                                           access_log=False, lifespan="on"))
+    common = {"host": host, "port": port, "log_level": args.log_level, "access_log": False}
+    if args.workers > 1:
+        if "memory://" in (settings["registry"], settings["nonces"]):
+            print("--workers needs shared stores (sqlite:// or redis://)", file=sys.stderr)
+            return 2
+        os.environ[_ENV_ARGS] = json.dumps(settings)
+        uvicorn.run("chutes_subnet.gateway.cli:app_from_env", factory=True,
+                    workers=args.workers, **common)
+        return 0
+    app, resources = _build(settings)
+    nonces, usage, keys = resources
     try:
-        server.run()
+        uvicorn.Server(uvicorn.Config(app, lifespan="on", **common)).run()
     finally:
         asyncio.run(nonces.aclose())
         usage.close()

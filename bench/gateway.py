@@ -1,0 +1,278 @@
+"""Gateway routing benchmark: encrypted requests/s through the gateway, added latency.
+
+Three processes on loopback: a trivial miner (returns a fixed ciphertext-sized answer,
+no model), the real gateway (``python -m chutes_subnet.gateway gateway``), and this load
+generator (aiohttp). For each nonce backend (SQLite, then Redis on a private
+redis-server) it measures
+
+* routed requests/s at a fixed concurrency, every request with its own gateway
+  nonce (consumed atomically), a 1 KiB sealed body, metering on;
+* latency p50/p99 of sequential calls straight to the miner and through the gateway,
+  interleaved in the same run; "added" is the difference.
+
+Nonces are fetched before the timed phase (discovery is not routing). Prints a table,
+then one JSON line with the figures.
+
+    python bench/gateway.py [--quick] [--concurrency 64] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CHUTE = "00000000-0000-4000-8000-000000000001"
+BODY = os.urandom(1024)
+ANSWER = os.urandom(1200)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def trivial_miner(scope, receive, send):  # type: ignore[no-untyped-def]
+    """ASGI app: drain the body, answer a fixed blob with a usage header."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        msg = await receive()
+        more = msg.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(len(ANSWER)).encode()),
+        (b"x-e2e-usage", b'{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}')]})
+    await send({"type": "http.response.body", "body": ANSWER})
+
+
+def _serve_miner(port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(trivial_miner, host="127.0.0.1", port=port, log_level="warning",
+                access_log=False)
+
+
+def _wait(url: str, timeout: float = 20.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            return
+        except Exception:  # noqa: BLE001
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+class Stack:
+    """Miner + gateway processes for one nonce backend."""
+
+    def __init__(self, tmp: Path, nonces_url: str, workers: int = 1) -> None:
+        from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+        from chutes_subnet.gateway.registry import InstanceRecord, SQLiteInstanceRegistry
+
+        self.miner_port, self.gw_port = _free_port(), _free_port()
+        self.miner = f"http://127.0.0.1:{self.miner_port}"
+        self.gw = f"http://127.0.0.1:{self.gw_port}"
+        db = tmp / f"gw-{self.gw_port}.db"
+        self.key, _ = SQLiteApiKeyStore(db).create("bench")
+        now = time.time()
+        SQLiteInstanceRegistry(tmp / "registry.db").upsert(InstanceRecord(
+            "bench-1", CHUTE, "bench/model", self.miner, "hk", 0, "cGs=", (1, 2), now,
+            now + 3600, 1.0))
+        env = {**os.environ, "CHUTES_SUBNET_HOME": str(tmp)}
+        self.procs = [
+            subprocess.Popen([sys.executable, __file__, "--serve-miner", str(self.miner_port)],
+                             env=env),
+            subprocess.Popen([sys.executable, "-m", "chutes_subnet.gateway", "gateway",
+                              "--listen", f"127.0.0.1:{self.gw_port}",
+                              "--registry", f"sqlite://{tmp / 'registry.db'}",
+                              "--nonces", nonces_url, "--db", str(db),
+                              "--nonces-per-instance", "256", "--log-level", "warning",
+                              "--workers", str(workers)],
+                             env=env, cwd=str(ROOT)),
+        ]
+        _wait(self.gw + "/health")
+        time.sleep(0.3)  # the miner has no health route; it starts faster than the gateway
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=15)
+
+
+async def _nonces(http: aiohttp.ClientSession, stack: Stack, n: int) -> list[str]:
+    out: list[str] = []
+    auth = {"Authorization": f"Bearer {stack.key}"}
+    while len(out) < n:
+        async with http.get(f"{stack.gw}/e2e/instances/{CHUTE}", headers=auth) as r:
+            body = await r.json()
+        out += body["instances"][0]["nonces"]
+    return out[:n]
+
+
+def _headers(stack: Stack, nonce: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {stack.key}", "X-Chute-Id": CHUTE,
+            "X-Instance-Id": "bench-1", "X-E2E-Nonce": nonce, "X-E2E-Stream": "false",
+            "X-E2E-Path": "/v1/chat/completions", "X-E2E-Version": "2",
+            "Content-Type": "application/octet-stream"}
+
+
+async def _call(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> None:
+    async with http.post(url, data=BODY, headers=headers) as r:
+        await r.read()
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {await r.text()}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a process and its live children (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += _cpu_seconds(int(child))
+    return total
+
+
+async def throughput(stack: Stack, concurrency: int, seconds: float) -> tuple[float, float]:
+    """(routed requests/s, gateway CPU microseconds per routed request)."""
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as http:
+        pool = await _nonces(http, stack, int(seconds * 3000) + 500)
+        url = stack.gw + "/e2e/invoke"
+        for _ in range(50):
+            await _call(http, url, _headers(stack, pool.pop()))
+        done = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at and pool:
+                await _call(http, url, _headers(stack, pool.pop()))
+                done += 1
+
+        cpu0, t0 = _cpu_seconds(stack.procs[1].pid), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds(stack.procs[1].pid) - cpu0
+        return done / wall, cpu / max(done, 1) * 1e6
+
+
+async def latency(stack: Stack, n: int) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http:
+        pool = await _nonces(http, stack, n + 20)
+        direct, routed = [], []
+        for i in range(n + 20):
+            h = _headers(stack, pool.pop())
+            t0 = time.perf_counter()
+            await _call(http, stack.miner + "/e2e/invoke", h)
+            t1 = time.perf_counter()
+            await _call(http, stack.gw + "/e2e/invoke", h)
+            t2 = time.perf_counter()
+            if i >= 20:
+                direct.append((t1 - t0) * 1e3)
+                routed.append((t2 - t1) * 1e3)
+
+    def pct(xs: list[float], q: float) -> float:
+        return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
+
+    return {"direct_p50_ms": statistics.median(direct), "direct_p99_ms": pct(direct, 0.99),
+            "routed_p50_ms": statistics.median(routed), "routed_p99_ms": pct(routed, 0.99),
+            "added_p50_ms": statistics.median(routed) - statistics.median(direct),
+            "added_p99_ms": pct(routed, 0.99) - pct(direct, 0.99)}
+
+
+def _start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return None
+    port = _free_port()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    proc.terminate()
+    return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short run (about 15 s)")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--latency-samples", type=int, default=1000)
+    ap.add_argument("--workers", default="1,2", help="gateway worker counts to run, e.g. 1,2")
+    ap.add_argument("--serve-miner", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve_miner:
+        _serve_miner(args.serve_miner)
+        return 0
+    seconds = 3.0 if args.quick else args.seconds
+    samples = 300 if args.quick else args.latency_samples
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="gw-bench-") as d:
+        tmp = Path(d)
+        backends = [("sqlite", f"sqlite://{tmp / 'nonces.db'}")]
+        redis = _start_redis(tmp)
+        if redis is not None:
+            backends.append(("redis", redis[1]))
+        try:
+            runs = [(f"{name} w{w}", url, w) for w in map(int, args.workers.split(","))
+                    for name, url in backends]
+            for name, url, workers in runs:
+                stack = Stack(tmp, url, workers)
+                try:
+                    rps, cpu_us = asyncio.run(throughput(stack, args.concurrency, seconds))
+                    lat = asyncio.run(latency(stack, samples))
+                finally:
+                    stack.stop()
+                results[name] = {"routed_rps": rps, "gateway_cpu_us_per_req": cpu_us,
+                                 "one_core_capacity_rps": 1e6 / cpu_us, **lat}
+        finally:
+            if redis is not None:
+                redis[0].terminate()
+                redis[0].wait(timeout=10)
+    print(f"\ngateway routing, {os.cpu_count()} cores, concurrency {args.concurrency}, "
+          f"{seconds:.0f} s per backend, 1 KiB sealed body")
+    print(f"{'store/workers':<14}{'routed req/s':>14}{'gw CPU/req':>12}{'1-core cap':>12}"
+          f"{'direct p50':>12}{'routed p50':>12}{'added p50':>11}{'added p99':>11}")
+    for name, r in results.items():
+        print(f"{name:<14}{r['routed_rps']:>14.0f}{r['gateway_cpu_us_per_req']:>10.0f}us"
+              f"{r['one_core_capacity_rps']:>12.0f}{r['direct_p50_ms']:>10.2f}ms"
+              f"{r['routed_p50_ms']:>10.2f}ms{r['added_p50_ms']:>9.2f}ms{r['added_p99_ms']:>9.2f}ms")
+    print("(gw CPU/req: gateway process CPU per routed request; 1-core cap = 1e6 / that, the\n"
+          " rate one dedicated core sustains - robust to other load on a shared machine)")
+    print(json.dumps({"bench": "gateway", "cores": os.cpu_count(),
+                      "concurrency": args.concurrency, "seconds": seconds,
+                      **{f"{k.replace(' ', '_')}_{m}": round(v, 3) for k, r in results.items()
+                         for m, v in r.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
