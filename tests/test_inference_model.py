@@ -20,7 +20,7 @@ from chutes_subnet.inference.model import (
 from chutes_subnet.inference.tokenizer import BOS_ID, EOS_ID, VOCAB_SIZE, encode_prompt
 
 #: Pinned: validators on other machines and versions must rebuild these exact weights.
-DEFAULT_WEIGHTS_SHA256 = "f696cfdc68fa4b751bc68b2bdefba7359c678df9cd7ca44396df7823fd685ab3"
+DEFAULT_WEIGHTS_SHA256 = "684dab3934871b1a783b9e45280fb9587a0e5f50ff1450bb211453b3fe73dd4f"
 
 SMALL = ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, max_context=256)
 
@@ -150,7 +150,7 @@ class _Scripted(torch.nn.Module):
     def __init__(self, script: list[int]) -> None:
         super().__init__()
         self.config = SMALL
-        self.register_buffer("rope_cos", torch.zeros(1))
+        self.device = torch.device("cpu")
         self.script = script
         self.calls = 0
 

@@ -128,7 +128,7 @@ def generate(
     """Greedy decoding, one :class:`Step` per token; stops early once ``cancel`` is set."""
     if not prompt_ids or max_tokens < 1:
         raise ValueError("need a non-empty prompt and max_tokens >= 1")
-    device = model.rope_cos.device
+    device = model.device
     decoder = Utf8StreamDecoder()
     cache = KVCache(model.config, len(prompt_ids) + max_tokens - 1, device)
     with torch.inference_mode():
