@@ -264,7 +264,8 @@ def main() -> int:
     for name, r in results.items():
         print(f"{name:<14}{r['routed_rps']:>14.0f}{r['gateway_cpu_us_per_req']:>10.0f}us"
               f"{r['one_core_capacity_rps']:>12.0f}{r['direct_p50_ms']:>10.2f}ms"
-              f"{r['routed_p50_ms']:>10.2f}ms{r['added_p50_ms']:>9.2f}ms{r['added_p99_ms']:>9.2f}ms")
+              f"{r['routed_p50_ms']:>10.2f}ms{r['added_p50_ms']:>9.2f}ms"
+              f"{r['added_p99_ms']:>9.2f}ms")
     print("(gw CPU/req: gateway process CPU per routed request; 1-core cap = 1e6 / that, the\n"
           " rate one dedicated core sustains - robust to other load on a shared machine)")
     print(json.dumps({"bench": "gateway", "cores": os.cpu_count(),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,11 +55,11 @@ def env() -> Iterator[Env]:
                      nonce_store=MemoryNonceStore(), keys=keys, usage=usage)
     with UvicornThread(echo_miner_app(kp, seen=seen)) as m, \
             UvicornThread(echo_miner_app(kp1, seen=seen)) as m1, UvicornThread(app) as gw:
-        registry.upsert(record_for(kp, m.url, instance_id="i-v2", chute_id=chute_id_for_model(MODEL),
-                                   model=MODEL))
+        registry.upsert(record_for(kp, m.url, instance_id="i-v2",
+                                   chute_id=chute_id_for_model(MODEL), model=MODEL))
         legacy = record_for(kp1, m1.url, instance_id="i-v1",
                             chute_id=chute_id_for_model(V1_MODEL), model=V1_MODEL)
-        registry.upsert(legacy.__class__(**{**legacy.__dict__, "e2e_versions": (1,)}))
+        registry.upsert(dataclasses.replace(legacy, e2e_versions=(1,)))
         dead = f"http://127.0.0.1:{free_port()}"
         registry.upsert(record_for(kp2, dead, instance_id="i-dead",
                                    chute_id=chute_id_for_model(DEAD_MODEL), model=DEAD_MODEL))
@@ -189,9 +191,9 @@ class TamperingBox(httpx.BaseTransport):
             events = events[: enc[-1] + 1] + [b"data: [DONE]"]
         elif self.mode == "flip":
             ev = json.loads(events[enc[0]][6:])
-            raw = bytearray(__import__("base64").b64decode(ev["e2e"]))
+            raw = bytearray(base64.b64decode(ev["e2e"]))
             raw[0] ^= 1
-            ev["e2e"] = __import__("base64").b64encode(bytes(raw)).decode()
+            ev["e2e"] = base64.b64encode(bytes(raw)).decode()
             events[enc[0]] = b"data: " + json.dumps(ev).encode()
         return httpx.Response(200, headers={"content-type": "text/event-stream"},
                               content=b"\n\n".join(events) + b"\n\n")

@@ -6,6 +6,7 @@ test_client*.py), so every status code of the refusal table is checked on the wi
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -88,7 +89,7 @@ def invoke(s: Stack, inst: dict[str, Any], nonce: str, *, version: int = 2,
     iid = instance_id or inst["instance_id"]
     payload = {"model": MODEL, "messages": [{"role": "user", "content": "hi there"}],
                "stream": stream}
-    pk = __import__("base64").b64decode(inst["e2e_pubkey"])
+    pk = base64.b64decode(inst["e2e_pubkey"])
     headers = {"Authorization": f"Bearer {key or s.key}", "X-Chute-Id": CHUTE,
                "X-Instance-Id": iid, "X-E2E-Nonce": nonce,
                "X-E2E-Stream": "true" if stream else "false", "X-E2E-Path": PATH,

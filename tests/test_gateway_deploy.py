@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
 from chutes_subnet.client import E2EETransport
 from chutes_subnet.e2ee import KeyPair, RequestContext, v2
@@ -22,7 +21,7 @@ from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore, SQLiteApiKeyStore
 from chutes_subnet.gateway.registry import MemoryInstanceRegistry, SQLiteInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter, SQLiteUsageMeter
-from chutes_subnet.nonces import RedisNonceStore
+from chutes_subnet.nonces import MemoryNonceStore, RedisNonceStore
 from chutes_subnet.protocol import chute_id_for_model
 from tests.gateway_fixtures import echo_miner_app, record_for
 from tests.servers import UvicornThread, free_port
@@ -130,9 +129,8 @@ def test_public_chutes_client_v1_through_the_gateway(chutes_client_venv) -> None
     kp = KeyPair.generate()
     registry, keys, usage = MemoryInstanceRegistry(), MemoryApiKeyStore(), MemoryUsageMeter()
     secret, rec = keys.create("public-client")
-    app = create_app(GatewayConfig(), registry=registry, nonce_store=__import__(
-        "chutes_subnet.nonces", fromlist=["MemoryNonceStore"]).MemoryNonceStore(),
-        keys=keys, usage=usage)
+    app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
+                     keys=keys, usage=usage)
     seen: list[dict[str, str]] = []
     with UvicornThread(echo_miner_app(kp, seen=seen)) as miner, UvicornThread(app) as gw:
         registry.upsert(record_for(kp, miner.url, instance_id="i1", chute_id=CHUTE, model=MODEL))

@@ -46,7 +46,6 @@ NONCE_REFUSALS: dict[str, tuple[int, str, str]] = {
     "expired": (410, "nonce_expired", "nonce expired"),
 }
 _MAX_ID = 128
-_RELAYED_HEADERS = (b"content-type", b"x-e2e-usage", b"x-e2e-version")
 
 
 def _headers(scope: Scope) -> dict[str, str]:
