@@ -24,7 +24,9 @@ from chutes_subnet.inference.generation import generate, get_model
 from chutes_subnet.inference.model import DEFAULT_CONFIG
 from chutes_subnet.inference.tokenizer import encode_prompt, render_chat
 
-PROMPT = render_chat([{"role": "user", "content": "Summarise how TDX attestation binds a key. " * 4}])
+PROMPT = render_chat(
+    [{"role": "user", "content": "Summarise how TDX attestation binds a key. " * 4}]
+)
 
 
 def _raw(dtype: str, tokens: int, device: str, repeats: int) -> dict:
@@ -94,7 +96,7 @@ def main() -> None:
     repeats = 2 if args.quick else 5
     torch.set_num_threads(args.threads)
 
-    rows = [_raw("float64", tokens, args.device, repeats), _raw("float32", tokens, args.device, repeats)]
+    rows = [_raw(dtype, tokens, args.device, repeats) for dtype in ("float64", "float32")]
     rows.append(asyncio.run(_backend(tokens, args.device, args.threads, repeats)))
     rows.append(_reference(tokens))
 

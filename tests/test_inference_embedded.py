@@ -193,7 +193,7 @@ async def test_cancelled_complete_stops_the_worker(backend):
 async def test_requests_are_served_concurrently_without_mixing(backend):
     bodies = [{"prompt": f"prompt number {i}", "max_tokens": 12} for i in range(4)]
     results = await asyncio.gather(*(backend.complete(TEXT, b) for b in bodies))
-    for body, resp in zip(bodies, results):
+    for body, resp in zip(bodies, results, strict=True):
         assert resp["choices"][0]["text"] == reference_completion(TEXT, body, seed=1234)
 
 

@@ -32,7 +32,9 @@ def test_default_weights_are_pinned():
 def test_same_seed_gives_bit_identical_weights_across_constructions():
     first, second = build_model(7, SMALL), build_model(7, SMALL)
     assert first is not second
-    for (name_a, a), (name_b, b) in zip(first.named_parameters(), second.named_parameters()):
+    for (name_a, a), (name_b, b) in zip(
+        first.named_parameters(), second.named_parameters(), strict=True
+    ):
         assert name_a == name_b
         assert torch.equal(a, b)
     assert weights_digest(first) == weights_digest(second)
@@ -196,5 +198,5 @@ def test_cancel_stops_generation():
 
 
 def test_default_config_is_the_documented_one():
-    assert DEFAULT_CONFIG == ModelConfig()
+    assert ModelConfig() == DEFAULT_CONFIG
     assert (DEFAULT_CONFIG.dtype, DEFAULT_CONFIG.max_context) == ("float64", 8192)

@@ -73,7 +73,9 @@ def test_invalid_bodies_name_the_field(path, body, field):
 def test_error_message_never_echoes_plaintext():
     secret = "TOP-SECRET-PLAINTEXT"
     with pytest.raises(InvalidRequestError) as info:
-        parse_request(CHAT, {"messages": [{"role": secret, "content": secret}], "max_tokens": secret})
+        parse_request(
+            CHAT, {"messages": [{"role": secret, "content": secret}], "max_tokens": secret}
+        )
     assert secret not in str(info.value)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
@@ -100,7 +102,8 @@ def test_prepare_applies_the_chat_template():
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
 )
 _fields = st.sampled_from(["messages", "prompt", "max_tokens", "max_completion_tokens", "n",

@@ -18,7 +18,7 @@ def _feed_split(data: bytes, cuts: list[int], decoder: SSEDecoder | None = None)
     decoder = decoder or SSEDecoder()
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     events: list[str] = []
-    for a, b in zip(points, points[1:]):
+    for a, b in zip(points, points[1:], strict=False):
         events += decoder.feed(data[a:b])
     return events
 

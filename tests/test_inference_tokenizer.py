@@ -39,7 +39,7 @@ def test_encode_prompt_is_bos_plus_utf8_bytes():
 
 def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:])]
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
 
 
 @settings(max_examples=400, deadline=None)

@@ -33,7 +33,7 @@ class FakeVLLM:
         self.runner: web.AppRunner | None = None
         self.url = ""
 
-    async def start(self) -> "FakeVLLM":
+    async def start(self) -> FakeVLLM:
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -66,8 +66,8 @@ class FakeVLLM:
                 return web.json_response({"choices": [], "pad": "x" * 5000})
             return web.json_response({
                 "id": "cmpl-up", "object": "chat.completion", "created": 1, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(words)},
-                             "finish_reason": "stop"}],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "".join(words)}}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -107,8 +107,9 @@ async def server():
 
 @pytest.fixture
 async def backend(server):
-    b = make_backend("openai", base_url=server.url, model_id="tiny", upstream_model="org/real-model",
-                     api_key=API_KEY, timeout=10.0, read_timeout=0.5, connect_timeout=1.0)
+    b = make_backend("openai", base_url=server.url, model_id="tiny",
+                     upstream_model="org/real-model", api_key=API_KEY, timeout=10.0,
+                     read_timeout=0.5, connect_timeout=1.0)
     try:
         yield b
     finally:
@@ -174,7 +175,10 @@ async def test_bad_non_stream_bodies(server, mode, message):
 
 
 @pytest.mark.parametrize(("mode", "message"), [
-    ("badsse", "malformed JSON"), ("errchunk", "error in the stream"), ("nodone", "before \\[DONE\\]")])
+    ("badsse", "malformed JSON"),
+    ("errchunk", "error in the stream"),
+    ("nodone", "before \\[DONE\\]"),
+])
 async def test_bad_streams(backend, mode, message):
     with pytest.raises(UpstreamError, match=message) as info:
         await _drain(backend.stream(CHAT, _chat(mode)))

@@ -24,7 +24,13 @@ from typing import Any
 import torch
 
 from chutes_subnet.inference.base import InvalidRequestError
-from chutes_subnet.inference.model import DEFAULT_CONFIG, KVCache, ModelConfig, TinyByteLM, build_model
+from chutes_subnet.inference.model import (
+    DEFAULT_CONFIG,
+    KVCache,
+    ModelConfig,
+    TinyByteLM,
+    build_model,
+)
 from chutes_subnet.inference.requests import ChatCompletionRequest, parse_request
 from chutes_subnet.inference.responses import Kind
 from chutes_subnet.inference.tokenizer import EOS_ID, Utf8StreamDecoder, encode_prompt, render_chat

@@ -90,9 +90,10 @@ class KVCache:
         if not 0 < length <= config.max_context:
             raise ValueError("cache length must be within 1..max_context")
         shape = (1, config.n_heads, length, config.head_dim)
+        layers = range(config.n_layers)
         dtype = config.torch_dtype
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layers)]
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in layers]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in layers]
         self.length = length
 
 

@@ -3,10 +3,12 @@
 Shapes (``kind`` is "chat" for /v1/chat/completions, "text" for /v1/completions)::
 
     chat.completion        {id, object, created, model,
-                            choices: [{index, message: {role, content}, finish_reason, logprobs}],
+                            choices: [{index, message: {role, content},
+                                       finish_reason, logprobs}],
                             usage: {prompt_tokens, completion_tokens, total_tokens}}
     text_completion        {..., choices: [{index, text, finish_reason, logprobs}], usage}
-    chat.completion.chunk  {..., choices: [{index, delta: {[role,] content}, finish_reason, logprobs}]}
+    chat.completion.chunk  {..., choices: [{index, delta: {[role,] content},
+                                            finish_reason, logprobs}]}
     text_completion chunk  {..., choices: [{index, text, finish_reason, logprobs}]}
     usage chunk            {..., choices: [], usage}   (last chunk of every stream)
 """
@@ -77,7 +79,9 @@ def token_chunk(
 ) -> dict[str, Any]:
     """One streamed token; the first chat chunk also carries ``role``."""
     if meta.kind == "chat":
-        delta: dict[str, Any] = {"role": "assistant", "content": text} if first else {"content": text}
+        delta: dict[str, Any] = {"content": text}
+        if first:
+            delta = {"role": "assistant", "content": text}
         choice: dict[str, Any] = {
             "index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None
         }
