@@ -81,16 +81,19 @@ class EmbeddedBackend:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-lm")
         self._active: set[threading.Event] = set()
         self._closed = False
+        self._digest: str | None = None
 
     def describe(self) -> dict[str, Any]:
         """Public facts about the model (safe for /health or an attestation payload)."""
+        if self._digest is None:
+            self._digest = weights_digest(self._model)
         return {
             "model": self.model_id,
             "backend": "embedded",
             "seed": self.seed,
             "device": self.device,
             "config": {k: getattr(self.config, k) for k in self.config.__dataclass_fields__},
-            "weights_sha256": weights_digest(self._model),
+            "weights_sha256": self._digest,
         }
 
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -165,6 +165,9 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int) ->
 class TinyByteLM(nn.Module):
     """Byte-level causal LM; ``forward`` returns logits ``[batch, steps, VOCAB_SIZE]``."""
 
+    rope: torch.Tensor
+    prior: torch.Tensor
+
     def __init__(self, config: ModelConfig = DEFAULT_CONFIG) -> None:
         super().__init__()
         self.config = config

@@ -29,6 +29,7 @@ __all__ = [
     "COMPLETIONS_PATH",
     "DEFAULT_MAX_TOKENS",
     "MAX_TOKENS_LIMIT",
+    "MAX_MESSAGES",
     "ChatMessage",
     "ChatCompletionRequest",
     "CompletionRequest",

@@ -178,7 +178,9 @@ class OpenAIUpstreamBackend:
             raise UpstreamError("upstream stream ended before [DONE]")
         if final_usage is None:
             final_usage = usage(0, content_chunks)
-        header = {k: last[k] for k in ("id", "object", "created") if last and k in last}
+        header: dict[str, Any] = {
+            key: last[key] for key in ("id", "object", "created") if last and key in last
+        }
         yield {**header, "model": self.model_id, "choices": [], "usage": final_usage}
 
 
