@@ -41,6 +41,7 @@ setup(
             "hypothesis>=6.100",
             "openai>=1.40",
             "redis>=5",
+            "filelock>=3.12",
         ],
     },
     entry_points={

@@ -1,0 +1,190 @@
+"""Single-use nonces: exactly-once under concurrency on every backend, expiry, scope."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.nonces import (
+    MemoryNonceStore,
+    NonceScope,
+    RedisNonceStore,
+    SeenNonceCache,
+    SQLiteNonceStore,
+    open_nonce_store,
+)
+
+SCOPE = NonceScope("key-1", "chute-1", "inst-1")
+#: One loop for the test thread, so a Redis handle keeps its connections between calls.
+_LOOP = asyncio.new_event_loop()
+_RUN = _LOOP.run_until_complete
+CONSUMERS = 64
+NONCES = 20
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def make_store(request, tmp_path: Path):
+    """A factory of store handles that all share one backing state (file / server)."""
+    created = []
+    if request.param == "memory":
+        shared = MemoryNonceStore()
+        factory = lambda: shared  # noqa: E731
+    elif request.param == "sqlite":
+        factory = lambda: SQLiteNonceStore(str(tmp_path / "nonces.db"))  # noqa: E731
+    else:
+        redis_server = request.getfixturevalue("redis_server")
+        prefix = f"t:{request.node.name}:"
+        factory = lambda: RedisNonceStore(redis_server.url, prefix=prefix)  # noqa: E731
+
+    def make():
+        store = factory()
+        created.append(store)
+        return store
+
+    yield make
+
+
+def _rejected_reason(coro) -> str:
+    try:
+        _RUN(coro)
+    except NonceRejected as exc:
+        return exc.reason
+    return "accepted"
+
+
+def test_exactly_once_under_concurrent_consumers(make_store):
+    issuer = make_store()
+    nonces = _RUN(issuer.issue(SCOPE, NONCES))
+    assert len(set(nonces)) == NONCES
+    # Each consumer thread gets its own handle (own connection where the backend has one).
+    wins: dict[str, int] = {n: 0 for n in nonces}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(CONSUMERS)
+
+    def consumer(i: int) -> None:
+        barrier.wait()
+
+        async def run():
+            store = make_store()  # own handle, own connection, own event loop
+            results = []
+            for n in nonces:  # 64 threads race on each nonce in turn
+                try:
+                    results.append(await store.consume(n, SCOPE))
+                except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                    results.append(exc)
+            if not isinstance(store, MemoryNonceStore):
+                await store.aclose()
+            return results
+
+        for n, res in zip(nonces, asyncio.run(run())):
+            with lock:
+                if res is None:
+                    wins[n] += 1
+                elif not isinstance(res, NonceRejected):
+                    errors.append(res)
+
+    threads = [threading.Thread(target=consumer, args=(i,)) for i in range(CONSUMERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert wins == {n: 1 for n in nonces}
+
+
+def test_scope_is_enforced_and_does_not_burn(make_store):
+    store = make_store()
+    [n] = _RUN(store.issue(SCOPE, 1))
+    for other in (NonceScope("key-2", "chute-1", "inst-1"), NonceScope("key-1", "chute-2", "inst-1"),
+                  NonceScope("key-1", "chute-1", "inst-2")):
+        assert _rejected_reason(store.consume(n, other)) == "scope"
+    assert _rejected_reason(store.consume(n, SCOPE)) == "accepted"
+    assert _rejected_reason(store.consume(n, SCOPE)) == "unknown"
+
+
+def test_unknown_nonce_rejected(make_store):
+    assert _rejected_reason(make_store().consume("00" * 16, SCOPE)) == "unknown"
+
+
+def test_issue_count_bounds(make_store):
+    store = make_store()
+    for bad in (0, 10_000):
+        with pytest.raises(ValueError):
+            _RUN(store.issue(SCOPE, bad))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_expiry_with_injected_clock(kind, tmp_path):
+    clock = Clock()
+    store = MemoryNonceStore(clock=clock) if kind == "memory" else SQLiteNonceStore(str(tmp_path / "n.db"), clock=clock)
+    a, b = _RUN(store.issue(SCOPE, 2, ttl=10))
+    clock.t += 9.9
+    assert _rejected_reason(store.consume(a, SCOPE)) == "accepted"
+    clock.t += 0.2
+    assert _rejected_reason(store.consume(b, SCOPE)) == "expired"
+    assert _rejected_reason(store.consume(b, SCOPE)) == "unknown"
+
+
+def test_redis_expiry(redis_server):
+    store = RedisNonceStore(redis_server.url, prefix="t:expiry:")
+    [n] = _RUN(store.issue(SCOPE, 1, ttl=0.15))
+    import time
+
+    time.sleep(0.3)
+    assert _rejected_reason(store.consume(n, SCOPE)) == "unknown"
+
+
+def test_sqlite_survives_restart(tmp_path):
+    path = str(tmp_path / "n.db")
+    first = SQLiteNonceStore(path)
+    [n] = _RUN(first.issue(SCOPE, 1))
+    _RUN(first.aclose())
+    second = SQLiteNonceStore(path)
+    assert _rejected_reason(second.consume(n, SCOPE)) == "accepted"
+
+
+def test_redis_down_is_unavailable_not_rejected():
+    from tests.servers import free_port
+
+    store = RedisNonceStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+    with pytest.raises(NonceStoreUnavailable):
+        _RUN(store.consume("ab" * 16, SCOPE))
+    with pytest.raises(NonceStoreUnavailable):
+        _RUN(store.issue(SCOPE, 1))
+
+
+def test_open_nonce_store_urls(tmp_path, redis_server):
+    assert isinstance(open_nonce_store("memory://"), MemoryNonceStore)
+    assert isinstance(open_nonce_store(f"sqlite://{tmp_path}/x.db"), SQLiteNonceStore)
+    assert isinstance(open_nonce_store(redis_server.url), RedisNonceStore)
+    with pytest.raises(ValueError, match="unsupported"):
+        open_nonce_store("ftp://x")
+
+
+def test_server_ttl_longer_than_client_ttl():
+    from chutes_subnet.protocol import NONCE_TTL_CLIENT_SECONDS, NONCE_TTL_SERVER_SECONDS
+
+    assert NONCE_TTL_SERVER_SECONDS > NONCE_TTL_CLIENT_SECONDS
+
+
+def test_seen_cache_replay_expiry_and_fail_closed():
+    clock = Clock()
+    cache = SeenNonceCache(ttl=5, max_entries=2, clock=clock)
+    assert cache.check_and_add("a") and not cache.check_and_add("a")
+    assert cache.check_and_add("b")
+    assert not cache.check_and_add("c")  # full of live entries: refuse rather than forget
+    clock.t += 6
+    assert cache.check_and_add("c") and cache.check_and_add("a")
