@@ -22,7 +22,16 @@ def dump(payload: dict[str, Any] | bytes) -> bytes:
 
 def load(compressed: bytes) -> dict[str, Any]:
     """gunzip and parse a JSON object payload."""
-    raw = _codec.decompress(compressed, MAX_DECOMPRESSED_BYTES)
+    return parse(inflate(compressed))
+
+
+def inflate(compressed: bytes) -> bytes:
+    """gunzip with the protocol's decompressed-size limit."""
+    return _codec.decompress(compressed, MAX_DECOMPRESSED_BYTES)
+
+
+def parse(raw: bytes) -> dict[str, Any]:
+    """Parse a JSON object payload."""
     try:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -22,13 +22,20 @@ def hkdf(ikm: bytes, *, salt: bytes, info: bytes, length: int = KEY_SIZE) -> byt
 
 
 def hkdf_expand(prk: bytes, *, info: bytes, length: int = KEY_SIZE) -> bytes:
-    """HKDF-Expand only, for several labelled keys from one extracted PRK."""
+    """HKDF-Expand (RFC 5869) for several labelled keys from one extracted PRK.
+
+    For one 32-byte key this is a single ``T(1) = HMAC(prk, info || 0x01)``, done
+    directly (several times faster than the generic object); the test suite checks it
+    against ``cryptography``'s HKDFExpand.
+    """
+    if length == KEY_SIZE:
+        return hmac.digest(prk, info + b"\x01", "sha256")
     return HKDFExpand(algorithm=hashes.SHA256(), length=length, info=info).derive(prk)
 
 
 def hkdf_extract(ikm: bytes, *, salt: bytes) -> bytes:
     """HKDF-Extract: HMAC-SHA256(salt, ikm)."""
-    return hmac.new(salt, ikm, "sha256").digest()
+    return hmac.digest(salt, ikm, "sha256")
 
 
 def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes | None) -> bytes:

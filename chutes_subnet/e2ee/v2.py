@@ -51,6 +51,7 @@ __all__ = [
     "StreamOpener",
     "seal_request",
     "open_request",
+    "open_request_raw",
 ]
 
 VERSION_BYTE = b"\x02"
@@ -219,6 +220,12 @@ def open_request(
     instance_key: KeyPair, ctx: RequestContext, blob: bytes
 ) -> tuple[dict[str, Any], ServerSession]:
     """Instance: decrypt a request made for ``ctx``; returns the payload and the session."""
+    raw, session = open_request_raw(instance_key, ctx, blob)
+    return _payload.parse(raw), session
+
+
+def open_request_raw(instance_key: KeyPair, ctx: RequestContext, blob: bytes) -> tuple[bytes, ServerSession]:
+    """Like :func:`open_request` but returns the decompressed payload bytes unparsed."""
     _payload.check_envelope_size(blob)
     if len(blob) < _HEADER + TAG_SIZE:
         raise EnvelopeFormatError("v2 envelope is too short")
@@ -228,4 +235,4 @@ def open_request(
     kem_ct = blob[1:_HEADER]
     keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad)
     plain = Aead(keys.req).open(_ZERO_NONCE, blob[_HEADER:], aad)
-    return _payload.load(plain), ServerSession(keys)
+    return _payload.inflate(plain), ServerSession(keys)
