@@ -270,3 +270,22 @@ def test_dead_miner_gives_502_with_retry_hint_and_is_benched() -> None:
             assert r.headers["x-e2e-retry"] == "instance"
         state = app.state.gateway
         assert state.balancer.is_benched("dead") and state.balancer.is_benched("bad")
+
+
+def test_journal_shows_only_ids_sizes_and_usage_to_the_key_owner(stack: Stack) -> None:
+    inst = discover(stack)["inst-a"]
+    nonce = inst["nonces"][1]
+    r, sess = invoke(stack, inst, nonce, stream=True)
+    assert r.status_code == 200
+    j = httpx.get(f"{stack.gw}/v1/requests", headers={"Authorization": f"Bearer {stack.key}"})
+    assert j.status_code == 200
+    entry = j.json()["requests"][0]
+    assert entry["instance_id"] == "inst-a" and entry["nonce_prefix"] == nonce[:8]
+    assert entry["stream"] is True and entry["e2e_version"] == 2 and entry["status"] == 200
+    assert entry["request_bytes"] > 1088 and entry["response_bytes"] == len(r.content)
+    assert entry["completion_tokens"] > 0
+    assert "hi there" not in j.text and "echo" not in j.text
+    other, _ = stack.keys.create("other")
+    j2 = httpx.get(f"{stack.gw}/v1/requests", headers={"Authorization": f"Bearer {other}"})
+    assert j2.json()["requests"] == []
+    assert httpx.get(f"{stack.gw}/v1/requests").status_code == 401

@@ -120,6 +120,13 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
                 "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                 "total_tokens": u.total_tokens, "quota_tokens": key.quota_tokens}
 
+    @app.get("/v1/requests")
+    async def my_requests(request: Request, limit: int = 20) -> dict[str, Any]:
+        """What the gateway saw of the caller's recent requests (ids, sizes, usage)."""
+        key = state.admit(request.headers.get("authorization"), check_quota=False)
+        entries = state.journal.recent(key.key_id, max(1, min(limit, 200)))
+        return {"key_id": key.key_id, "requests": [e.to_dict() for e in entries]}
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "instances": len(registry.list_verified())}

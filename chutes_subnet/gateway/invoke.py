@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.gateway.journal import JournalEntry
 from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
 from chutes_subnet.gateway.registry import InstanceRecord
 from chutes_subnet.gateway.state import GatewayState, Refusal, error_body, resolve_signer_headers
@@ -148,7 +150,11 @@ class InvokeEndpoint:
             fwd["X-E2E-Version"] = str(version)
         fwd.update(await resolve_signer_headers(st.forward_signer, "POST", "/e2e/invoke",
                                                 body, rec.hotkey))
-        await self._forward(rec, fwd, body, stream_flag == "true", key.key_id, receive, send)
+        trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, stream_flag == "true", len(body))
+        try:
+            await self._forward(rec, fwd, body, trace, receive, send)
+        finally:
+            st.journal.record(trace.entry())
 
     def _live_instance(self, chute_id: str, instance_id: str) -> InstanceRecord:
         for rec in self.state.registry.list_verified(chute_id):
@@ -158,8 +164,9 @@ class InvokeEndpoint:
                       {"X-E2E-Retry": "instance"})
 
     async def _forward(self, rec: InstanceRecord, headers: dict[str, str], body: bytes,
-                       stream: bool, key_id: str, receive: Receive, send: Send) -> None:
+                       trace: "_Trace", receive: Receive, send: Send) -> None:
         st = self.state
+        stream = trace.stream
         st.balancer.acquire(rec.instance_id)
         # A stream whose client left is cancelled so the miner stops generating; a
         # non-stream call runs to completion (a watcher task would cost ~5% per request).
@@ -171,12 +178,14 @@ class InvokeEndpoint:
                 resp = await st.miners.post(rec.url.rstrip("/") + "/e2e/invoke", headers, body)
             except UpstreamError:
                 st.balancer.mark_failed(rec.instance_id)
+                trace.status = 502
                 raise Refusal(502, "miner_unreachable", "miner unreachable",
                               {"X-E2E-Retry": "instance"}) from None
+            trace.status = resp.status
             if resp.status != 200:
                 await self._relay_failure(rec, resp, send)
                 return
-            await self._relay_success(resp, stream, key_id, send)
+            await self._relay_success(resp, trace, send)
         except asyncio.CancelledError:
             if watcher is not None and watcher.done() and not watcher.cancelled():
                 return  # the client went away; nothing left to answer
@@ -204,8 +213,8 @@ class InvokeEndpoint:
                                 (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
 
-    async def _relay_success(self, resp: UpstreamResponse, stream: bool, key_id: str,
-                             send: Send) -> None:
+    async def _relay_success(self, resp: UpstreamResponse, trace: "_Trace", send: Send) -> None:
+        stream = trace.stream
         out_headers = [(k.encode(), resp.headers[k].encode("latin-1"))
                        for k in ("Content-Type", "X-E2E-Usage", "X-E2E-Version")
                        if k in resp.headers]
@@ -219,6 +228,7 @@ class InvokeEndpoint:
             async for chunk in resp.iter_chunks():
                 if sniffer is not None:
                     sniffer.feed(chunk)
+                trace.response_bytes += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError:
             if stream:
@@ -228,8 +238,32 @@ class InvokeEndpoint:
             usage = sniffer.usage if sniffer is not None else \
                 parse_usage_header(resp.headers.get("X-E2E-Usage"))
             prompt, completion = usage or (0, 0)
-            self.state.usage.record(key_id, prompt, completion)
+            trace.prompt_tokens, trace.completion_tokens = prompt, completion
+            self.state.usage.record(trace.key_id, prompt, completion)
         await send({"type": "http.response.body", "body": b""})
+
+
+class _Trace:
+    """What this request showed the gateway, filled in as it goes (for the journal)."""
+
+    __slots__ = ("key_id", "chute_id", "instance_id", "nonce", "version", "stream", "request_bytes",
+                 "response_bytes", "prompt_tokens", "completion_tokens", "status", "started")
+
+    def __init__(self, key_id: str, chute_id: str, instance_id: str, nonce: str, version: int,
+                 stream: bool, request_bytes: int) -> None:
+        self.key_id, self.chute_id, self.instance_id = key_id, chute_id, instance_id
+        self.nonce, self.version, self.stream, self.request_bytes = nonce, version, stream, request_bytes
+        self.response_bytes = self.prompt_tokens = self.completion_tokens = 0
+        self.status = 0
+        self.started = time.monotonic()
+
+    def entry(self) -> JournalEntry:
+        return JournalEntry(
+            at=time.time(), key_id=self.key_id, chute_id=self.chute_id, instance_id=self.instance_id,
+            nonce_prefix=self.nonce[:8], e2e_version=self.version, stream=self.stream,
+            request_bytes=self.request_bytes, response_bytes=self.response_bytes,
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+            status=self.status, duration_ms=round((time.monotonic() - self.started) * 1000, 3))
 
 
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from chutes_subnet.errors import AuthenticationError
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
+from chutes_subnet.gateway.journal import RequestJournal
 from chutes_subnet.gateway.keys import ApiKey, ApiKeyStore, parse_bearer
 from chutes_subnet.gateway.ratelimit import RateLimiter
 from chutes_subnet.gateway.registry import InstanceRegistry
@@ -72,6 +73,7 @@ class GatewayState:
     limiter: RateLimiter = field(default_factory=RateLimiter)
     balancer: LoadBalancer = field(default_factory=LoadBalancer)
     miners: MinerClient = field(default_factory=MinerClient)
+    journal: RequestJournal = field(default_factory=RequestJournal)
 
     def admit(self, authorization: str | None, *, check_quota: bool = True) -> ApiKey:
         """Authenticate the caller and apply quota and rate limit.
