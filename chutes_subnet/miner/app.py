@@ -1,0 +1,124 @@
+"""The miner's FastAPI application: one attested, end-to-end-encrypted model instance.
+
+Endpoints (wire shapes in :mod:`chutes_subnet.protocol`):
+
+* ``POST /attest`` — :mod:`chutes_subnet.miner.attest` (btauth/1, validators only);
+* ``POST /e2e/invoke`` — :mod:`chutes_subnet.miner.invoke` (v1 and v2 envelopes);
+* ``GET /health`` — public status (ids, key fingerprint, load; nothing secret);
+* ``GET /metrics`` — Prometheus text (counts and timings only);
+* ``POST /dangerous/plaintext/invoke`` — only with ``dangerous_plaintext_endpoint``
+  and the simulated TEE: the same path without the envelope, for the bench.
+
+The instance's ML-KEM-768 key pair is generated here, in memory, inside the TEE; it is
+never written, logged or returned (``app.state.instance`` holds only public facts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chutes_subnet.attestation import EvidenceProvider, SimulatedProvider
+from chutes_subnet.auth import ValidatorGate
+from chutes_subnet.e2ee import KeyPair
+from chutes_subnet.inference import Backend
+from chutes_subnet.miner.attest import AttestEndpoint
+from chutes_subnet.miner.config import MinerConfig
+from chutes_subnet.miner.faults import apply_provider_fault
+from chutes_subnet.miner.invoke import InvokeEndpoint
+from chutes_subnet.miner.limits import ConcurrencyLimiter
+from chutes_subnet.miner.metrics import CONTENT_TYPE_LATEST, MinerMetrics
+from chutes_subnet.miner.state import MinerInstance, MinerState
+from chutes_subnet.nonces import SeenNonceCache
+from chutes_subnet.protocol import NONCE_TTL_SERVER_SECONDS
+
+__all__ = ["create_app", "PLAINTEXT_PATH"]
+
+log = logging.getLogger("chutes_subnet.miner")
+
+PLAINTEXT_PATH = "/dangerous/plaintext/invoke"
+
+
+def _is_simulated(provider: EvidenceProvider) -> bool:
+    return isinstance(provider, SimulatedProvider)
+
+
+def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
+               provider: EvidenceProvider, gate: ValidatorGate | None,
+               keypair: KeyPair | None = None) -> FastAPI:
+    """Build one miner instance around a backend, an evidence provider and a gate.
+
+    ``gate=None`` disables every caller check (unit tests only). ``keypair=None``
+    generates the instance key now. Faults and the plaintext endpoint are refused
+    unless ``provider`` is the simulated one. The backend is closed on shutdown,
+    after uvicorn has let in-flight streams finish.
+    """
+    simulated = _is_simulated(provider)
+    if (config.fault or config.dangerous_plaintext_endpoint) and not simulated:
+        raise ValueError("faults and the plaintext endpoint need the simulated TEE provider")
+    if not hotkey_ss58:
+        raise ValueError("hotkey_ss58 is required")
+    keypair = keypair or KeyPair.generate()
+    instance = MinerInstance(
+        instance_id=config.instance_id or str(uuid.uuid4()),
+        chute_id=config.chute_id,
+        model_id=config.model_id,
+        hotkey=hotkey_ss58,
+        e2e_pubkey=keypair.public_b64,
+        e2e_fingerprint=keypair.fingerprint,
+        simulated=simulated,
+    )
+    metrics = MinerMetrics()
+    metrics.capacity.set(config.max_concurrency)
+    state = MinerState(
+        config=config, instance=instance, keypair=keypair, backend=backend,
+        provider=apply_provider_fault(config.fault, provider), gate=gate,
+        seen=SeenNonceCache(ttl=NONCE_TTL_SERVER_SECONDS),
+        limiter=ConcurrencyLimiter(config.max_concurrency), metrics=metrics,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        log.info("miner instance %s serving chute %s (model %s), e2e key fp=%s%s",
+                 instance.instance_id, instance.chute_id, instance.model_id,
+                 instance.e2e_fingerprint, " [SIMULATED TEE]" if simulated else "")
+        try:
+            yield
+        finally:
+            state.draining = True
+            if not await state.limiter.wait_idle(config.shutdown_grace):
+                log.warning("shutdown: %d requests still in flight after the grace period",
+                            state.limiter.in_flight)
+            await backend.aclose()
+            log.info("miner instance %s stopped", instance.instance_id)
+
+    routes = [
+        Route("/attest", AttestEndpoint(state), methods=["POST"]),
+        Route("/e2e/invoke", InvokeEndpoint(state), methods=["POST"]),
+    ]
+    if config.dangerous_plaintext_endpoint:
+        log.warning("DANGEROUS plaintext endpoint enabled at %s (bench only)", PLAINTEXT_PATH)
+        routes.append(Route(PLAINTEXT_PATH, InvokeEndpoint(state, plaintext=True),
+                            methods=["POST"]))
+    app = FastAPI(title="chutes-subnet miner", lifespan=lifespan, routes=routes,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.instance = instance
+    app.state.miner = state
+
+    @app.get("/health")
+    async def health() -> Any:
+        body = state.describe()
+        return JSONResponse(body, status_code=503 if state.draining else 200)
+
+    @app.get("/metrics")
+    async def metrics_text() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,141 @@
+"""The miner's side of one invoke envelope: open the request, seal the answer.
+
+:func:`open_envelope` turns (version, instance key, routing context, body) into an
+:class:`OpenedRequest`: the decrypted OpenAI payload, a ``replay_id`` and the means to
+answer it. Answers follow the wire rules of :mod:`chutes_subnet.protocol`:
+
+* non-stream: ``seal_json(obj)`` -> body bytes (``application/octet-stream``);
+* stream: :class:`StreamFramer` — ``start()`` (v1: ``e2e_init``), ``chunk(line)`` per
+  OpenAI chunk line ``"data: {json}"`` (v1 ``{"e2e": ...}``, v2 ``{"e2e": frame}``),
+  ``finish(usage)`` (v2: ``{"e2e_final": frame}`` authenticating the chunk count
+  and usage); the caller then appends the plaintext usage event and ``[DONE]``.
+
+``replay_id`` identifies the request ciphertext (SHA-256 of the KEM ciphertext): the
+same ciphertext replayed under another gateway nonce is still recognised, which v1's
+missing AAD would otherwise allow.
+
+The plaintext "envelope" exists only for the bench (``dangerous_plaintext_endpoint``).
+Pure functions over the e2ee recipes: no I/O, no logging.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Protocol
+
+from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
+from chutes_subnet.errors import EnvelopeFormatError
+from chutes_subnet.sse import format_event
+
+__all__ = ["OpenedRequest", "StreamFramer", "open_envelope", "open_plaintext", "KEM_CT_SIZE"]
+
+KEM_CT_SIZE = 1088
+
+
+class StreamFramer(Protocol):
+    def start(self) -> bytes: ...
+    def chunk(self, line: str) -> bytes: ...
+    def finish(self, usage: dict[str, Any] | None) -> bytes: ...
+
+
+class OpenedRequest:
+    """A decrypted request and how to answer it."""
+
+    __slots__ = ("payload", "replay_id", "_seal", "_framer", "media_type")
+
+    def __init__(self, payload: dict[str, Any], replay_id: str, seal: Any, framer: Any,
+                 media_type: str = "application/octet-stream") -> None:
+        self.payload = payload
+        self.replay_id = replay_id
+        self._seal = seal
+        self._framer = framer
+        self.media_type = media_type
+
+    def seal_json(self, obj: dict[str, Any]) -> bytes:
+        """The non-stream answer body."""
+        return self._seal(obj)
+
+    def stream(self) -> StreamFramer:
+        """A framer for the streamed answer (call once)."""
+        return self._framer()
+
+
+class _V1Framer:
+    __slots__ = ("_sealer",)
+
+    def __init__(self, response_pk: bytes) -> None:
+        self._sealer = v1.StreamSealer(response_pk)
+
+    def start(self) -> bytes:
+        return format_event(self._sealer.init_event())
+
+    def chunk(self, line: str) -> bytes:
+        return format_event(self._sealer.seal_line(line))
+
+    def finish(self, usage: dict[str, Any] | None) -> bytes:
+        return b""
+
+
+class _V2Framer:
+    __slots__ = ("_sealer",)
+
+    def __init__(self, session: v2.ServerSession) -> None:
+        self._sealer = session.stream_sealer()
+
+    def start(self) -> bytes:
+        return b""
+
+    def chunk(self, line: str) -> bytes:
+        return format_event({"e2e": self._sealer.seal(line.encode("utf-8"))})
+
+    def finish(self, usage: dict[str, Any] | None) -> bytes:
+        return format_event({"e2e_final": self._sealer.finish(usage)})
+
+
+class _PlainFramer:
+    __slots__ = ()
+
+    def start(self) -> bytes:
+        return b""
+
+    def chunk(self, line: str) -> bytes:
+        return line.encode("utf-8") + b"\n\n"
+
+    def finish(self, usage: dict[str, Any] | None) -> bytes:
+        return b""
+
+
+def _replay_id(kem_ct: bytes) -> str:
+    return "ct:" + hashlib.sha256(kem_ct).hexdigest()[:32]
+
+
+def open_envelope(version: int, key: KeyPair, ctx: RequestContext, body: bytes) -> OpenedRequest:
+    """Decrypt ``body`` sent with E2EE ``version`` (1 or 2) for ``ctx``.
+
+    Raises :class:`~chutes_subnet.errors.E2EEError` subclasses (format, size, or the
+    message-less ``DecryptionError``).
+    """
+    if version == 2:
+        payload, session = v2.open_request(key, ctx, body)
+        return OpenedRequest(payload, _replay_id(body[1:1 + KEM_CT_SIZE]),
+                             session.seal_response, lambda: _V2Framer(session))
+    if version == 1:
+        payload, response_pk = v1.open_request(key, body)
+        return OpenedRequest(payload, _replay_id(body[:KEM_CT_SIZE]),
+                             lambda obj: v1.seal_response(response_pk, obj),
+                             lambda: _V1Framer(response_pk))
+    raise EnvelopeFormatError("unsupported E2EE version")
+
+
+def open_plaintext(body: bytes) -> OpenedRequest:
+    """BENCH ONLY: a JSON body answered in the clear through the same code path."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeFormatError("payload is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise EnvelopeFormatError("payload must be a JSON object")
+    return OpenedRequest(payload, _replay_id(body),
+                         lambda obj: json.dumps(obj, separators=(",", ":")).encode(),
+                         _PlainFramer, media_type="application/json")

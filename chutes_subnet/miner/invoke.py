@@ -1,0 +1,371 @@
+"""``POST /e2e/invoke``: decrypt inside the TEE, run the model, encrypt the answer.
+
+A raw ASGI endpoint (the hot path; it streams without buffering and watches for the
+caller leaving). Order of checks, first failure answers (``{"error", "reason"}`` JSON):
+
+==== ===================== =====================================================
+code reason               when
+==== ===================== =====================================================
+400  bad_header           missing/malformed X-Chute-Id, X-Instance-Id, X-E2E-Nonce,
+                          X-E2E-Stream or X-E2E-Version
+404  unknown_path         X-E2E-Path is not an invokable path
+413  too_large            body (declared or received) over ``max_body_bytes``
+408  body_timeout         body not received within ``body_timeout``
+401  unauthenticated      btauth/1 missing, malformed, stale, wrongly signed, replayed
+403  forbidden            signer not a validator of this subnet with enough stake
+421  misdirected          X-Chute-Id or X-Instance-Id is not this instance
+503  draining             the instance is shutting down (Retry-After)
+429  busy                 every concurrency slot is taken (Retry-After)
+400  bad_envelope         the envelope does not open (format or authentication)
+409  replayed             nonce, or the same request ciphertext, already served
+                          within the nonce TTL (checked after decryption, so
+                          garbage cannot burn a nonce)
+400  invalid_request      the backend refused the decrypted request; the message is
+                          generic because the detail would be plaintext
+504  timeout              no answer within ``request_timeout``
+502  upstream_error       the OpenAI-compatible upstream failed
+500  inference_error      the model failed
+==== ===================== =====================================================
+
+Once a stream has started, a failure is one ``data: {"e2e_error": "<reason>"}`` event
+and the stream ends without a final frame (the client sees the failure, and in v2 a
+truncation it can prove). Logs carry sizes, timings, status and reason codes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+from chutes_subnet.e2ee import RequestContext
+from chutes_subnet.errors import (
+    AuthenticationError,
+    E2EEError,
+    InferenceError,
+    PayloadTooLargeError,
+    PermissionDenied,
+)
+from chutes_subnet.inference import InvalidRequestError, UpstreamError
+from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
+from chutes_subnet.miner.faults import corrupt_chunk
+from chutes_subnet.miner.state import MinerState, Refusal, error_body
+from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
+from chutes_subnet.sse import DONE_EVENT, format_event
+
+__all__ = ["InvokeEndpoint", "read_body", "send_refusal"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("chutes_subnet.miner.invoke")
+_MAX_HEADER = 128
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _target(scope: Scope) -> str:
+    query = scope.get("query_string") or b""
+    return scope["path"] + ("?" + query.decode("latin-1") if query else "")
+
+
+def _required(h: dict[str, str], name: str) -> str:
+    value = h.get(name, "")
+    if not value or len(value) > _MAX_HEADER or not value.isprintable():
+        raise Refusal(400, "bad_header", f"missing or malformed {name} header")
+    return value
+
+
+async def send_refusal(send: Send, exc: Refusal) -> None:
+    """Answer ``exc`` as JSON with its status and headers."""
+    body = error_body(exc.message, exc.reason)
+    headers = [(b"content-type", b"application/json"),
+               (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes (413) or slowness (408)."""
+    chunks: list[bytes] = []
+    size = 0
+
+    async def pump() -> bytes:
+        nonlocal size
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise Refusal(400, "client_gone", "client disconnected")
+            part = msg.get("body", b"")
+            size += len(part)
+            if size > limit:
+                raise Refusal(413, "too_large", "request body too large")
+            chunks.append(part)
+            if not msg.get("more_body", False):
+                return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(pump(), timeout)
+    except TimeoutError:
+        raise Refusal(408, "body_timeout", "request body not received in time") from None
+
+
+def _backend_refusal(exc: BaseException) -> Refusal:
+    """Map a backend failure (before any byte was sent) to a plaintext-free refusal."""
+    if isinstance(exc, InvalidRequestError):
+        return Refusal(400, "invalid_request", "the model backend rejected the request")
+    if isinstance(exc, TimeoutError):
+        return Refusal(504, "timeout", "inference timed out")
+    if isinstance(exc, UpstreamError):
+        if exc.status == 504:
+            return Refusal(504, "timeout", "inference timed out")
+        return Refusal(502, "upstream_error", "model upstream failed")
+    return Refusal(500, "inference_error", "inference failed")
+
+
+def _stream_error_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, UpstreamError):
+        return "upstream_error"
+    return "inference_error"
+
+
+def _usage_counts(usage: Any) -> tuple[int, int]:
+    if not isinstance(usage, dict):
+        return 0, 0
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    ok = isinstance(prompt, int) and isinstance(completion, int)
+    return (prompt, completion) if ok else (0, 0)
+
+
+class InvokeEndpoint:
+    """ASGI app for ``POST /e2e/invoke`` (or, with ``plaintext=True``, the bench-only
+    ``POST /dangerous/plaintext/invoke`` that skips only the envelope)."""
+
+    def __init__(self, state: MinerState, *, plaintext: bool = False) -> None:
+        self.state = state
+        self.plaintext = plaintext
+        self.route = "plaintext" if plaintext else "invoke"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        began = False
+
+        async def tracked_send(message: MutableMapping[str, Any]) -> None:
+            nonlocal began
+            began = True
+            await send(message)
+
+        try:
+            status, detail = await self._handle(scope, receive, tracked_send, started)
+        except Refusal as exc:
+            self.state.metrics.error(exc.reason)
+            await send_refusal(send, exc)
+            status, detail = exc.status, exc.reason
+        except Exception as exc:  # noqa: BLE001 - last resort: no traceback, no content
+            # A traceback could carry request content in an exception message: log the
+            # type only, and answer a generic 500 if nothing was sent yet.
+            self.state.metrics.error("internal")
+            log.error("%s failed unexpectedly: %s", self.route, type(exc).__name__)
+            if not began:
+                await send_refusal(send, Refusal(500, "internal", "internal error"))
+            status, detail = 500, "internal"
+        self.state.metrics.requests.labels(self.route, str(status)).inc()
+        log.info("%s status=%d detail=%s ms=%.1f", self.route, status, detail,
+                 (time.perf_counter() - started) * 1000)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send,
+                      started: float) -> tuple[int, str]:
+        st, cfg = self.state, self.state.config
+        h = _headers(scope)
+        chute_id = _required(h, "x-chute-id")
+        instance_id = _required(h, "x-instance-id")
+        nonce = _required(h, "x-e2e-nonce")
+        path = h.get("x-e2e-path", "")
+        if path not in INVOKE_PATHS:
+            raise Refusal(404, "unknown_path", "X-E2E-Path is not an invokable path")
+        stream_flag = h.get("x-e2e-stream", "false").lower()
+        if stream_flag not in ("true", "false"):
+            raise Refusal(400, "bad_header", "X-E2E-Stream must be true or false")
+        stream = stream_flag == "true"
+        version = self._version(h.get("x-e2e-version"))
+        declared = h.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > cfg.max_body_bytes):
+            raise Refusal(413, "too_large", "request body too large")
+        body = await read_body(receive, cfg.max_body_bytes, cfg.body_timeout)
+
+        self._authorize(h, body, _target(scope))
+        inst = st.instance
+        if chute_id != inst.chute_id or instance_id != inst.instance_id:
+            raise Refusal(421, "misdirected", "this instance does not serve that chute/instance id")
+        if cfg.fault == "stall":
+            await _until_disconnect(receive)
+            return 499, "stalled"
+        if st.draining:
+            raise Refusal(503, "draining", "instance is shutting down",
+                          {"Retry-After": str(cfg.retry_after)})
+        if not st.limiter.try_acquire():
+            raise Refusal(429, "busy", "instance at its concurrency limit",
+                          {"Retry-After": str(cfg.retry_after)})
+        st.metrics.in_flight.inc()
+        try:
+            opened = self._open(version, RequestContext(chute_id, instance_id, nonce, path, stream),
+                                body)
+            if not (st.seen.check_and_add("n:" + nonce) and st.seen.check_and_add(opened.replay_id)):
+                raise Refusal(409, "replayed", "nonce or request already served")
+            log.debug("%s opened v%d stream=%s bytes=%d", self.route, version, stream, len(body))
+            if stream:
+                return await self._stream(opened, path, send, receive, started)
+            return await self._complete(opened, path, send, started)
+        finally:
+            st.metrics.in_flight.dec()
+            st.limiter.release()
+
+    def _version(self, raw: str | None) -> int:
+        if self.plaintext or raw is None:
+            return 1
+        if not raw.isdigit() or int(raw) not in SUPPORTED_E2EE_VERSIONS:
+            raise Refusal(400, "bad_header", "unsupported X-E2E-Version")
+        return int(raw)
+
+    def _authorize(self, h: dict[str, str], body: bytes, target: str) -> None:
+        gate = self.state.gate
+        if gate is None or self.state.config.invoke_auth == "none":
+            return
+        try:
+            gate.authorize(h, body, method="POST", path=target)
+        except AuthenticationError as exc:
+            raise Refusal(401, "unauthenticated", str(exc)) from None
+        except PermissionDenied as exc:
+            raise Refusal(403, "forbidden", str(exc)) from None
+
+    def _open(self, version: int, ctx: RequestContext, body: bytes) -> OpenedRequest:
+        try:
+            if self.plaintext:
+                return open_plaintext(body)
+            return open_envelope(version, self.state.keypair, ctx, body)
+        except PayloadTooLargeError:
+            raise Refusal(413, "too_large", "request payload too large") from None
+        except E2EEError:
+            raise Refusal(400, "bad_envelope", "request envelope could not be opened") from None
+
+    async def _complete(self, opened: OpenedRequest, path: str, send: Send,
+                        started: float) -> tuple[int, str]:
+        st = self.state
+        try:
+            result = await asyncio.wait_for(st.backend.complete(path, opened.payload),
+                                            st.config.request_timeout)
+        except (InferenceError, TimeoutError) as exc:
+            raise _backend_refusal(exc) from None
+        usage = result.get("usage")
+        if st.config.fault == "wrong-tokens":
+            corrupt_chunk(result)
+        blob = opened.seal_json(result)
+        prompt, completion = _usage_counts(usage)
+        headers = [(b"content-type", opened.media_type.encode()),
+                   (b"content-length", str(len(blob)).encode()),
+                   (b"x-e2e-usage", json.dumps({"prompt_tokens": prompt,
+                                                "completion_tokens": completion,
+                                                "total_tokens": prompt + completion}).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": blob})
+        self._record(prompt, completion, started, None, "complete")
+        return 200, f"bytes={len(blob)}"
+
+    async def _stream(self, opened: OpenedRequest, path: str, send: Send, receive: Receive,
+                      started: float) -> tuple[int, str]:
+        st = self.state
+        deadline = asyncio.get_running_loop().time() + st.config.request_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                chunks = st.backend.stream(path, opened.payload)
+                first = await anext(chunks)
+        except StopAsyncIteration:
+            raise Refusal(502, "upstream_error", "model produced no output") from None
+        except (InferenceError, TimeoutError) as exc:
+            raise _backend_refusal(exc) from None
+        ttft = time.perf_counter() - started
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream"),
+                                (b"cache-control", b"no-cache"),
+                                (b"x-accel-buffering", b"no")]})
+        framer = opened.stream()
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+        fault = st.config.fault == "wrong-tokens"
+        usage: Any = None
+        frames = 0
+        pending = framer.start()
+        try:
+            async with asyncio.timeout_at(deadline):
+                async for item in _prepend(first, chunks):
+                    if item.get("usage"):
+                        usage = item["usage"]
+                    if fault:
+                        corrupt_chunk(item)
+                    pending += framer.chunk("data: " + json.dumps(item, separators=(",", ":")))
+                    frames += 1
+                    await send({"type": "http.response.body", "body": pending, "more_body": True})
+                    pending = b""
+                    if gone.is_set():
+                        st.metrics.error("client_gone")
+                        return 499, f"client_gone frames={frames}"
+        except (InferenceError, TimeoutError) as exc:
+            reason = _stream_error_reason(exc)
+            st.metrics.error(reason)
+            await send({"type": "http.response.body", "more_body": False,
+                        "body": format_event({"e2e_error": reason})})
+            return 200, f"stream_error={reason} frames={frames}"
+        finally:
+            watcher.cancel()
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        tail = framer.finish(usage)
+        if usage is not None:
+            tail += format_event({"usage": usage})
+        await send({"type": "http.response.body", "body": tail + DONE_EVENT, "more_body": False})
+        prompt, completion = _usage_counts(usage)
+        self._record(prompt, completion, started, ttft, "stream")
+        return 200, f"frames={frames}"
+
+    def _record(self, prompt: int, completion: int, started: float, ttft: float | None,
+                mode: str) -> None:
+        m = self.state.metrics
+        m.usage(prompt, completion)
+        elapsed = time.perf_counter() - started
+        if ttft is not None:
+            m.ttft.labels(mode).observe(ttft)
+        if completion > 0 and elapsed > 0:
+            m.tokens_per_second.labels(mode).observe(completion / elapsed)
+
+
+async def _prepend(first: dict[str, Any],
+                   rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            gone.set()
+            return
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    """The ``stall`` fault: hold the request until the caller gives up."""
+    gone = asyncio.Event()
+    await _watch_disconnect(receive, gone)

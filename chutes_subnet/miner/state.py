@@ -1,0 +1,84 @@
+"""What one running instance holds: its public identity and its dependencies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from chutes_subnet.attestation import EvidenceProvider
+from chutes_subnet.auth import ValidatorGate
+from chutes_subnet.e2ee import KeyPair
+from chutes_subnet.inference import Backend
+from chutes_subnet.miner.config import MinerConfig
+from chutes_subnet.miner.limits import ConcurrencyLimiter
+from chutes_subnet.miner.metrics import MinerMetrics
+from chutes_subnet.nonces import SeenNonceCache
+
+__all__ = ["MinerInstance", "MinerState", "Refusal", "error_body"]
+
+log = logging.getLogger("chutes_subnet.miner")
+
+
+@dataclass(frozen=True)
+class MinerInstance:
+    """Public facts of this instance (``app.state.instance``). No private key here."""
+
+    instance_id: str
+    chute_id: str
+    model_id: str
+    hotkey: str
+    e2e_pubkey: str
+    e2e_fingerprint: str
+    simulated: bool
+    e2e_versions: tuple[int, ...] = (1, 2)
+
+
+class Refusal(Exception):
+    """An HTTP refusal: status, a fixed reason code, a message safe for any caller."""
+
+    def __init__(self, status: int, reason: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_body(message: str, reason: str) -> bytes:
+    """``ErrorBody`` JSON (see :mod:`chutes_subnet.protocol`)."""
+    return json.dumps({"error": message, "reason": reason}, separators=(",", ":")).encode()
+
+
+@dataclass
+class MinerState:
+    """Dependencies shared by the endpoints of one app."""
+
+    config: MinerConfig
+    instance: MinerInstance
+    keypair: KeyPair
+    backend: Backend
+    provider: EvidenceProvider
+    gate: ValidatorGate | None
+    seen: SeenNonceCache
+    limiter: ConcurrencyLimiter
+    metrics: MinerMetrics
+    draining: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        """Public status for ``GET /health``."""
+        inst = self.instance
+        return {
+            "status": "draining" if self.draining else "ok",
+            "instance_id": inst.instance_id,
+            "chute_id": inst.chute_id,
+            "model": inst.model_id,
+            "hotkey": inst.hotkey,
+            "e2e_fingerprint": inst.e2e_fingerprint,
+            "e2e_versions": list(inst.e2e_versions),
+            "simulated_tee": inst.simulated,
+            "in_flight": self.limiter.in_flight,
+            "capacity": self.limiter.capacity,
+        }
