@@ -2,7 +2,7 @@
 
 Only what the E2EE streams need: ``data:`` fields (several in one event are joined
 with ``\\n``), comments (``:``) and other fields ignored, events end at a blank line,
-``\\n``/``\\r\\n``/``\\r`` line endings. A line longer than ``max_line`` is refused, so a
+``\\n``/``\\r\\n``/``\\r`` line endings. A line or an event longer than ``max_line`` is refused, so a
 peer cannot make the parser buffer without bound.
 """
 
@@ -29,13 +29,19 @@ def format_event(data: dict[str, Any] | str) -> bytes:
 class SSEParser:
     """Feed bytes, get back the ``data`` payload of each completed event."""
 
-    __slots__ = ("_buf", "_data", "_max_line", "_pending_cr")
+    __slots__ = ("_buf", "_data", "_max_line", "_pending_cr", "_event_size")
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self._buf = b""
         self._data: list[str] = []
         self._max_line = max_line
         self._pending_cr = False
+        self._event_size = 0
+
+    @property
+    def pending(self) -> bool:
+        """True while bytes of an unfinished line or event are buffered."""
+        return bool(self._buf) or bool(self._data)
 
     def feed(self, chunk: bytes) -> list[str]:
         """Consume ``chunk``; return the data of every event it completes."""
@@ -84,6 +90,7 @@ class SSEParser:
             if self._data:
                 events.append("\n".join(self._data))
                 self._data = []
+                self._event_size = 0
             return
         try:
             line = raw.decode("utf-8")
@@ -96,4 +103,7 @@ class SSEParser:
             return
         if sep and value.startswith(" "):
             value = value[1:]
+        self._event_size += len(value)
+        if self._event_size > self._max_line:
+            raise EnvelopeFormatError("SSE event exceeds the size limit")
         self._data.append(value)

@@ -7,20 +7,16 @@ import os
 import sys
 from typing import Any
 
+from chutes_subnet.cli import listen_address
+
 __all__ = ["add_proxy_commands", "main"]
 
-
-def _split_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError("--listen must be HOST:PORT")
-    return host.strip("[]"), int(port)
 
 
 def add_proxy_commands(subparsers: Any) -> None:
     """Register ``proxy`` on an argparse subparsers object."""
     p = subparsers.add_parser("proxy", help="plaintext OpenAI API on localhost, E2EE upstream")
-    p.add_argument("--listen", type=_split_listen, default=("127.0.0.1", 8787),
+    p.add_argument("--listen", type=listen_address, default=("127.0.0.1", 8787),
                    help="HOST:PORT (default 127.0.0.1:8787; keep it on loopback)")
     p.add_argument("--upstream", required=True, help="gateway base URL")
     p.add_argument("--api-key", default=os.environ.get("CHUTES_API_KEY"),

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from chutes_subnet.cli import listen_address
+
 __all__ = ["add_gateway_commands", "app_from_env", "default_data_dir", "open_registry", "main"]
 
 
@@ -42,17 +44,11 @@ def open_registry(url: str) -> Any:
     raise ValueError("registry URL must be memory:// or sqlite:///path")
 
 
-def _split_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError("--listen must be HOST:PORT")
-    return host.strip("[]"), int(port)
-
 
 def add_gateway_commands(subparsers: Any) -> None:
     """Register ``gateway`` and ``keys`` on an argparse subparsers object."""
     gw = subparsers.add_parser("gateway", help="run the E2EE gateway (routes ciphertext)")
-    gw.add_argument("--listen", type=_split_listen, default=("0.0.0.0", 8000),
+    gw.add_argument("--listen", type=listen_address, default=("0.0.0.0", 8000),
                     help="HOST:PORT to serve on (default 0.0.0.0:8000)")
     gw.add_argument("--registry", default=None,
                     help="instance registry URL (default sqlite:///<data-dir>/registry.db, "

@@ -1,0 +1,59 @@
+"""``chutes-subnet``: the one command-line entry point.
+
+Subcommands (each module registers its own; imports are lazy so ``--help`` is fast)::
+
+    chutes-subnet demo      one-command local subnet: chain, miners, validator, gateway, client
+    chutes-subnet gateway   run the E2EE gateway (routes ciphertext only)
+    chutes-subnet keys      create / list / revoke gateway API keys
+    chutes-subnet proxy     plaintext OpenAI API on localhost, E2EE upstream
+    chutes-subnet scores    print the validator's score table
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any, Sequence
+
+__all__ = ["main", "listen_address", "build_parser"]
+
+#: (module, registering function) — each adds its subcommands with ``func(args) -> int``.
+_COMMAND_SOURCES = (
+    ("chutes_subnet.demo", "add_demo_commands"),
+    ("chutes_subnet.gateway.cli", "add_gateway_commands"),
+    ("chutes_subnet.client.cli", "add_proxy_commands"),
+    ("chutes_subnet.validator.cli", "add_validator_commands"),
+)
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """argparse type for ``HOST:PORT`` (IPv6 hosts may be bracketed)."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError("expected HOST:PORT, e.g. 127.0.0.1:8787")
+    return host.strip("[]"), int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chutes-subnet",
+        description="Attested, end-to-end-encrypted LLM inference on Bittensor.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module, fn in _COMMAND_SOURCES:
+        register: Any = getattr(importlib.import_module(module), fn)
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
