@@ -1,0 +1,205 @@
+"""Attestation challenges and the cache of verified instance keys.
+
+``Attestor.challenge`` runs one challenge, in order:
+
+1. issue a fresh 32-byte nonce from the validator's :class:`ChallengeBook`;
+2. POST ``/attest`` with an ``AttestRequest``, btauth/1-signed for the miner's hotkey
+   (bounded body, per-request timeout);
+3. parse the ``AttestResponse``: chute id must derive from the model, the E2EE key
+   must be an ML-KEM-768 public key, evidence must be well-formed;
+4. full verification by the :class:`Verifier` (DCAP, policy, GPU evidence, nonce
+   single use, binding to nonce + E2EE key + the hotkey *registered at this uid*).
+
+``Attestor.ensure`` serves a verified key from the cache until its TTL, but
+re-challenges with probability ``rechallenge_probability`` every round, so a miner
+cannot predict when its hardware is looked at again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from chutes_subnet.attestation import ChallengeBook, Evidence, Verdict, Verifier
+from chutes_subnet.auth import sign_headers
+from chutes_subnet.chain import Neuron
+from chutes_subnet.e2ee import decode_public_key
+from chutes_subnet.errors import AttestationError, E2EEError
+from chutes_subnet.protocol import AttestRequest, AttestResponse, chute_id_for_model
+
+from .failures import EvaluationFailure, from_http_error, read_bounded
+from .results import AttestationSummary
+
+__all__ = ["AttestedInstance", "Attestor", "miner_url", "MAX_ATTEST_RESPONSE_BYTES"]
+
+MAX_ATTEST_RESPONSE_BYTES = 1024 * 1024
+
+
+def miner_url(axon: str) -> str:
+    """``http://ip:port`` for an axon string as the chain reports it."""
+    return f"http://{axon}"
+
+
+@dataclass(frozen=True)
+class AttestedInstance:
+    """A miner instance whose key passed verification, valid until ``expires_at``."""
+
+    uid: int
+    hotkey: str
+    axon: str
+    instance_id: str
+    chute_id: str
+    model: str
+    e2e_pubkey: bytes
+    summary: AttestationSummary
+
+    @property
+    def url(self) -> str:
+        return miner_url(self.axon)
+
+    @property
+    def expires_at(self) -> float:
+        return self.summary.expires_at
+
+
+def _summary(verdict: Verdict | None, resp: AttestResponse | None, now: float,
+             ttl: float) -> AttestationSummary:
+    ok = bool(verdict and verdict.ok)
+    return AttestationSummary(
+        ok=ok,
+        instance_id=resp.instance_id if resp else None,
+        chute_id=resp.chute_id if resp else None,
+        model=resp.model if resp else None,
+        e2e_pubkey=resp.e2e_pubkey if resp else None,
+        simulated=bool(verdict.simulated) if verdict else False,
+        tcb_status=verdict.tcb_status if verdict else None,
+        profile=verdict.profile if verdict else None,
+        gpu_model=verdict.gpu_model if verdict else None,
+        gpu_count=verdict.gpu_count if verdict else 0,
+        reason_codes=verdict.reason_codes if verdict else (),
+        verified_at=now,
+        expires_at=now + ttl if ok else now,
+    )
+
+
+class Attestor:
+    """Challenges miners and caches verified instance keys (see module doc)."""
+
+    def __init__(
+        self,
+        verifier: Verifier,
+        wallet: Any,
+        http: httpx.AsyncClient,
+        *,
+        ttl: float,
+        rechallenge_probability: float,
+        challenges: ChallengeBook | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.verifier = verifier
+        # The verifier consumes nonces from its own book when it has one; otherwise
+        # this attestor keeps the book and consumes the nonce before verifying.
+        self._own_book = verifier.challenges is None
+        self.challenges = verifier.challenges or challenges or ChallengeBook(ttl=120.0)
+        self.wallet = wallet
+        self.http = http
+        self.ttl = float(ttl)
+        self.rechallenge_probability = float(rechallenge_probability)
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        self._cache: dict[int, AttestedInstance] = {}
+
+    def cached(self, uid: int) -> AttestedInstance | None:
+        """The cached verified instance of ``uid`` (possibly expired)."""
+        return self._cache.get(uid)
+
+    def forget(self, uid: int) -> AttestedInstance | None:
+        """Drop ``uid``'s cached key (its next evaluation re-challenges)."""
+        return self._cache.pop(uid, None)
+
+    async def ensure(self, neuron: Neuron) -> tuple[AttestedInstance, bool]:
+        """A verified instance for ``neuron``: ``(instance, from_cache)``.
+
+        Raises :class:`EvaluationFailure` (and forgets the cached key) when a fresh
+        challenge fails.
+        """
+        entry = self._cache.get(neuron.uid)
+        fresh_needed = (
+            entry is None
+            or entry.hotkey != neuron.hotkey
+            or entry.axon != neuron.axon
+            or self._clock() >= entry.expires_at
+            or self._rng.random() < self.rechallenge_probability
+        )
+        if not fresh_needed:
+            assert entry is not None
+            return entry, True
+        try:
+            instance = await self.challenge(neuron)
+        except EvaluationFailure:
+            self._cache.pop(neuron.uid, None)
+            raise
+        self._cache[neuron.uid] = instance
+        return instance, False
+
+    async def challenge(self, neuron: Neuron) -> AttestedInstance:
+        """One fresh challenge + full verification (see module doc)."""
+        if not neuron.axon:
+            raise EvaluationFailure("no_axon", "the hotkey has not published an endpoint")
+        nonce = self.challenges.issue()
+        body = AttestRequest(nonce=nonce.hex()).model_dump_json().encode()
+        headers = {"Content-Type": "application/json"}
+        headers.update(sign_headers(self.wallet, method="POST", path="/attest", body=body,
+                                    receiver_ss58=neuron.hotkey))
+        url = miner_url(neuron.axon) + "/attest"
+        try:
+            async with self.http.stream("POST", url, content=body, headers=headers) as resp:
+                raw = await read_bounded(resp, MAX_ATTEST_RESPONSE_BYTES, "attest")
+                status = resp.status_code
+        except httpx.HTTPError as exc:
+            raise from_http_error(exc, "attest") from exc
+        if status != 200:
+            raise EvaluationFailure("bad_response", f"attest: miner answered HTTP {status}")
+        response, evidence, pubkey = self._parse(raw)
+        now = self._clock()
+        if self._own_book and not self.challenges.consume(nonce):
+            raise EvaluationFailure("timeout", "attest: answer arrived after the nonce expired")
+        verdict = await asyncio.to_thread(
+            self.verifier.verify, evidence, nonce=nonce, e2e_pubkey=pubkey,
+            hotkey_ss58=neuron.hotkey, now=int(now))
+        summary = _summary(verdict, response, now, self.ttl)
+        if not verdict.ok:
+            first = verdict.reasons[0]
+            raise EvaluationFailure(f"attestation:{first.code}", first.message, summary)
+        return AttestedInstance(neuron.uid, neuron.hotkey, neuron.axon, response.instance_id,
+                                response.chute_id, response.model, pubkey, summary)
+
+    def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes]:
+        try:
+            data = json.loads(raw)
+            response = AttestResponse.model_validate(data)
+        except (ValueError, ValidationError) as exc:
+            raise EvaluationFailure("bad_response", "attest: answer is not an AttestResponse") from exc
+        if response.chute_id != chute_id_for_model(response.model):
+            raise EvaluationFailure("bad_response", "attest: chute_id does not match the model")
+        try:
+            pubkey = decode_public_key(response.e2e_pubkey)
+        except E2EEError as exc:
+            raise EvaluationFailure("bad_response", "attest: e2e_pubkey is not ML-KEM-768") from exc
+        try:
+            evidence = Evidence.from_wire(data)
+        except AttestationError as exc:
+            summary = _summary(None, response, self._clock(), self.ttl)
+            raise EvaluationFailure("attestation:malformed_evidence",
+                                    f"attest: evidence malformed ({type(exc).__name__})",
+                                    summary) from exc
+        return response, evidence, pubkey

@@ -1,0 +1,295 @@
+"""The encrypted benchmark: streamed v2 E2EE requests to an attested key only.
+
+For each prompt: seal with :func:`chutes_subnet.e2ee.v2.seal_request` for the key
+that passed attestation, POST ``/e2e/invoke`` (btauth/1-signed, per-request
+deadline), open every ``{"e2e": ...}`` frame in order and require the authenticated
+final frame. Measured per request: TTFT (request sent -> first non-empty text),
+end-to-end output throughput (completion tokens / (last byte - request sent), so a
+miner cannot inflate it by holding back and bursting tokens) and success.
+
+Correctness: for the embedded model, ``verify`` prompts are recomputed locally with
+:func:`chutes_subnet.inference.run_generation` and must match exactly (text and
+completion token count); for upstream models, prompts sharing a canary id (greedy,
+temperature 0) must return identical text. Every chunk must be a well-formed OpenAI
+chunk of the invoked kind and usage may not exceed the requested ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from chutes_subnet.auth import sign_headers
+from chutes_subnet.e2ee import RequestContext, v2
+from chutes_subnet.errors import E2EEError, InferenceError
+from chutes_subnet.inference import run_generation
+from chutes_subnet.nonces import new_nonce
+from chutes_subnet.protocol import (
+    E2EE_VERSION_V2,
+    H_CHUTE_ID,
+    H_INSTANCE_ID,
+    H_NONCE,
+    H_PATH,
+    H_STREAM,
+    H_VERSION,
+)
+from chutes_subnet.sse import DONE, SSEParser
+
+from .attest import AttestedInstance
+from .config import BenchmarkConfig
+from .failures import EvaluationFailure, from_http_error
+from .prompts import BenchPrompt
+
+__all__ = ["RequestSample", "ReferenceCache", "StreamedAnswer", "stream_prompt",
+           "run_benchmark", "BenchmarkOutcome"]
+
+INVOKE_PATH = "/e2e/invoke"
+MAX_STREAM_BYTES = 8 * 1024 * 1024
+_KINDS = {"/v1/chat/completions": "chat.completion.chunk", "/v1/completions": "text_completion"}
+
+
+@dataclass(frozen=True)
+class StreamedAnswer:
+    """A decrypted, integrity-checked streamed answer."""
+
+    text: str
+    completion_tokens: int
+    ttft_s: float | None
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class RequestSample:
+    """One benchmark request's outcome."""
+
+    ok: bool
+    reason: str | None = None
+    detail: str = ""
+    ttft_s: float | None = None
+    tokens_per_s: float = 0.0
+    completion_tokens: int = 0
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class BenchmarkOutcome:
+    """Aggregate of one miner's benchmark requests."""
+
+    samples: tuple[RequestSample, ...]
+    reason: str | None
+    detail: str
+
+    @property
+    def successes(self) -> int:
+        return sum(1 for s in self.samples if s.ok)
+
+    @property
+    def verified(self) -> int:
+        return sum(1 for s in self.samples if s.ok and s.verified)
+
+    @property
+    def tokens_per_s(self) -> float:
+        values = [s.tokens_per_s for s in self.samples if s.ok]
+        return statistics.median(values) if values else 0.0
+
+    @property
+    def ttft_s(self) -> float | None:
+        values = [s.ttft_s for s in self.samples if s.ok and s.ttft_s is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.samples if s.ok)
+
+
+class ReferenceCache:
+    """Local recomputations of embedded-model answers, shared within a round."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._done: dict[str, tuple[str, int]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, path: str, body: dict[str, Any]) -> tuple[str, int]:
+        """``(text, completion_tokens)`` the embedded model must answer."""
+        key = hashlib.sha256(path.encode() + b"\0" + json.dumps(body, sort_keys=True).encode()).hexdigest()
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            if key not in self._done:
+                result = await asyncio.to_thread(run_generation, path, body, seed=self.seed)
+                self._done[key] = (result.text, result.completion_tokens)
+        return self._done[key]
+
+
+def _chunk_text(path: str, chunk: Any) -> str:
+    if not isinstance(chunk, dict) or chunk.get("object") != _KINDS[path]:
+        raise EvaluationFailure("bad_response", "stream: chunk is not an OpenAI chunk of this kind")
+    choices = chunk.get("choices")
+    if not isinstance(choices, list):
+        raise EvaluationFailure("bad_response", "stream: chunk has no choices list")
+    if not choices:
+        return ""
+    first = choices[0]
+    if not isinstance(first, dict):
+        raise EvaluationFailure("bad_response", "stream: malformed choice")
+    value = (first.get("delta") or {}).get("content") if path != "/v1/completions" else first.get("text")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise EvaluationFailure("bad_response", "stream: content is not a string")
+    return value
+
+
+def _inner_payload(line: str) -> str:
+    """A decrypted chunk is one SSE ``data:`` line of the original stream (the
+    ``data:`` prefix is optional)."""
+    line = line.strip()
+    if line.startswith("data:"):
+        line = line[5:].lstrip(" ")
+    return line
+
+
+def _usage_tokens(usage: Any) -> int | None:
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        return int(usage["completion_tokens"])
+    return None
+
+
+async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: AttestedInstance,
+                        prompt: BenchPrompt, *, timeout: float,
+                        clock: Callable[[], float] = time.perf_counter) -> StreamedAnswer:
+    """Send one prompt encrypted to ``instance`` and read its stream (see module doc)."""
+    ctx = RequestContext(instance.chute_id, instance.instance_id, new_nonce(), prompt.path, True)
+    body, session = v2.seal_request(instance.e2e_pubkey, ctx, prompt.body)
+    headers = {
+        "Content-Type": "application/octet-stream", H_CHUTE_ID: ctx.chute_id,
+        H_INSTANCE_ID: ctx.instance_id, H_NONCE: ctx.nonce, H_STREAM: "true",
+        H_PATH: ctx.path, H_VERSION: str(E2EE_VERSION_V2),
+    }
+    headers.update(sign_headers(wallet, method="POST", path=INVOKE_PATH, body=body,
+                                receiver_ss58=instance.hotkey))
+    opener = session.stream_opener()
+    parser = SSEParser()
+    parts: list[str] = []
+    usage_tokens: int | None = None
+    ttft: float | None = None
+    received = 0
+    start = clock()
+    try:
+        async with asyncio.timeout(timeout):
+            async with http.stream("POST", instance.url + INVOKE_PATH, content=body,
+                                   headers=headers) as resp:
+                if resp.status_code != 200:
+                    raise EvaluationFailure("bad_response",
+                                            f"invoke: miner answered HTTP {resp.status_code}")
+                done = False
+                async for raw in resp.aiter_raw():
+                    received += len(raw)
+                    if received > MAX_STREAM_BYTES:
+                        raise EvaluationFailure("bad_response", "stream: exceeds the size limit")
+                    for data in parser.feed(raw):
+                        if done:
+                            continue
+                        if data == DONE:
+                            done = True
+                            continue
+                        event = json.loads(data)
+                        if not isinstance(event, dict):
+                            raise EvaluationFailure("bad_response", "stream: event is not an object")
+                        if "e2e" in event:
+                            inner = _inner_payload(opener.open(event["e2e"]).decode("utf-8"))
+                            if inner == DONE:
+                                continue
+                            chunk = json.loads(inner)
+                            text = _chunk_text(prompt.path, chunk)
+                            if text and ttft is None:
+                                ttft = clock() - start
+                            parts.append(text)
+                            usage_tokens = _usage_tokens(chunk.get("usage")) or usage_tokens
+                        elif "e2e_final" in event:
+                            final = opener.open_final(event["e2e_final"])
+                            usage_tokens = _usage_tokens(final.get("usage")) or usage_tokens
+                        elif "e2e_error" in event:
+                            raise EvaluationFailure("bad_response", "stream: miner reported an error")
+                opener.close()
+                if not done:
+                    raise EvaluationFailure("bad_response", "stream: ended without [DONE]")
+    except TimeoutError as exc:
+        raise EvaluationFailure("timeout", f"invoke: no complete answer within {timeout:g}s") from exc
+    except httpx.HTTPError as exc:
+        raise from_http_error(exc, "invoke") from exc
+    except E2EEError as exc:
+        raise EvaluationFailure("bad_response",
+                                f"stream: integrity/decryption failed ({type(exc).__name__})") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EvaluationFailure("bad_response", "stream: event is not valid JSON/UTF-8") from exc
+    duration = clock() - start
+    max_tokens = int(prompt.body.get("max_tokens", 0) or 0)
+    tokens = usage_tokens if usage_tokens is not None else sum(1 for p in parts if p)
+    if tokens < 0 or (max_tokens and tokens > max_tokens):
+        raise EvaluationFailure("bad_response", "usage: completion_tokens exceeds max_tokens")
+    return StreamedAnswer("".join(parts), tokens, ttft, duration)
+
+
+async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCache | None) -> bool:
+    if not prompt.verify or refs is None:
+        return False
+    try:
+        text, tokens = await refs.get(prompt.path, prompt.body)
+    except InferenceError as exc:  # our own prompt cannot be recomputed: a validator bug
+        raise RuntimeError("benchmark prompt could not be recomputed locally") from exc
+    if text != answer.text or tokens != answer.completion_tokens:
+        raise EvaluationFailure("wrong_output",
+                                "answer differs from the local recomputation of the embedded model")
+    return True
+
+
+async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: AttestedInstance,
+                        prompts: list[BenchPrompt], config: BenchmarkConfig, *,
+                        timeout: float, refs: ReferenceCache | None) -> BenchmarkOutcome:
+    """Run ``prompts`` one after the other against ``instance``.
+
+    Stops early after a timeout or an unreachable miner (the rest count as failed,
+    so one stalled miner costs about one timeout) and at the first wrong answer.
+    """
+    del config  # the prompts already carry every benchmark parameter
+    samples: list[RequestSample] = []
+    canaries: dict[int, str] = {}
+    reason: str | None = None
+    detail = ""
+    for i, prompt in enumerate(prompts):
+        try:
+            answer = await stream_prompt(http, wallet, instance, prompt, timeout=timeout)
+            verified = await _check(prompt, answer, refs)
+            if prompt.canary is not None:
+                seen = canaries.setdefault(prompt.canary, answer.text)
+                if seen != answer.text:
+                    raise EvaluationFailure("wrong_output", "greedy canary answered differently twice")
+                verified = True
+        except EvaluationFailure as failure:
+            samples.append(RequestSample(False, failure.reason, failure.detail))
+            reason, detail = failure.reason, failure.detail
+            if failure.reason == "wrong_output":
+                return BenchmarkOutcome(tuple(samples), reason, detail)
+            if failure.reason in ("timeout", "unreachable"):
+                rest = len(prompts) - i - 1
+                samples.extend(RequestSample(False, "skipped", "not sent") for _ in range(rest))
+                break
+            continue
+        span = max(answer.duration_s, 1e-3)
+        samples.append(RequestSample(True, ttft_s=answer.ttft_s,
+                                     tokens_per_s=answer.completion_tokens / span,
+                                     completion_tokens=answer.completion_tokens,
+                                     verified=verified))
+    outcome = BenchmarkOutcome(tuple(samples), None, detail)
+    if outcome.successes == 0:
+        return BenchmarkOutcome(tuple(samples), reason or "bad_response", detail or "no request succeeded")
+    return outcome

@@ -1,0 +1,314 @@
+"""Command line of the validator: ``neurons/validator.py`` and ``chutes-subnet scores``.
+
+Flags are bittensor-style (``--netuid``, ``--wallet.name``, ``--subtensor.network``,
+``--neuron.timeout`` ...). Every flag can also come from the environment as
+``CHUTES_VALIDATOR_<FLAG>`` with dots and dashes turned into underscores, e.g.
+``CHUTES_VALIDATOR_WALLET_NAME=validator`` or ``CHUTES_VALIDATOR_NEURON_TIMEOUT=20``;
+a flag on the command line wins over the environment.
+
+The lead's top-level CLI calls :func:`add_validator_commands` (``validator`` and
+``scores``); :func:`main` is the ``chutes-validator`` entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_validator_commands", "build_parser", "add_run_arguments", "main", "run_validator",
+           "print_scores", "ENV_PREFIX"]
+
+ENV_PREFIX = "CHUTES_VALIDATOR_"
+DEFAULT_PCS_URL = "https://api.trustedservices.intel.com"
+
+log = logging.getLogger("chutes_subnet.validator")
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").replace(".", "_").replace("-", "_").upper()
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("CHUTES_SUBNET_HOME", Path.home() / ".chutes-subnet"))
+
+
+
+def _add(group: Any, flag: str, **kw: Any) -> None:
+    env = os.environ.get(_env_name(flag))
+    if env is not None:
+        if kw.get("action") == "store_true":
+            kw["default"] = env.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            kw["default"] = kw.get("type", str)(env)
+    help_text = kw.get("help", "")
+    kw["help"] = f"{help_text} [env {_env_name(flag)}]".strip()
+    group.add_argument(flag, **kw)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Every flag of the validator neuron."""
+    from .config import BenchmarkConfig, ValidatorConfig
+
+    d, b = ValidatorConfig(), BenchmarkConfig()
+    g = parser.add_argument_group("chain")
+    _add(g, "--netuid", type=int, default=1, help="subnet uid")
+    _add(g, "--subtensor.network", dest="subtensor_network", default="finney",
+         help="bittensor network name (finney, test, local, ...)")
+    _add(g, "--subtensor.chain_endpoint", dest="subtensor_chain_endpoint", default=None,
+         help="ws(s):// endpoint; overrides --subtensor.network")
+    _add(g, "--chain", dest="chain", default=None,
+         help="chain spec, e.g. local:/path/chain.sqlite (overrides --subtensor.*)")
+    _add(g, "--weights.dry_run", dest="weights_dry_run", action="store_true",
+         help="plan weight submissions through the SDK without submitting them")
+    g = parser.add_argument_group("wallet")
+    _add(g, "--wallet.name", dest="wallet_name", default="default")
+    _add(g, "--wallet.hotkey", dest="wallet_hotkey", default="default")
+    _add(g, "--wallet.path", dest="wallet_path", default=os.path.join("~", ".bittensor", "wallets"))
+    g = parser.add_argument_group("neuron")
+    _add(g, "--neuron.sample_size", dest="sample_size", type=int, default=d.sample_size,
+         help="miners per round (0 = all)")
+    _add(g, "--neuron.timeout", dest="timeout", type=float, default=d.timeout,
+         help="seconds per miner request")
+    _add(g, "--neuron.concurrency", dest="concurrency", type=int, default=d.concurrency,
+         help="miners evaluated at once")
+    _add(g, "--neuron.round_blocks", dest="round_blocks", type=int, default=d.round_blocks,
+         help="blocks between rounds")
+    _add(g, "--neuron.poll_interval", dest="poll_interval", type=float, default=d.poll_interval)
+    _add(g, "--neuron.prompts", dest="prompts", type=int, default=b.prompts_per_miner,
+         help="benchmark prompts per miner per round")
+    _add(g, "--neuron.max_tokens", dest="max_tokens", type=int, default=b.max_tokens)
+    _add(g, "--neuron.verify_sample", dest="verify_sample", type=int, default=b.verify_sample)
+    _add(g, "--neuron.attestation_ttl", dest="attestation_ttl", type=float,
+         default=d.attestation_ttl)
+    _add(g, "--neuron.version_key", dest="version_key", type=int, default=d.version_key)
+    _add(g, "--neuron.rounds", dest="rounds", type=int, default=0,
+         help="stop after this many rounds (0 = run forever)")
+    g = parser.add_argument_group("attestation")
+    _add(g, "--dev", dest="dev", action="store_true",
+         help="DEVELOPMENT ONLY: accept simulated (forgeable) TEE evidence")
+    _add(g, "--allow-insecure-simulated-tee", dest="dev", action="store_true",
+         help="same as --dev")
+    _add(g, "--policy.path", dest="policy_path", default=None, help="attestation policy TOML")
+    _add(g, "--collateral.url", dest="collateral_url", default=DEFAULT_PCS_URL,
+         help="PCCS or Intel PCS base URL")
+    _add(g, "--collateral.cache", dest="collateral_cache", default=None,
+         help="collateral cache directory")
+    g = parser.add_argument_group("state and observability")
+    _add(g, "--state.path", dest="state_path", default=None,
+         help="validator state SQLite (default <data-dir>/validator.sqlite)")
+    _add(g, "--metrics.port", dest="metrics_port", type=int, default=9101,
+         help="port of GET /metrics and /scores (0 = off)")
+    _add(g, "--metrics.host", dest="metrics_host", default="127.0.0.1")
+    _add(g, "--logging.debug", dest="logging_debug", action="store_true")
+    g = parser.add_argument_group("in-process gateway")
+    _add(g, "--gateway.port", dest="gateway_port", type=int, default=0,
+         help="serve the E2EE gateway in this process on this port (0 = off)")
+    _add(g, "--gateway.host", dest="gateway_host", default="0.0.0.0")
+    _add(g, "--gateway.db", dest="gateway_db", default=None,
+         help="gateway API keys + usage SQLite (default <data-dir>/gateway.db)")
+    _add(g, "--gateway.registry", dest="gateway_registry", default=None,
+         help="instance registry the validator publishes to: sqlite:///path, memory:// or "
+              "none (default sqlite:///<data-dir>/registry.db)")
+    _add(g, "--gateway.nonces", dest="gateway_nonces", default=None,
+         help="gateway nonce store URL (default sqlite:///<data-dir>/nonces.db)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``neurons/validator.py``."""
+    parser = argparse.ArgumentParser(prog="validator", description="chutes-subnet validator")
+    add_run_arguments(parser)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from .config import BenchmarkConfig, ValidatorConfig
+
+    bench = BenchmarkConfig(prompts_per_miner=args.prompts, max_tokens=args.max_tokens,
+                            verify_sample=min(args.verify_sample, args.prompts))
+    return ValidatorConfig(
+        sample_size=args.sample_size, concurrency=args.concurrency, timeout=args.timeout,
+        dangerous_accept_simulated_tee=args.dev, attestation_ttl=args.attestation_ttl,
+        round_blocks=args.round_blocks, poll_interval=args.poll_interval,
+        version_key=args.version_key, benchmark=bench)
+
+
+def _verifier(args: argparse.Namespace) -> Any:
+    from chutes_subnet.attestation import (
+        PccsCollateralSource,
+        Policy,
+        Verifier,
+        measure_simulated_profile,
+    )
+
+    policy = Policy.load(args.policy_path) if args.policy_path else Policy.default()
+    if args.dev:
+        policy = policy.with_profiles(measure_simulated_profile())
+    cache = args.collateral_cache or str(_data_dir() / "collateral")
+    collateral = PccsCollateralSource(args.collateral_url, cache) if args.collateral_url else None
+    return Verifier(policy, collateral, dangerous_accept_simulated_tee=args.dev)
+
+
+def _registry(args: argparse.Namespace) -> Any:
+    from chutes_subnet.gateway.cli import open_registry
+
+    url = args.gateway_registry or f"sqlite://{_data_dir() / 'registry.db'}"
+    if url == "none":
+        return None
+    if url.startswith("sqlite://"):
+        Path(url[len("sqlite://"):]).parent.mkdir(parents=True, exist_ok=True)
+    return open_registry(url)
+
+
+def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[Any, list[Any]]:
+    from chutes_subnet.auth import sign_headers
+    from chutes_subnet.gateway.app import create_app
+    from chutes_subnet.gateway.config import GatewayConfig
+    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+    from chutes_subnet.gateway.usage import SQLiteUsageMeter
+    from chutes_subnet.nonces import open_nonce_store
+
+    data = _data_dir()
+    data.mkdir(parents=True, exist_ok=True)
+    db = args.gateway_db or str(data / "gateway.db")
+    nonces = open_nonce_store(args.gateway_nonces or f"sqlite://{data / 'nonces.db'}")
+    keys, usage = SQLiteApiKeyStore(db), SQLiteUsageMeter(db)
+
+    def signer(method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
+        return sign_headers(wallet, method=method, path=path, body=body, receiver_ss58=receiver)
+
+    app = create_app(GatewayConfig(), registry=registry, nonce_store=nonces, keys=keys,
+                     usage=usage, forward_signer=signer)
+    return app, [nonces, usage, keys]
+
+
+async def _serve(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                           access_log=False, lifespan="on"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    return server, task
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from chutes_subnet.chain import open_chain
+    from chutes_subnet.wallets import load_wallet
+
+    from .metrics import ValidatorMetrics, create_metrics_app
+    from .neuron import Validator
+    from .state import ValidatorState
+
+    config = _config(args)
+    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
+    spec = args.chain or args.subtensor_chain_endpoint or args.subtensor_network
+    chain = open_chain(spec, netuid=args.netuid, wallet=wallet, dry_run=args.weights_dry_run)
+    state = ValidatorState(args.state_path or _data_dir() / "validator.sqlite")
+    registry = _registry(args)
+    metrics = ValidatorMetrics()
+    validator = Validator(config, chain=chain, wallet=wallet, verifier=_verifier(args),
+                          state=state, registry=registry, metrics=metrics)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    servers: list[tuple[Any, asyncio.Task[None]]] = []
+    resources: list[Any] = []
+    if args.metrics_port:
+        app = create_metrics_app(metrics, validator.score_table)
+        servers.append(await _serve(app, args.metrics_host, args.metrics_port))
+    if args.gateway_port:
+        if registry is None:
+            print("--gateway.port needs an instance registry (not 'none')", file=sys.stderr)
+            return 2
+        app, resources = _gateway_app(args, registry, wallet)
+        servers.append(await _serve(app, args.gateway_host, args.gateway_port))
+    log.info("validator %s on netuid %d (%s)%s", validator.hotkey, args.netuid, spec,
+             " [DEVELOPMENT MODE: simulated TEE accepted]" if args.dev else "")
+    try:
+        if args.rounds:
+            for _ in range(args.rounds):
+                if stop.is_set():
+                    break
+                await validator.run_round()
+        else:
+            await validator.run(stop)
+    finally:
+        for server, task in servers:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+        for res in resources:
+            close = getattr(res, "aclose", None) or getattr(res, "close")
+            with contextlib.suppress(Exception):
+                out = close()
+                if asyncio.iscoroutine(out):
+                    await out
+        await validator.aclose()
+        await chain.aclose()
+    return 0
+
+
+def run_validator(args: argparse.Namespace) -> int:
+    """Run the validator neuron until interrupted (or ``--neuron.rounds`` rounds)."""
+    logging.basicConfig(level=logging.DEBUG if args.logging_debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_run(args))
+
+
+def print_scores(args: argparse.Namespace) -> int:
+    """Print the committed score table of a (possibly running) validator."""
+    from .state import ValidatorState, ValidatorStateError
+    from .table import build_score_table, format_score_table, score_table_json
+
+    path = Path(args.state_path or _data_dir() / "validator.sqlite")
+    if not path.is_file():
+        print(f"no validator state at {path}", file=sys.stderr)
+        return 1
+    try:
+        state = ValidatorState(path)
+        snapshot = state.load()
+        state.close()
+    except ValidatorStateError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    rows = build_score_table(snapshot)
+    if args.json:
+        print(score_table_json(rows))
+    else:
+        print(format_score_table(rows, round_index=snapshot.round_index))
+    return 0
+
+
+def _add_scores_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--state.path", dest="state_path", default=None,
+                        help="validator state SQLite (default <data-dir>/validator.sqlite)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_validator_commands(subparsers: Any) -> None:
+    """Register ``validator`` (run the neuron) and ``scores`` (print the table)."""
+    run = subparsers.add_parser("validator", help="run the validator neuron")
+    add_run_arguments(run)
+    run.set_defaults(func=run_validator)
+    scores = subparsers.add_parser("scores", help="print the validator's score table")
+    _add_scores_arguments(scores)
+    scores.set_defaults(func=print_scores)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``chutes-validator`` / ``neurons/validator.py``: run the neuron; ``scores`` prints."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["scores"]:
+        parser = argparse.ArgumentParser(prog="validator scores")
+        _add_scores_arguments(parser)
+        return print_scores(parser.parse_args(argv[1:]))
+    return run_validator(build_parser().parse_args(argv))

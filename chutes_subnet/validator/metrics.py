@@ -1,0 +1,109 @@
+"""Prometheus metrics and the validator's small HTTP API.
+
+Each :class:`ValidatorMetrics` owns its own ``CollectorRegistry`` (several validators
+can live in one test process). Labels are uids, reason codes and outcome names only:
+bounded, and never secret. :func:`create_metrics_app` serves ``GET /metrics``,
+``GET /scores`` (the score table as JSON) and ``GET /health``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from .results import RoundReport, reason_kind
+from .table import ScoreRow
+
+__all__ = ["ValidatorMetrics", "create_metrics_app"]
+
+
+class ValidatorMetrics:
+    """The validator's Prometheus series."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.rounds = Counter("chutes_validator_rounds", "Rounds completed", registry=r)
+        self.round_seconds = Histogram(
+            "chutes_validator_round_seconds", "Wall time of a round", registry=r,
+            buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200))
+        self.last_round_block = Gauge("chutes_validator_last_round_block",
+                                      "Block of the last round", registry=r)
+        self.miners_evaluated = Gauge("chutes_validator_miners_evaluated",
+                                      "Miners evaluated in the last round", registry=r)
+        self.miners_attested = Gauge("chutes_validator_miners_attested",
+                                     "Miners with valid attestation in the last round", registry=r)
+        self.failures = Counter("chutes_validator_miner_failures",
+                                "Failed miner evaluations by reason", ["kind", "reason"], registry=r)
+        self.attestations = Counter("chutes_validator_attestations",
+                                    "Attestation outcomes", ["outcome"], registry=r)
+        self.score = Gauge("chutes_validator_score_ema", "EMA score per uid", ["uid"], registry=r)
+        self.weight = Gauge("chutes_validator_weight", "Planned weight per uid", ["uid"], registry=r)
+        self.tokens_per_s = Gauge("chutes_validator_miner_tokens_per_second",
+                                  "Median output tokens/s in the last round", ["uid"], registry=r)
+        self.ttft = Gauge("chutes_validator_miner_ttft_seconds",
+                          "Median time to first token in the last round", ["uid"], registry=r)
+        self.weights_submissions = Counter("chutes_validator_weight_submissions",
+                                           "set_weights outcomes", ["outcome"], registry=r)
+
+    def observe_round(self, report: RoundReport) -> None:
+        """Update every series from one round's report."""
+        self.rounds.inc()
+        self.round_seconds.observe(report.duration_s)
+        self.last_round_block.set(report.block)
+        self.miners_evaluated.set(len(report.results))
+        self.miners_attested.set(sum(1 for r in report.results if r.attested))
+        for r in report.results:
+            if not r.attestation_cached and r.reason != "no_axon":
+                self.attestations.labels("ok" if r.attested else "rejected").inc()
+            if r.reason:
+                self.failures.labels(reason_kind(r.reason) or "", r.reason).inc()
+            uid = str(r.uid)
+            self.tokens_per_s.labels(uid).set(r.tokens_per_s)
+            self.ttft.labels(uid).set(r.ttft_s if r.ttft_s is not None else float("nan"))
+        for series in (self.score, self.weight):
+            series.clear()
+        for uid, value in report.ema.items():
+            self.score.labels(str(uid)).set(value)
+        for uid, value in report.weights.items():
+            self.weight.labels(str(uid)).set(value)
+        if report.weights_result is not None:
+            self.weights_submissions.labels(
+                "ok" if report.weights_result.success else "refused").inc()
+
+    def render(self) -> bytes:
+        """The exposition text."""
+        return generate_latest(self.registry)
+
+
+def create_metrics_app(metrics: ValidatorMetrics,
+                       score_rows: Callable[[], list[ScoreRow]]) -> FastAPI:
+    """``/metrics``, ``/scores`` and ``/health`` for one validator."""
+    app = FastAPI(title="chutes-subnet validator", docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.get("/metrics")
+    def get_metrics() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/scores")
+    def get_scores() -> JSONResponse:
+        from dataclasses import asdict
+
+        return JSONResponse([asdict(r) for r in score_rows()])
+
+    @app.get("/health")
+    def get_health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

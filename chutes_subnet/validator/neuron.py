@@ -1,0 +1,265 @@
+"""The validator neuron: rounds aligned to the chain, scores, weights, state.
+
+One round (:meth:`Validator.run_round`):
+
+1. metagraph snapshot; targets = every other neuron (those without an axon score 0
+   as ``no_axon``), optionally a random sample of ``sample_size``;
+2. per target, with bounded concurrency and a per-miner deadline: attestation
+   (cached key or fresh challenge), then the encrypted benchmark on the attested key;
+3. pure scoring (:mod:`.scoring`): round scores, EMA with resets, coldkey dedupe,
+   SDK-identical weight planning;
+4. weights through :meth:`Chain.set_weights` when the rate limit allows;
+5. one atomic state commit, then the gateway registry and metrics are updated.
+
+:meth:`Validator.run` repeats rounds every ``round_blocks`` blocks until stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from chutes_subnet.attestation import Verifier
+from chutes_subnet.chain import Chain, Metagraph, Neuron, WeightsResult
+from chutes_subnet.errors import ChainError
+from chutes_subnet.wallets import hotkey_ss58
+
+from .attest import AttestedInstance, Attestor
+from .benchmark import ReferenceCache, run_benchmark
+from .config import ValidatorConfig
+from .failures import EvaluationFailure
+from .metrics import ValidatorMetrics
+from .prompts import miner_prompts, new_round_seed
+from .results import MinerResult, RoundReport
+from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_from_scores
+from .state import ValidatorState
+from .table import ScoreRow, build_score_table
+
+__all__ = ["Validator", "OrganicSource", "InstancePublisher"]
+
+log = logging.getLogger(__name__)
+
+
+class OrganicSource(Protocol):
+    """Organic traffic served per uid since the previous call (e.g. from the gateway)."""
+
+    def served_tokens(self) -> Mapping[int, float]: ...
+
+
+class InstancePublisher(Protocol):
+    """Where verified instances are announced (the gateway's instance registry)."""
+
+    def upsert(self, rec: Any) -> None: ...
+
+    def remove(self, instance_id: str) -> None: ...
+
+
+class Validator:
+    """A chutes-subnet validator (see module doc)."""
+
+    def __init__(
+        self,
+        config: ValidatorConfig,
+        *,
+        chain: Chain,
+        wallet: Any,
+        verifier: Verifier,
+        state: ValidatorState,
+        registry: InstancePublisher | None = None,
+        organic: OrganicSource | None = None,
+        metrics: ValidatorMetrics | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.config = config
+        self.chain = chain
+        self.wallet = wallet
+        self.hotkey = hotkey_ss58(wallet)
+        self.state = state
+        self.registry = registry
+        self.organic = organic
+        self.metrics = metrics or ValidatorMetrics()
+        self._owns_http = http is None
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(max_connections=max(16, config.concurrency * 2),
+                                max_keepalive_connections=config.concurrency),
+            follow_redirects=False, trust_env=False)
+        self.attestor = Attestor(verifier, wallet, self.http, ttl=config.attestation_ttl,
+                                 rechallenge_probability=config.rechallenge_probability)
+        snapshot = state.load()
+        self.round_index = snapshot.round_index
+        self.last_round_block = snapshot.last_block
+        self.scores: dict[int, ScoreEntry] = dict(snapshot.scores)
+        self._published: dict[int, str] = {}
+        self._rng = random.SystemRandom()
+
+    # --- one round ----------------------------------------------------------------
+
+    def _targets(self, metagraph: Metagraph) -> list[Neuron]:
+        others = [n for n in metagraph.neurons if n.hotkey != self.hotkey]
+        if not self.config.evaluate_validators:
+            others = [n for n in others if n.axon or not n.validator_permit]
+        size = self.config.sample_size
+        if size and len(others) > size:
+            others = sorted(self._rng.sample(others, size), key=lambda n: n.uid)
+        return others
+
+    async def _evaluate(self, neuron: Neuron, seed: bytes, refs: ReferenceCache) -> MinerResult:
+        started = time.perf_counter()
+        base = {"uid": neuron.uid, "hotkey": neuron.hotkey, "coldkey": neuron.coldkey,
+                "axon": neuron.axon}
+        cfg = self.config
+        deadline = cfg.timeout * (2 + cfg.benchmark.prompts_per_miner + cfg.benchmark.canary_repeats)
+        try:
+            async with asyncio.timeout(deadline):
+                instance, cached = await self.attestor.ensure(neuron)
+                embedded = instance.model == cfg.benchmark.embedded_model
+                prompts = miner_prompts(seed, neuron.uid, neuron.hotkey, cfg.benchmark,
+                                        embedded=embedded)
+                outcome = await run_benchmark(self.http, self.wallet, instance, prompts,
+                                              cfg.benchmark, timeout=cfg.timeout,
+                                              refs=refs if embedded else None)
+        except EvaluationFailure as failure:
+            return MinerResult(**base, attested=False, reason=failure.reason,
+                               detail_text=failure.detail, attestation=failure.attestation,
+                               duration_s=time.perf_counter() - started)
+        except TimeoutError:
+            return MinerResult(**base, attested=False, reason="timeout",
+                               detail_text=f"evaluation exceeded {deadline:g}s",
+                               duration_s=time.perf_counter() - started)
+        if outcome.reason is not None and outcome.reason != "timeout" or outcome.successes == 0:
+            # wrong answers and dead instances: make the next round re-challenge
+            self.attestor.forget(neuron.uid)
+        return MinerResult(
+            **base, attested=True, reason=outcome.reason if outcome.successes == 0
+            or outcome.reason == "wrong_output" else None,
+            detail_text=outcome.detail, attestation=instance.summary, attestation_cached=cached,
+            requests=len(outcome.samples), successes=outcome.successes,
+            verified=outcome.verified, tokens_per_s=outcome.tokens_per_s, ttft_s=outcome.ttft_s,
+            completion_tokens=outcome.completion_tokens,
+            duration_s=time.perf_counter() - started)
+
+    async def _evaluate_all(self, targets: list[Neuron], seed: bytes) -> list[MinerResult]:
+        refs = ReferenceCache(self.config.benchmark.embedded_seed)
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(neuron: Neuron) -> MinerResult:
+            if not neuron.axon:
+                return MinerResult(neuron.uid, neuron.hotkey, neuron.coldkey, None, False,
+                                   reason="no_axon", detail_text="no endpoint published")
+            async with gate:
+                return await self._evaluate(neuron, seed, refs)
+
+        return list(await asyncio.gather(*(one(n) for n in targets)))
+
+    async def _submit_weights(self, weights: dict[int, float]) -> WeightsResult | None:
+        if not self.config.set_weights:
+            return None
+        if not weights:
+            return WeightsResult(False, "no miner has a positive score; nothing to set")
+        try:
+            since = await self.chain.blocks_since_last_update(self.hotkey)
+            limit = await self.chain.weights_rate_limit()
+            if since < limit:
+                return WeightsResult(False, f"rate limited: {since} of {limit} blocks elapsed")
+            return await self.chain.set_weights(self.hotkey, weights, self.config.version_key)
+        except ChainError as exc:
+            return WeightsResult(False, f"chain error: {exc}")
+
+    def _publish(self, results: list[MinerResult], scores: dict[int, ScoreEntry]) -> None:
+        if self.registry is None:
+            return
+        from chutes_subnet.gateway.registry import InstanceRecord
+
+        for r in results:
+            old = self._published.get(r.uid)
+            instance: AttestedInstance | None = self.attestor.cached(r.uid)
+            if r.ok and instance is not None:
+                if old and old != instance.instance_id:
+                    self.registry.remove(old)
+                s = instance.summary
+                entry = scores.get(r.uid)
+                self.registry.upsert(InstanceRecord(
+                    instance_id=instance.instance_id, chute_id=instance.chute_id,
+                    model=instance.model, url=instance.url, hotkey=instance.hotkey,
+                    uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "", e2e_versions=(1, 2),
+                    verified_at=s.verified_at, expires_at=s.expires_at,
+                    score=entry.ema if entry else 0.0, simulated=s.simulated))
+                self._published[r.uid] = instance.instance_id
+            elif old:
+                self.registry.remove(old)
+                del self._published[r.uid]
+
+    async def run_round(self) -> RoundReport:
+        """Evaluate, score, set weights and commit one round (see module doc)."""
+        started_wall, started = time.time(), time.perf_counter()
+        metagraph = await self.chain.metagraph()
+        targets = self._targets(metagraph)
+        seed = new_round_seed()
+        results = await self._evaluate_all(targets, seed)
+        organic = self.organic.served_tokens() if self.organic is not None else None
+        round_scores = score_round(results, self.config.scoring, organic)
+        neurons = {n.uid: (n.hotkey, n.coldkey) for n in metagraph.neurons
+                   if n.hotkey != self.hotkey}
+        ema = update_ema(self.scores, round_scores, alpha=self.config.scoring.ema_alpha,
+                         neurons=neurons, resets=reset_uids(results, self.config.scoring))
+        weights = weights_from_scores(ema, max_weight=self.config.max_weight)
+        weights_result = await self._submit_weights(weights)
+        report = RoundReport(
+            round_index=self.round_index + 1, block=metagraph.block, started_at=started_wall,
+            duration_s=time.perf_counter() - started, results=tuple(results),
+            round_scores=round_scores, ema={u: e.ema for u, e in ema.items()},
+            weights=weights, weights_result=weights_result)
+        await asyncio.to_thread(self.state.commit_round, report, ema, seed)
+        self.round_index, self.last_round_block, self.scores = (
+            report.round_index, report.block, ema)
+        self._publish(results, ema)
+        self.metrics.observe_round(report)
+        self._log_round(report)
+        return report
+
+    def _log_round(self, report: RoundReport) -> None:
+        failed = [r for r in report.results if not r.ok]
+        log.info("round %d at block %d: %d miners, %d passed, %.1fs; weights: %s",
+                 report.round_index, report.block, len(report.results),
+                 len(report.results) - len(failed), report.duration_s,
+                 report.weights_result.message if report.weights_result else "not submitted")
+        for r in failed:
+            log.info("uid %d failed: %s (%s)", r.uid, r.reason, r.detail_text)
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def _next_round_due(self) -> bool:
+        block = await self.chain.block()
+        last = self.last_round_block
+        return last is None or block >= last + self.config.round_blocks or block < last
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run rounds every ``round_blocks`` blocks until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if await self._next_round_due():
+                    await self.run_round()
+            except ChainError as exc:
+                log.warning("chain unavailable, retrying: %s", exc)
+            except Exception:  # keep validating: one bad round must not stop the neuron
+                log.exception("round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+
+    def score_table(self) -> list[ScoreRow]:
+        """The committed score table."""
+        return build_score_table(self.state.load())
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (if owned) and the state file."""
+        if self._owns_http:
+            await self.http.aclose()
+        self.state.close()
