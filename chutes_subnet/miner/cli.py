@@ -1,0 +1,183 @@
+"""``python neurons/miner.py`` / ``chutes-miner``: bittensor-style flags, each also an env var.
+
+Every flag ``--a.b_c`` can be set with ``CHUTES_MINER_A_B_C`` (dots and dashes become
+underscores, upper case); a flag on the command line wins over the environment.
+``--help`` lists both. The simulated TEE is refused on a non-local network unless
+``--allow-insecure-simulated-tee`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+from chutes_subnet.inference import DEFAULT_MODEL_ID
+from chutes_subnet.miner.config import FAULTS, INVOKE_AUTH_MODES, TEE_KINDS, MinerConfig
+from chutes_subnet.wallets import DEFAULT_WALLET_PATH
+
+__all__ = ["build_parser", "config_from_args", "chain_spec", "is_local_chain", "main", "ENV_PREFIX"]
+
+ENV_PREFIX = "CHUTES_MINER_"
+_TRUE = {"1", "true", "yes", "on"}
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def env_name(flag: str) -> str:
+    """``--wallet.name`` -> ``CHUTES_MINER_WALLET_NAME``."""
+    return ENV_PREFIX + flag.lstrip("-").replace(".", "_").replace("-", "_").upper()
+
+
+def _add(parser: argparse.ArgumentParser, flag: str, *, help: str, default: Any = None,
+         type: Any = str, choices: Any = None) -> None:
+    env = env_name(flag)
+    raw = os.environ.get(env)
+    if type is bool:
+        value = (raw.strip().lower() in _TRUE) if raw is not None else bool(default)
+        parser.add_argument(flag, action="store_true", default=value,
+                            help=f"{help} [env {env}]")
+        return
+    if raw is not None:
+        try:
+            default = type(raw)
+        except ValueError:
+            raise SystemExit(f"{env}: not a valid {type.__name__}") from None
+        if choices is not None and default not in choices:
+            raise SystemExit(f"{env} must be one of {list(choices)}")
+    shown = "" if default is None else f" (default {default})"
+    parser.add_argument(flag, type=type, default=default, choices=choices,
+                        help=f"{help}{shown} [env {env}]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; defaults already include the environment."""
+    p = argparse.ArgumentParser(
+        prog="python neurons/miner.py",
+        description="chutes-subnet miner: one attested, end-to-end-encrypted inference "
+                    "instance (run one process per GPU or GPU group, inside the TD).")
+    _add(p, "--netuid", type=int, default=1, help="subnet uid")
+    _add(p, "--wallet.name", default="default", help="wallet (coldkey) name")
+    _add(p, "--wallet.hotkey", default="default", help="hotkey name")
+    _add(p, "--wallet.path", default=DEFAULT_WALLET_PATH, help="wallets directory")
+    _add(p, "--subtensor.network", default="finney",
+         help="finney | test | local | ws(s)://endpoint | local:/path/chain.sqlite (dev chain)")
+    _add(p, "--subtensor.chain_endpoint", help="subtensor websocket endpoint; overrides "
+         "--subtensor.network")
+    _add(p, "--axon.ip", default="0.0.0.0", help="address to listen on")
+    _add(p, "--axon.port", type=int, default=8091, help="port to listen on and publish")
+    _add(p, "--axon.external_ip", help="IP published on chain (required unless --axon.ip is "
+         "a specific address)")
+    _add(p, "--axon.no_serve", type=bool, help="do not publish ip:port on chain at start")
+    _add(p, "--backend", default="embedded", choices=("embedded", "openai"),
+         help="inference backend")
+    _add(p, "--backend.url", help="OpenAI-compatible server root inside the TD, e.g. "
+         "http://127.0.0.1:8000 (vLLM/SGLang; --backend openai)")
+    _add(p, "--backend.model", help="model name the upstream serves (default: --model)")
+    _add(p, "--backend.seed", type=int, help="weights seed of the embedded model")
+    _add(p, "--model", default=DEFAULT_MODEL_ID, help="model id served (names the chute)")
+    _add(p, "--tee", default="tdx", choices=TEE_KINDS,
+         help="evidence provider: tdx (configfs-tsm + NVIDIA CC) or simulated (INSECURE)")
+    _add(p, "--tee.no_gpus", type=bool, help="TDX without NVIDIA GPU evidence")
+    _add(p, "--allow-insecure-simulated-tee", type=bool,
+         help="allow --tee simulated on a non-local network (nothing is confidential)")
+    _add(p, "--instance_id", help="instance id (default: a fresh uuid4 per start)")
+    _add(p, "--max_concurrency", type=int, default=4, help="invokes served at once; more get 429")
+    _add(p, "--request_timeout", type=float, default=120.0, help="seconds per inference")
+    _add(p, "--min_validator_stake", type=float, default=0.0,
+         help="stake a validator needs to be served")
+    _add(p, "--metagraph_refresh", type=float, default=60.0,
+         help="seconds between metagraph refreshes")
+    _add(p, "--invoke_auth", default="validator", choices=INVOKE_AUTH_MODES,
+         help="validator: /e2e/invoke needs btauth/1 from a validator; none: open (dev only)")
+    _add(p, "--shutdown_grace", type=float, default=30.0,
+         help="seconds in-flight streams may finish on shutdown")
+    _add(p, "--fault", choices=FAULTS, help="DEV/TEST ONLY (simulated TEE): misbehave on purpose")
+    _add(p, "--logging.debug", type=bool, help="debug logging (never logs request content)")
+    return p
+
+
+def chain_spec(args: argparse.Namespace) -> str:
+    """The chain to open: the endpoint if given, else the network."""
+    return getattr(args, "subtensor.chain_endpoint") or getattr(args, "subtensor.network")
+
+
+def is_local_chain(spec: str) -> bool:
+    """True for the in-process dev chain, the ``local`` network, or a loopback endpoint."""
+    if spec.startswith("local:") or spec == "local":
+        return True
+    if spec.startswith(("ws://", "wss://")):
+        return (urlparse(spec).hostname or "") in _LOOPBACK_HOSTS
+    return False
+
+
+def config_from_args(args: argparse.Namespace) -> MinerConfig:
+    """A :class:`MinerConfig` from parsed flags; raises ``SystemExit`` (2) on refusals."""
+    g = lambda name: getattr(args, name)  # noqa: E731 - dotted attribute names
+    spec = chain_spec(args)
+    if g("tee") == "simulated" and not is_local_chain(spec) \
+            and not g("allow_insecure_simulated_tee"):
+        raise SystemExit("refusing --tee simulated on network "
+                         f"{spec!r}: simulated evidence is forgeable; pass "
+                         "--allow-insecure-simulated-tee only for a throwaway test network")
+    try:
+        return MinerConfig(
+            host=g("axon.ip"), port=g("axon.port"), external_ip=g("axon.external_ip"),
+            model_id=g("model"), instance_id=g("instance_id"),
+            max_concurrency=g("max_concurrency"), request_timeout=g("request_timeout"),
+            invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),
+            metagraph_refresh=g("metagraph_refresh"), shutdown_grace=g("shutdown_grace"),
+            tee=g("tee"), serve_axon=not g("axon.no_serve"), fault=g("fault"))
+    except ValueError as exc:
+        raise SystemExit(f"invalid configuration: {exc}") from None
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.backend == "openai":
+        if not getattr(args, "backend.url"):
+            raise SystemExit("--backend openai needs --backend.url")
+        return {"url": getattr(args, "backend.url"), "model_id": args.model,
+                "upstream_model": getattr(args, "backend.model")}
+    return {"model_id": args.model, "seed": getattr(args, "backend.seed")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags, then serve until SIGINT/SIGTERM."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "logging.debug") else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = config_from_args(args)
+    if config.invoke_auth == "none" and not is_local_chain(chain_spec(args)):
+        logging.getLogger("chutes_subnet.miner").warning(
+            "--invoke_auth none on a public network: anyone can use this instance")
+
+    from chutes_subnet.attestation import make_provider
+    from chutes_subnet.chain import open_chain
+    from chutes_subnet.inference import make_backend
+    from chutes_subnet.miner.runner import serve_miner
+    from chutes_subnet.wallets import load_wallet
+
+    wallet = load_wallet(getattr(args, "wallet.name"), getattr(args, "wallet.hotkey"),
+                         getattr(args, "wallet.path"))
+    provider_opts = {"gpus": False} if config.tee == "tdx" and getattr(args, "tee.no_gpus") else {}
+    provider = make_provider(config.tee, **provider_opts)
+    backend = make_backend(args.backend, **_backend_options(args))
+    chain = open_chain(chain_spec(args), netuid=args.netuid, wallet=wallet)
+
+    async def run() -> None:
+        try:
+            await serve_miner(config, wallet=wallet, chain=chain, backend=backend,
+                              provider=provider)
+        finally:
+            await chain.aclose()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
