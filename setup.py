@@ -20,6 +20,8 @@ setup(
         "bittensor==11.3.0",
         "fastapi>=0.110,<1",
         "uvicorn>=0.29,<1",
+        "uvloop>=0.19; sys_platform != 'win32'",
+        "httptools>=0.6",
         "aiohttp>=3.9,<4",
         "httpx>=0.27,<1",
         "cryptography>=44",
@@ -31,6 +33,8 @@ setup(
         "isal>=1.6",
         "rich>=13",
         "prometheus-client>=0.20",
+        "openai>=1.40",
+        "filelock>=3.12",
     ],
     extras_require={
         "redis": ["redis>=5"],
