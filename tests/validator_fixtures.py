@@ -1,0 +1,86 @@
+"""Shared setup for validator tests: a local chain with real miner servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
+from chutes_subnet.auth import ValidatorGate
+from chutes_subnet.chain import LocalChain
+from chutes_subnet.inference import make_backend
+from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
+from tests.servers import UvicornThread, free_port
+
+try:  # the miner package lands in parallel; tests needing it skip with a reason
+    from chutes_subnet.miner.app import create_app as create_miner_app
+    from chutes_subnet.miner.config import MinerConfig
+except ImportError:  # pragma: no cover
+    create_miner_app = None  # type: ignore[assignment]
+    MinerConfig = None  # type: ignore[assignment,misc]
+
+
+@dataclass
+class MinerHandle:
+    name: str
+    fault: str | None
+    uid: int
+    hotkey: str
+    server: UvicornThread
+
+
+@dataclass
+class Subnet:
+    chain: LocalChain
+    chain_path: str
+    validator_wallet: Any
+    validator_hotkey: str
+    miners: list[MinerHandle] = field(default_factory=list)
+
+    def by_name(self, name: str) -> MinerHandle:
+        return next(m for m in self.miners if m.name == name)
+
+
+def dev_verifier() -> Verifier:
+    return Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
+
+
+@contextlib.contextmanager
+def local_subnet(tmp: Path, faults: dict[str, str | None], *,
+                 request_timeout: float = 30.0, block_time: float = 0) -> Iterator[Subnet]:
+    """A LocalChain file, a permitted validator wallet and one real miner per entry."""
+    chain_path = str(tmp / "chain.sqlite")
+    chain = LocalChain(chain_path, netuid=7, block_time=block_time, weights_rate_limit=0)
+    wallets = tmp / "wallets"
+    vwallet = ensure_dev_wallet("validator", "default", str(wallets))
+    vhot = hotkey_ss58(vwallet)
+    chain.register(vhot, coldkey_ss58(vwallet), stake=1000.0, validator_permit=True)
+    subnet = Subnet(chain, chain_path, vwallet, vhot)
+    registered = []
+    for name, fault in faults.items():
+        w = ensure_dev_wallet(f"miner-{name}", "default", str(wallets))
+        hk = hotkey_ss58(w)
+        uid = chain.register(hk, coldkey_ss58(w))
+        registered.append((name, fault, uid, hk))
+    metagraph = asyncio.run(chain.metagraph())
+    servers: list[UvicornThread] = []
+    try:
+        for name, fault, uid, hk in registered:
+            port = free_port()
+            config = MinerConfig(host="127.0.0.1", port=port, tee="simulated", fault=fault,
+                                 request_timeout=request_timeout, max_concurrency=4)
+            gate = ValidatorGate(hk, lambda: metagraph)
+            app = create_miner_app(config, hotkey_ss58=hk, backend=make_backend("embedded"),
+                                   provider=SimulatedProvider(), gate=gate)
+            server = UvicornThread(app, port=port).start()
+            servers.append(server)
+            asyncio.run(chain.serve_axon(hk, "127.0.0.1", port))
+            subnet.miners.append(MinerHandle(name, fault, uid, hk, server))
+        yield subnet
+    finally:
+        for server in servers:
+            server.stop()
+        chain.close()
