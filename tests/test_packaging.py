@@ -241,3 +241,25 @@ def test_relative_links_point_to_existing_files(md: Path) -> None:
     broken = [t for t in relative_links(md.read_text(encoding="utf-8"))
               if not (md.parent / t).exists()]
     assert not broken, f"{md.relative_to(ROOT)} links to missing files: {broken}"
+
+
+# --- docker/README.md build arguments ----------------------------------------------
+
+_BUILD_CMD = re.compile(r"docker build[^\n]*(?:\\\n[^\n]*)*")
+
+
+def test_documented_build_args_are_declared_in_their_dockerfiles() -> None:
+    text = (ROOT / "docker" / "README.md").read_text(encoding="utf-8")
+    commands = [c.replace("\\\n", " ") for c in _BUILD_CMD.findall(text)]
+    with_args = [c for c in commands if "--build-arg" in c]
+    assert with_args, "docker/README.md shows no build with --build-arg"
+    for command in commands:
+        argv = shlex.split(command)
+        dockerfile = ROOT / argv[argv.index("-f") + 1]
+        assert dockerfile.is_file(), f"{dockerfile.relative_to(ROOT)} does not exist"
+        declared = set(re.findall(r"^\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)",
+                                  dockerfile.read_text(encoding="utf-8"), re.M))
+        used = [argv[i + 1].split("=", 1)[0] for i, a in enumerate(argv[:-1])
+                if a == "--build-arg"]
+        missing = [a for a in used if a not in declared]
+        assert not missing, f"{dockerfile.name} does not declare ARG {missing}"
