@@ -4,6 +4,7 @@ one real redis-server, and the public Chutes client (v1) pointed at it unchanged
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import os
 import subprocess
@@ -23,7 +24,9 @@ from chutes_subnet.gateway.registry import MemoryInstanceRegistry, SQLiteInstanc
 from chutes_subnet.gateway.usage import MemoryUsageMeter, SQLiteUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore, RedisNonceStore
 from chutes_subnet.protocol import chute_id_for_model
+from chutes_subnet.inference import DEFAULT_SEED, reference_completion
 from tests.gateway_fixtures import echo_miner_app, record_for
+from tests.miner_fixtures import miner_record, start_real_miner
 from tests.servers import UvicornThread, free_port
 
 MODEL = "test/echo-1"
@@ -60,14 +63,15 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
 
 
 def test_keyless_gateway_process_routes_v2_end_to_end(tmp_path: Path) -> None:
-    kp = KeyPair.generate()
+    """Client -> keyless gateway process -> the real miner (embedded model, v2)."""
     db, reg_path = tmp_path / "gw.db", tmp_path / "registry.db"
     secret, rec = SQLiteApiKeyStore(db).create("app")
     port = free_port()
     env = {**os.environ, "CHUTES_SUBNET_HOME": str(tmp_path)}
-    with UvicornThread(echo_miner_app(kp)) as miner:
-        SQLiteInstanceRegistry(reg_path).upsert(
-            record_for(kp, miner.url, instance_id="i1", chute_id=CHUTE, model=MODEL))
+    miner, inst = start_real_miner(MODEL, instance_id="i1")
+    expected = reference_completion(PATH, {"messages": MSG, "max_tokens": 16}, seed=DEFAULT_SEED)
+    try:
+        SQLiteInstanceRegistry(reg_path).upsert(miner_record(inst, miner.url))
         proc = subprocess.Popen(
             [sys.executable, "-c", _KEYLESS_GATEWAY, "gateway", "--listen", f"127.0.0.1:{port}",
              "--registry", f"sqlite://{reg_path}", "--nonces", f"sqlite://{tmp_path / 'n.db'}",
@@ -78,19 +82,22 @@ def test_keyless_gateway_process_routes_v2_end_to_end(tmp_path: Path) -> None:
             _wait_http(url, proc)
             client = openai.OpenAI(base_url=url + "/v1", api_key=secret, max_retries=0,
                                    http_client=httpx.Client(transport=E2EETransport()))
-            out = client.chat.completions.create(model=MODEL, messages=MSG)
-            assert out.choices[0].message.content == "echo: private words"
+            out = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=16)
+            assert out.choices[0].message.content == expected
             text = "".join(c.choices[0].delta.content or "" for c in
                            client.chat.completions.create(model=MODEL, messages=MSG,
-                                                          stream=True))
-            assert text == "echo: private words"
+                                                          max_tokens=16, stream=True)
+                           if c.choices)
+            assert text == expected
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+    finally:
+        miner.stop()
     # uvicorn shuts down gracefully, then re-raises SIGTERM (exit status -15)
     assert proc.returncode in (0, -15), proc.stderr.read().decode()[-2000:] if proc.stderr else ""
     usage = SQLiteUsageMeter(db).totals(rec.key_id)
-    assert usage.requests == 2 and usage.completion_tokens == 6  # flushed on shutdown
+    assert usage.requests == 2 and usage.completion_tokens == 32  # flushed on shutdown
 
 
 def test_same_nonce_at_two_redis_replicas_is_accepted_exactly_once(redis_server) -> None:
@@ -124,28 +131,33 @@ def test_same_nonce_at_two_redis_replicas_is_accepted_exactly_once(redis_server)
 
 
 def test_public_chutes_client_v1_through_the_gateway(chutes_client_venv) -> None:
+    """The public Chutes client (v1), unchanged -> gateway -> the real miner."""
     from tests import interop
 
-    kp = KeyPair.generate()
     registry, keys, usage = MemoryInstanceRegistry(), MemoryApiKeyStore(), MemoryUsageMeter()
     secret, rec = keys.create("public-client")
     app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
                      keys=keys, usage=usage)
-    seen: list[dict[str, str]] = []
-    with UvicornThread(echo_miner_app(kp, seen=seen)) as miner, UvicornThread(app) as gw:
-        registry.upsert(record_for(kp, miner.url, instance_id="i1", chute_id=CHUTE, model=MODEL))
-        result = interop.run_client("""
-            import httpx, openai
-            from chutes_e2ee import ChutesE2EETransport
-            t = ChutesE2EETransport(api_key=DATA["key"], api_base=DATA["gw"])
-            c = openai.OpenAI(base_url=DATA["gw"] + "/v1", api_key=DATA["key"],
-                              http_client=httpx.Client(transport=t), max_retries=0)
-            out = c.chat.completions.create(model=DATA["model"], messages=DATA["msg"])
-            chunks = c.chat.completions.create(model=DATA["model"], messages=DATA["msg"],
-                                               stream=True)
-            text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-            RESULT = [out.choices[0].message.content, text]
-        """, {"key": secret, "gw": gw.url, "model": MODEL, "msg": MSG}, timeout=120)
-    assert result == ["echo: private words", "echo: private words"]
-    assert all("x-e2e-version" not in h for h in seen)  # the public client speaks v1
-    assert usage.totals(rec.key_id).requests == 2
+    miner, inst = start_real_miner(MODEL, instance_id="i1")
+    expected = reference_completion(PATH, {"messages": MSG, "max_tokens": 16}, seed=DEFAULT_SEED)
+    try:
+        with UvicornThread(app) as gw:
+            registry.upsert(dataclasses.replace(miner_record(inst, miner.url), e2e_versions=(1,)))
+            result = interop.run_client("""
+                import httpx, openai
+                from chutes_e2ee import ChutesE2EETransport
+                t = ChutesE2EETransport(api_key=DATA["key"], api_base=DATA["gw"])
+                c = openai.OpenAI(base_url=DATA["gw"] + "/v1", api_key=DATA["key"],
+                                  http_client=httpx.Client(transport=t), max_retries=0)
+                out = c.chat.completions.create(model=DATA["model"], messages=DATA["msg"],
+                                                max_tokens=16)
+                chunks = c.chat.completions.create(model=DATA["model"], messages=DATA["msg"],
+                                                   max_tokens=16, stream=True)
+                text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+                RESULT = [out.choices[0].message.content, text]
+            """, {"key": secret, "gw": gw.url, "model": MODEL, "msg": MSG}, timeout=120)
+    finally:
+        miner.stop()
+    assert result == [expected, expected]
+    totals = usage.totals(rec.key_id)
+    assert totals.requests == 2 and totals.completion_tokens == 32
