@@ -46,6 +46,7 @@ setup(
             "openai>=1.40",
             "redis>=5",
             "filelock>=3.12",
+            "pyyaml>=6",
         ],
     },
     entry_points={

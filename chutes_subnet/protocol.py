@@ -96,6 +96,8 @@ class AttestResponse(_Model):
     tdx_quote: str = Field(description="base64 TDX quote (v4/v5)")
     gpu_evidence: list[dict[str, Any]] = Field(default_factory=list)
     simulated: bool = False
+    e2e_versions: list[int] = Field(default_factory=lambda: list(SUPPORTED_E2EE_VERSIONS),
+                                    description="E2EE protocol versions this instance serves")
 
 
 class ErrorBody(_Model):
