@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any, Protocol
 
 from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
@@ -136,6 +137,7 @@ def open_plaintext(body: bytes) -> OpenedRequest:
         raise EnvelopeFormatError("payload is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise EnvelopeFormatError("payload must be a JSON object")
-    return OpenedRequest(payload, _replay_id(body),
+    # no ciphertext to recognise: only the nonce guards against replays here
+    return OpenedRequest(payload, "plain:" + os.urandom(16).hex(),
                          lambda obj: json.dumps(obj, separators=(",", ":")).encode(),
                          _PlainFramer, media_type="application/json")
