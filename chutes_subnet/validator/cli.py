@@ -40,16 +40,18 @@ def _data_dir() -> Path:
 
 
 
-def _add(group: Any, flag: str, **kw: Any) -> None:
-    env = os.environ.get(_env_name(flag))
-    if env is not None:
+def _add(group: Any, flag: str, *aliases: str, **kw: Any) -> None:
+    for name in (flag, *aliases):
+        env = os.environ.get(_env_name(name))
+        if env is None:
+            continue
         if kw.get("action") == "store_true":
             kw["default"] = env.strip().lower() in ("1", "true", "yes", "on")
         else:
             kw["default"] = kw.get("type", str)(env)
     help_text = kw.get("help", "")
     kw["help"] = f"{help_text} [env {_env_name(flag)}]".strip()
-    group.add_argument(flag, **kw)
+    group.add_argument(flag, *aliases, **kw)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,10 +93,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add(g, "--neuron.rounds", dest="rounds", type=int, default=0,
          help="stop after this many rounds (0 = run forever)")
     g = parser.add_argument_group("attestation")
-    _add(g, "--dev", dest="dev", action="store_true",
+    _add(g, "--dev", "--allow-insecure-simulated-tee", dest="dev", action="store_true",
          help="DEVELOPMENT ONLY: accept simulated (forgeable) TEE evidence")
-    _add(g, "--allow-insecure-simulated-tee", dest="dev", action="store_true",
-         help="same as --dev")
     _add(g, "--policy.path", dest="policy_path", default=None, help="attestation policy TOML")
     _add(g, "--collateral.url", dest="collateral_url", default=DEFAULT_PCS_URL,
          help="PCCS or Intel PCS base URL")
