@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.vector_files
 
 from chutes_subnet.attestation import (
     Evidence,
@@ -23,9 +25,7 @@ from chutes_subnet.attestation import (
     parse_quote,
 )
 from chutes_subnet.attestation.gpu import nvidia_root_der, parse_gpu_entry, verify_gpu_entry
-
-VECTORS = Path(os.environ.get("CHUTES_VECTORS_DIR")
-               or Path(__file__).resolve().parents[1].parent / "shared" / "vectors")
+from tests.vector_files import VECTORS_DIR as VECTORS
 
 
 def _median_ms(fn, runs: int) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,9 +14,8 @@ from chutes_subnet.attestation.gpu import parse_gpu_entry
 from chutes_subnet.attestation.quote import parse_quote
 from chutes_subnet.attestation.spdm import parse_spdm_measurements
 from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, QuoteFormatError
+from tests.vector_files import VECTORS_DIR as VECTORS
 
-VECTORS = Path(os.environ.get("CHUTES_VECTORS_DIR")
-               or Path(__file__).resolve().parents[1].parent / "shared" / "vectors")
 QUOTE = (VECTORS / "tdx" / "tdx_v4_quote.bin").read_bytes()
 QUOTE5 = (VECTORS / "tdx" / "tdx_v5_outdated_quote.bin").read_bytes()
 GPU = json.loads((VECTORS / "gpu" / "h100x8_evidence.json").read_text())[0]

@@ -26,9 +26,8 @@ from chutes_subnet.attestation import (
 import chutes_subnet.attestation as attestation
 from chutes_subnet.attestation.quote import parse_quote
 from chutes_subnet.errors import AttestationError, CollateralError, PolicyFileError
+from tests.vector_files import VECTORS_DIR as VECTORS
 
-VECTORS = Path(os.environ.get("CHUTES_VECTORS_DIR")
-               or Path(__file__).resolve().parents[1].parent / "shared" / "vectors")
 HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
 
 

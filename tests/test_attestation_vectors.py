@@ -22,9 +22,8 @@ from chutes_subnet.attestation import (
     parse_quote,
 )
 from chutes_subnet.attestation.gpu import nvidia_root_der, parse_gpu_entry, verify_gpu_evidence
+from tests.vector_files import VECTORS_DIR as VECTORS
 
-VECTORS = Path(os.environ.get("CHUTES_VECTORS_DIR")
-               or Path(__file__).resolve().parents[1].parent / "shared" / "vectors")
 TDX, GPU = VECTORS / "tdx", VECTORS / "gpu"
 V4_NOW, V5_NOW, SGX_NOW = 1751624191, 1772707803, 1751624924
 HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
