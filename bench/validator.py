@@ -1,0 +1,225 @@
+"""Validator round benchmark: one full round over N simulated miners on loopback.
+
+Two processes: a *miner farm* (one uvicorn server listening on N loopback ports; each
+port is a light miner with its own ML-KEM key and hotkey binding, answering
+``/attest`` with SIMULATED evidence and ``/e2e/invoke`` with a real v2 E2EE stream of
+the embedded model's real answer) and the real :class:`Validator` in this process,
+with real attestation verification (dev mode), real v2 sealing/opening, local
+recomputation of sampled answers, scoring, a LocalChain weight submission and the
+SQLite state commit.
+
+Reported: round wall time, the validator's CPU time per miner (what limits how many
+miners one validator core can take), and a projection of a 256-miner round at the
+default settings (16 miners at once, 4 prompts x 64 tokens, 30 s timeout) for
+typical and worst-case miners, against one tempo (360 blocks = 72 min).
+
+    python bench/validator.py [--quick] [--miners 256] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TEMPO_SECONDS = 360 * 12
+
+
+# --- the miner farm (child process) -------------------------------------------------------
+
+def _farm(spec: dict[str, Any]) -> None:
+    import uvicorn
+
+    from chutes_subnet.attestation import SimulatedProvider
+    from chutes_subnet.e2ee import KeyPair, RequestContext, v2
+    from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
+    from chutes_subnet.protocol import AttestResponse, chute_id_for_model
+    from chutes_subnet.sse import DONE_EVENT, format_event
+
+    import torch
+
+    torch.set_num_threads(1)
+    chute = chute_id_for_model(DEFAULT_MODEL_ID)
+    provider = SimulatedProvider()
+    socks, miners = [], {}
+    for i, hotkey in enumerate(spec["hotkeys"]):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        socks.append(s)
+        miners[s.getsockname()[1]] = (hotkey, KeyPair.generate(), f"bench-{i:04d}")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        hotkey, key, instance = miners[scope["server"][1]]
+        if scope["path"] == "/attest":
+            nonce = bytes.fromhex(json.loads(body)["nonce"])
+            ev = await asyncio.to_thread(provider.collect, nonce, key.public_bytes, hotkey)
+            answer = AttestResponse(instance_id=instance, chute_id=chute, model=DEFAULT_MODEL_ID,
+                                    hotkey=hotkey, e2e_pubkey=key.public_b64, **ev.to_wire())
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": answer.model_dump_json().encode()})
+            return
+        h = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        path = h["x-e2e-path"]
+        ctx = RequestContext(h["x-chute-id"], h["x-instance-id"], h["x-e2e-nonce"], path, True)
+        payload, session = v2.open_request(key, ctx, body)
+        result = await asyncio.to_thread(run_generation, path, payload, seed=DEFAULT_SEED)
+        sealer = session.stream_sealer()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        kind = "chat.completion.chunk" if path == "/v1/chat/completions" else "text_completion"
+        for ch in result.text:
+            choice = {"index": 0, "delta": {"content": ch}} if kind != "text_completion" \
+                else {"index": 0, "text": ch}
+            line = "data: " + json.dumps({"object": kind, "choices": [choice]})
+            await send({"type": "http.response.body", "more_body": True,
+                        "body": format_event({"e2e": sealer.seal(line.encode())})})
+        usage = {"prompt_tokens": result.prompt_tokens,
+                 "completion_tokens": result.completion_tokens}
+        tail = format_event({"e2e_final": sealer.finish(usage)}) + DONE_EVENT
+        await send({"type": "http.response.body", "body": tail})
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", access_log=False,
+                                           lifespan="off", backlog=2048))
+    print("PORTS " + json.dumps({port: m[0] for port, m in miners.items()}), flush=True)
+    server.run(sockets=socks)
+
+
+# --- the validator side ---------------------------------------------------------------------
+
+async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
+                 tmp: Path) -> dict[str, Any]:
+    from chutes_subnet.attestation import Policy, Verifier
+    from chutes_subnet.chain import LocalChain
+    from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
+    from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
+
+    wallet = ensure_dev_wallet("bench-validator", "default", str(tmp / "wallets"))
+    chain = LocalChain(":memory:", netuid=1, block_time=0, weights_rate_limit=0,
+                       max_uids=len(ports) + 1)
+    chain.register(hotkey_ss58(wallet), coldkey_ss58(wallet), stake=1e4, validator_permit=True)
+    for i, (port, hk) in enumerate(zip(ports, hotkeys)):
+        chain.register(hk, f"bench-coldkey-{i:04d}")
+        await chain.serve_axon(hk, "127.0.0.1", port)
+    bench = BenchmarkConfig(prompts_per_miner=args.prompts, max_tokens=args.max_tokens,
+                            verify_sample=args.verify)
+    config = ValidatorConfig(concurrency=args.concurrency, timeout=60.0,
+                             dangerous_accept_simulated_tee=True, benchmark=bench)
+    verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
+    validator = Validator(config, chain=chain, wallet=wallet, verifier=verifier,
+                          state=ValidatorState(tmp / "state.sqlite"))
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    report = await validator.run_round()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    await validator.aclose()
+    chain.close()
+    passed = [r for r in report.results if r.ok]
+    durations = sorted(r.duration_s for r in report.results)
+    return {
+        "miners": len(report.results), "passed": len(passed),
+        "failures": sorted({r.reason for r in report.results if r.reason}),
+        "wall_s": wall, "validator_cpu_s": cpu, "cpu_per_miner_ms": 1000 * cpu / len(ports),
+        "miner_eval_p50_s": durations[len(durations) // 2],
+        "miner_eval_max_s": durations[-1],
+        "weights_set": bool(report.weights_result and report.weights_result.success),
+        "weighted_uids": len(report.weights),
+        "tokens_verified": sum(r.verified for r in report.results) * args.max_tokens,
+    }
+
+
+def _projection(cpu_per_miner_s: float, miners: int = 256) -> dict[str, float]:
+    """Round time at the defaults: max(network-bound waves, validator CPU)."""
+    from chutes_subnet.validator import BenchmarkConfig, ValidatorConfig
+
+    d, b = ValidatorConfig(), BenchmarkConfig()
+    waves = -(-miners // d.concurrency)
+    # a typical GPU LLM stream: 0.5 s TTFT, 40 tok/s per stream (slow end), attest 0.5 s
+    typical = 0.5 + b.prompts_per_miner * (0.5 + b.max_tokens / 40)
+    # worst case: every miner stalls its first invoke until the timeout
+    worst = 0.5 + d.timeout
+    cpu = cpu_per_miner_s * miners * (b.prompts_per_miner / 2) * (b.max_tokens / 16)
+    return {"typical_s": max(waves * typical, cpu), "worst_s": max(waves * worst, cpu),
+            "cpu_s": cpu}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="64 miners, 2 prompts x 16 tokens")
+    parser.add_argument("--miners", type=int, default=None)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=16)
+    parser.add_argument("--verify", type=int, default=1)
+    parser.add_argument("--farm", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.farm:
+        _farm(json.loads(sys.stdin.readline()))
+        return 0
+    n = args.miners or (64 if args.quick else 256)
+    hotkeys = [f"5BenchMinerHotkey{i:04d}" for i in range(n)]
+    farm = subprocess.Popen([sys.executable, __file__, "--farm"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert farm.stdin is not None and farm.stdout is not None
+        farm.stdin.write(json.dumps({"hotkeys": hotkeys}) + "\n")
+        farm.stdin.flush()
+        line = farm.stdout.readline()
+        if not line.startswith("PORTS "):
+            raise RuntimeError("miner farm did not start")
+        mapping = json.loads(line[6:])
+        ports = [int(p) for p in mapping]
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ.setdefault("CHUTES_SUBNET_HOME", tmp)
+            figures = asyncio.run(_round(args, ports, list(mapping.values()), Path(tmp)))
+    finally:
+        farm.terminate()
+        farm.wait(timeout=10)
+    proj = _projection(figures["cpu_per_miner_ms"] / 1000)
+    rows = [
+        ("miners evaluated / passed", f"{figures['miners']} / {figures['passed']}"),
+        ("failures", ", ".join(figures["failures"]) or "-"),
+        ("round wall time", f"{figures['wall_s']:.1f} s"),
+        ("validator CPU", f"{figures['validator_cpu_s']:.1f} s "
+                          f"({figures['cpu_per_miner_ms']:.1f} ms per miner)"),
+        ("per-miner evaluation p50 / max", f"{figures['miner_eval_p50_s']:.2f} / "
+                                           f"{figures['miner_eval_max_s']:.2f} s"),
+        ("weights set / uids weighted", f"{figures['weights_set']} / {figures['weighted_uids']}"),
+        ("projected 256-miner round, typical", f"{proj['typical_s'] / 60:.1f} min"),
+        ("projected 256-miner round, all stall", f"{proj['worst_s'] / 60:.1f} min"),
+        ("one tempo", f"{TEMPO_SECONDS / 60:.0f} min"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"validator round over {n} simulated miners (concurrency {args.concurrency}, "
+          f"{args.prompts} prompts x {args.max_tokens} tokens, {args.verify} verified)")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    out = {**figures, "projected_256_typical_s": round(proj["typical_s"], 1),
+           "projected_256_worst_s": round(proj["worst_s"], 1),
+           "tempo_s": TEMPO_SECONDS, "concurrency": args.concurrency}
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
