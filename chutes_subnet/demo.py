@@ -311,7 +311,6 @@ class Demo:
             reference_completion, "/v1/chat/completions",
             {"messages": asked["messages"], "max_tokens": self.opts.max_tokens},
             seed=validator.config.benchmark.embedded_seed)
-        by_name = {m.name: m for m in self.miners}
         reasons = {r.uid: r.reason for r in rows}
         summary = {
             "ok": True,

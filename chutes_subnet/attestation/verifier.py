@@ -21,7 +21,6 @@ import logging
 import time
 
 from chutes_subnet.errors import (
-    AttestationError,
     CollateralError,
     GpuEvidenceFormatError,
     QuoteFormatError,

@@ -31,7 +31,8 @@ from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.invoke import InvokeEndpoint
 from chutes_subnet.gateway.keys import ApiKeyStore
 from chutes_subnet.gateway.registry import InstanceRegistry
-from chutes_subnet.gateway.state import ForwardSigner, GatewayState, Refusal
+from chutes_subnet.asgi import Refusal
+from chutes_subnet.gateway.state import ForwardSigner, GatewayState
 from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.nonces import NonceScope

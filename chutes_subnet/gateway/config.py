@@ -26,6 +26,8 @@ class GatewayConfig:
     nonce_ttl_client: int = NONCE_TTL_CLIENT_SECONDS
     #: largest request envelope accepted (bytes)
     max_body_bytes: int = MAX_ENVELOPE_BYTES
+    #: seconds a client may take to send its request body (slow bodies get 408)
+    body_timeout: float = 30.0
     #: largest error body relayed from a miner (bytes)
     max_error_body_bytes: int = 64 * 1024
     #: timeouts towards miners (seconds): TCP connect, and silence between two reads

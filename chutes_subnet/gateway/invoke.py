@@ -22,23 +22,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
 from chutes_subnet.gateway.journal import JournalEntry
 from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
 from chutes_subnet.gateway.registry import InstanceRecord
-from chutes_subnet.gateway.state import GatewayState, Refusal, error_body, resolve_signer_headers
+from chutes_subnet.asgi import (
+    Receive,
+    Refusal,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    required_header,
+    send_refusal,
+)
+from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
 from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
 from chutes_subnet.nonces import NonceScope
 from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
 
 __all__ = ["InvokeEndpoint", "NONCE_REFUSALS"]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 #: NonceRejected.reason -> (HTTP status, reason code, message)
 NONCE_REFUSALS: dict[str, tuple[int, str, str]] = {
@@ -47,43 +53,14 @@ NONCE_REFUSALS: dict[str, tuple[int, str, str]] = {
     "used": (409, "nonce_used", "nonce unknown or already used"),
     "expired": (410, "nonce_expired", "nonce expired"),
 }
-_MAX_ID = 128
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
-def _required(h: dict[str, str], name: str) -> str:
-    value = h.get(name, "")
-    if not value or len(value) > _MAX_ID or not value.isprintable():
-        raise Refusal(400, "bad_header", f"missing or malformed {name} header")
-    return value
 
 
-async def _send_error(send: Send, exc: Refusal) -> None:
-    body = error_body(exc.message, exc.reason)
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise Refusal(400, "client_gone", "client disconnected")
-        part = msg.get("body", b"")
-        size += len(part)
-        if size > limit:
-            raise Refusal(413, "too_large", "request envelope too large")
-        chunks.append(part)
-        if not msg.get("more_body", False):
-            return b"".join(chunks)
 
 
 class InvokeEndpoint:
@@ -96,15 +73,15 @@ class InvokeEndpoint:
         try:
             await self._handle(scope, receive, send)
         except Refusal as exc:
-            await _send_error(send, exc)
+            await send_refusal(send, exc)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         st = self.state
-        h = _headers(scope)
+        h = request_headers(scope)
         key = st.admit(h.get("authorization"))
-        chute_id = _required(h, "x-chute-id")
-        instance_id = _required(h, "x-instance-id")
-        nonce = _required(h, "x-e2e-nonce")
+        chute_id = required_header(h, "x-chute-id")
+        instance_id = required_header(h, "x-instance-id")
+        nonce = required_header(h, "x-e2e-nonce")
         path = h.get("x-e2e-path", "")
         if path not in INVOKE_PATHS:
             raise Refusal(400, "bad_path", "X-E2E-Path is not an invokable path")
@@ -121,7 +98,7 @@ class InvokeEndpoint:
         if declared is not None and (not declared.isdigit()
                                      or int(declared) > st.config.max_body_bytes):
             raise Refusal(413, "too_large", "request envelope too large")
-        body = await _read_body(receive, st.config.max_body_bytes)
+        body = await read_body(receive, st.config.max_body_bytes, st.config.body_timeout)
         if not body:
             raise Refusal(400, "empty_body", "empty request envelope")
 

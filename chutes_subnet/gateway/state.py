@@ -4,12 +4,12 @@ checks common to them (API key, quota, rate limit) and error responses."""
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from chutes_subnet.asgi import Refusal
 from chutes_subnet.errors import AuthenticationError
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
@@ -23,7 +23,7 @@ from chutes_subnet.gateway.usage import UsageMeter
 if TYPE_CHECKING:
     from chutes_subnet.nonces import NonceStore
 
-__all__ = ["ForwardSigner", "GatewayState", "Refusal", "error_body", "resolve_signer_headers"]
+__all__ = ["ForwardSigner", "GatewayState", "resolve_signer_headers"]
 
 #: ``(method, path, body, receiver_hotkey_ss58) -> headers`` (sync or async).
 ForwardSigner = Callable[[str, str, bytes, str], "Mapping[str, str] | Awaitable[Mapping[str, str]]"]
@@ -32,21 +32,8 @@ ForwardSigner = Callable[[str, str, bytes, str], "Mapping[str, str] | Awaitable[
 QUOTA_RETRY_AFTER_SECONDS = 3600
 
 
-class Refusal(Exception):
-    """An HTTP refusal with a stable machine-readable reason (never secret-bearing)."""
-
-    def __init__(self, status: int, reason: str, message: str,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.headers = dict(headers or {})
 
 
-def error_body(message: str, reason: str) -> bytes:
-    """JSON bytes of :class:`chutes_subnet.protocol.ErrorBody`."""
-    return json.dumps({"error": message, "reason": reason}, separators=(",", ":")).encode()
 
 
 async def resolve_signer_headers(signer: ForwardSigner | None, method: str, path: str,

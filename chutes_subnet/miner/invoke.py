@@ -39,7 +39,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
 from chutes_subnet.e2ee import RequestContext
@@ -53,22 +53,26 @@ from chutes_subnet.errors import (
 from chutes_subnet.inference import InvalidRequestError, UpstreamError
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
 from chutes_subnet.miner.faults import corrupt_chunk
-from chutes_subnet.miner.state import MinerState, Refusal, error_body
+from chutes_subnet.asgi import (
+    Receive,
+    Refusal,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    required_header,
+    send_refusal,
+)
+from chutes_subnet.miner.state import MinerState
 from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
 from chutes_subnet.sse import DONE_EVENT, format_event
 
-__all__ = ["InvokeEndpoint", "read_body", "send_refusal"]
+__all__ = ["InvokeEndpoint"]
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("chutes_subnet.miner.invoke")
-_MAX_HEADER = 128
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def _target(scope: Scope) -> str:
@@ -76,46 +80,10 @@ def _target(scope: Scope) -> str:
     return scope["path"] + ("?" + query.decode("latin-1") if query else "")
 
 
-def _required(h: dict[str, str], name: str) -> str:
-    value = h.get(name, "")
-    if not value or len(value) > _MAX_HEADER or not value.isprintable():
-        raise Refusal(400, "bad_header", f"missing or malformed {name} header")
-    return value
 
 
-async def send_refusal(send: Send, exc: Refusal) -> None:
-    """Answer ``exc`` as JSON with its status and headers."""
-    body = error_body(exc.message, exc.reason)
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in exc.headers.items()]
-    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
-async def read_body(receive: Receive, limit: int, timeout: float) -> bytes:
-    """The whole request body, refusing more than ``limit`` bytes (413) or slowness (408)."""
-    chunks: list[bytes] = []
-    size = 0
-
-    async def pump() -> bytes:
-        nonlocal size
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise Refusal(400, "client_gone", "client disconnected")
-            part = msg.get("body", b"")
-            size += len(part)
-            if size > limit:
-                raise Refusal(413, "too_large", "request body too large")
-            chunks.append(part)
-            if not msg.get("more_body", False):
-                return b"".join(chunks)
-
-    try:
-        return await asyncio.wait_for(pump(), timeout)
-    except TimeoutError:
-        raise Refusal(408, "body_timeout", "request body not received in time") from None
 
 
 def _backend_refusal(exc: BaseException) -> Refusal:
@@ -186,10 +154,10 @@ class InvokeEndpoint:
     async def _handle(self, scope: Scope, receive: Receive, send: Send,
                       started: float) -> tuple[int, str]:
         st, cfg = self.state, self.state.config
-        h = _headers(scope)
-        chute_id = _required(h, "x-chute-id")
-        instance_id = _required(h, "x-instance-id")
-        nonce = _required(h, "x-e2e-nonce")
+        h = request_headers(scope)
+        chute_id = required_header(h, "x-chute-id")
+        instance_id = required_header(h, "x-instance-id")
+        nonce = required_header(h, "x-e2e-nonce")
         path = h.get("x-e2e-path", "")
         if path not in INVOKE_PATHS:
             raise Refusal(404, "unknown_path", "X-E2E-Path is not an invokable path")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import MinerMetrics
 from chutes_subnet.nonces import SeenNonceCache
 
-__all__ = ["MinerInstance", "MinerState", "Refusal", "error_body"]
+__all__ = ["MinerInstance", "MinerState"]
 
 log = logging.getLogger("chutes_subnet.miner")
 
@@ -35,21 +34,8 @@ class MinerInstance:
     e2e_versions: tuple[int, ...] = (1, 2)
 
 
-class Refusal(Exception):
-    """An HTTP refusal: status, a fixed reason code, a message safe for any caller."""
-
-    def __init__(self, status: int, reason: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.headers = headers or {}
 
 
-def error_body(message: str, reason: str) -> bytes:
-    """``ErrorBody`` JSON (see :mod:`chutes_subnet.protocol`)."""
-    return json.dumps({"error": message, "reason": reason}, separators=(",", ":")).encode()
 
 
 @dataclass
