@@ -157,6 +157,30 @@ async def test_metrics_app_exposes_round(subnet, tmp_path):
     finally:
         await validator.aclose()
     assert "chutes_validator_rounds_total 1.0" in text
-    assert 'chutes_validator_miner_failures_total{kind="attestation",reason="attestation:debug_td"} 1.0' in text
+    assert ('chutes_validator_miner_failures_total{kind="attestation",'
+            'reason="attestation:debug_td"} 1.0') in text
     assert "chutes_validator_miners_attested 3.0" in text  # honest, wrong, stall attested
     assert {row["uid"] for row in scores} == {m.uid for m in subnet.miners}
+
+
+async def test_weights_respect_the_rate_limit(subnet, tmp_path):
+    from chutes_subnet.chain import LocalChain
+
+    chain = LocalChain(subnet.chain_path, netuid=7)   # same file, its own connection
+    validator = Validator(_config(), chain=chain, wallet=subnet.validator_wallet,
+                          verifier=vf.dev_verifier(), state=ValidatorState(":memory:"))
+    try:
+        chain._run(lambda conn: conn.execute(  # raise the limit for this test only
+            "UPDATE subnets SET weights_rate_limit = 50 WHERE netuid = 7"))
+        subnet.chain.advance(60)   # earlier tests set weights: let the limit pass
+        first = await validator.run_round()
+        second = await validator.run_round()
+    finally:
+        chain._run(lambda conn: conn.execute(
+            "UPDATE subnets SET weights_rate_limit = 0 WHERE netuid = 7"))
+        await validator.aclose()
+        chain.close()
+    assert first.weights_result is not None and first.weights_result.success
+    assert second.weights_result is not None and not second.weights_result.success
+    assert "rate limited" in second.weights_result.message
+    assert second.weights == {subnet.by_name("honest").uid: 1.0}   # still planned and stored

@@ -181,7 +181,8 @@ def test_cli_flags_from_environment(monkeypatch):
     cfg = _config(args)
     assert cfg.timeout == 7.5 and cfg.concurrency == 3 and cfg.dangerous_accept_simulated_tee
     assert cfg.benchmark.prompts_per_miner == 1 and cfg.benchmark.verify_sample == 1
-    assert not _config(build_parser().parse_args(["--netuid", "2"])).benchmark.prompts_per_miner == 0
+    monkeypatch.delenv("CHUTES_VALIDATOR_ALLOW_INSECURE_SIMULATED_TEE")
+    assert not _config(build_parser().parse_args([])).dangerous_accept_simulated_tee
 
 
 def test_config_validation():
@@ -332,7 +333,8 @@ GOOD = {"instance_id": "i", "chute_id": chute_id_for_model(MODEL), "model": MODE
     (GOOD, 503, "bad_response", "HTTP 503"),
 ])
 async def test_attest_answers_are_checked(answer, status, reason, needle):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_attest_app(answer, status))) as c:
+    transport = httpx.ASGITransport(app=_attest_app(answer, status))
+    async with httpx.AsyncClient(transport=transport) as c:
         attestor = Attestor(Verifier(Policy.development(), dangerous_accept_simulated_tee=True),
                             _wallet(), c, ttl=60, rechallenge_probability=0)
         neuron = Neuron(1, _hotkey(), "c", False, 0.0, "127.0.0.1:9")

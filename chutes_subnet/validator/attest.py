@@ -188,7 +188,8 @@ class Attestor:
             data = json.loads(raw)
             response = AttestResponse.model_validate(data)
         except (ValueError, ValidationError) as exc:
-            raise EvaluationFailure("bad_response", "attest: answer is not an AttestResponse") from exc
+            raise EvaluationFailure("bad_response",
+                                    "attest: answer is not an AttestResponse") from exc
         if response.chute_id != chute_id_for_model(response.model):
             raise EvaluationFailure("bad_response", "attest: chute_id does not match the model")
         try:

@@ -120,7 +120,8 @@ class ReferenceCache:
 
     async def get(self, path: str, body: dict[str, Any]) -> tuple[str, int]:
         """``(text, completion_tokens)`` the embedded model must answer."""
-        key = hashlib.sha256(path.encode() + b"\0" + json.dumps(body, sort_keys=True).encode()).hexdigest()
+        canonical = json.dumps(body, sort_keys=True).encode()
+        key = hashlib.sha256(path.encode() + b"\0" + canonical).hexdigest()
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self._done:
@@ -140,7 +141,10 @@ def _chunk_text(path: str, chunk: Any) -> str:
     first = choices[0]
     if not isinstance(first, dict):
         raise EvaluationFailure("bad_response", "stream: malformed choice")
-    value = (first.get("delta") or {}).get("content") if path != "/v1/completions" else first.get("text")
+    if path == "/v1/completions":
+        value = first.get("text")
+    else:
+        value = (first.get("delta") or {}).get("content")
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -203,7 +207,8 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
                             continue
                         event = json.loads(data)
                         if not isinstance(event, dict):
-                            raise EvaluationFailure("bad_response", "stream: event is not an object")
+                            raise EvaluationFailure("bad_response",
+                                                    "stream: event is not an object")
                         if "e2e" in event:
                             inner = _inner_payload(opener.open(event["e2e"]).decode("utf-8"))
                             if inner == DONE:
@@ -218,17 +223,20 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
                             final = opener.open_final(event["e2e_final"])
                             usage_tokens = _usage_tokens(final.get("usage")) or usage_tokens
                         elif "e2e_error" in event:
-                            raise EvaluationFailure("bad_response", "stream: miner reported an error")
+                            raise EvaluationFailure("bad_response",
+                                                    "stream: miner reported an error")
                 opener.close()
                 if not done:
                     raise EvaluationFailure("bad_response", "stream: ended without [DONE]")
     except TimeoutError as exc:
-        raise EvaluationFailure("timeout", f"invoke: no complete answer within {timeout:g}s") from exc
+        raise EvaluationFailure("timeout",
+                                f"invoke: no complete answer within {timeout:g}s") from exc
     except httpx.HTTPError as exc:
         raise from_http_error(exc, "invoke") from exc
     except E2EEError as exc:
+        name = type(exc).__name__
         raise EvaluationFailure("bad_response",
-                                f"stream: integrity/decryption failed ({type(exc).__name__})") from exc
+                                f"stream: integrity/decryption failed ({name})") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise EvaluationFailure("bad_response", "stream: event is not valid JSON/UTF-8") from exc
     duration = clock() - start
@@ -272,7 +280,8 @@ async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: Attested
             if prompt.canary is not None:
                 seen = canaries.setdefault(prompt.canary, answer.text)
                 if seen != answer.text:
-                    raise EvaluationFailure("wrong_output", "greedy canary answered differently twice")
+                    raise EvaluationFailure("wrong_output",
+                                            "greedy canary answered differently twice")
                 verified = True
         except EvaluationFailure as failure:
             samples.append(RequestSample(False, failure.reason, failure.detail))
@@ -291,5 +300,6 @@ async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: Attested
                                      verified=verified))
     outcome = BenchmarkOutcome(tuple(samples), None, detail)
     if outcome.successes == 0:
-        return BenchmarkOutcome(tuple(samples), reason or "bad_response", detail or "no request succeeded")
+        return BenchmarkOutcome(tuple(samples), reason or "bad_response",
+                                detail or "no request succeeded")
     return outcome

@@ -44,11 +44,13 @@ class ValidatorMetrics:
         self.miners_attested = Gauge("chutes_validator_miners_attested",
                                      "Miners with valid attestation in the last round", registry=r)
         self.failures = Counter("chutes_validator_miner_failures",
-                                "Failed miner evaluations by reason", ["kind", "reason"], registry=r)
+                                "Failed miner evaluations by reason", ["kind", "reason"],
+                                registry=r)
         self.attestations = Counter("chutes_validator_attestations",
                                     "Attestation outcomes", ["outcome"], registry=r)
         self.score = Gauge("chutes_validator_score_ema", "EMA score per uid", ["uid"], registry=r)
-        self.weight = Gauge("chutes_validator_weight", "Planned weight per uid", ["uid"], registry=r)
+        self.weight = Gauge("chutes_validator_weight", "Planned weight per uid", ["uid"],
+                            registry=r)
         self.tokens_per_s = Gauge("chutes_validator_miner_tokens_per_second",
                                   "Median output tokens/s in the last round", ["uid"], registry=r)
         self.ttft = Gauge("chutes_validator_miner_ttft_seconds",

@@ -116,7 +116,8 @@ class Validator:
         base = {"uid": neuron.uid, "hotkey": neuron.hotkey, "coldkey": neuron.coldkey,
                 "axon": neuron.axon}
         cfg = self.config
-        deadline = cfg.timeout * (2 + cfg.benchmark.prompts_per_miner + cfg.benchmark.canary_repeats)
+        bench = cfg.benchmark
+        deadline = cfg.timeout * (2 + bench.prompts_per_miner + bench.canary_repeats)
         try:
             async with asyncio.timeout(deadline):
                 instance, cached = await self.attestor.ensure(neuron)
@@ -134,13 +135,12 @@ class Validator:
             return MinerResult(**base, attested=False, reason="timeout",
                                detail_text=f"evaluation exceeded {deadline:g}s",
                                duration_s=time.perf_counter() - started)
-        if outcome.reason is not None and outcome.reason != "timeout" or outcome.successes == 0:
-            # wrong answers and dead instances: make the next round re-challenge
+        if outcome.reason is not None:
+            # wrong answers and dead instances: the next round challenges them again
             self.attestor.forget(neuron.uid)
         return MinerResult(
-            **base, attested=True, reason=outcome.reason if outcome.successes == 0
-            or outcome.reason == "wrong_output" else None,
-            detail_text=outcome.detail, attestation=instance.summary, attestation_cached=cached,
+            **base, attested=True, reason=outcome.reason, detail_text=outcome.detail,
+            attestation=instance.summary, attestation_cached=cached,
             requests=len(outcome.samples), successes=outcome.successes,
             verified=outcome.verified, tokens_per_s=outcome.tokens_per_s, ttft_s=outcome.ttft_s,
             completion_tokens=outcome.completion_tokens,
@@ -165,10 +165,13 @@ class Validator:
         if not weights:
             return WeightsResult(False, "no miner has a positive score; nothing to set")
         try:
+            block = await self.chain.block()
             since = await self.chain.blocks_since_last_update(self.hotkey)
             limit = await self.chain.weights_rate_limit()
-            if since < limit:
-                return WeightsResult(False, f"rate limited: {since} of {limit} blocks elapsed")
+            # since == block means "never set" (LastUpdate 0), which the chain allows
+            if since < limit and since < block:
+                return WeightsResult(False, f"rate limited: {since} of {limit} blocks elapsed",
+                                     block)
             return await self.chain.set_weights(self.hotkey, weights, self.config.version_key)
         except ChainError as exc:
             return WeightsResult(False, f"chain error: {exc}")

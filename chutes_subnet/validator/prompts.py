@@ -54,7 +54,8 @@ def _rng(seed: bytes, uid: int, hotkey: str) -> random.Random:
 def _text(rng: random.Random) -> str:
     a, b = rng.sample(_NOUNS, 2)
     tag = "-".join(rng.choice(_NOUNS) for _ in range(2)) + f"-{rng.randrange(10**6):06d}"
-    return f"{rng.choice(_VERBS).capitalize()} the {a} and the {b} {rng.choice(_STYLES)} (ref {tag})."
+    verb, style = rng.choice(_VERBS).capitalize(), rng.choice(_STYLES)
+    return f"{verb} the {a} and the {b} {style} (ref {tag})."
 
 
 def _request(rng: random.Random, max_tokens: int) -> tuple[str, dict[str, Any]]:
@@ -89,6 +90,7 @@ def miner_prompts(seed: bytes, uid: int, hotkey: str, config: BenchmarkConfig,
     if config.canary_repeats >= 2:
         path, body = requests[0]
         out[0] = BenchPrompt(path, body, canary=0)
-        out.extend(BenchPrompt(path, dict(body), canary=0) for _ in range(config.canary_repeats - 1))
+        repeats = config.canary_repeats - 1
+        out.extend(BenchPrompt(path, dict(body), canary=0) for _ in range(repeats))
     rng.shuffle(out)
     return out
