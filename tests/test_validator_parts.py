@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 
 import httpx
@@ -254,8 +255,12 @@ def _miner(mode: str):
                              h["x-e2e-path"], True)
         _payload, session = v2.open_request(KEY, ctx, body)
         sealer = session.stream_sealer()
-        chunk = {"object": "chat.completion.chunk",
-                 "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+        content = os.urandom(4).hex() if mode == "random" else "hi"
+        if h["x-e2e-path"] == "/v1/completions":
+            chunk = {"object": "text_completion", "choices": [{"index": 0, "text": content}]}
+        else:
+            chunk = {"object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": {"content": content}}]}
         if mode == "badchunk":
             chunk = {"object": "nope", "choices": []}
         frames = [sealer.seal(("data: " + json.dumps(chunk)).encode()) for _ in range(3)]
@@ -388,3 +393,18 @@ async def test_attestation_cache_ttl_and_rechallenge():
             await never.ensure(other)
         assert info.value.reason == "attestation:binding_mismatch"
         assert never.cached(1) is None
+
+
+@pytest.mark.parametrize("mode,expected", [("ok", None), ("random", "wrong_output")])
+async def test_upstream_canary_must_repeat(mode, expected):
+    from chutes_subnet.validator import run_benchmark
+
+    cfg = BenchmarkConfig(prompts_per_miner=2, max_tokens=8, canary_repeats=2)
+    prompts = miner_prompts(SEED, 1, "hk", cfg, embedded=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_miner(mode))) as client:
+        outcome = await run_benchmark(client, _wallet(), _instance(), prompts, cfg, timeout=5,
+                                      refs=None)
+    assert outcome.reason == expected
+    if expected is None:
+        assert outcome.successes == 3 and outcome.verified == 2   # both canary answers
+        assert outcome.tokens_per_s > 0 and outcome.ttft_s is not None
