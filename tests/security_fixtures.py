@@ -19,7 +19,7 @@ from typing import Any
 from chutes_subnet.attestation import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain, Metagraph
-from chutes_subnet.e2ee import RequestContext, v1, v2
+from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
 from chutes_subnet.gateway.app import create_app as create_gateway
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
@@ -53,6 +53,7 @@ class Stack:
     api_key: str
     chain: LocalChain
     keys: MemoryApiKeyStore
+    miner_keypair: KeyPair
     metagraph: list[Metagraph] = field(default_factory=list)
 
     def sign(self, who: str, path: str, body: bytes) -> dict[str, str]:
@@ -110,4 +111,4 @@ def security_stack(tmp_root: str) -> Iterator[Stack]:
     with UvicornThread(miner_app) as miner, UvicornThread(gw_app) as gateway:
         registry.upsert(miner_record(inst, miner.url))
         yield Stack(miner.url, gateway.url, inst, wallets, miner_hotkey, api_key, chain, keys,
-                    holder)
+                    miner_app.state.miner.keypair, holder)
