@@ -268,6 +268,8 @@ def _miner(mode: str):
             raw = bytearray(base64.b64decode(frames[1]))
             raw[0] ^= 1
             frames[1] = base64.b64encode(bytes(raw)).decode()
+        if mode == "nonstring":
+            frames[0] = 12345
         if mode == "reorder":
             frames[0], frames[1] = frames[1], frames[0]
         usage = {"prompt_tokens": 3, "completion_tokens": 999 if mode == "overuse" else 3}
@@ -303,6 +305,7 @@ async def test_honest_stand_in_stream_is_read():
     ("truncate", "bad_response", "integrity"),
     ("overuse", "bad_response", "max_tokens"),
     ("badchunk", "bad_response", "OpenAI chunk"),
+    ("nonstring", "bad_response", ""),
 ])
 async def test_broken_streams_are_rejected(mode, reason, needle):
     with pytest.raises(EvaluationFailure) as info:

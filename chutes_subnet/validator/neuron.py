@@ -132,8 +132,15 @@ class Validator:
                                detail_text=failure.detail, attestation=failure.attestation,
                                duration_s=time.perf_counter() - started)
         except TimeoutError:
+            self.attestor.forget(neuron.uid)
             return MinerResult(**base, attested=False, reason="timeout",
                                detail_text=f"evaluation exceeded {deadline:g}s",
+                               duration_s=time.perf_counter() - started)
+        except Exception as exc:  # noqa: BLE001 - miner input must never abort the round
+            log.exception("uid %d: unexpected error during evaluation", neuron.uid)
+            self.attestor.forget(neuron.uid)
+            return MinerResult(**base, attested=False, reason="bad_response",
+                               detail_text=f"evaluation failed ({type(exc).__name__})",
                                duration_s=time.perf_counter() - started)
         if outcome.reason is not None:
             # wrong answers and dead instances: the next round challenges them again
