@@ -250,7 +250,9 @@ def weights_digest(model: TinyByteLM) -> str:
     """SHA-256 hex over every parameter's name, dtype, shape and raw bytes."""
     digest = hashlib.sha256()
     for name, param in model.named_parameters():
-        tensor = param.detach().to("cpu").contiguous()
+        # clone(): a private, exactly-sized storage, so the bytes are this tensor's only
+        # (and no NumPy needed: torch runs without it).
+        tensor = param.detach().to("cpu").clone()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(bytes(tensor.view(torch.uint8).untyped_storage()))
     return digest.hexdigest()
