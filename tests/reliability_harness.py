@@ -38,6 +38,7 @@ from tests.servers import free_port
 __all__ = ["MinerProcess", "GatewayProcess", "LoopbackSubnet", "rss_kib", "wait_until",
            "miner_counter"]
 
+
 NETUID = 1
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,6 +241,30 @@ class LoopbackSubnet:
         finally:
             await validator.aclose()
         return report
+
+    # --- gateway ------------------------------------------------------------------
+
+    def gateway_app(self, registry: Any, nonce_store: Any, config: Any = None,
+                    *, sign: bool = True) -> tuple[Any, str]:
+        """An in-process gateway app and an API key; it signs forwards as the validator."""
+        from chutes_subnet.auth import sign_headers
+        from chutes_subnet.gateway.app import create_app
+        from chutes_subnet.gateway.config import GatewayConfig
+        from chutes_subnet.gateway.keys import MemoryApiKeyStore
+        from chutes_subnet.gateway.usage import MemoryUsageMeter
+
+        keys = MemoryApiKeyStore()
+        secret, _ = keys.create("faults")
+        wallet = self.validator_wallet
+
+        def signer(method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
+            return sign_headers(wallet, method=method, path=path, body=body,
+                                receiver_ss58=receiver)
+
+        app = create_app(config or GatewayConfig(), registry=registry, nonce_store=nonce_store,
+                         keys=keys, usage=MemoryUsageMeter(),
+                         forward_signer=signer if sign else None)
+        return app, secret
 
     # --- gateway process ------------------------------------------------------------
 

@@ -208,6 +208,8 @@ class InvokeEndpoint:
                 trace.response_bytes += len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError:
+            # the miner broke off mid-answer (crash, kill, network): stop offering it too
+            self.state.balancer.mark_failed(trace.instance_id)
             if stream:
                 await send({"type": "http.response.body", "more_body": True,
                             "body": b'data: {"e2e_error": "upstream interrupted"}\n\n'})
