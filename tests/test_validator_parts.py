@@ -272,7 +272,8 @@ def _miner(mode: str):
             frames[0] = 12345
         if mode == "reorder":
             frames[0], frames[1] = frames[1], frames[0]
-        usage = {"prompt_tokens": 3, "completion_tokens": 999 if mode == "overuse" else 3}
+        claimed = {"overuse": 999, "overclaim": 8}.get(mode, 3)
+        usage = {"prompt_tokens": 3, "completion_tokens": claimed}
         out = b"".join(format_event({"e2e": f}) for f in frames)
         if mode != "truncate":
             out += format_event({"e2e_final": sealer.finish(usage)})
@@ -411,3 +412,17 @@ async def test_upstream_canary_must_repeat(mode, expected):
     if expected is None:
         assert outcome.successes == 3 and outcome.verified == 2   # both canary answers
         assert outcome.tokens_per_s > 0 and outcome.ttft_s is not None
+
+
+async def test_embedded_usage_cannot_exceed_the_answer_bytes():
+    from chutes_subnet.validator import ReferenceCache, run_benchmark
+
+    cfg = BenchmarkConfig(prompts_per_miner=1, max_tokens=8, verify_sample=0)
+    prompts = [BenchPrompt(PROMPT.path, PROMPT.body, verify=False)]
+    refs = ReferenceCache(seed=1)
+    for mode, expected in (("ok", None), ("overclaim", "wrong_output")):
+        transport = httpx.ASGITransport(app=_miner(mode))
+        async with httpx.AsyncClient(transport=transport) as client:
+            outcome = await run_benchmark(client, _wallet(), _instance(), prompts, cfg,
+                                          timeout=5, refs=refs)
+        assert outcome.reason == expected, mode

@@ -9,7 +9,8 @@ miner cannot inflate it by holding back and bursting tokens) and success.
 
 Correctness: for the embedded model, ``verify`` prompts are recomputed locally with
 :func:`chutes_subnet.inference.run_generation` and must match exactly (text and
-completion token count); for upstream models, prompts sharing a canary id (greedy,
+completion token count), and no answer may claim more tokens than its bytes (+1 for
+EOS), since the model emits one byte per token; for upstream models, prompts sharing a canary id (greedy,
 temperature 0) must return identical text. Every chunk must be a well-formed OpenAI
 chunk of the invoked kind and usage may not exceed the requested ``max_tokens``.
 """
@@ -248,7 +249,13 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
 
 
 async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCache | None) -> bool:
-    if not prompt.verify or refs is None:
+    if refs is None:
+        return False
+    # the embedded model emits one byte per token (plus at most one EOS): a larger
+    # count would inflate throughput on answers that are not recomputed
+    if answer.completion_tokens > len(answer.text.encode("utf-8")) + 1:
+        raise EvaluationFailure("wrong_output", "usage claims more tokens than the answer holds")
+    if not prompt.verify:
         return False
     try:
         text, tokens = await refs.get(prompt.path, prompt.body)
