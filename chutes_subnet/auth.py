@@ -42,6 +42,7 @@ from .errors import AuthenticationError, ChainError, PermissionDenied
 __all__ = [
     "AUTH_HEADERS",
     "sign_headers",
+    "forward_signer",
     "BoundedNonceStore",
     "ValidatorGate",
     "MetagraphCache",
@@ -82,6 +83,15 @@ def sign_headers(
     return http_auth.sign(
         wallet, method=method, path=path, body=bytes(body), receiver_ss58=receiver_ss58
     )
+
+
+def forward_signer(wallet: Any) -> Callable[[str, str, bytes, str], dict[str, str]]:
+    """A gateway ``forward_signer``: signs every forwarded request with ``wallet``'s hotkey."""
+
+    def sign(method: str, path: str, body: bytes, receiver_ss58: str) -> dict[str, str]:
+        return sign_headers(wallet, method=method, path=path, body=body, receiver_ss58=receiver_ss58)
+
+    return sign
 
 
 class BoundedNonceStore:

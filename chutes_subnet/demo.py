@@ -181,7 +181,7 @@ class Demo:
     async def _start_gateway(self, vwallet: Any) -> tuple[str, Any, str, str]:
         import uvicorn
 
-        from chutes_subnet.auth import sign_headers
+        from chutes_subnet.auth import forward_signer
         from chutes_subnet.gateway.app import create_app
         from chutes_subnet.gateway.config import GatewayConfig
         from chutes_subnet.gateway.keys import MemoryApiKeyStore
@@ -194,11 +194,9 @@ class Demo:
         keys = MemoryApiKeyStore()
         secret, key = keys.create("demo-user")
 
-        def signer(method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
-            return sign_headers(vwallet, method=method, path=path, body=body, receiver_ss58=receiver)
-
         app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
-                         keys=keys, usage=MemoryUsageMeter(), forward_signer=signer)
+                         keys=keys, usage=MemoryUsageMeter(),
+                         forward_signer=forward_signer(vwallet))
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning", access_log=False))

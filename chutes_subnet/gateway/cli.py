@@ -62,6 +62,12 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.add_argument("--workers", type=int, default=1,
                     help="worker processes sharing the port (needs sqlite:// or redis:// "
                          "stores; rate limits then apply per worker)")
+    gw.add_argument("--wallet.name", dest="wallet_name", default=None,
+                    help="validator wallet whose hotkey signs every forward (btauth/1); miners "
+                         "in their default mode serve only validator-signed invokes")
+    gw.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
+    gw.add_argument("--wallet.path", dest="wallet_path", default=None,
+                    help="wallets directory (default ~/.bittensor/wallets)")
     gw.add_argument("--log-level", default="info")
     gw.set_defaults(func=run_gateway)
 
@@ -139,10 +145,12 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
         "db": str(_db_path(args)),
         "nonces_per_instance": args.nonces_per_instance,
         "max_instances": args.max_instances,
+        "wallet": [args.wallet_name, args.wallet_hotkey, args.wallet_path] if args.wallet_name else None,
     }
 
 
 def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """The gateway app and the resources to close, from JSON-able ``settings``."""
     from chutes_subnet.gateway.app import create_app
     from chutes_subnet.gateway.config import GatewayConfig
     from chutes_subnet.gateway.keys import SQLiteApiKeyStore
@@ -154,7 +162,15 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
     keys, usage = SQLiteApiKeyStore(settings["db"]), SQLiteUsageMeter(settings["db"])
     config = GatewayConfig(nonces_per_instance=settings["nonces_per_instance"],
                            max_instances=settings["max_instances"])
-    app = create_app(config, registry=registry, nonce_store=nonces, keys=keys, usage=usage)
+    signer = None
+    if settings.get("wallet"):
+        from chutes_subnet.auth import forward_signer
+        from chutes_subnet.wallets import DEFAULT_WALLET_PATH, load_wallet
+
+        name, hotkey, path = settings["wallet"]
+        signer = forward_signer(load_wallet(name, hotkey, path or DEFAULT_WALLET_PATH))
+    app = create_app(config, registry=registry, nonce_store=nonces, keys=keys, usage=usage,
+                     forward_signer=signer)
     return app, [nonces, usage, keys]
 
 

@@ -1,0 +1,43 @@
+"""``chutes-subnet gateway`` with a validator wallet signs every forward (btauth/1)."""
+
+from __future__ import annotations
+
+import argparse
+
+from chutes_subnet.auth import ValidatorGate, forward_signer
+from chutes_subnet.chain import Metagraph, Neuron
+from chutes_subnet.cli import build_parser
+from chutes_subnet.gateway import cli as gateway_cli
+from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
+
+
+def test_forward_signer_headers_pass_the_miners_validator_gate(tmp_path):
+    validator = ensure_dev_wallet("v", "hot", str(tmp_path))
+    miner = ensure_dev_wallet("m", "hot", str(tmp_path))
+    mg = Metagraph(netuid=1, block=1, neurons=(
+        Neuron(0, hotkey_ss58(validator), coldkey_ss58(validator), True, 500.0, None),
+        Neuron(1, hotkey_ss58(miner), coldkey_ss58(miner), False, 0.0, "127.0.0.1:1"),
+    ))
+    gate = ValidatorGate(hotkey_ss58(miner), lambda: mg, min_stake=100.0)
+    sign = forward_signer(validator)
+    headers = sign("POST", "/e2e/invoke", b"ciphertext", hotkey_ss58(miner))
+    assert gate.authorize(headers, b"ciphertext", method="POST", path="/e2e/invoke").uid == 0
+
+
+def test_gateway_cli_wallet_flags_reach_the_app_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHUTES_SUBNET_HOME", str(tmp_path / "home"))
+    ensure_dev_wallet("gw", "default", str(tmp_path / "w"))
+    args = build_parser().parse_args([
+        "gateway", "--wallet.name", "gw", "--wallet.path", str(tmp_path / "w"),
+        "--registry", "memory://", "--nonces", "memory://"])
+    settings = gateway_cli._gateway_settings(args)
+    assert settings["wallet"] == ["gw", "default", str(tmp_path / "w")]
+    app, resources = gateway_cli._build(settings)
+    assert len(resources) == 3
+    signer = app.state.gateway.forward_signer
+    assert signer is not None
+    headers = signer("POST", "/e2e/invoke", b"x", hotkey_ss58(ensure_dev_wallet("m", "hot", str(tmp_path / "w"))))
+    gw_wallet = ensure_dev_wallet("gw", "default", str(tmp_path / "w"))
+    assert headers["X-Bittensor-Hotkey"] == hotkey_ss58(gw_wallet) and headers["X-Bittensor-Signature"]
+    unsigned = gateway_cli._gateway_settings(argparse.Namespace(**{**vars(args), "wallet_name": None}))
+    assert unsigned["wallet"] is None
