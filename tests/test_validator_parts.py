@@ -426,3 +426,33 @@ async def test_embedded_usage_cannot_exceed_the_answer_bytes():
             outcome = await run_benchmark(client, _wallet(), _instance(), prompts, cfg,
                                           timeout=5, refs=refs)
         assert outcome.reason == expected, mode
+
+
+def _raw_app(payload: bytes):
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": payload})
+
+    return app
+
+
+_EVENTS = st.one_of(
+    st.binary(max_size=64),
+    st.builds(lambda d: format_event(d), st.dictionaries(
+        st.sampled_from(["e2e", "e2e_final", "e2e_error", "usage", "x"]),
+        st.one_of(st.text(max_size=40), st.integers(), st.none(), st.lists(st.integers())),
+        max_size=2)),
+    st.just(b"data: [DONE]\n\n"), st.just(b"data: 5\n\n"))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_EVENTS, max_size=6))
+async def test_arbitrary_miner_streams_fail_cleanly(events):
+    transport = httpx.ASGITransport(app=_raw_app(b"".join(events)))
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(EvaluationFailure) as info:
+            await stream_prompt(client, _wallet(), _instance(), PROMPT, timeout=5)
+    assert info.value.reason == "bad_response"
