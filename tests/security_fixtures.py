@@ -54,6 +54,7 @@ class Stack:
     chain: LocalChain
     keys: MemoryApiKeyStore
     miner_keypair: KeyPair
+    miner_app: Any
     metagraph: list[Metagraph] = field(default_factory=list)
 
     def sign(self, who: str, path: str, body: bytes) -> dict[str, str]:
@@ -111,4 +112,4 @@ def security_stack(tmp_root: str) -> Iterator[Stack]:
     with UvicornThread(miner_app) as miner, UvicornThread(gw_app) as gateway:
         registry.upsert(miner_record(inst, miner.url))
         yield Stack(miner.url, gateway.url, inst, wallets, miner_hotkey, api_key, chain, keys,
-                    miner_app.state.miner.keypair, holder)
+                    miner_app.state.miner.keypair, miner_app, holder)
