@@ -4,7 +4,7 @@
 #   CUDA (production, inside a TD with CC-mode GPUs):
 #     docker build -f docker/miner.Dockerfile \
 #       --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-runtime-ubuntu22.04 \
-#       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 -t chutes-miner:cuda .
+#       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 -t chutes-miner:cuda .
 # Run (TDX): expose configfs-tsm and the GPUs to the container, mount the wallet read-only:
 #   docker run --gpus all -v /sys/kernel/config:/sys/kernel/config \
 #     -v ~/.bittensor/wallets:/wallets:ro -e CHUTES_MINER_WALLET_PATH=/wallets \
@@ -15,7 +15,7 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 ARG TORCH_VERSION=2.13.0
-ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     CHUTES_MINER_AXON_IP=0.0.0.0 CHUTES_MINER_AXON_PORT=8091
 
@@ -29,7 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 # torch first and pinned, from the index matching the base image (CPU wheels or CUDA).
-RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX}"
+RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
 COPY setup.py README.md ./
 COPY chutes_subnet ./chutes_subnet
 COPY neurons ./neurons

@@ -87,7 +87,8 @@ class AttestEndpoint:
         inst = st.instance
         response = AttestResponse(
             instance_id=inst.instance_id, chute_id=inst.chute_id, model=inst.model_id,
-            hotkey=inst.hotkey, e2e_pubkey=inst.e2e_pubkey, **evidence.to_wire())
+            hotkey=inst.hotkey, e2e_pubkey=inst.e2e_pubkey, e2e_versions=list(inst.e2e_versions),
+            **evidence.to_wire())
         return response.model_dump_json().encode()
 
     async def _collect(self, nonce: bytes) -> Any:

@@ -33,7 +33,13 @@ from chutes_subnet.auth import sign_headers
 from chutes_subnet.chain import Neuron
 from chutes_subnet.e2ee import decode_public_key
 from chutes_subnet.errors import AttestationError, E2EEError
-from chutes_subnet.protocol import AttestRequest, AttestResponse, chute_id_for_model
+from chutes_subnet.protocol import (
+    E2EE_VERSION_V2,
+    SUPPORTED_E2EE_VERSIONS,
+    AttestRequest,
+    AttestResponse,
+    chute_id_for_model,
+)
 
 from .failures import EvaluationFailure, from_http_error, read_bounded
 from .results import AttestationSummary
@@ -60,6 +66,8 @@ class AttestedInstance:
     model: str
     e2e_pubkey: bytes
     summary: AttestationSummary
+    #: E2EE versions the instance declared (the benchmark needs 2; clients pick from these)
+    e2e_versions: tuple[int, ...] = (1, 2)
 
     @property
     def url(self) -> str:
@@ -180,8 +188,12 @@ class Attestor:
         if not verdict.ok:
             first = verdict.reasons[0]
             raise EvaluationFailure(f"attestation:{first.code}", first.message, summary)
+        versions = tuple(v for v in response.e2e_versions if v in SUPPORTED_E2EE_VERSIONS)
+        if E2EE_VERSION_V2 not in versions:
+            raise EvaluationFailure("bad_response", "attest: instance does not serve E2EE v2",
+                                    summary)
         return AttestedInstance(neuron.uid, neuron.hotkey, neuron.axon, response.instance_id,
-                                response.chute_id, response.model, pubkey, summary)
+                                response.chute_id, response.model, pubkey, summary, versions)
 
     def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes]:
         try:

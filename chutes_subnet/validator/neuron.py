@@ -199,7 +199,7 @@ class Validator:
                 self.registry.upsert(InstanceRecord(
                     instance_id=instance.instance_id, chute_id=instance.chute_id,
                     model=instance.model, url=instance.url, hotkey=instance.hotkey,
-                    uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "", e2e_versions=(1, 2),
+                    uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "", e2e_versions=instance.e2e_versions,
                     verified_at=s.verified_at, expires_at=s.expires_at,
                     score=entry.ema if entry else 0.0, simulated=s.simulated))
                 self._published[r.uid] = instance.instance_id
