@@ -139,7 +139,8 @@ def _http_reason(resp: httpx.Response) -> str:
 
 
 async def drive(gateway_url: str, api_key: str, *, requests: int, clients: int,
-                max_tokens: int, first_tag: int = 0, timeout: float = 120.0) -> tuple[Tally, float]:
+                max_tokens: int, first_tag: int = 0, timeout: float = 120.0,
+                keepalive_expiry: float = 5.0) -> tuple[Tally, float]:
     """Run ``requests`` tagged requests from ``clients`` concurrent clients."""
     tally = Tally()
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -149,7 +150,8 @@ async def drive(gateway_url: str, api_key: str, *, requests: int, clients: int,
     headers = {"Authorization": f"Bearer {api_key}"}
 
     async def client() -> None:
-        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4,
+                              keepalive_expiry=keepalive_expiry)
         by_version = {v: httpx.AsyncClient(transport=AsyncE2EETransport(
             versions=(v,), inner=httpx.AsyncHTTPTransport(limits=limits)),
             headers=headers, timeout=timeout) for v in (1, 2)}
@@ -238,7 +240,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "Authorization": f"Bearer {gw.api_key}"})).json()["requests"]
 
         tally, wall = await drive(gw.url, gw.api_key, requests=args.requests,
-                                  clients=args.clients, max_tokens=args.max_tokens)
+                                  clients=args.clients, max_tokens=args.max_tokens,
+                                  keepalive_expiry=args.keepalive_expiry)
 
         rss_after = _rss(subnet)
         counts_after = _miner_counts(subnet)
@@ -257,7 +260,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     mix = Counter(plan(t) for t in outs)
     return {
         "requests": args.requests, "clients": args.clients, "miners": args.miners,
-        "max_tokens": args.max_tokens, "setup_s": round(setup_s, 1), "wall_s": round(wall, 1),
+        "max_tokens": args.max_tokens, "keepalive_expiry_s": args.keepalive_expiry,
+        "setup_s": round(setup_s, 1), "wall_s": round(wall, 1),
         "mix": {f"{'stream' if s else 'json'}_v{v}": n for (s, v), n in sorted(mix.items())},
         "completed": len(ok),
         "failed": dict(Counter(o.reason for o in outs.values() if not o.ok)),
@@ -311,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nonces-per-instance", type=int, default=32)
     p.add_argument("--verify-every", type=int, default=20,
                    help="recompute the answer of every N-th tag locally")
+    p.add_argument("--keepalive-expiry", type=float, default=5.0,
+                   help="seconds a client keeps an idle connection (httpx default 5.0, which "
+                        "races uvicorn's 5 s server keep-alive)")
     p.add_argument("--json-out", help="also write the JSON figures to this file")
     args = p.parse_args(argv)
     if args.requests is None:
