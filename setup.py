@@ -47,6 +47,10 @@ setup(
             "redis>=5",
             "filelock>=3.12",
             "pyyaml>=6",
+            # security tooling (fuzz/, scripts/audit.sh, tests/test_security_*.py)
+            "atheris>=2.3; sys_platform == 'linux' and platform_machine == 'x86_64'",
+            "schemathesis>=4,<5",
+            "pip-audit>=2.7",
         ],
     },
     entry_points={
