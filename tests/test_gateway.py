@@ -52,6 +52,7 @@ class Stack:
     seen: list[dict[str, str]]
     key: str
     key_id: str
+    state: Any = None
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def stack() -> Iterator[Stack]:
         registry.upsert(record_for(kp_b, mb.url, instance_id="inst-b", chute_id=CHUTE,
                                    model=MODEL, score=0.5))
         yield Stack(gw.url, keys, usage, registry, clock, {"inst-a": kp_a, "inst-b": kp_b},
-                    seen, secret, rec.key_id)
+                    seen, secret, rec.key_id, app.state.gateway)
 
 
 def discover(s: Stack, key: str | None = None) -> dict[str, dict[str, Any]]:
@@ -289,3 +290,13 @@ def test_journal_shows_only_ids_sizes_and_usage_to_the_key_owner(stack: Stack) -
     j2 = httpx.get(f"{stack.gw}/v1/requests", headers={"Authorization": f"Bearer {other}"})
     assert j2.json()["requests"] == []
     assert httpx.get(f"{stack.gw}/v1/requests").status_code == 401
+
+
+def test_served_tokens_per_instance_feed_organic_scoring(stack: Stack) -> None:
+    stack.state.take_served()
+    inst = discover(stack)["inst-b"]
+    r, _ = invoke(stack, inst, inst["nonces"][0])
+    assert r.status_code == 200
+    served = stack.state.take_served()
+    assert served == {"inst-b": 3}  # the echo miner reports 3 completion tokens
+    assert stack.state.take_served() == {}

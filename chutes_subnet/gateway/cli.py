@@ -17,7 +17,7 @@ from typing import Any
 
 from chutes_subnet.cli import listen_address
 
-__all__ = ["add_gateway_commands", "app_from_env", "default_data_dir", "open_registry", "main"]
+__all__ = ["add_gateway_commands", "app_from_env", "build_gateway", "default_data_dir", "open_registry", "main"]
 
 
 def default_data_dir() -> Path:
@@ -149,19 +149,28 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
-    """The gateway app and the resources to close, from JSON-able ``settings``."""
+def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None,
+                  **config: Any) -> tuple[Any, list[Any]]:
+    """A gateway app over SQLite keys/usage in ``db`` and the nonce store at ``nonces_url``.
+
+    Returns the app and the resources to close. Used by ``chutes-subnet gateway`` and
+    by the validator's in-process gateway.
+    """
     from chutes_subnet.gateway.app import create_app
     from chutes_subnet.gateway.config import GatewayConfig
     from chutes_subnet.gateway.keys import SQLiteApiKeyStore
     from chutes_subnet.gateway.usage import SQLiteUsageMeter
     from chutes_subnet.nonces import open_nonce_store
 
-    registry = open_registry(settings["registry"])
-    nonces = open_nonce_store(settings["nonces"])
-    keys, usage = SQLiteApiKeyStore(settings["db"]), SQLiteUsageMeter(settings["db"])
-    config = GatewayConfig(nonces_per_instance=settings["nonces_per_instance"],
-                           max_instances=settings["max_instances"])
+    nonces = open_nonce_store(nonces_url)
+    keys, usage = SQLiteApiKeyStore(db), SQLiteUsageMeter(db)
+    app = create_app(GatewayConfig(**config), registry=registry, nonce_store=nonces, keys=keys,
+                     usage=usage, forward_signer=signer)
+    return app, [nonces, usage, keys]
+
+
+def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """The gateway app and the resources to close, from JSON-able ``settings``."""
     signer = None
     if settings.get("wallet"):
         from chutes_subnet.auth import forward_signer
@@ -169,9 +178,10 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
 
         name, hotkey, path = settings["wallet"]
         signer = forward_signer(load_wallet(name, hotkey, path or DEFAULT_WALLET_PATH))
-    app = create_app(config, registry=registry, nonce_store=nonces, keys=keys, usage=usage,
-                     forward_signer=signer)
-    return app, [nonces, usage, keys]
+    return build_gateway(registry=open_registry(settings["registry"]), nonces_url=settings["nonces"],
+                         db=settings["db"], signer=signer,
+                         nonces_per_instance=settings["nonces_per_instance"],
+                         max_instances=settings["max_instances"])
 
 
 def app_from_env() -> Any:

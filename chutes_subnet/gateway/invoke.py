@@ -219,6 +219,8 @@ class InvokeEndpoint:
             prompt, completion = usage or (0, 0)
             trace.prompt_tokens, trace.completion_tokens = prompt, completion
             self.state.usage.record(trace.key_id, prompt, completion)
+            served = self.state.served
+            served[trace.instance_id] = served.get(trace.instance_id, 0) + completion
         await send({"type": "http.response.body", "body": b""})
 
 

@@ -61,6 +61,13 @@ class GatewayState:
     balancer: LoadBalancer = field(default_factory=LoadBalancer)
     miners: MinerClient = field(default_factory=MinerClient)
     journal: RequestJournal = field(default_factory=RequestJournal)
+    #: completion tokens served per instance since the last :meth:`take_served`
+    served: dict[str, int] = field(default_factory=dict)
+
+    def take_served(self) -> dict[str, int]:
+        """Organic traffic per instance since the previous call (then reset)."""
+        out, self.served = self.served, {}
+        return out
 
     def admit(self, authorization: str | None, *, check_quota: bool = True) -> ApiKey:
         """Authenticate the caller and apply quota and rate limit.

@@ -118,6 +118,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
               "none (default sqlite:///<data-dir>/registry.db)")
     _add(g, "--gateway.nonces", dest="gateway_nonces", default=None,
          help="gateway nonce store URL (default sqlite:///<data-dir>/nonces.db)")
+    _add(g, "--scoring.organic_weight", dest="organic_weight", type=float, default=0.0,
+         help="share of a miner's round score from organic gateway traffic (needs "
+              "--gateway.port; 0 = benchmark only)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Any:
-    from .config import BenchmarkConfig, ValidatorConfig
+    from .config import BenchmarkConfig, ScoringConfig, ValidatorConfig
 
     bench = BenchmarkConfig(prompts_per_miner=args.prompts, max_tokens=args.max_tokens,
                             verify_sample=min(args.verify_sample, args.prompts))
@@ -136,7 +139,8 @@ def _config(args: argparse.Namespace) -> Any:
         sample_size=args.sample_size, concurrency=args.concurrency, timeout=args.timeout,
         dangerous_accept_simulated_tee=args.dev, attestation_ttl=args.attestation_ttl,
         round_blocks=args.round_blocks, poll_interval=args.poll_interval,
-        version_key=args.version_key, benchmark=bench)
+        version_key=args.version_key, benchmark=bench,
+        scoring=ScoringConfig(organic_weight=args.organic_weight))
 
 
 def _verifier(args: argparse.Namespace) -> Any:
@@ -167,25 +171,15 @@ def _registry(args: argparse.Namespace) -> Any:
 
 
 def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[Any, list[Any]]:
-    from chutes_subnet.auth import sign_headers
-    from chutes_subnet.gateway.app import create_app
-    from chutes_subnet.gateway.config import GatewayConfig
-    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
-    from chutes_subnet.gateway.usage import SQLiteUsageMeter
-    from chutes_subnet.nonces import open_nonce_store
+    from chutes_subnet.auth import forward_signer
+    from chutes_subnet.gateway.cli import build_gateway
 
     data = _data_dir()
     data.mkdir(parents=True, exist_ok=True)
-    db = args.gateway_db or str(data / "gateway.db")
-    nonces = open_nonce_store(args.gateway_nonces or f"sqlite://{data / 'nonces.db'}")
-    keys, usage = SQLiteApiKeyStore(db), SQLiteUsageMeter(db)
-
-    def signer(method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
-        return sign_headers(wallet, method=method, path=path, body=body, receiver_ss58=receiver)
-
-    app = create_app(GatewayConfig(), registry=registry, nonce_store=nonces, keys=keys,
-                     usage=usage, forward_signer=signer)
-    return app, [nonces, usage, keys]
+    return build_gateway(registry=registry,
+                         nonces_url=args.gateway_nonces or f"sqlite://{data / 'nonces.db'}",
+                         db=args.gateway_db or str(data / "gateway.db"),
+                         signer=forward_signer(wallet))
 
 
 async def _serve(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
@@ -231,6 +225,10 @@ async def _run(args: argparse.Namespace) -> int:
             return 2
         app, resources = _gateway_app(args, registry, wallet)
         servers.append(await _serve(app, args.gateway_host, args.gateway_port))
+        if config.scoring.organic_weight > 0:
+            from .organic import GatewayOrganicSource
+
+            validator.organic = GatewayOrganicSource(app.state.gateway, validator.published)
     log.info("validator %s on netuid %d (%s)%s", validator.hotkey, args.netuid, spec,
              " [DEVELOPMENT MODE: simulated TEE accepted]" if args.dev else "")
     try:

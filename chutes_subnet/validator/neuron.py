@@ -264,6 +264,10 @@ class Validator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.config.poll_interval)
 
+    def published(self) -> dict[int, str]:
+        """uid -> instance id of every instance this validator currently publishes."""
+        return dict(self._published)
+
     def score_table(self) -> list[ScoreRow]:
         """The committed score table."""
         return build_score_table(self.state.load())
