@@ -43,13 +43,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
-from chutes_subnet.client import AsyncE2EETransport  # noqa: E402
-from chutes_subnet.errors import ChutesSubnetError  # noqa: E402
-from chutes_subnet.gateway.registry import SQLiteInstanceRegistry  # noqa: E402
-from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion  # noqa: E402
-from tests.reliability_harness import LoopbackSubnet, miner_counter, rss_kib  # noqa: E402
+from chutes_subnet.client import AsyncE2EETransport
+from chutes_subnet.errors import ChutesSubnetError
+from chutes_subnet.gateway.registry import SQLiteInstanceRegistry
+from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion
+from tests.reliability_harness import LoopbackSubnet, miner_counter, rss_kib
 
 PATH = "/v1/chat/completions"
 WARMUP = 30
@@ -211,6 +211,13 @@ def _rss(subnet: LoopbackSubnet) -> dict[str, int]:
     return out
 
 
+async def _sample_rss(subnet: LoopbackSubnet, into: list[dict[str, int]]) -> None:
+    """Append every process's RSS once a second until cancelled."""
+    while True:
+        into.append(_rss(subnet))
+        await asyncio.sleep(1.0)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the subnet, warm up, run the load, collect the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="chutes-load-"))
@@ -239,9 +246,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             usage_before = (await http.get(f"{gw.url}/v1/usage", headers={
                 "Authorization": f"Bearer {gw.api_key}"})).json()["requests"]
 
+        samples: list[dict[str, int]] = []
+        sampler = asyncio.create_task(_sample_rss(subnet, samples))
         tally, wall = await drive(gw.url, gw.api_key, requests=args.requests,
                                   clients=args.clients, max_tokens=args.max_tokens,
                                   keepalive_expiry=args.keepalive_expiry)
+        sampler.cancel()
 
         rss_after = _rss(subnet)
         counts_after = _miner_counts(subnet)
@@ -279,6 +289,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "mean_ms": round(statistics.fmean(lat), 1) if lat else 0.0,
         "rss_kib_before": rss_before, "rss_kib_after": rss_after,
         "rss_growth_kib": {k: rss_after[k] - rss_before[k] for k in rss_before},
+        # halfway through the run, and the peak of the 1 s samples: growth that stops
+        # early (caches and pools filling) is bounded; growth that tracks the request
+        # count would show as mid << after
+        "rss_kib_mid": samples[len(samples) // 2] if samples else rss_before,
+        "rss_kib_peak": {k: max(s[k] for s in samples) for k in rss_before} if samples
+        else rss_after,
         "processes_alive_at_end": alive,
     }
 
@@ -298,11 +314,12 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"  {name:<24}{value}")
     for reason, n in sorted(r["failed"].items()):
         print(f"    failed {reason:<32}{n}")
-    print(f"  {'process':<12}{'RSS before MiB':>16}{'after MiB':>12}{'growth MiB':>12}")
+    print(f"  {'process':<12}{'RSS before MiB':>16}{'mid MiB':>10}{'after MiB':>11}"
+          f"{'peak MiB':>10}{'growth MiB':>12}")
     for name, before in r["rss_kib_before"].items():
-        after = r["rss_kib_after"][name]
-        print(f"  {name:<12}{before / 1024:>16.1f}{after / 1024:>12.1f}"
-              f"{(after - before) / 1024:>12.1f}")
+        after, mid, peak = (r[k][name] for k in ("rss_kib_after", "rss_kib_mid", "rss_kib_peak"))
+        print(f"  {name:<12}{before / 1024:>16.1f}{mid / 1024:>10.1f}{after / 1024:>11.1f}"
+              f"{peak / 1024:>10.1f}{(after - before) / 1024:>12.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:

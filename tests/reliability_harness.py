@@ -27,7 +27,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -35,8 +35,14 @@ from chutes_subnet.chain import LocalChain
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from tests.servers import free_port
 
-__all__ = ["MinerProcess", "GatewayProcess", "LoopbackSubnet", "rss_kib", "wait_until",
-           "miner_counter"]
+__all__ = [
+    "GatewayProcess",
+    "LoopbackSubnet",
+    "MinerProcess",
+    "miner_counter",
+    "rss_kib",
+    "wait_until",
+]
 
 
 NETUID = 1
@@ -303,8 +309,8 @@ class LoopbackSubnet:
             p.stop()
         self.chain.close()
 
-    def __enter__(self) -> "LoopbackSubnet":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

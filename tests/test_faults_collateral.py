@@ -23,8 +23,8 @@ import pytest
 from chutes_subnet.attestation import Evidence, PccsCollateralSource, Policy, Verifier
 from chutes_subnet.attestation.collateral import collateral_window
 from chutes_subnet.attestation.dcap import collateral_from_json
-from chutes_subnet.attestation.quote import parse_quote
 from chutes_subnet.attestation.policy import MeasurementProfile
+from chutes_subnet.attestation.quote import parse_quote
 from tests.servers import free_port
 from tests.vector_files import VECTORS_DIR
 

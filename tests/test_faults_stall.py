@@ -13,7 +13,6 @@ The ``stall`` fault (an app that never answers) is covered by tests/test_validat
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 

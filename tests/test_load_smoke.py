@@ -21,7 +21,7 @@ def test_load_smoke_every_request_answered_exactly_once(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "load.py"), "--requests", str(REQUESTS),
          "--clients", str(CLIENTS), "--verify-every", "10", "--json-out", str(out)],
-        capture_output=True, timeout=240, cwd=ROOT)
+        check=False, capture_output=True, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout.decode()[-3000:] + proc.stderr.decode()[-3000:]
     r = json.loads(out.read_text())
     # the last stdout line is the same JSON (the bench contract)
