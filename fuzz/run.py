@@ -114,7 +114,8 @@ def _tail(log: bytes) -> str:
 
 
 def _table(results: list[Result]) -> str:
-    head = f"{'target':20} {'engine':10} {'inputs':>9} {'seconds':>8} {'exec/s':>8} {'cov':>5} {'crashes':>7}"
+    head = (f"{'target':20} {'engine':10} {'inputs':>9} {'seconds':>8} {'exec/s':>8} "
+            f"{'cov':>5} {'crashes':>7}")
     rows = [head, "-" * len(head)]
     for r in results:
         rate = f"{r.inputs / r.seconds:.0f}" if r.seconds else "-"

@@ -42,7 +42,8 @@ def _run(tmp_path: Path, report: dict, allowlist: str = "") -> tuple[int, str, l
     (stub / "__main__.py").write_text(STUB)
     allow = tmp_path / "allow.txt"
     allow.write_text(allowlist)
-    env = {**os.environ, "PYTHONPATH": f"{stub.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    path = f"{stub.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    env = {**os.environ, "PYTHONPATH": path,
            "STUB_REPORT": json.dumps(report), "STUB_ARGS": str(tmp_path / "args.json"),
            "AUDIT_ALLOWLIST": str(allow)}
     proc = subprocess.run(["bash", str(SCRIPT), "--direct"], cwd=REPO, env=env,

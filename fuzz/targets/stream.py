@@ -110,7 +110,8 @@ def _v2_stream(data: bytes) -> None:
 
 
 def _v2_stream_seeds() -> list[bytes]:
-    return [bytes([11, 0, 0, 0, 0, 0, 0, 3, 5]), bytes([3, 1, 2, 0, 5]), bytes([2, 2, 10]) + bytes(10)]
+    return [bytes([11, 0, 0, 0, 0, 0, 0, 3, 5]), bytes([3, 1, 2, 0, 5]),
+            bytes([2, 2, 10]) + bytes(10)]
 
 
 def _client_decoder(data: bytes) -> None:
