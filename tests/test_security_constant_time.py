@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
 import hmac
 import re
 import secrets
@@ -151,7 +152,7 @@ def test_nonce_scope_check_uses_compare_digest(spy) -> None:
 def test_gpu_nonce_check_uses_compare_digest(spy) -> None:
     from chutes_subnet.attestation import Evidence, Policy, Verifier
     from chutes_subnet.attestation.binding import build_report_data
-    from chutes_subnet.attestation.simulated import SimulatedDevice
+    from chutes_subnet.attestation.simulated import SimulatedDevice, dev_gpu_root_der
 
     device = SimulatedDevice(b"\x01" * 32, gpu_count=1)
     nonce, pk, hotkey = bytes(range(32)), b"k" * 1184, "5Hot"
@@ -162,5 +163,5 @@ def test_gpu_nonce_check_uses_compare_digest(spy) -> None:
     assert verdict.ok, verdict.reasons
     compared = {bytes(a) if isinstance(a, (bytes, bytearray)) else a for a, _ in spy}
     assert nonce in compared  # the GPU's signed request nonce
-    assert build_report_data(nonce, pk, hotkey) in compared or any(
-        len(a) == 64 for a, _ in spy)  # the report_data binding
+    assert build_report_data(nonce, pk, hotkey) in compared  # the report_data binding
+    assert hashlib.sha256(dev_gpu_root_der()).digest() in compared  # the pinned GPU root
