@@ -1,9 +1,9 @@
 """Load test: many concurrent E2EE clients -> gateway process -> miner processes.
 
 Everything runs on loopback as separate processes: N miners (``python -m
-chutes_subnet.miner.cli``, simulated TEE, embedded model, ``--invoke_auth none``), the
-gateway (``python -m chutes_subnet.gateway gateway`` on SQLite stores), and this
-driver. A real validator round (btauth/1 attestation + encrypted benchmark) publishes
+chutes_subnet.miner.cli``, simulated TEE, embedded model), the gateway (``python -m
+chutes_subnet.gateway gateway`` on SQLite stores, signing every forward with the
+validator hotkey, which the miners verify), and this driver. A real validator round (btauth/1 attestation + encrypted benchmark) publishes
 the miners into the gateway's registry first.
 
 Each request carries a unique tag inside its *encrypted* prompt. Requests are mixed
@@ -224,7 +224,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     t_setup = time.perf_counter()
     with LoopbackSubnet(workdir) as subnet:
         for i in range(args.miners):
-            subnet.add_miner(f"m{i}", invoke_auth="none", max_concurrency=args.clients * 2,
+            subnet.add_miner(f"m{i}", invoke_auth=args.invoke_auth,
+                             max_concurrency=args.clients * 2,
                              request_timeout=60.0)
         subnet.wait_miners()
         registry = SQLiteInstanceRegistry(str(subnet.registry_path))
@@ -233,7 +234,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if published != args.miners:
             raise RuntimeError(f"validator published {published}/{args.miners} miners: "
                                f"{[(r.uid, r.reason) for r in report.results]}")
-        gw = subnet.start_gateway(nonces_per_instance=args.nonces_per_instance)
+        gw = subnet.start_gateway(nonces_per_instance=args.nonces_per_instance,
+                                  sign=args.invoke_auth == "validator")
         setup_s = time.perf_counter() - t_setup
 
         warm, _ = await drive(gw.url, gw.api_key, requests=WARMUP, clients=min(10, args.clients),
@@ -271,6 +273,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "requests": args.requests, "clients": args.clients, "miners": args.miners,
         "max_tokens": args.max_tokens, "keepalive_expiry_s": args.keepalive_expiry,
+        "invoke_auth": args.invoke_auth,
         "setup_s": round(setup_s, 1), "wall_s": round(wall, 1),
         "mix": {f"{'stream' if s else 'json'}_v{v}": n for (s, v), n in sorted(mix.items())},
         "completed": len(ok),
@@ -335,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keepalive-expiry", type=float, default=5.0,
                    help="seconds a client keeps an idle connection (httpx default 5.0, which "
                         "races uvicorn's 5 s server keep-alive)")
+    p.add_argument("--invoke-auth", choices=("validator", "none"), default="validator",
+                   help="validator: the gateway signs every forward with the validator "
+                        "hotkey and miners verify it (production mode); none: open miners")
     p.add_argument("--json-out", help="also write the JSON figures to this file")
     args = p.parse_args(argv)
     if args.requests is None:

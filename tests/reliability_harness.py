@@ -275,8 +275,9 @@ class LoopbackSubnet:
     # --- gateway process ------------------------------------------------------------
 
     def start_gateway(self, *, nonces: str | None = None, nonces_per_instance: int = 32,
-                      deadline_s: float = 60.0) -> GatewayProcess:
-        """``python -m chutes_subnet.gateway gateway`` on this subnet's SQLite stores."""
+                      sign: bool = True, deadline_s: float = 60.0) -> GatewayProcess:
+        """``python -m chutes_subnet.gateway gateway`` on this subnet's SQLite stores;
+        with ``sign`` it signs every forward with the validator hotkey (btauth/1)."""
         db = self.workdir / "gateway.db"
         created = subprocess.run(
             [sys.executable, "-m", "chutes_subnet.gateway", "keys", "--db", str(db), "create",
@@ -290,6 +291,9 @@ class LoopbackSubnet:
                "--listen", f"127.0.0.1:{gw.port}", "--registry", f"sqlite://{self.registry_path}",
                "--nonces", nonces or f"sqlite://{self.workdir / 'nonces.db'}", "--db", str(db),
                "--nonces-per-instance", str(nonces_per_instance), "--log-level", "warning"]
+        if sign:
+            cmd += ["--wallet.name", "validator", "--wallet.hotkey", "default",
+                    "--wallet.path", self.wallets]
         with open(gw.log_path, "wb") as log:
             gw.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env,
                                        cwd=ROOT)
