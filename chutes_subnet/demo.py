@@ -181,6 +181,7 @@ class Demo:
     async def _start_gateway(self, vwallet: Any) -> tuple[str, Any, str, str]:
         import uvicorn
 
+        from chutes_subnet.asgi import server_options
         from chutes_subnet.auth import forward_signer
         from chutes_subnet.gateway.app import create_app
         from chutes_subnet.gateway.config import GatewayConfig
@@ -199,7 +200,7 @@ class Demo:
                          forward_signer=forward_signer(vwallet))
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning", access_log=False))
+                                               log_level="warning", **server_options()))
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():

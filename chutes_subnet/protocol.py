@@ -19,6 +19,7 @@ Miner (one instance):
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,3 +118,16 @@ def chute_id_for_model(model_id: str) -> str:
     import uuid
 
     return str(uuid.uuid5(uuid.UUID(CHUTE_NAMESPACE), model_id))
+
+
+def parse_json(data: str | bytes | bytearray) -> Any:
+    """``json.loads`` for bytes a peer controls.
+
+    Nesting deeper than the interpreter's recursion limit raises ``RecursionError``
+    from ``json``; here it is a ``ValueError`` like any other malformed JSON, so every
+    caller's ``except ValueError`` covers it.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nesting too deep") from None

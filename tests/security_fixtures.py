@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from chutes_subnet.asgi import server_options
 from chutes_subnet.attestation import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain, Metagraph
@@ -26,7 +27,8 @@ from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.inference import make_backend
-from chutes_subnet.miner import MinerConfig, MinerInstance, create_app as create_miner
+from chutes_subnet.miner import MinerConfig, MinerInstance
+from chutes_subnet.miner import create_app as create_miner
 from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from tests.miner_fixtures import miner_record
@@ -106,10 +108,13 @@ def security_stack(tmp_root: str) -> Iterator[Stack]:
 
     registry, keys = MemoryInstanceRegistry(), MemoryApiKeyStore()
     api_key, _ = keys.create("security-tests")
-    gw_app = create_gateway(GatewayConfig(max_body_bytes=LIMIT, nonces_per_instance=8),
+    gw_app = create_gateway(GatewayConfig(max_body_bytes=LIMIT, nonces_per_instance=8,
+                                          body_timeout=BODY_TIMEOUT),
                             registry=registry, nonce_store=MemoryNonceStore(), keys=keys,
                             usage=MemoryUsageMeter(), forward_signer=signer)
-    with UvicornThread(miner_app) as miner, UvicornThread(gw_app) as gateway:
+    # The servers run with the project's production uvicorn settings (bounded headers).
+    with UvicornThread(miner_app, **server_options()) as miner, \
+            UvicornThread(gw_app, **server_options()) as gateway:
         registry.upsert(miner_record(inst, miner.url))
         yield Stack(miner.url, gateway.url, inst, wallets, miner_hotkey, api_key, chain, keys,
                     miner_app.state.miner.keypair, miner_app, holder)

@@ -143,8 +143,6 @@ def test_slow_body_to_the_miner_is_cut_at_the_body_timeout(stack: Stack) -> None
     assert BODY_TIMEOUT * 0.8 <= first <= BODY_TIMEOUT + 3
 
 
-@pytest.mark.xfail(strict=True, reason="finding F2 (docs/security.md): the gateway reads "
-                   "request bodies without a deadline; remove this marker with the fix")
 def test_slow_body_to_the_gateway_is_cut(stack: Stack) -> None:
     headers = _invoke_headers(stack, _nonce())
     head = _head("/e2e/invoke", headers, "Content-Length: 4096") + b"\0" * 100
@@ -158,8 +156,6 @@ def _header_flood(url: str) -> bytes:
     return answer
 
 
-@pytest.mark.xfail(strict=True, reason="finding F3 (docs/security.md): uvicorn's default "
-                   "httptools parser accepts unbounded request headers; remove with the fix")
 @pytest.mark.parametrize("server", ["miner", "gateway"])
 def test_header_flood_is_refused_with_4xx(stack: Stack, server: str) -> None:
     url = stack.miner_url if server == "miner" else stack.gateway_url

@@ -28,7 +28,14 @@ from chutes_subnet.client.discovery import InstanceOffer
 from chutes_subnet.e2ee import RequestContext, v1, v2
 from chutes_subnet.errors import StreamIntegrityError
 from chutes_subnet.protocol import (
-    H_AUTHORIZATION, H_CHUTE_ID, H_INSTANCE_ID, H_NONCE, H_PATH, H_STREAM, H_VERSION,
+    H_AUTHORIZATION,
+    H_CHUTE_ID,
+    H_INSTANCE_ID,
+    H_NONCE,
+    H_PATH,
+    H_STREAM,
+    H_VERSION,
+    parse_json,
 )
 from chutes_subnet.sse import DONE, DONE_EVENT, SSEParser
 
@@ -111,7 +118,7 @@ class StreamDecoder:
             self._ended = True
             return DONE_EVENT
         try:
-            event = json.loads(data)
+            event = parse_json(data)
         except ValueError:
             if self._v2 is not None:
                 raise StreamIntegrityError("unexpected event in an encrypted stream") from None

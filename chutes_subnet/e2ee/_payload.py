@@ -9,7 +9,7 @@ from typing import Any
 
 from chutes_subnet.e2ee import _codec
 from chutes_subnet.errors import EnvelopeFormatError, PayloadTooLargeError
-from chutes_subnet.protocol import MAX_DECOMPRESSED_BYTES, MAX_ENVELOPE_BYTES
+from chutes_subnet.protocol import MAX_DECOMPRESSED_BYTES, MAX_ENVELOPE_BYTES, parse_json
 
 
 def dump(payload: dict[str, Any] | bytes) -> bytes:
@@ -33,7 +33,7 @@ def inflate(compressed: bytes) -> bytes:
 def parse(raw: bytes) -> dict[str, Any]:
     """Parse a JSON object payload."""
     try:
-        obj = json.loads(raw)
+        obj = parse_json(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnvelopeFormatError("payload is not valid JSON") from exc
     if not isinstance(obj, dict):

@@ -42,6 +42,7 @@ from chutes_subnet.e2ee._symmetric import TAG_SIZE, Aead, hkdf_expand, hkdf_extr
 from chutes_subnet.e2ee.context import RequestContext
 from chutes_subnet.e2ee.keys import KeyPair
 from chutes_subnet.errors import DecryptionError, EnvelopeFormatError, StreamIntegrityError
+from chutes_subnet.protocol import parse_json
 
 __all__ = [
     "VERSION_BYTE",
@@ -147,7 +148,7 @@ class StreamOpener:
             body = self._aead.open(
                 _frame_nonce(True, self._n), _payload.b64decode(frame_b64, "final frame"), self._final_aad
             )
-            final = json.loads(body)
+            final = parse_json(body)
         except (DecryptionError, EnvelopeFormatError, ValueError):
             self._broken = True
             raise StreamIntegrityError("final frame failed authentication (stream truncated or tampered)") from None

@@ -25,13 +25,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chutes_subnet.asgi import Refusal
 from chutes_subnet.errors import NonceStoreUnavailable
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.invoke import InvokeEndpoint
 from chutes_subnet.gateway.keys import ApiKeyStore
 from chutes_subnet.gateway.registry import InstanceRegistry
-from chutes_subnet.asgi import Refusal
 from chutes_subnet.gateway.state import ForwardSigner, GatewayState
 from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter

@@ -24,10 +24,6 @@ import contextlib
 import time
 from typing import Any
 
-from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
-from chutes_subnet.gateway.journal import JournalEntry
-from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
-from chutes_subnet.gateway.registry import InstanceRecord
 from chutes_subnet.asgi import (
     Receive,
     Refusal,
@@ -38,6 +34,10 @@ from chutes_subnet.asgi import (
     required_header,
     send_refusal,
 )
+from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.gateway.journal import JournalEntry
+from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
+from chutes_subnet.gateway.registry import InstanceRecord
 from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
 from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
 from chutes_subnet.nonces import NonceScope

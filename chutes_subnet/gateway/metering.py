@@ -10,7 +10,7 @@ can be long), so memory stays bounded whatever the miner sends.
 
 from __future__ import annotations
 
-import json
+from chutes_subnet.protocol import parse_json
 
 __all__ = ["UsageSniffer", "parse_usage", "parse_usage_header"]
 
@@ -34,7 +34,7 @@ def parse_usage_header(value: str | None) -> tuple[int, int] | None:
     if not value or len(value) > _MAX_USAGE_LINE:
         return None
     try:
-        return parse_usage(json.loads(value))
+        return parse_usage(parse_json(value))
     except ValueError:
         return None
 
@@ -80,7 +80,7 @@ class UsageSniffer:
         if not line.startswith(_USAGE_PREFIX) or len(line) > _MAX_USAGE_LINE:
             return
         try:
-            event = json.loads(line[6:])
+            event = parse_json(line[6:])
         except ValueError:
             return
         parsed = parse_usage(event.get("usage")) if isinstance(event, dict) else None

@@ -25,8 +25,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chutes_subnet.errors import AttestationError, AuthenticationError, PermissionDenied
 from chutes_subnet.asgi import Receive, Refusal, Scope, Send, read_body, send_refusal
+from chutes_subnet.errors import AttestationError, AuthenticationError, PermissionDenied
 from chutes_subnet.miner.state import MinerState
 from chutes_subnet.protocol import MAX_ATTEST_BODY_BYTES, AttestRequest, AttestResponse
 

@@ -42,6 +42,16 @@ import time
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
+from chutes_subnet.asgi import (
+    Receive,
+    Refusal,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    required_header,
+    send_refusal,
+)
 from chutes_subnet.e2ee import RequestContext
 from chutes_subnet.errors import (
     AuthenticationError,
@@ -53,16 +63,6 @@ from chutes_subnet.errors import (
 from chutes_subnet.inference import InvalidRequestError, UpstreamError
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
 from chutes_subnet.miner.faults import corrupt_chunk
-from chutes_subnet.asgi import (
-    Receive,
-    Refusal,
-    Scope,
-    Send,
-    read_body,
-    request_headers,
-    required_header,
-    send_refusal,
-)
 from chutes_subnet.miner.state import MinerState
 from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
 from chutes_subnet.sse import DONE_EVENT, format_event

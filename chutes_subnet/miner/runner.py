@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from chutes_subnet.asgi import server_options
 from chutes_subnet.attestation import EvidenceProvider, make_provider
 from chutes_subnet.auth import MetagraphCache, ValidatorGate
 from chutes_subnet.chain import Chain
@@ -65,9 +66,8 @@ async def serve_miner(config: MinerConfig, *, wallet: Any, chain: Chain,
             log.info("published axon %s for hotkey %s on netuid %d", published, hotkey,
                      chain.netuid)
         server = uvicorn.Server(uvicorn.Config(
-            app, host=config.host, port=config.port, lifespan="on", access_log=False,
-            log_config=None, timeout_graceful_shutdown=int(config.shutdown_grace) or None,
-            timeout_keep_alive=30))
+            app, host=config.host, port=config.port, lifespan="on", log_config=None,
+            timeout_graceful_shutdown=int(config.shutdown_grace) or None, **server_options()))
         await server.serve()
     finally:
         await cache.stop()

@@ -18,7 +18,6 @@ cannot predict when its hardware is looked at again.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from chutes_subnet.protocol import (
     AttestRequest,
     AttestResponse,
     chute_id_for_model,
+    parse_json,
 )
 
 from .failures import EvaluationFailure, from_http_error, read_bounded
@@ -197,7 +197,7 @@ class Attestor:
 
     def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes]:
         try:
-            data = json.loads(raw)
+            data = parse_json(raw)
             response = AttestResponse.model_validate(data)
         except (ValueError, ValidationError) as exc:
             raise EvaluationFailure("bad_response",

@@ -41,6 +41,7 @@ from chutes_subnet.protocol import (
     H_PATH,
     H_STREAM,
     H_VERSION,
+    parse_json,
 )
 from chutes_subnet.sse import DONE, SSEParser
 
@@ -206,7 +207,7 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
                         if data == DONE:
                             done = True
                             continue
-                        event = json.loads(data)
+                        event = parse_json(data)
                         if not isinstance(event, dict):
                             raise EvaluationFailure("bad_response",
                                                     "stream: event is not an object")
@@ -214,7 +215,7 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
                             inner = _inner_payload(opener.open(event["e2e"]).decode("utf-8"))
                             if inner == DONE:
                                 continue
-                            chunk = json.loads(inner)
+                            chunk = parse_json(inner)
                             text = _chunk_text(prompt.path, chunk)
                             if text and ttft is None:
                                 ttft = clock() - start

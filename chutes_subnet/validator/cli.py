@@ -185,8 +185,10 @@ def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[
 async def _serve(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
     import uvicorn
 
+    from chutes_subnet.asgi import server_options
+
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           access_log=False, lifespan="on"))
+                                           lifespan="on", **server_options()))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
     return server, task
