@@ -43,6 +43,7 @@ __all__ = [
     "AUTH_HEADERS",
     "sign_headers",
     "forward_signer",
+    "hotkey_signer",
     "BoundedNonceStore",
     "ValidatorGate",
     "MetagraphCache",
@@ -85,11 +86,24 @@ def sign_headers(
     )
 
 
+def hotkey_signer(wallet: Any) -> Any:
+    """The hotkey keypair of ``wallet``, loaded once, for signing many requests.
+
+    Signing with a ``bt.Wallet`` reads and decodes its hotkey file on every call
+    (about 1.3 ms here); its keypair signs in about 50 µs. Anything that is not a
+    ``bt.Wallet`` (a keypair, a custom signer) is returned unchanged.
+    """
+    import bittensor as bt
+
+    return wallet.hotkey if isinstance(wallet, bt.Wallet) else wallet
+
+
 def forward_signer(wallet: Any) -> Callable[[str, str, bytes, str], dict[str, str]]:
     """A gateway ``forward_signer``: signs every forwarded request with ``wallet``'s hotkey."""
+    signer = hotkey_signer(wallet)
 
     def sign(method: str, path: str, body: bytes, receiver_ss58: str) -> dict[str, str]:
-        return sign_headers(wallet, method=method, path=path, body=body, receiver_ss58=receiver_ss58)
+        return sign_headers(signer, method=method, path=path, body=body, receiver_ss58=receiver_ss58)
 
     return sign
 

@@ -41,3 +41,14 @@ def test_gateway_cli_wallet_flags_reach_the_app_settings(tmp_path, monkeypatch):
     assert headers["X-Bittensor-Hotkey"] == hotkey_ss58(gw_wallet) and headers["X-Bittensor-Signature"]
     unsigned = gateway_cli._gateway_settings(argparse.Namespace(**{**vars(args), "wallet_name": None}))
     assert unsigned["wallet"] is None
+
+
+def test_hotkey_signer_signs_like_the_wallet_without_rereading_keyfiles(tmp_path):
+    from chutes_subnet.auth import hotkey_signer, sign_headers
+
+    w = ensure_dev_wallet("s", "hot", str(tmp_path))
+    signer = hotkey_signer(w)
+    assert signer.ss58_address == hotkey_ss58(w)
+    assert hotkey_signer(signer) is signer
+    headers = sign_headers(signer, method="POST", path="/x", body=b"b", receiver_ss58=hotkey_ss58(w))
+    assert headers["X-Bittensor-Hotkey"] == hotkey_ss58(w)

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import httpx
 
 from chutes_subnet.attestation import Verifier
+from chutes_subnet.auth import hotkey_signer
 from chutes_subnet.chain import Chain, Metagraph, Neuron, WeightsResult
 from chutes_subnet.errors import ChainError
 from chutes_subnet.wallets import hotkey_ss58
@@ -81,6 +82,7 @@ class Validator:
         self.chain = chain
         self.wallet = wallet
         self.hotkey = hotkey_ss58(wallet)
+        self._signer = hotkey_signer(wallet)  # every challenge and benchmark request is signed
         self.state = state
         self.registry = registry
         self.organic = organic
@@ -91,7 +93,7 @@ class Validator:
             limits=httpx.Limits(max_connections=max(16, config.concurrency * 2),
                                 max_keepalive_connections=config.concurrency),
             follow_redirects=False, trust_env=False)
-        self.attestor = Attestor(verifier, wallet, self.http, ttl=config.attestation_ttl,
+        self.attestor = Attestor(verifier, self._signer, self.http, ttl=config.attestation_ttl,
                                  rechallenge_probability=config.rechallenge_probability)
         snapshot = state.load()
         self.round_index = snapshot.round_index
@@ -124,7 +126,7 @@ class Validator:
                 embedded = instance.model == cfg.benchmark.embedded_model
                 prompts = miner_prompts(seed, neuron.uid, neuron.hotkey, cfg.benchmark,
                                         embedded=embedded)
-                outcome = await run_benchmark(self.http, self.wallet, instance, prompts,
+                outcome = await run_benchmark(self.http, self._signer, instance, prompts,
                                               cfg.benchmark, timeout=cfg.timeout,
                                               refs=refs if embedded else None)
         except EvaluationFailure as failure:
