@@ -142,6 +142,12 @@ async def test_kill_mid_stream_is_a_clear_error_and_traffic_moves(subnet):
                 offered = (await plain.get(f"{gw.url}/e2e/instances/{rec['spare'].chute_id}",
                                            headers={"Authorization": f"Bearer {key}"})).json()
             assert [i["instance_id"] for i in offered["instances"]] == [rec["spare"].instance_id]
+            # ... and its journal records both broken streams as interrupted, not as clean 200s
+            async with httpx.AsyncClient(timeout=10) as plain:
+                seen = (await plain.get(f"{gw.url}/v1/requests",
+                                        headers={"Authorization": f"Bearer {key}"})).json()
+            broken = {e["instance_id"] for e in seen["requests"] if e["interrupted"]}
+            assert broken == {rec["victim-v2"].instance_id, rec["victim-v1"].instance_id}
 
             # new requests on both versions (pools still holding dead nonces) succeed
             for sdk, tag in ((sdk2, "after-v2"), (sdk1, "after-v1")):

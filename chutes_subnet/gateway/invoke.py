@@ -210,6 +210,7 @@ class InvokeEndpoint:
         except UpstreamError:
             # the miner broke off mid-answer (crash, kill, network): stop offering it too
             self.state.balancer.mark_failed(trace.instance_id)
+            trace.interrupted = True
             if stream:
                 await send({"type": "http.response.body", "more_body": True,
                             "body": b'data: {"e2e_error": "upstream interrupted"}\n\n'})
@@ -228,7 +229,8 @@ class _Trace:
     """What this request showed the gateway, filled in as it goes (for the journal)."""
 
     __slots__ = ("key_id", "chute_id", "instance_id", "nonce", "version", "stream", "request_bytes",
-                 "response_bytes", "prompt_tokens", "completion_tokens", "status", "started")
+                 "response_bytes", "prompt_tokens", "completion_tokens", "status", "started",
+                 "interrupted")
 
     def __init__(self, key_id: str, chute_id: str, instance_id: str, nonce: str, version: int,
                  stream: bool, request_bytes: int) -> None:
@@ -236,6 +238,7 @@ class _Trace:
         self.nonce, self.version, self.stream, self.request_bytes = nonce, version, stream, request_bytes
         self.response_bytes = self.prompt_tokens = self.completion_tokens = 0
         self.status = 0
+        self.interrupted = False
         self.started = time.monotonic()
 
     def entry(self) -> JournalEntry:
@@ -244,7 +247,8 @@ class _Trace:
             nonce_prefix=self.nonce[:8], e2e_version=self.version, stream=self.stream,
             request_bytes=self.request_bytes, response_bytes=self.response_bytes,
             prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-            status=self.status, duration_ms=round((time.monotonic() - self.started) * 1000, 3))
+            status=self.status, duration_ms=round((time.monotonic() - self.started) * 1000, 3),
+            interrupted=self.interrupted)
 
 
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any] | None) -> None:

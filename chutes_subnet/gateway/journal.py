@@ -31,6 +31,8 @@ class JournalEntry:
     completion_tokens: int
     status: int
     duration_ms: float
+    #: the miner broke off after the response started (the client saw an error event)
+    interrupted: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
