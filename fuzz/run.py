@@ -163,7 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
             results = list(pool.map(lambda n: run_atheris(n, runs, out, args.timeout), names))
     else:
-        results = [run_hypothesis(n, runs) for n in names]
+        results = []
+        for n in names:
+            results.append(run_hypothesis(n, runs))
+            r = results[-1]
+            print(f"done {r.target}: {r.inputs} inputs, {r.seconds} s, {r.crashes} crashes",
+                  file=sys.stderr, flush=True)
     print(_table(results))
     print(f"artifacts: {out}")
     summary = {"engine": engine, "runs_per_target": runs,
