@@ -23,8 +23,6 @@ __all__ = [
     "read_body",
     "request_headers",
     "required_header",
-    "server_options",
-    "MAX_REQUEST_HEAD_BYTES",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -92,21 +90,3 @@ async def read_body(receive: Receive, limit: int, timeout: float | None = None) 
     except TimeoutError:
         raise Refusal(408, "body_timeout", "request body not received in time") from None
 
-
-#: Largest request head (request line + all headers) a public server accepts.
-MAX_REQUEST_HEAD_BYTES = 64 * 1024
-
-
-def server_options(*, bounded_headers: bool = True) -> dict[str, Any]:
-    """uvicorn settings shared by every server of the project (miner, gateway, validator).
-
-    uvicorn's default ``httptools`` parser puts no bound on request headers, so by
-    default the ``h11`` parser is used with a bound on the request head (a larger head
-    is refused with 400/431 before any application code runs). ``bounded_headers=False``
-    keeps httptools (faster) and is meant only behind a reverse proxy that bounds
-    header size and time itself.
-    """
-    opts: dict[str, Any] = {"access_log": False, "server_header": False, "timeout_keep_alive": 30}
-    if bounded_headers:
-        opts.update(http="h11", h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES)
-    return opts

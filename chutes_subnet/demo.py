@@ -181,13 +181,13 @@ class Demo:
     async def _start_gateway(self, vwallet: Any) -> tuple[str, Any, str, str]:
         import uvicorn
 
-        from chutes_subnet.asgi import server_options
         from chutes_subnet.auth import forward_signer
         from chutes_subnet.gateway.app import create_app
         from chutes_subnet.gateway.config import GatewayConfig
         from chutes_subnet.gateway.keys import MemoryApiKeyStore
         from chutes_subnet.gateway.registry import MemoryInstanceRegistry
         from chutes_subnet.gateway.usage import MemoryUsageMeter
+        from chutes_subnet.httpserver import server_options
         from chutes_subnet.nonces import MemoryNonceStore
 
         t0 = self.steps.begin("Starting the gateway (no key material; routes ciphertext only)")

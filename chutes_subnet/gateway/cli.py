@@ -68,9 +68,6 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
     gw.add_argument("--wallet.path", dest="wallet_path", default=None,
                     help="wallets directory (default ~/.bittensor/wallets)")
-    gw.add_argument("--unbounded-headers", action="store_true",
-                    help="use uvicorn's faster httptools parser, which does not bound request "
-                         "headers: ONLY behind a reverse proxy that bounds header size and time")
     gw.add_argument("--log-level", default="info")
     gw.set_defaults(func=run_gateway)
 
@@ -199,10 +196,10 @@ def run_gateway(args: argparse.Namespace) -> int:
 
     settings = _gateway_settings(args)
     host, port = args.listen
-    from chutes_subnet.asgi import server_options
+    from chutes_subnet.httpserver import server_options
 
     common = {"host": host, "port": port, "log_level": args.log_level,
-              **server_options(bounded_headers=not args.unbounded_headers)}
+              **server_options()}
     if args.workers > 1:
         if "memory://" in (settings["registry"], settings["nonces"]):
             print("--workers needs shared stores (sqlite:// or redis://)", file=sys.stderr)

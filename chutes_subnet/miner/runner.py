@@ -15,11 +15,11 @@ from typing import Any
 
 import uvicorn
 
-from chutes_subnet.asgi import server_options
 from chutes_subnet.attestation import EvidenceProvider, make_provider
 from chutes_subnet.auth import MetagraphCache, ValidatorGate
 from chutes_subnet.chain import Chain
 from chutes_subnet.errors import ChainError
+from chutes_subnet.httpserver import server_options
 from chutes_subnet.inference import Backend, make_backend
 from chutes_subnet.miner.app import create_app
 from chutes_subnet.miner.config import MinerConfig

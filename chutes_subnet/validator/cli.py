@@ -185,7 +185,7 @@ def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[
 async def _serve(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
     import uvicorn
 
-    from chutes_subnet.asgi import server_options
+    from chutes_subnet.httpserver import server_options
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                            lifespan="on", **server_options()))

@@ -1,0 +1,64 @@
+"""uvicorn settings shared by every server of the project, with bounded request heads.
+
+uvicorn's fast ``httptools`` parser puts no bound on the request line and headers:
+a peer can stream megabytes of header before the application sees anything. The
+``h11`` parser can be bounded but is markedly slower on the gateway's hot path. So
+the project runs httptools through :class:`BoundedHttpToolsProtocol`, which counts
+the bytes a connection delivers while a request head is still incomplete and answers
+400 (then closes) once they pass :data:`MAX_REQUEST_HEAD_BYTES`. A legitimate head
+(method, path, a few dozen headers, btauth/1 signatures) is a few KiB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["BoundedHttpToolsProtocol", "MAX_REQUEST_HEAD_BYTES", "server_options"]
+
+#: Largest request head (request line + all headers) a server accepts.
+MAX_REQUEST_HEAD_BYTES = 64 * 1024
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """httptools with a bound on the bytes received before a request's headers complete."""
+
+    _head_bytes = 0
+    _in_head = True
+    _boundary_in_chunk = False
+
+    def data_received(self, data: bytes) -> None:
+        self._boundary_in_chunk = False
+        super().data_received(data)
+        if not self._in_head or self._boundary_in_chunk or self.transport.is_closing():
+            return
+        # Count only chunks that lie wholly inside a request head. A chunk in which a
+        # head or a message ended may carry body bytes; the next chunk is counted, so
+        # a head can overrun the bound by at most one read before it is refused.
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+            self.send_400_response("Request header fields too large.")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._boundary_in_chunk = True
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        self._boundary_in_chunk = True
+        super().on_message_complete()
+
+
+def server_options() -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.Config`` used by the miner, gateway and validator.
+
+    Bounded request heads (see module doc), keep-alive longer than common client
+    pools (httpx keeps idle connections 5 s; a server closing at the same moment makes
+    a reused connection fail), no access log (request lines are not secret, but the
+    project logs its own sized, content-free lines), no ``server`` header.
+    """
+    return {"http": BoundedHttpToolsProtocol, "access_log": False, "server_header": False,
+            "timeout_keep_alive": 30}

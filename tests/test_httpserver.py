@@ -1,0 +1,68 @@
+"""Bounded request heads on the project's uvicorn settings (httptools kept for speed)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from fastapi import FastAPI, Request
+
+from chutes_subnet.httpserver import MAX_REQUEST_HEAD_BYTES, server_options
+from tests.servers import UvicornThread
+
+
+@pytest.fixture(scope="module")
+def server():
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"body": len(await request.body()), "headers": len(request.headers)}
+
+    with UvicornThread(app, **server_options()) as s:
+        yield s
+
+
+def _exchange(port: int, payload: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        chunks = []
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+            if b"\r\n\r\n" in b"".join(chunks) and b'"body"' in b"".join(chunks):
+                break
+        return b"".join(chunks)
+
+
+def _request(headers_size: int, body: bytes = b"x", *, pipeline: int = 1) -> bytes:
+    pad = b"p" * headers_size
+    one = (b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Pad: " + pad + b"\r\nContent-Length: "
+           + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return one * pipeline
+
+
+def test_head_under_the_bound_is_served(server):
+    answer = _exchange(server.port, _request(MAX_REQUEST_HEAD_BYTES - 4096))
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+
+
+def test_head_over_the_bound_is_refused(server):
+    answer = _exchange(server.port, _request(4 * MAX_REQUEST_HEAD_BYTES))
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:100]
+
+
+def test_large_body_sent_with_its_head_is_not_mistaken_for_a_large_head(server):
+    body = b"b" * (3 * MAX_REQUEST_HEAD_BYTES)
+    answer = _exchange(server.port, _request(100, body))
+    assert answer.startswith(b"HTTP/1.1 200") and b'"body":%d' % len(body) in answer
+
+
+def test_pipelined_requests_each_get_a_fresh_allowance(server):
+    answer = _exchange(server.port, _request(MAX_REQUEST_HEAD_BYTES // 2, pipeline=3))
+    assert answer.count(b"HTTP/1.1 200") >= 1 and b"HTTP/1.1 400" not in answer
