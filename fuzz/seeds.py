@@ -3,21 +3,19 @@
 Everything is built once per process (``functools.cache``) from the project's own
 code — the simulated attestation provider, the e2ee recipes, a throw-away wallet — so
 targets start from *valid* inputs and mutations reach deep into each decoder. The
-stored hardware vectors in ``../shared/vectors`` (or ``$CHUTES_VECTORS_DIR``) are
-added when present.
+stored hardware vectors (found by :mod:`tests.vector_files`) are added too.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import tempfile
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
+from tests.vector_files import vectors_dir
 
 __all__ = [
     "CHUTE_ID",
@@ -76,10 +74,9 @@ def v2_exchange() -> tuple[bytes, v2.ClientSession, v2.ServerSession, bytes]:
 @cache
 def simulated_evidence() -> dict[str, Any]:
     """Wire-form evidence from the (insecure) simulated provider, one GPU."""
-    from chutes_subnet.attestation.simulated import SimulatedDevice
-
     from chutes_subnet.attestation.binding import build_report_data
     from chutes_subnet.attestation.evidence import Evidence
+    from chutes_subnet.attestation.simulated import SimulatedDevice
 
     device = SimulatedDevice(b"\x07" * 32, gpu_count=1)
     report_data = build_report_data(ATTEST_NONCE, instance_key().public_bytes, HOTKEY)
@@ -87,14 +84,11 @@ def simulated_evidence() -> dict[str, Any]:
     return ev.to_wire()
 
 
-def _vectors_dir() -> Path:
-    env = os.environ.get("CHUTES_VECTORS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "vectors"
 
 
 def vector_files(kind: str) -> list[bytes]:
     """Stored hardware vectors of one kind (``"quote"`` or ``"gpu"``); [] if absent."""
-    root = _vectors_dir()
+    root = vectors_dir()
     out: list[bytes] = []
     try:
         if kind == "quote":

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chutes_subnet.asgi import server_options
 from chutes_subnet.attestation import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain, Metagraph
@@ -26,6 +25,7 @@ from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
+from chutes_subnet.httpserver import server_options
 from chutes_subnet.inference import make_backend
 from chutes_subnet.miner import MinerConfig, MinerInstance
 from chutes_subnet.miner import create_app as create_miner
