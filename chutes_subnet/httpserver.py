@@ -5,8 +5,11 @@ a peer can stream megabytes of header before the application sees anything. The
 ``h11`` parser can be bounded but is markedly slower on the gateway's hot path. So
 the project runs httptools through :class:`BoundedHttpToolsProtocol`, which counts
 the bytes a connection delivers while a request head is still incomplete and answers
-400 (then closes) once they pass :data:`MAX_REQUEST_HEAD_BYTES`. A legitimate head
-(method, path, a few dozen headers, btauth/1 signatures) is a few KiB.
+400 (then closes) once they pass :data:`MAX_REQUEST_HEAD_BYTES`, or when a head that has
+started does not complete within :data:`REQUEST_HEAD_TIMEOUT` seconds (a slowloris
+client trickling header bytes would otherwise hold the connection for ever: uvicorn's
+keep-alive timer stops at the first byte). A legitimate head (method, path, a few
+dozen headers, btauth/1 signatures) is a few KiB and arrives in one read.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["BoundedHttpToolsProtocol", "MAX_REQUEST_HEAD_BYTES", "server_options"]
+__all__ = ["BoundedHttpToolsProtocol", "MAX_REQUEST_HEAD_BYTES", "REQUEST_HEAD_TIMEOUT", "server_options"]
 
 #: Largest request head (request line + all headers) a server accepts.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
+#: Seconds a started request head may take to complete.
+REQUEST_HEAD_TIMEOUT = 10.0
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -27,12 +32,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
     _in_head = True
     _boundary_in_chunk = False
+    _head_timer: Any = None
+    head_timeout = REQUEST_HEAD_TIMEOUT
 
     def data_received(self, data: bytes) -> None:
         self._boundary_in_chunk = False
         super().data_received(data)
         if not self._in_head or self._boundary_in_chunk or self.transport.is_closing():
             return
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
         # Count only chunks that lie wholly inside a request head. A chunk in which a
         # head or a message ended may carry body bytes; the next chunk is counted, so
         # a head can overrun the bound by at most one read before it is refused.
@@ -40,7 +49,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
             self.send_400_response("Request header fields too large.")
 
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.send_400_response("Request header timeout.")
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
     def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
         self._in_head = False
         self._boundary_in_chunk = True
         self._head_bytes = 0

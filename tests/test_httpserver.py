@@ -66,3 +66,46 @@ def test_large_body_sent_with_its_head_is_not_mistaken_for_a_large_head(server):
 def test_pipelined_requests_each_get_a_fresh_allowance(server):
     answer = _exchange(server.port, _request(MAX_REQUEST_HEAD_BYTES // 2, pipeline=3))
     assert answer.count(b"HTTP/1.1 200") >= 1 and b"HTTP/1.1 400" not in answer
+
+
+def test_trickled_head_is_cut_after_the_head_timeout(server, monkeypatch):
+    import time
+
+    from chutes_subnet.httpserver import BoundedHttpToolsProtocol
+
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "head_timeout", 0.5)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\n")
+        started = time.monotonic()
+        answer = b""
+        for _ in range(40):  # one header byte every 0.1 s: never completes
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break
+            sock.settimeout(0.1)
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            answer += data
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+        assert time.monotonic() - started < 3
+
+
+def test_idle_keep_alive_connection_is_not_cut_by_the_head_timer(server, monkeypatch):
+    import time
+
+    from chutes_subnet.httpserver import BoundedHttpToolsProtocol
+
+    monkeypatch.setattr(BoundedHttpToolsProtocol, "head_timeout", 0.3)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(_request(10))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(0.6)  # idle between requests: the keep-alive timeout (30 s) governs
+        sock.sendall(_request(10))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
