@@ -126,7 +126,21 @@ def test_discovery_returns_both_instances_with_fresh_nonces(stack: Stack) -> Non
         assert len(info["nonces"]) == 4 and len(set(info["nonces"])) == 4
     unknown = httpx.get(f"{stack.gw}/e2e/instances/{chute_id_for_model('nope')}",
                         headers={"Authorization": f"Bearer {stack.key}"})
-    assert unknown.status_code == 503 and unknown.json()["reason"] == "no_instances"
+    assert unknown.status_code == 404 and unknown.json()["reason"] == "unknown_chute"
+
+
+def test_known_chute_without_live_instances_is_503_retry_later(stack: Stack) -> None:
+    from dataclasses import replace
+
+    model = "test/expired-1"
+    rec = replace(stack.registry.list_verified()[0], instance_id="inst-expired", model=model,
+                  chute_id=chute_id_for_model(model), expires_at=time.time() - 1)
+    stack.registry.upsert(rec)
+    r = httpx.get(f"{stack.gw}/e2e/instances/{rec.chute_id}",
+                  headers={"Authorization": f"Bearer {stack.key}"})
+    assert r.status_code == 503 and r.json()["reason"] == "no_instances"
+    assert r.headers["retry-after"] == "5"
+    stack.registry.remove("inst-expired")
 
 
 def test_v2_non_stream_round_trip_is_metered_and_key_not_forwarded(stack: Stack) -> None:

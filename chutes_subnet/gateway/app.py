@@ -96,6 +96,8 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
             raise Refusal(400, "bad_chute", "malformed chute id")
         live = registry.list_verified(chute_id)
         if not live:
+            if not registry.knows_chute(chute_id):
+                raise Refusal(404, "unknown_chute", "no instance has ever served this chute")
             raise Refusal(503, "no_instances", "no attested instance serves this chute",
                           {"Retry-After": "5"})
         ranked = state.balancer.rank(live, config.max_instances)

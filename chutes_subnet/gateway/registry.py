@@ -67,6 +67,8 @@ class InstanceRegistry(Protocol):
 
     def models(self, now: float | None = None) -> list[tuple[str, str]]: ...
 
+    def knows_chute(self, chute_id: str) -> bool: ...
+
 
 def _models_of(records: list[InstanceRecord]) -> list[tuple[str, str]]:
     return sorted({(r.model, r.chute_id) for r in records})
@@ -103,6 +105,11 @@ class MemoryInstanceRegistry:
     def models(self, now: float | None = None) -> list[tuple[str, str]]:
         """Distinct ``(model, chute_id)`` pairs served by at least one live instance."""
         return _models_of(self.list_verified(now=now))
+
+    def knows_chute(self, chute_id: str) -> bool:
+        """True if any record, live or expired, serves ``chute_id``."""
+        with self._lock:
+            return any(r.chute_id == chute_id for r in self._records.values())
 
 
 _SCHEMA = """
@@ -187,6 +194,10 @@ class SQLiteInstanceRegistry:
     def models(self, now: float | None = None) -> list[tuple[str, str]]:
         """Distinct ``(model, chute_id)`` pairs served by at least one live instance."""
         return _models_of(self.list_verified(now=now))
+
+    def knows_chute(self, chute_id: str) -> bool:
+        """True if any record, live or expired, serves ``chute_id``."""
+        return any(r.chute_id == chute_id for r in self._all())
 
     def close(self) -> None:
         """Close the database connection."""
