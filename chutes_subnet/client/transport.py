@@ -141,6 +141,8 @@ class _Core:
                     extensions={"timeout": _DISCOVERY_TIMEOUT}), True)
                 if resp.status_code == 503 and _reason(resp) == "no_instances":
                     raise NoInstancesError("no attested instance serves this model now")
+                if resp.status_code == 404 and _reason(resp) == "unknown_chute":
+                    raise NoInstancesError("the gateway knows no instance of this model")
                 if resp.status_code != 200:
                     return resp
                 offers, ttl = parse_instances(resp.json())
