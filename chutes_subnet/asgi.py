@@ -11,9 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
+from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
+
 __all__ = [
+    "InvokeHeaders",
+    "invoke_headers",
     "Scope",
     "Receive",
     "Send",
@@ -70,8 +75,15 @@ def required_header(h: Mapping[str, str], name: str, max_len: int = 128) -> str:
     return value
 
 
-async def read_body(receive: Receive, limit: int, timeout: float | None = None) -> bytes:
-    """The whole request body: more than ``limit`` bytes is 413, slower than ``timeout`` is 408."""
+async def read_body(receive: Receive, limit: int, timeout: float | None = None, *,
+                    declared: str | None = None) -> bytes:
+    """The whole request body: more than ``limit`` bytes is 413, slower than ``timeout`` is 408.
+
+    ``declared`` (the Content-Length header) over the limit, or malformed, is refused
+    before a single body byte is read.
+    """
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise Refusal(413, "too_large", "request body too large")
     chunks: list[bytes] = []
     size = 0
     try:
@@ -90,3 +102,35 @@ async def read_body(receive: Receive, limit: int, timeout: float | None = None) 
     except TimeoutError:
         raise Refusal(408, "body_timeout", "request body not received in time") from None
 
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeHeaders:
+    """The routing headers of ``POST /e2e/invoke`` (gateway and miner read the same)."""
+
+    chute_id: str
+    instance_id: str
+    nonce: str
+    path: str
+    stream: bool
+    version: int
+    #: False when ``X-E2E-Version`` was absent (a v1 client that predates the header)
+    version_explicit: bool
+
+
+def invoke_headers(h: Mapping[str, str]) -> InvokeHeaders:
+    """Validate the invoke headers; 400 ``bad_header`` / ``bad_path`` / ``bad_version``."""
+    chute_id = required_header(h, "x-chute-id")
+    instance_id = required_header(h, "x-instance-id")
+    nonce = required_header(h, "x-e2e-nonce")
+    path = h.get("x-e2e-path", "")
+    if path not in INVOKE_PATHS:
+        raise Refusal(400, "bad_path", "X-E2E-Path is not an invokable path")
+    stream_flag = h.get("x-e2e-stream", "false").lower()
+    if stream_flag not in ("true", "false"):
+        raise Refusal(400, "bad_header", "X-E2E-Stream must be true or false")
+    raw = h.get("x-e2e-version")
+    if raw is not None and (not raw.isdigit() or int(raw) not in SUPPORTED_E2EE_VERSIONS):
+        raise Refusal(400, "bad_version", "unsupported X-E2E-Version")
+    return InvokeHeaders(chute_id, instance_id, nonce, path, stream_flag == "true",
+                         int(raw) if raw is not None else 1, raw is not None)

@@ -29,9 +29,9 @@ from chutes_subnet.asgi import (
     Refusal,
     Scope,
     Send,
+    invoke_headers,
     read_body,
     request_headers,
-    required_header,
     send_refusal,
 )
 from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
@@ -41,7 +41,6 @@ from chutes_subnet.gateway.registry import InstanceRecord
 from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
 from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
 from chutes_subnet.nonces import NonceScope
-from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
 
 __all__ = ["InvokeEndpoint", "NONCE_REFUSALS"]
 
@@ -79,28 +78,12 @@ class InvokeEndpoint:
         st = self.state
         h = request_headers(scope)
         key = st.admit(h.get("authorization"))
-        chute_id = required_header(h, "x-chute-id")
-        instance_id = required_header(h, "x-instance-id")
-        nonce = required_header(h, "x-e2e-nonce")
-        path = h.get("x-e2e-path", "")
-        if path not in INVOKE_PATHS:
-            raise Refusal(400, "bad_path", "X-E2E-Path is not an invokable path")
-        stream_flag = h.get("x-e2e-stream", "false").lower()
-        if stream_flag not in ("true", "false"):
-            raise Refusal(400, "bad_header", "X-E2E-Stream must be true or false")
-        version_raw = h.get("x-e2e-version")
-        version = 1
-        if version_raw is not None:
-            if not version_raw.isdigit() or int(version_raw) not in SUPPORTED_E2EE_VERSIONS:
-                raise Refusal(400, "bad_version", "unsupported X-E2E-Version")
-            version = int(version_raw)
-        declared = h.get("content-length")
-        if declared is not None and (not declared.isdigit()
-                                     or int(declared) > st.config.max_body_bytes):
-            raise Refusal(413, "too_large", "request envelope too large")
-        body = await read_body(receive, st.config.max_body_bytes, st.config.body_timeout)
+        inv = invoke_headers(h)
+        body = await read_body(receive, st.config.max_body_bytes, st.config.body_timeout,
+                               declared=h.get("content-length"))
         if not body:
             raise Refusal(400, "empty_body", "empty request envelope")
+        chute_id, instance_id, nonce, version = inv.chute_id, inv.instance_id, inv.nonce, inv.version
 
         rec = self._live_instance(chute_id, instance_id)
         if version not in rec.e2e_versions:
@@ -120,14 +103,14 @@ class InvokeEndpoint:
             "X-Chute-Id": chute_id,
             "X-Instance-Id": instance_id,
             "X-E2E-Nonce": nonce,
-            "X-E2E-Stream": stream_flag,
-            "X-E2E-Path": path,
+            "X-E2E-Stream": "true" if inv.stream else "false",
+            "X-E2E-Path": inv.path,
         }
-        if version_raw is not None:
+        if inv.version_explicit:
             fwd["X-E2E-Version"] = str(version)
         fwd.update(await resolve_signer_headers(st.forward_signer, "POST", "/e2e/invoke",
                                                 body, rec.hotkey))
-        trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, stream_flag == "true", len(body))
+        trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, inv.stream, len(body))
         try:
             await self._forward(rec, fwd, body, trace, receive, send)
         finally:

@@ -8,7 +8,8 @@ code reason               when
 ==== ===================== =====================================================
 400  bad_header           missing/malformed X-Chute-Id, X-Instance-Id, X-E2E-Nonce,
                           X-E2E-Stream or X-E2E-Version
-404  unknown_path         X-E2E-Path is not an invokable path
+400  bad_path             X-E2E-Path is not an invokable path
+400  bad_version          X-E2E-Version is not a supported version
 413  too_large            body (declared or received) over ``max_body_bytes``
 408  body_timeout         body not received within ``body_timeout``
 401  unauthenticated      btauth/1 missing, malformed, stale, wrongly signed, replayed
@@ -47,9 +48,9 @@ from chutes_subnet.asgi import (
     Refusal,
     Scope,
     Send,
+    invoke_headers,
     read_body,
     request_headers,
-    required_header,
     send_refusal,
 )
 from chutes_subnet.e2ee import RequestContext
@@ -64,7 +65,6 @@ from chutes_subnet.inference import InvalidRequestError, UpstreamError
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
 from chutes_subnet.miner.faults import corrupt_chunk
 from chutes_subnet.miner.state import MinerState
-from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
 from chutes_subnet.sse import DONE_EVENT, format_event
 
 __all__ = ["InvokeEndpoint"]
@@ -155,21 +155,12 @@ class InvokeEndpoint:
                       started: float) -> tuple[int, str]:
         st, cfg = self.state, self.state.config
         h = request_headers(scope)
-        chute_id = required_header(h, "x-chute-id")
-        instance_id = required_header(h, "x-instance-id")
-        nonce = required_header(h, "x-e2e-nonce")
-        path = h.get("x-e2e-path", "")
-        if path not in INVOKE_PATHS:
-            raise Refusal(404, "unknown_path", "X-E2E-Path is not an invokable path")
-        stream_flag = h.get("x-e2e-stream", "false").lower()
-        if stream_flag not in ("true", "false"):
-            raise Refusal(400, "bad_header", "X-E2E-Stream must be true or false")
-        stream = stream_flag == "true"
-        version = self._version(h.get("x-e2e-version"))
-        declared = h.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > cfg.max_body_bytes):
-            raise Refusal(413, "too_large", "request body too large")
-        body = await read_body(receive, cfg.max_body_bytes, cfg.body_timeout)
+        inv = invoke_headers(h)
+        chute_id, instance_id, nonce, path, stream = (inv.chute_id, inv.instance_id, inv.nonce,
+                                                      inv.path, inv.stream)
+        version = 1 if self.plaintext else inv.version
+        body = await read_body(receive, cfg.max_body_bytes, cfg.body_timeout,
+                               declared=h.get("content-length"))
 
         self._authorize(h, body, _target(scope))
         inst = st.instance
@@ -198,12 +189,6 @@ class InvokeEndpoint:
             st.metrics.in_flight.dec()
             st.limiter.release()
 
-    def _version(self, raw: str | None) -> int:
-        if self.plaintext or raw is None:
-            return 1
-        if not raw.isdigit() or int(raw) not in SUPPORTED_E2EE_VERSIONS:
-            raise Refusal(400, "bad_header", "unsupported X-E2E-Version")
-        return int(raw)
 
     def _authorize(self, h: dict[str, str], body: bytes, target: str) -> None:
         gate = self.state.gate
