@@ -12,7 +12,17 @@ authentication is always the message-less :class:`~chutes_subnet.errors.Decrypti
 from chutes_subnet.e2ee import v1, v2
 from chutes_subnet.e2ee._codec import GZIP_IMPL
 from chutes_subnet.e2ee._kem import BACKEND as KEM_BACKEND
+from chutes_subnet.e2ee._payload import parse as parse_payload
 from chutes_subnet.e2ee.context import RequestContext
 from chutes_subnet.e2ee.keys import KeyPair, decode_public_key
 
-__all__ = ["v1", "v2", "KeyPair", "RequestContext", "decode_public_key", "KEM_BACKEND", "GZIP_IMPL"]
+__all__ = [
+    "v1",
+    "v2",
+    "KeyPair",
+    "RequestContext",
+    "decode_public_key",
+    "parse_payload",
+    "KEM_BACKEND",
+    "GZIP_IMPL",
+]

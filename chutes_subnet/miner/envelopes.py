@@ -25,9 +25,8 @@ import json
 import os
 from typing import Any, Protocol
 
-from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
+from chutes_subnet.e2ee import KeyPair, RequestContext, parse_payload, v1, v2
 from chutes_subnet.errors import EnvelopeFormatError
-from chutes_subnet.protocol import parse_json
 from chutes_subnet.sse import format_event
 
 __all__ = ["OpenedRequest", "StreamFramer", "open_envelope", "open_plaintext", "KEM_CT_SIZE"]
@@ -134,12 +133,7 @@ def open_envelope(version: int, key: KeyPair, ctx: RequestContext, body: bytes) 
 
 def open_plaintext(body: bytes) -> OpenedRequest:
     """BENCH ONLY: a JSON body answered in the clear through the same code path."""
-    try:
-        payload = parse_json(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise EnvelopeFormatError("payload is not valid JSON") from exc
-    if not isinstance(payload, dict):
-        raise EnvelopeFormatError("payload must be a JSON object")
+    payload = parse_payload(body)
     # no ciphertext to recognise: only the nonce guards against replays here
     return OpenedRequest(payload, "plain:" + os.urandom(16).hex(),
                          lambda obj: json.dumps(obj, separators=(",", ":")).encode(),
