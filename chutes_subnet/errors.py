@@ -26,6 +26,16 @@ grouped by the boundary where it happens::
         ├── NoInstancesError          discovery returned nothing usable
         └── NoncesExhaustedError      every nonce offered was rejected
 
+Subclasses that belong to one component live next to it and derive from the
+bases above: ``attestation.evidence.EvidenceFormatError``, ``attestation.dcap.
+DcapVerificationError``, ``attestation.gpu.GpuVerificationError``,
+``attestation.simulated.SimulatedVerificationError`` (AttestationError);
+``inference.InvalidRequestError`` (InferenceError, ValueError),
+``inference.UpstreamError`` and ``inference.sse.SSEFormatError`` (InferenceError);
+``gateway.upstream.UpstreamError`` (the gateway's miner connection),
+``validator.failures.EvaluationFailure`` and ``validator.state.ValidatorStateError``.
+HTTP refusals are not errors of this tree: they are :class:`chutes_subnet.asgi.Refusal`.
+
 Messages are safe to show a remote peer: they never contain plaintext, keys or
 secrets. Foreign exceptions are translated where they enter (``raise ... from exc``).
 """
