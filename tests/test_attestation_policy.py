@@ -34,7 +34,8 @@ HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
 def test_public_api_is_exactly_all():
     public = {n for n in dir(attestation) if not n.startswith("_")} - {"annotations"}
     modules = {"binding", "challenges", "collateral", "dcap", "evidence", "gpu", "policy",
-               "providers", "quote", "reasons", "simulated", "spdm", "verifier"}
+               "providers", "quote", "reasons", "simulated", "spdm", "verifier",
+               "qgs", "tdx_guest", "ocsp"}
     assert public - modules == set(attestation.__all__)
 
 

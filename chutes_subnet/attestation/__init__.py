@@ -21,8 +21,10 @@ from .providers import (
     NvidiaGpuProvider,
     SimulatedProvider,
     TdxConfigfsProvider,
+    TdxGuestDeviceProvider,
     make_provider,
 )
+from .qgs import QgsClient, QgsError
 from .quote import Measurements, TdxQuote, parse_quote
 from .reasons import Reason, ReasonCode, Verdict
 from .simulated import measure_simulated_profile
@@ -45,6 +47,9 @@ __all__ = [
     "NvidiaGpuProvider",
     "SimulatedProvider",
     "TdxConfigfsProvider",
+    "TdxGuestDeviceProvider",
+    "QgsClient",
+    "QgsError",
     "make_provider",
     "Measurements",
     "TdxQuote",

@@ -17,11 +17,15 @@ from chutes_subnet.errors import AttestationError
 
 from .binding import build_report_data
 from .evidence import Evidence
+from .qgs import DEFAULT_QGS_ADDRESS, QgsClient
 from .simulated import SimulatedDevice
+from .tdx_guest import LEGACY_TDX_DEVICE, TdxGuestDeviceProvider
 
 __all__ = [
     "EvidenceProvider",
+    "TdxQuoter",
     "TdxConfigfsProvider",
+    "TdxGuestDeviceProvider",
     "NvidiaGpuProvider",
     "HardwareProvider",
     "SimulatedProvider",
@@ -30,12 +34,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 TSM_REPORT_DIR = Path("/sys/kernel/config/tsm/report")
-LEGACY_TDX_DEVICE = Path("/dev/tdx_guest")
+#: Environment variable naming the QGS address when none is passed to make_provider.
+QGS_ADDRESS_ENV = "CHUTES_QGS_ADDRESS"
 
 
 class EvidenceProvider(Protocol):
     def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
         """Evidence bound to (nonce, e2e_pubkey, hotkey_ss58)."""
+        ...
+
+
+class TdxQuoter(Protocol):
+    def quote(self, report_data: bytes) -> bytes:
+        """A TDX quote over ``report_data`` (64 bytes)."""
         ...
 
 
@@ -45,16 +56,13 @@ class TdxConfigfsProvider:
     Each call creates a report directory, writes ``inblob`` (the 64-byte
     report_data), reads ``outblob`` (the quote) and checks ``generation`` did not
     move in between (another writer would have raced us), then removes the directory.
-    The legacy ``/dev/tdx_guest`` ioctl path needs the host's quote-generation service
-    and is not implemented; its presence alone is reported clearly.
+    Older kernels use :class:`TdxGuestDeviceProvider` (``/dev/tdx_guest`` + QGS).
     """
 
     def __init__(self, tsm_dir: str | Path = TSM_REPORT_DIR) -> None:
         self.tsm_dir = Path(tsm_dir)
         if not self.tsm_dir.is_dir():
-            hint = (" (/dev/tdx_guest exists: upgrade to a kernel with configfs-tsm)"
-                    if LEGACY_TDX_DEVICE.exists() else "")
-            raise AttestationError(f"no TDX quote interface at {self.tsm_dir}{hint}; "
+            raise AttestationError(f"no configfs-tsm TDX quote interface at {self.tsm_dir}; "
                                    "is this a TDX guest? use kind='simulated' for development")
 
     def quote(self, report_data: bytes) -> bytes:
@@ -102,7 +110,7 @@ class NvidiaGpuProvider:
 class HardwareProvider:
     """A real TDX quote plus (optionally) NVIDIA GPU evidence."""
 
-    def __init__(self, tdx: TdxConfigfsProvider, gpu: NvidiaGpuProvider | None = None) -> None:
+    def __init__(self, tdx: TdxQuoter, gpu: NvidiaGpuProvider | None = None) -> None:
         self.tdx, self.gpu = tdx, gpu
 
     def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
@@ -128,13 +136,34 @@ class SimulatedProvider:
                         self.device.gpu_evidence(nonce), simulated=True)
 
 
+def _tdx_quoter(tsm_dir: str | Path, device: str | Path, qgs_address: str | None,
+                qgs_timeout: float) -> TdxQuoter:
+    if Path(tsm_dir).is_dir():
+        return TdxConfigfsProvider(tsm_dir)
+    if Path(device).exists():
+        address = qgs_address or os.environ.get(QGS_ADDRESS_ENV) or DEFAULT_QGS_ADDRESS
+        log.info("configfs-tsm absent: TDX quotes via %s and the QGS at %s", device, address)
+        return TdxGuestDeviceProvider(device, QgsClient(address, timeout=qgs_timeout))
+    raise AttestationError(
+        f"no TDX quote interface: neither configfs-tsm ({tsm_dir}) nor the TDX guest device "
+        f"({device}) exists; is this a TDX guest? use kind='simulated' for development")
+
+
 def make_provider(kind: str, **opts: Any) -> EvidenceProvider:
-    """``"tdx"`` (opts: ``gpus: bool = True``, ``tsm_dir``) or ``"simulated"``
-    (opts: those of :class:`SimulatedProvider`). Fails at startup, not per challenge."""
+    """``"tdx"`` or ``"simulated"`` (opts: those of :class:`SimulatedProvider`).
+
+    ``"tdx"`` opts: ``gpus: bool = True``, ``tsm_dir``, ``tdx_device``,
+    ``qgs_address`` (default ``$CHUTES_QGS_ADDRESS`` or ``vsock:2:4050``) and
+    ``qgs_timeout``. It uses configfs-tsm when present, else ``/dev/tdx_guest`` with
+    the host QGS. Fails at startup, not per challenge.
+    """
     if kind == "simulated":
         return SimulatedProvider(**opts)
     if kind == "tdx":
         gpus = opts.pop("gpus", True)
-        tdx = TdxConfigfsProvider(**opts)
+        tdx = _tdx_quoter(opts.pop("tsm_dir", TSM_REPORT_DIR), opts.pop("tdx_device", LEGACY_TDX_DEVICE),
+                          opts.pop("qgs_address", None), float(opts.pop("qgs_timeout", 30.0)))
+        if opts:
+            raise AttestationError(f"unknown TDX provider options: {sorted(opts)}")
         return HardwareProvider(tdx, NvidiaGpuProvider() if gpus else None)
     raise AttestationError(f"unknown evidence provider kind {kind!r} (use 'tdx' or 'simulated')")
