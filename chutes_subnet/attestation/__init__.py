@@ -14,6 +14,7 @@ from .challenges import ChallengeBook
 from .collateral import CollateralSource, PccsCollateralSource, StaticCollateralSource
 from .dcap import collateral_from_json
 from .evidence import Evidence, EvidenceFormatError
+from .ocsp import NVIDIA_OCSP_URL, GpuOnlineChecker
 from .policy import EvidenceFacts, MeasurementProfile, Policy
 from .providers import (
     EvidenceProvider,
@@ -39,6 +40,8 @@ __all__ = [
     "collateral_from_json",
     "Evidence",
     "EvidenceFormatError",
+    "NVIDIA_OCSP_URL",
+    "GpuOnlineChecker",
     "EvidenceFacts",
     "MeasurementProfile",
     "Policy",

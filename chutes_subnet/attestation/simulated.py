@@ -49,6 +49,7 @@ __all__ = [
     "SimulatedDevice",
     "SimulatedVerificationError",
     "dev_gpu_root_der",
+    "dev_gpu_root_key",
     "is_simulated_quote",
     "measure_simulated_profile",
     "simulated_measurements",
@@ -115,6 +116,11 @@ def _gpu_root() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 def dev_gpu_root_der() -> bytes:
     """DER of the development GPU root (deterministic from :data:`DEV_SEED`)."""
     return _gpu_root()[1].public_bytes(serialization.Encoding.DER)
+
+
+def dev_gpu_root_key() -> ec.EllipticCurvePrivateKey:
+    """The development GPU root's private key (public by design: it signs test OCSP answers)."""
+    return _gpu_root()[0]
 
 
 def simulated_measurements() -> Measurements:

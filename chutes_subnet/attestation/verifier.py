@@ -8,7 +8,8 @@ Steps (each ends in :class:`ReasonCode` members; a failing step 1-3 stops early)
 2. nonce    optional :class:`ChallengeBook`: the nonce must be issued and unused
 3. crypto   DCAP via dcap-qvl at ``now`` with collateral from the source (or the
             development root for simulated quotes), embedded Intel root pinned;
-            each GPU entry: chain to the pinned NVIDIA root, nonce, signature
+            each GPU entry: chain to the pinned NVIDIA root, nonce, signature;
+            with ``gpu_online``: OCSP revocation of every GPU chain certificate
 4. policy   TCB status/advisories, DEBUG, measurement profile, GPU model/count
 5. binding  report_data == build_report_data(nonce, e2e_pubkey, hotkey)
 
@@ -32,7 +33,20 @@ from .challenges import ChallengeBook
 from .collateral import CollateralSource
 from .dcap import DcapVerificationError, check_embedded_root, verify_dcap
 from .evidence import Evidence
-from .gpu import MAX_GPUS, GpuCheckResult, nvidia_root_der, parse_gpu_entry, verify_gpu_evidence
+from .gpu import (
+    MAX_GPUS,
+    GpuCheckResult,
+    GpuEvidenceEntry,
+    nvidia_root_der,
+    parse_gpu_entry,
+    verify_gpu_evidence,
+)
+from .ocsp import (
+    REVOCATION_SKIPPED_NOTE,
+    REVOCATION_UNUSABLE_NOTE,
+    GpuOnlineChecker,
+    RevocationStatus,
+)
 from .policy import EvidenceFacts, Policy
 from .quote import TEE_TYPE_TDX, TdxQuote, parse_header, parse_quote
 from .reasons import Reason, ReasonCode, Verdict
@@ -46,7 +60,7 @@ from .simulated import (
 __all__ = ["Verifier"]
 
 log = logging.getLogger(__name__)
-OFFLINE_NOTE = "GPU revocation (OCSP) and RIM checks skipped: offline verifier"
+RIM_NOTE = "gpu reference measurements (RIM) not checked"
 
 
 class _Stop(Exception):
@@ -60,6 +74,9 @@ class Verifier:
     ``collateral`` supplies DCAP collateral (required for real quotes; a missing
     source is reported as ``collateral_unavailable``). ``challenges``, when given, is
     consumed for every verification so a nonce can only ever be used once.
+    ``gpu_online``, when given, checks GPU certificate revocation over OCSP; without
+    it (or when the responder is unreachable) verdicts carry
+    :data:`REVOCATION_SKIPPED_NOTE`.
     """
 
     def __init__(
@@ -70,12 +87,14 @@ class Verifier:
         dangerous_accept_simulated_tee: bool = False,
         challenges: ChallengeBook | None = None,
         gpu_root_der: bytes | None = None,
+        gpu_online: GpuOnlineChecker | None = None,
     ) -> None:
         self.policy = policy
         self.collateral = collateral
         self.dangerous_accept_simulated_tee = dangerous_accept_simulated_tee
         self.challenges = challenges
         self._gpu_root = gpu_root_der or nvidia_root_der()
+        self.gpu_online = gpu_online
         if dangerous_accept_simulated_tee:
             log.warning("verifier in DEVELOPMENT mode: simulated (forgeable) TEE evidence "
                         "will be accepted; never use this on a real network")
@@ -101,7 +120,12 @@ class Verifier:
         if simulated:
             notes.append("SIMULATED evidence: INSECURE, no TEE guarantees")
         if isinstance(gpus, GpuCheckResult) and gpus.count:
-            notes.append(OFFLINE_NOTE)
+            revocation = state.get("gpu_revocation")
+            if revocation == RevocationStatus.SKIPPED_UNUSABLE:
+                notes.append(REVOCATION_UNUSABLE_NOTE)
+            elif revocation != RevocationStatus.GOOD:
+                notes.append(REVOCATION_SKIPPED_NOTE)
+            notes.append(RIM_NOTE)
         verdict = Verdict(
             ok=not reasons,
             reasons=tuple(reasons),
@@ -167,6 +191,21 @@ class Verifier:
         state["gpus"] = gpus
         if gpus.reasons:
             raise _Stop(*gpus.reasons)
+        if self.gpu_online is not None and gpus.count:
+            self._revocation(state["gpu_entries"], now, state)  # type: ignore[arg-type]
+
+    def _revocation(self, entries: list[GpuEvidenceEntry], now: int, state: dict[str, object]) -> None:
+        overall = RevocationStatus.GOOD
+        for i, entry in enumerate(entries):
+            assert self.gpu_online is not None
+            outcome = self.gpu_online.check_chain(entry.chain_der, now)
+            if outcome.rejected:
+                what = "revoked" if outcome.status == RevocationStatus.REVOKED else "of unknown status"
+                raise _Stop(Reason.of(ReasonCode.GPU_CERT_REVOKED,
+                                      f"GPU {i}: certificate {outcome.index} is {what} (OCSP)"))
+            if outcome.status != RevocationStatus.GOOD and overall != RevocationStatus.SKIPPED_UNUSABLE:
+                overall = outcome.status
+        state["gpu_revocation"] = overall
 
     def _verify(self, evidence: Evidence, nonce: bytes, e2e_pubkey: bytes, hotkey: str,
                 now: int, state: dict[str, object]) -> Verdict:

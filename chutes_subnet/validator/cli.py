@@ -100,6 +100,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="PCCS or Intel PCS base URL")
     _add(g, "--collateral.cache", dest="collateral_cache", default=None,
          help="collateral cache directory")
+    _add(g, "--gpu.ocsp", dest="gpu_ocsp", action="store_true",
+         help="check GPU certificate revocation online (OCSP); off = verdicts note the skip")
+    _add(g, "--gpu.ocsp_url", dest="gpu_ocsp_url", default=None,
+         help="OCSP responder for every GPU certificate (default: each certificate's AIA URL, "
+              "e.g. https://ocsp.ndis.nvidia.com/)")
+    _add(g, "--gpu.ocsp_cache", dest="gpu_ocsp_cache", default=None,
+         help="OCSP response cache directory (default <data-dir>/ocsp)")
     g = parser.add_argument_group("state and observability")
     _add(g, "--state.path", dest="state_path", default=None,
          help="validator state SQLite (default <data-dir>/validator.sqlite)")
@@ -145,6 +152,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _verifier(args: argparse.Namespace) -> Any:
     from chutes_subnet.attestation import (
+        GpuOnlineChecker,
         PccsCollateralSource,
         Policy,
         Verifier,
@@ -156,7 +164,12 @@ def _verifier(args: argparse.Namespace) -> Any:
         policy = policy.with_profiles(measure_simulated_profile())
     cache = args.collateral_cache or str(_data_dir() / "collateral")
     collateral = PccsCollateralSource(args.collateral_url, cache) if args.collateral_url else None
-    return Verifier(policy, collateral, dangerous_accept_simulated_tee=args.dev)
+    gpu_online = None
+    if args.gpu_ocsp:
+        gpu_online = GpuOnlineChecker(args.gpu_ocsp_cache or str(_data_dir() / "ocsp"),
+                                      url=args.gpu_ocsp_url)
+    return Verifier(policy, collateral, dangerous_accept_simulated_tee=args.dev,
+                    gpu_online=gpu_online)
 
 
 def _registry(args: argparse.Namespace) -> Any:

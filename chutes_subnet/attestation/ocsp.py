@@ -1,0 +1,295 @@
+"""Optional online revocation check of GPU certificate chains (OCSP, RFC 6960).
+
+:class:`GpuOnlineChecker` asks an OCSP responder about every certificate of a GPU
+chain except the self-signed root: the URL is a configured override (e.g. NVIDIA's
+``https://ocsp.ndis.nvidia.com/``) or the certificate's AIA ``OCSP`` entry. A
+response counts only if it is SUCCESSFUL, names exactly this (issuer key hash,
+serial), is current (``thisUpdate`` <= now < ``nextUpdate``, small clock skew),
+echoes our nonce when it carries one, and is signed by the issuer or by a delegated
+responder certificate that the issuer signed, with the OCSPSigning EKU and valid now.
+
+Verified responses are cached on disk (``<cache_dir>/<issuer key hash>-<serial>.der``)
+and in memory until ``nextUpdate``; cached bytes are re-verified on load. Network and
+response problems never raise: the chain's outcome is then "skipped".
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+
+__all__ = [
+    "NVIDIA_OCSP_URL",
+    "REVOCATION_SKIPPED_NOTE",
+    "REVOCATION_UNUSABLE_NOTE",
+    "ChainRevocation",
+    "GpuOnlineChecker",
+    "OcspResponseError",
+    "RevocationStatus",
+    "build_ocsp_request",
+    "ocsp_url_of",
+    "verify_ocsp_response",
+]
+
+log = logging.getLogger(__name__)
+NVIDIA_OCSP_URL = "https://ocsp.ndis.nvidia.com/"
+REVOCATION_SKIPPED_NOTE = "gpu revocation check skipped (offline)"
+REVOCATION_UNUSABLE_NOTE = "gpu revocation check skipped (unusable OCSP response)"
+MAX_OCSP_RESPONSE = 64 * 1024
+CLOCK_SKEW = timedelta(minutes=5)
+
+Poster = Callable[[str, bytes, float], bytes]
+
+
+class OcspResponseError(ValueError):
+    """An OCSP response is malformed, unsigned by the issuer, stale or for another cert."""
+
+
+class RevocationStatus(str, enum.Enum):
+    GOOD = "good"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"
+    SKIPPED_OFFLINE = "skipped_offline"
+    SKIPPED_UNUSABLE = "skipped_unusable"
+
+
+@dataclass(frozen=True)
+class ChainRevocation:
+    """Outcome for one chain: the worst status and, if bad, which certificate."""
+
+    status: RevocationStatus
+    index: int | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.status in (RevocationStatus.REVOKED, RevocationStatus.UNKNOWN)
+
+
+def ocsp_url_of(cert: x509.Certificate) -> str | None:
+    """The first ``http(s)`` OCSP URL in the certificate's AIA extension, if any."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return None
+    for desc in aia:
+        loc = desc.access_location
+        if (desc.access_method == AuthorityInformationAccessOID.OCSP
+                and isinstance(loc, x509.UniformResourceIdentifier)
+                and loc.value.startswith(("http://", "https://"))):
+            return loc.value
+    return None
+
+
+def build_ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, nonce: bytes) -> bytes:
+    """DER OCSP request for ``cert`` (SHA-1 CertID, as responders expect) with a nonce."""
+    return (ocsp.OCSPRequestBuilder()
+            .add_certificate(cert, issuer, hashes.SHA1())  # noqa: S303 - CertID hash, not a signature
+            .add_extension(x509.OCSPNonce(nonce), critical=False)
+            .build().public_bytes(serialization.Encoding.DER))
+
+
+def _key_sha1(cert: x509.Certificate) -> bytes:
+    """SHA-1 of the certificate's public key BIT STRING (OCSP KeyHash, RFC 6960 4.2.1)."""
+    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+
+
+def _cert_id(cert: x509.Certificate, issuer: x509.Certificate,
+             algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+    req = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm).build()
+    return req.issuer_name_hash, req.issuer_key_hash
+
+
+def _verify_sig(key: object, resp: ocsp.OCSPResponse) -> None:
+    algo = resp.signature_hash_algorithm
+    if algo is None:
+        raise OcspResponseError("OCSP response signature algorithm is unsupported")
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(algo))
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(), algo)
+        else:
+            raise OcspResponseError("OCSP responder key type is unsupported")
+    except InvalidSignature as exc:
+        raise OcspResponseError("OCSP response signature is invalid") from exc
+
+
+def _names_responder(resp: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
+    if resp.responder_key_hash is not None:
+        return resp.responder_key_hash == _key_sha1(cert)
+    return resp.responder_name == cert.subject
+
+
+def _signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate, when: datetime) -> x509.Certificate:
+    if _names_responder(resp, issuer):
+        return issuer
+    for cand in resp.certificates:
+        if not _names_responder(resp, cand):
+            continue
+        try:
+            cand.verify_directly_issued_by(issuer)
+            eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound) as exc:
+            raise OcspResponseError("OCSP delegated responder is not authorized by the issuer") from exc
+        if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+            raise OcspResponseError("OCSP delegated responder lacks the OCSPSigning usage")
+        if not cand.not_valid_before_utc <= when <= cand.not_valid_after_utc:
+            raise OcspResponseError("OCSP delegated responder certificate is outside its validity")
+        return cand
+    raise OcspResponseError("OCSP response is not signed by the issuer or a delegated responder")
+
+
+def verify_ocsp_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: int,
+                         nonce: bytes | None = None) -> tuple[RevocationStatus, int]:
+    """Verify a DER OCSP response for ``cert``; returns (status, nextUpdate as Unix s).
+
+    Raises :class:`OcspResponseError` when the response must not be trusted.
+    """
+    try:
+        resp = ocsp.load_der_ocsp_response(der)
+    except ValueError as exc:
+        raise OcspResponseError("OCSP response does not parse") from exc
+    if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        raise OcspResponseError(f"OCSP responder answered {resp.response_status.name}")
+    when = datetime.fromtimestamp(now, tz=timezone.utc)
+    _verify_sig(_signer(resp, issuer, when).public_key(), resp)
+    singles = list(resp.responses)
+    if len(singles) != 1:
+        raise OcspResponseError("OCSP response must carry exactly one certificate status")
+    single = singles[0]
+    try:
+        expected_id = _cert_id(cert, issuer, single.hash_algorithm)
+    except (ValueError, TypeError) as exc:
+        raise OcspResponseError("OCSP response uses an unsupported CertID hash") from exc
+    if (single.serial_number != cert.serial_number
+            or (single.issuer_name_hash, single.issuer_key_hash) != expected_id):
+        raise OcspResponseError("OCSP response is about another certificate")
+    if nonce is not None:
+        try:
+            echoed = resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        except x509.ExtensionNotFound:
+            echoed = None
+        if echoed is not None and echoed != nonce:
+            raise OcspResponseError("OCSP response nonce does not match the request")
+    nxt = single.next_update_utc
+    if single.this_update_utc > when + CLOCK_SKEW or nxt is None or nxt + CLOCK_SKEW <= when:
+        raise OcspResponseError("OCSP response is not current (thisUpdate/nextUpdate)")
+    status = {ocsp.OCSPCertStatus.GOOD: RevocationStatus.GOOD,
+              ocsp.OCSPCertStatus.REVOKED: RevocationStatus.REVOKED}.get(
+        single.certificate_status, RevocationStatus.UNKNOWN)
+    return status, int(nxt.timestamp())
+
+
+def _http_post(url: str, body: bytes, timeout: float) -> bytes:
+    headers = {"Content-Type": "application/ocsp-request", "Accept": "application/ocsp-response"}
+    with httpx.stream("POST", url, content=body, headers=headers, timeout=timeout,
+                      follow_redirects=False) as resp:
+        if resp.status_code != 200:
+            raise OSError(f"OCSP responder HTTP {resp.status_code}")
+        out = bytearray()
+        for chunk in resp.iter_bytes():
+            out += chunk
+            if len(out) > MAX_OCSP_RESPONSE:
+                raise OSError("OCSP response too large")
+        return bytes(out)
+
+
+class GpuOnlineChecker:
+    """OCSP revocation checks for GPU chains, with a disk + memory cache.
+
+    ``url`` overrides every certificate's AIA responder; ``post`` (url, body,
+    timeout) -> response bytes is injectable (default: httpx, no redirects).
+    """
+
+    def __init__(self, cache_dir: str | Path | None = None, *, url: str | None = None,
+                 timeout: float = 5.0, post: Poster | None = None) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.url, self.timeout = url, float(timeout)
+        self._post = post or _http_post
+        self._lock = threading.Lock()
+        self._memory: dict[str, tuple[bytes, RevocationStatus, int]] = {}
+
+    def check_chain(self, chain_der: Sequence[bytes], now: int) -> ChainRevocation:
+        """Status of every non-root certificate of ``chain_der`` (leaf first) at ``now``."""
+        try:
+            certs = [x509.load_der_x509_certificate(d) for d in chain_der]
+        except ValueError:
+            return ChainRevocation(RevocationStatus.SKIPPED_UNUSABLE)
+        worst = RevocationStatus.GOOD
+        for i, cert in enumerate(certs[:-1]):
+            status = self._status(cert, certs[i + 1], now)
+            if status in (RevocationStatus.REVOKED, RevocationStatus.UNKNOWN):
+                return ChainRevocation(status, i)
+            if status != RevocationStatus.GOOD and worst != RevocationStatus.SKIPPED_UNUSABLE:
+                worst = status
+        return ChainRevocation(worst)
+
+    def _key(self, cert: x509.Certificate, issuer: x509.Certificate) -> str:
+        ikh = _key_sha1(issuer).hex()
+        return f"{ikh}-{cert.serial_number:x}"
+
+    def _cached(self, key: str, cert: x509.Certificate, issuer: x509.Certificate,
+                now: int) -> RevocationStatus | None:
+        hit = self._memory.get(key)
+        if hit is not None and now < hit[2]:
+            return hit[1]
+        if self.cache_dir is None:
+            return None
+        try:
+            der = (self.cache_dir / f"{key}.der").read_bytes()
+            status, nxt = verify_ocsp_response(der, cert, issuer, now)
+        except (OSError, OcspResponseError):
+            return None
+        self._memory[key] = (der, status, nxt)
+        return status
+
+    def _store(self, key: str, der: bytes) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_dir / f".{key}.{os.getpid()}.tmp"
+            tmp.write_bytes(der)
+            os.replace(tmp, self.cache_dir / f"{key}.der")
+        except OSError:
+            log.warning("could not write the OCSP cache under %s", self.cache_dir)
+
+    def _status(self, cert: x509.Certificate, issuer: x509.Certificate, now: int) -> RevocationStatus:
+        key = self._key(cert, issuer)
+        with self._lock:
+            cached = self._cached(key, cert, issuer, now)
+        if cached is not None:
+            return cached
+        url = self.url or ocsp_url_of(cert)
+        if url is None:
+            return RevocationStatus.SKIPPED_OFFLINE
+        nonce = hashlib.sha256(os.urandom(32)).digest()[:16]
+        try:
+            der = self._post(url, build_ocsp_request(cert, issuer, nonce), self.timeout)
+        except (OSError, httpx.HTTPError) as exc:
+            log.warning("OCSP request to %s failed (%s)", url, type(exc).__name__)
+            return RevocationStatus.SKIPPED_OFFLINE
+        try:
+            status, nxt = verify_ocsp_response(der, cert, issuer, now, nonce)
+        except OcspResponseError as exc:
+            log.warning("unusable OCSP response from %s: %s", url, exc)
+            return RevocationStatus.SKIPPED_UNUSABLE
+        with self._lock:
+            self._memory[key] = (der, status, nxt)
+            self._store(key, der)
+        return status
