@@ -214,3 +214,15 @@ def test_validator_flags_build_the_checker(tmp_path, monkeypatch):
     checker = _verifier(args).gpu_online
     assert isinstance(checker, GpuOnlineChecker)
     assert checker.url == "http://127.0.0.1:9/" and checker.cache_dir == tmp_path / "ocsp"
+
+
+def test_failed_responder_is_not_retried_per_certificate(tmp_path):
+    calls: list[str] = []
+
+    def down(url: str, body: bytes, timeout: float) -> bytes:
+        calls.append(url)
+        raise OSError("connection refused")
+
+    checker = GpuOnlineChecker(tmp_path, url="http://responder.invalid/", post=down)
+    verdict = _verify(checker, gpus=8)
+    assert verdict.ok and REVOCATION_SKIPPED_NOTE in verdict.notes and len(calls) == 1

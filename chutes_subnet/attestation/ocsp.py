@@ -16,13 +16,13 @@ response problems never raise: the chain's outcome is then "skipped".
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -51,7 +51,10 @@ NVIDIA_OCSP_URL = "https://ocsp.ndis.nvidia.com/"
 REVOCATION_SKIPPED_NOTE = "gpu revocation check skipped (offline)"
 REVOCATION_UNUSABLE_NOTE = "gpu revocation check skipped (unusable OCSP response)"
 MAX_OCSP_RESPONSE = 64 * 1024
+MAX_CACHED = 8192
 CLOCK_SKEW = timedelta(minutes=5)
+#: After a failed request, a responder is not asked again for this long (seconds).
+RESPONDER_BACKOFF = 60.0
 
 Poster = Callable[[str, bytes, float], bytes]
 
@@ -98,7 +101,7 @@ def ocsp_url_of(cert: x509.Certificate) -> str | None:
 def build_ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, nonce: bytes) -> bytes:
     """DER OCSP request for ``cert`` (SHA-1 CertID, as responders expect) with a nonce."""
     return (ocsp.OCSPRequestBuilder()
-            .add_certificate(cert, issuer, hashes.SHA1())  # noqa: S303 - CertID hash, not a signature
+            .add_certificate(cert, issuer, hashes.SHA1())  # CertID hash, not a signature
             .add_extension(x509.OCSPNonce(nonce), critical=False)
             .build().public_bytes(serialization.Encoding.DER))
 
@@ -166,7 +169,7 @@ def verify_ocsp_response(der: bytes, cert: x509.Certificate, issuer: x509.Certif
         raise OcspResponseError("OCSP response does not parse") from exc
     if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise OcspResponseError(f"OCSP responder answered {resp.response_status.name}")
-    when = datetime.fromtimestamp(now, tz=timezone.utc)
+    when = datetime.fromtimestamp(now, tz=UTC)
     _verify_sig(_signer(resp, issuer, when).public_key(), resp)
     singles = list(resp.responses)
     if len(singles) != 1:
@@ -213,7 +216,9 @@ class GpuOnlineChecker:
     """OCSP revocation checks for GPU chains, with a disk + memory cache.
 
     ``url`` overrides every certificate's AIA responder; ``post`` (url, body,
-    timeout) -> response bytes is injectable (default: httpx, no redirects).
+    timeout) -> response bytes is injectable (default: httpx, no redirects). A
+    responder that failed is not asked again for :data:`RESPONDER_BACKOFF` seconds,
+    so an outage costs one timeout, not one per certificate.
     """
 
     def __init__(self, cache_dir: str | Path | None = None, *, url: str | None = None,
@@ -223,6 +228,7 @@ class GpuOnlineChecker:
         self._post = post or _http_post
         self._lock = threading.Lock()
         self._memory: dict[str, tuple[bytes, RevocationStatus, int]] = {}
+        self._down_until: dict[str, float] = {}
 
     def check_chain(self, chain_der: Sequence[bytes], now: int) -> ChainRevocation:
         """Status of every non-root certificate of ``chain_der`` (leaf first) at ``now``."""
@@ -276,13 +282,14 @@ class GpuOnlineChecker:
         if cached is not None:
             return cached
         url = self.url or ocsp_url_of(cert)
-        if url is None:
+        if url is None or time.monotonic() < self._down_until.get(url, 0.0):
             return RevocationStatus.SKIPPED_OFFLINE
-        nonce = hashlib.sha256(os.urandom(32)).digest()[:16]
+        nonce = os.urandom(16)
         try:
             der = self._post(url, build_ocsp_request(cert, issuer, nonce), self.timeout)
         except (OSError, httpx.HTTPError) as exc:
             log.warning("OCSP request to %s failed (%s)", url, type(exc).__name__)
+            self._down_until[url] = time.monotonic() + RESPONDER_BACKOFF
             return RevocationStatus.SKIPPED_OFFLINE
         try:
             status, nxt = verify_ocsp_response(der, cert, issuer, now, nonce)
@@ -290,6 +297,8 @@ class GpuOnlineChecker:
             log.warning("unusable OCSP response from %s: %s", url, exc)
             return RevocationStatus.SKIPPED_UNUSABLE
         with self._lock:
+            if len(self._memory) >= MAX_CACHED:
+                self._memory.clear()
             self._memory[key] = (der, status, nxt)
             self._store(key, der)
         return status

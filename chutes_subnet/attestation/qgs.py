@@ -189,7 +189,7 @@ class QgsClient:
                 if not 0 < length <= MAX_QGS_MESSAGE:
                     raise QgsError(f"QGS announced a response of {length} bytes (limit {MAX_QGS_MESSAGE})")
                 return parse_get_quote_response(_recv_exact(sock, length, deadline))
-        except (socket.timeout, TimeoutError) as exc:
+        except TimeoutError as exc:
             raise QgsError(f"QGS at {self.address} timed out after {self.timeout:g} s") from exc
         except OSError as exc:
             raise QgsError(f"QGS connection to {self.address} failed ({type(exc).__name__})") from exc
