@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chutes_subnet.attestation import GpuOnlineChecker, Policy, SimulatedProvider, Verifier
 from chutes_subnet.attestation._pem import split_pem_chain
@@ -155,6 +157,7 @@ def test_revoked_and_unknown_reject(fresh, tmp_path, mode, what):
     verdict = _verify(GpuOnlineChecker(tmp_path, url=url, timeout=5))
     assert not verdict.ok and verdict.reason_codes == ("gpu_cert_revoked",)
     assert what in verdict.reasons[0].message and app.hits == 1  # stops at the first bad chain
+    assert REVOCATION_SKIPPED_NOTE not in verdict.notes
 
 
 @pytest.mark.parametrize("mode", ["bad_signature", "expired", "wrong_nonce", "delegated_no_eku"])
@@ -226,3 +229,35 @@ def test_failed_responder_is_not_retried_per_certificate(tmp_path):
     checker = GpuOnlineChecker(tmp_path, url="http://responder.invalid/", post=down)
     verdict = _verify(checker, gpus=8)
     assert verdict.ok and REVOCATION_SKIPPED_NOTE in verdict.notes and len(calls) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_response_verifier_only_raises_its_own_error(data):
+    from chutes_subnet.attestation.ocsp import OcspResponseError, verify_ocsp_response
+
+    leaf, issuer = _FUZZ_CERTS
+    good = bytearray(_FUZZ_GOOD)
+    if data.draw(st.booleans()):
+        blob = data.draw(st.binary(max_size=600))
+    else:
+        for _ in range(data.draw(st.integers(1, 4))):
+            good[data.draw(st.integers(0, len(good) - 1))] = data.draw(st.integers(0, 255))
+        blob = bytes(good)
+    try:
+        status, nxt = verify_ocsp_response(blob, leaf, issuer, int(time.time()), b"n" * 16)
+    except OcspResponseError:
+        return
+    assert status in RevocationStatus and nxt > time.time()
+
+
+def _fuzz_seed() -> tuple[tuple[x509.Certificate, x509.Certificate], bytes]:
+    from chutes_subnet.attestation.ocsp import build_ocsp_request, verify_ocsp_response
+
+    leaf, issuer = (x509.load_der_x509_certificate(d) for d in _leaf_chain())
+    good = Responder().answer(build_ocsp_request(leaf, issuer, b"n" * 16))
+    assert verify_ocsp_response(good, leaf, issuer, int(time.time()), b"n" * 16)[0] == "good"
+    return (leaf, issuer), good
+
+
+_FUZZ_CERTS, _FUZZ_GOOD = _fuzz_seed()

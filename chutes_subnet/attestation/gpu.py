@@ -20,7 +20,8 @@ Checks per entry, in order (each failure is one :class:`ReasonCode`):
 
 Across entries, two entries with the same device key are one GPU -> gpu_duplicate.
 Revocation (OCSP) and reference measurements (RIM) need NVIDIA's services; see
-:mod:`chutes_subnet.attestation.gpu_online`.
+:mod:`chutes_subnet.attestation.ocsp` (revocation, optional) and the RIM
+comparison (not implemented).
 """
 
 from __future__ import annotations

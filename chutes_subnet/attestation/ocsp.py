@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
@@ -164,6 +164,16 @@ def verify_ocsp_response(der: bytes, cert: x509.Certificate, issuer: x509.Certif
     Raises :class:`OcspResponseError` when the response must not be trusted.
     """
     try:
+        return _verify_response(der, cert, issuer, now, nonce)
+    except OcspResponseError:
+        raise
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise OcspResponseError("OCSP response is malformed") from exc
+
+
+def _verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: int,
+                     nonce: bytes | None) -> tuple[RevocationStatus, int]:
+    try:
         resp = ocsp.load_der_ocsp_response(der)
     except ValueError as exc:
         raise OcspResponseError("OCSP response does not parse") from exc
@@ -238,7 +248,11 @@ class GpuOnlineChecker:
             return ChainRevocation(RevocationStatus.SKIPPED_UNUSABLE)
         worst = RevocationStatus.GOOD
         for i, cert in enumerate(certs[:-1]):
-            status = self._status(cert, certs[i + 1], now)
+            try:
+                status = self._status(cert, certs[i + 1], now)
+            except (ValueError, TypeError, UnsupportedAlgorithm):
+                log.warning("GPU certificate %d cannot be checked over OCSP", i)
+                status = RevocationStatus.SKIPPED_UNUSABLE
             if status in (RevocationStatus.REVOKED, RevocationStatus.UNKNOWN):
                 return ChainRevocation(status, i)
             if status != RevocationStatus.GOOD and worst != RevocationStatus.SKIPPED_UNUSABLE:

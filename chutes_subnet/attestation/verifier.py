@@ -123,7 +123,7 @@ class Verifier:
             revocation = state.get("gpu_revocation")
             if revocation == RevocationStatus.SKIPPED_UNUSABLE:
                 notes.append(REVOCATION_UNUSABLE_NOTE)
-            elif revocation != RevocationStatus.GOOD:
+            elif revocation in (None, RevocationStatus.SKIPPED_OFFLINE):
                 notes.append(REVOCATION_SKIPPED_NOTE)
             notes.append(RIM_NOTE)
         verdict = Verdict(
@@ -192,14 +192,16 @@ class Verifier:
         if gpus.reasons:
             raise _Stop(*gpus.reasons)
         if self.gpu_online is not None and gpus.count:
-            self._revocation(state["gpu_entries"], now, state)  # type: ignore[arg-type]
+            self._revocation(self.gpu_online, state["gpu_entries"], now, state)  # type: ignore[arg-type]
 
-    def _revocation(self, entries: list[GpuEvidenceEntry], now: int, state: dict[str, object]) -> None:
+    @staticmethod
+    def _revocation(checker: GpuOnlineChecker, entries: list[GpuEvidenceEntry], now: int,
+                    state: dict[str, object]) -> None:
         overall = RevocationStatus.GOOD
         for i, entry in enumerate(entries):
-            assert self.gpu_online is not None
-            outcome = self.gpu_online.check_chain(entry.chain_der, now)
+            outcome = checker.check_chain(entry.chain_der, now)
             if outcome.rejected:
+                state["gpu_revocation"] = outcome.status
                 what = "revoked" if outcome.status == RevocationStatus.REVOKED else "of unknown status"
                 raise _Stop(Reason.of(ReasonCode.GPU_CERT_REVOKED,
                                       f"GPU {i}: certificate {outcome.index} is {what} (OCSP)"))
