@@ -35,7 +35,8 @@ ROOT = x509.load_der_x509_certificate(dev_gpu_root_der())
 UTC = dt.timezone.utc
 
 
-def _delegate(eku: bool) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def _delegate(eku: bool, signer: ec.EllipticCurvePrivateKey | None = None
+              ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP384R1())
     now = dt.datetime.now(UTC)
     builder = (x509.CertificateBuilder()
@@ -44,7 +45,7 @@ def _delegate(eku: bool) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
                .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1)))
     usage = ExtendedKeyUsageOID.OCSP_SIGNING if eku else ExtendedKeyUsageOID.SERVER_AUTH
     builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
-    return key, builder.sign(dev_gpu_root_key(), hashes.SHA384())
+    return key, builder.sign(signer or dev_gpu_root_key(), hashes.SHA384())
 
 
 class Responder:
@@ -52,7 +53,8 @@ class Responder:
 
     def __init__(self) -> None:
         self.mode, self.hits = "good", 0
-        self.delegates = {True: _delegate(True), False: _delegate(False)}
+        self.delegates = {"delegated": _delegate(True), "delegated_no_eku": _delegate(False),
+                          "delegated_foreign": _delegate(True, ec.generate_private_key(ec.SECP384R1()))}
 
     def answer(self, body: bytes) -> bytes:
         req = ocsp.load_der_ocsp_request(body)
@@ -67,7 +69,7 @@ class Responder:
             x509.ReasonFlags.key_compromise if status == ocsp.OCSPCertStatus.REVOKED else None)
         key, cert = dev_gpu_root_key(), ROOT
         if self.mode.startswith("delegated"):
-            key, cert = self.delegates[self.mode == "delegated"]
+            key, cert = self.delegates[self.mode]
             builder = builder.certificates([cert])
         nonce = req.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
         if self.mode == "wrong_nonce":
@@ -160,7 +162,8 @@ def test_revoked_and_unknown_reject(fresh, tmp_path, mode, what):
     assert REVOCATION_SKIPPED_NOTE not in verdict.notes
 
 
-@pytest.mark.parametrize("mode", ["bad_signature", "expired", "wrong_nonce", "delegated_no_eku"])
+@pytest.mark.parametrize("mode", ["bad_signature", "expired", "wrong_nonce", "delegated_no_eku",
+                                  "delegated_foreign"])
 def test_unusable_responses_are_skipped_not_trusted(fresh, tmp_path, mode):
     app, url = fresh
     app.mode = mode
@@ -172,11 +175,16 @@ def test_unusable_responses_are_skipped_not_trusted(fresh, tmp_path, mode):
     assert checker.check_chain(_leaf_chain(), int(time.time())).status != RevocationStatus.GOOD
 
 
-def test_delegated_responder_signed_by_issuer(fresh, tmp_path):
+def test_delegated_responder_signed_by_issuer_or_a_ca_above(fresh, tmp_path):
     app, url = fresh
-    app.mode = "delegated"
+    app.mode = "delegated"  # responder certified by the root
     assert GpuOnlineChecker(tmp_path, url=url).check_chain(
         _leaf_chain(), int(time.time())).status == RevocationStatus.GOOD
+    assert app.hits == 1
+    # the leaf is issued by the device CA; the root above it certified the responder
+    checker = GpuOnlineChecker(tmp_path / "all", url=url, check_leaf=True)
+    assert checker.check_chain(_leaf_chain(), int(time.time())).status == RevocationStatus.GOOD
+    assert app.hits == 3
 
 
 def test_unreachable_responder_is_offline(tmp_path):
@@ -254,10 +262,10 @@ def test_response_verifier_only_raises_its_own_error(data):
 def _fuzz_seed() -> tuple[tuple[x509.Certificate, x509.Certificate], bytes]:
     from chutes_subnet.attestation.ocsp import build_ocsp_request, verify_ocsp_response
 
-    leaf, issuer = (x509.load_der_x509_certificate(d) for d in _leaf_chain())
-    good = Responder().answer(build_ocsp_request(leaf, issuer, b"n" * 16))
-    assert verify_ocsp_response(good, leaf, issuer, int(time.time()), b"n" * 16)[0] == "good"
-    return (leaf, issuer), good
+    _, device, root = (x509.load_der_x509_certificate(d) for d in _leaf_chain())
+    good = Responder().answer(build_ocsp_request(device, root, b"n" * 16))
+    assert verify_ocsp_response(good, device, root, int(time.time()), b"n" * 16)[0] == "good"
+    return (device, root), good
 
 
 _FUZZ_CERTS, _FUZZ_GOOD = _fuzz_seed()

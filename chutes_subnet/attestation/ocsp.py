@@ -1,12 +1,17 @@
 """Optional online revocation check of GPU certificate chains (OCSP, RFC 6960).
 
-:class:`GpuOnlineChecker` asks an OCSP responder about every certificate of a GPU
-chain except the self-signed root: the URL is a configured override (e.g. NVIDIA's
-``https://ocsp.ndis.nvidia.com/``) or the certificate's AIA ``OCSP`` entry. A
-response counts only if it is SUCCESSFUL, names exactly this (issuer key hash,
-serial), is current (``thisUpdate`` <= now < ``nextUpdate``, small clock skew),
-echoes our nonce when it carries one, and is signed by the issuer or by a delegated
-responder certificate that the issuer signed, with the OCSPSigning EKU and valid now.
+:class:`GpuOnlineChecker` asks an OCSP responder about the certificates of a GPU
+chain (leaf first): all but the self-signed root, and by default not the leaf
+either, since the leaf is the key the GPU firmware generates at boot and NVIDIA's
+OCSP service only knows the device identity certificate and the CAs above it (the
+same range NVIDIA's own verifier checks). The URL is a configured override (e.g.
+NVIDIA's ``https://ocsp.ndis.nvidia.com/``) or the certificate's AIA ``OCSP`` entry.
+
+A response counts only if it is SUCCESSFUL, names exactly this (issuer name/key
+hash, serial), is current (``thisUpdate`` <= now < ``nextUpdate``, small clock
+skew), echoes our nonce when it carries one, and is signed by the issuer or by a
+responder certificate with the OCSPSigning EKU, valid now, and signed by the issuer
+or a CA above it in the (already verified, pinned-root) chain.
 
 Verified responses are cached on disk (``<cache_dir>/<issuer key hash>-<serial>.der``)
 and in memory until ``nextUpdate``; cached bytes are re-verified on load. Network and
@@ -99,9 +104,9 @@ def ocsp_url_of(cert: x509.Certificate) -> str | None:
 
 
 def build_ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, nonce: bytes) -> bytes:
-    """DER OCSP request for ``cert`` (SHA-1 CertID, as responders expect) with a nonce."""
+    """DER OCSP request for ``cert`` (SHA-384 CertID, as NVIDIA's service uses) with a nonce."""
     return (ocsp.OCSPRequestBuilder()
-            .add_certificate(cert, issuer, hashes.SHA1())  # CertID hash, not a signature
+            .add_certificate(cert, issuer, hashes.SHA384())
             .add_extension(x509.OCSPNonce(nonce), critical=False)
             .build().public_bytes(serialization.Encoding.DER))
 
@@ -138,17 +143,26 @@ def _names_responder(resp: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
     return resp.responder_name == cert.subject
 
 
-def _signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate, when: datetime) -> x509.Certificate:
+def _signer(resp: ocsp.OCSPResponse, authorities: Sequence[x509.Certificate],
+            when: datetime) -> x509.Certificate:
+    issuer = authorities[0]
     if _names_responder(resp, issuer):
         return issuer
     for cand in resp.certificates:
         if not _names_responder(resp, cand):
             continue
+        for ca in authorities:
+            try:
+                cand.verify_directly_issued_by(ca)
+                break
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+        else:
+            raise OcspResponseError("OCSP delegated responder is not certified by the issuer's chain")
         try:
-            cand.verify_directly_issued_by(issuer)
             eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound) as exc:
-            raise OcspResponseError("OCSP delegated responder is not authorized by the issuer") from exc
+        except x509.ExtensionNotFound as exc:
+            raise OcspResponseError("OCSP delegated responder lacks the OCSPSigning usage") from exc
         if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
             raise OcspResponseError("OCSP delegated responder lacks the OCSPSigning usage")
         if not cand.not_valid_before_utc <= when <= cand.not_valid_after_utc:
@@ -158,21 +172,25 @@ def _signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate, when: datetime) -
 
 
 def verify_ocsp_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: int,
-                         nonce: bytes | None = None) -> tuple[RevocationStatus, int]:
+                         nonce: bytes | None = None, *,
+                         above: Sequence[x509.Certificate] = ()) -> tuple[RevocationStatus, int]:
     """Verify a DER OCSP response for ``cert``; returns (status, nextUpdate as Unix s).
 
-    Raises :class:`OcspResponseError` when the response must not be trusted.
+    ``above`` are the CAs above ``issuer`` (up to the root) that may also certify a
+    delegated responder. Raises :class:`OcspResponseError` when the response must
+    not be trusted.
     """
     try:
-        return _verify_response(der, cert, issuer, now, nonce)
+        return _verify_response(der, cert, [issuer, *above], now, nonce)
     except OcspResponseError:
         raise
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise OcspResponseError("OCSP response is malformed") from exc
 
 
-def _verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: int,
-                     nonce: bytes | None) -> tuple[RevocationStatus, int]:
+def _verify_response(der: bytes, cert: x509.Certificate, authorities: list[x509.Certificate],
+                     now: int, nonce: bytes | None) -> tuple[RevocationStatus, int]:
+    issuer = authorities[0]
     try:
         resp = ocsp.load_der_ocsp_response(der)
     except ValueError as exc:
@@ -180,7 +198,7 @@ def _verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificat
     if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         raise OcspResponseError(f"OCSP responder answered {resp.response_status.name}")
     when = datetime.fromtimestamp(now, tz=UTC)
-    _verify_sig(_signer(resp, issuer, when).public_key(), resp)
+    _verify_sig(_signer(resp, authorities, when).public_key(), resp)
     singles = list(resp.responses)
     if len(singles) != 1:
         raise OcspResponseError("OCSP response must carry exactly one certificate status")
@@ -232,8 +250,9 @@ class GpuOnlineChecker:
     """
 
     def __init__(self, cache_dir: str | Path | None = None, *, url: str | None = None,
-                 timeout: float = 5.0, post: Poster | None = None) -> None:
+                 timeout: float = 5.0, post: Poster | None = None, check_leaf: bool = False) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.check_leaf = check_leaf
         self.url, self.timeout = url, float(timeout)
         self._post = post or _http_post
         self._lock = threading.Lock()
@@ -241,15 +260,16 @@ class GpuOnlineChecker:
         self._down_until: dict[str, float] = {}
 
     def check_chain(self, chain_der: Sequence[bytes], now: int) -> ChainRevocation:
-        """Status of every non-root certificate of ``chain_der`` (leaf first) at ``now``."""
+        """Status of the non-root certificates of ``chain_der`` (leaf first) at ``now``;
+        the leaf only with ``check_leaf``."""
         try:
             certs = [x509.load_der_x509_certificate(d) for d in chain_der]
         except ValueError:
             return ChainRevocation(RevocationStatus.SKIPPED_UNUSABLE)
         worst = RevocationStatus.GOOD
-        for i, cert in enumerate(certs[:-1]):
+        for i in range(0 if self.check_leaf else 1, len(certs) - 1):
             try:
-                status = self._status(cert, certs[i + 1], now)
+                status = self._status(certs[i], certs[i + 1:], now)
             except (ValueError, TypeError, UnsupportedAlgorithm):
                 log.warning("GPU certificate %d cannot be checked over OCSP", i)
                 status = RevocationStatus.SKIPPED_UNUSABLE
@@ -263,7 +283,7 @@ class GpuOnlineChecker:
         ikh = _key_sha1(issuer).hex()
         return f"{ikh}-{cert.serial_number:x}"
 
-    def _cached(self, key: str, cert: x509.Certificate, issuer: x509.Certificate,
+    def _cached(self, key: str, cert: x509.Certificate, authorities: Sequence[x509.Certificate],
                 now: int) -> RevocationStatus | None:
         hit = self._memory.get(key)
         if hit is not None and now < hit[2]:
@@ -272,7 +292,7 @@ class GpuOnlineChecker:
             return None
         try:
             der = (self.cache_dir / f"{key}.der").read_bytes()
-            status, nxt = verify_ocsp_response(der, cert, issuer, now)
+            status, nxt = verify_ocsp_response(der, cert, authorities[0], now, above=authorities[1:])
         except (OSError, OcspResponseError):
             return None
         self._memory[key] = (der, status, nxt)
@@ -289,10 +309,12 @@ class GpuOnlineChecker:
         except OSError:
             log.warning("could not write the OCSP cache under %s", self.cache_dir)
 
-    def _status(self, cert: x509.Certificate, issuer: x509.Certificate, now: int) -> RevocationStatus:
+    def _status(self, cert: x509.Certificate, authorities: Sequence[x509.Certificate],
+                now: int) -> RevocationStatus:
+        issuer = authorities[0]
         key = self._key(cert, issuer)
         with self._lock:
-            cached = self._cached(key, cert, issuer, now)
+            cached = self._cached(key, cert, authorities, now)
         if cached is not None:
             return cached
         url = self.url or ocsp_url_of(cert)
@@ -306,7 +328,7 @@ class GpuOnlineChecker:
             self._down_until[url] = time.monotonic() + RESPONDER_BACKOFF
             return RevocationStatus.SKIPPED_OFFLINE
         try:
-            status, nxt = verify_ocsp_response(der, cert, issuer, now, nonce)
+            status, nxt = verify_ocsp_response(der, cert, issuer, now, nonce, above=authorities[1:])
         except OcspResponseError as exc:
             log.warning("unusable OCSP response from %s: %s", url, exc)
             return RevocationStatus.SKIPPED_UNUSABLE

@@ -4,7 +4,8 @@ Quotes use the real TDX v4 binary layout and the real report_data binding, but a
 signed by keys derived from a *published* seed (:data:`DEV_SEED`): anybody can forge
 them. They carry the QE vendor ID :data:`SIM_QE_VENDOR_ID`, which Intel's DCAP never
 accepts, and the measurement profile ``simulated-dev``. GPU entries use the real
-NVIDIA JSON/SPDM shape, chained to a development root also derived from the seed.
+NVIDIA JSON/SPDM shape: leaf, per-GPU device identity CA, and a development root
+also derived from the seed.
 
 The verifier accepts this evidence only when constructed with
 ``dangerous_accept_simulated_tee=True`` and then marks every verdict ``simulated``.
@@ -183,10 +184,16 @@ class SimulatedDevice:
         root_pem = to_pem(gpu_root.public_bytes(serialization.Encoding.DER))
         self.gpus: list[tuple[ec.EllipticCurvePrivateKey, bytes]] = []
         for i in range(self.gpu_count):
+            # like NVIDIA: a per-device identity CA ("BROM") certifies the firmware's leaf key
+            device_key = _derive_key(b"gpu-device/%d/" % i + inst, ec.SECP384R1(), _P384_N)
+            device_cn = f"{self.chip} A01 GSP BROM SIMULATED {inst[:16].decode()}/{i}"
+            device = _cert(device_cn, device_key, _GPU_ROOT_CN, gpu_root_key, ca=True,
+                           serial=int.from_bytes(inst[16:24], "big") * 64 + i)
             key = _derive_key(b"gpu/%d/" % i + inst, ec.SECP384R1(), _P384_N)
-            cert = _cert(f"{self.chip} A01 GSP FMC LF SIMULATED", key, _GPU_ROOT_CN, gpu_root_key,
+            cert = _cert(f"{self.chip} A01 GSP FMC LF SIMULATED", key, device_cn, device_key,
                          ca=False, serial=1000 + i)
-            self.gpus.append((key, to_pem(cert.public_bytes(serialization.Encoding.DER)) + root_pem))
+            self.gpus.append((key, b"".join(to_pem(c.public_bytes(serialization.Encoding.DER))
+                                            for c in (cert, device)) + root_pem))
 
     def quote(self, report_data: bytes, *, debug: bool = False) -> bytes:
         """A TDX v4 quote over ``report_data`` signed with the development keys."""
