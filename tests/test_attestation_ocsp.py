@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from chutes_subnet.attestation import GpuOnlineChecker, Policy, SimulatedProvider, Verifier
 from chutes_subnet.attestation._pem import split_pem_chain
 from chutes_subnet.attestation.ocsp import (
+    NVIDIA_OCSP_URL,
     REVOCATION_SKIPPED_NOTE,
     REVOCATION_UNUSABLE_NOTE,
     RevocationStatus,
@@ -225,6 +226,10 @@ def test_validator_flags_build_the_checker(tmp_path, monkeypatch):
     checker = _verifier(args).gpu_online
     assert isinstance(checker, GpuOnlineChecker)
     assert checker.url == "http://127.0.0.1:9/" and checker.cache_dir == tmp_path / "ocsp"
+    default = _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp"])).gpu_online
+    assert default.url == NVIDIA_OCSP_URL and not default.check_leaf
+    aia = _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp", "--gpu.ocsp_url", ""]))
+    assert aia.gpu_online.url is None
 
 
 def test_failed_responder_is_not_retried_per_certificate(tmp_path):

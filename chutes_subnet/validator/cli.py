@@ -102,9 +102,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="collateral cache directory")
     _add(g, "--gpu.ocsp", dest="gpu_ocsp", action="store_true",
          help="check GPU certificate revocation online (OCSP); off = verdicts note the skip")
-    _add(g, "--gpu.ocsp_url", dest="gpu_ocsp_url", default=None,
-         help="OCSP responder for every GPU certificate (default: each certificate's AIA URL, "
-              "e.g. https://ocsp.ndis.nvidia.com/)")
+    _add(g, "--gpu.ocsp_url", dest="gpu_ocsp_url", default="https://ocsp.ndis.nvidia.com/",
+         help="OCSP responder for every GPU certificate ('' = each certificate's AIA URL)")
     _add(g, "--gpu.ocsp_cache", dest="gpu_ocsp_cache", default=None,
          help="OCSP response cache directory (default <data-dir>/ocsp)")
     g = parser.add_argument_group("state and observability")
@@ -167,7 +166,7 @@ def _verifier(args: argparse.Namespace) -> Any:
     gpu_online = None
     if args.gpu_ocsp:
         gpu_online = GpuOnlineChecker(args.gpu_ocsp_cache or str(_data_dir() / "ocsp"),
-                                      url=args.gpu_ocsp_url)
+                                      url=args.gpu_ocsp_url or None)
     return Verifier(policy, collateral, dangerous_accept_simulated_tee=args.dev,
                     gpu_online=gpu_online)
 
