@@ -274,3 +274,25 @@ def _fuzz_seed() -> tuple[tuple[x509.Certificate, x509.Certificate], bytes]:
 
 
 _FUZZ_CERTS, _FUZZ_GOOD = _fuzz_seed()
+
+
+def test_real_h100_chain_queries_device_cert_and_cas(tmp_path):
+    import json
+
+    from tests.vector_files import VECTORS_DIR
+
+    data = json.loads((VECTORS_DIR / "gpu" / "h100x8_evidence.json").read_text())
+    entries = data
+    chain = split_pem_chain(base64.b64decode(entries[0]["certificate"]))
+    asked: list[int] = []
+
+    def garbage(url: str, body: bytes, timeout: float) -> bytes:
+        req = ocsp.load_der_ocsp_request(body)
+        assert url == NVIDIA_OCSP_URL and isinstance(req.hash_algorithm, hashes.SHA384)
+        asked.append(req.serial_number)
+        return b"\x30\x03\x0a\x01\x01"  # OCSPResponse{malformedRequest}
+
+    checker = GpuOnlineChecker(tmp_path, url=NVIDIA_OCSP_URL, post=garbage)
+    assert checker.check_chain(chain, int(time.time())).status == RevocationStatus.SKIPPED_UNUSABLE
+    certs = [x509.load_der_x509_certificate(d) for d in chain]
+    assert asked == [c.serial_number for c in certs[1:-1]] and len(asked) == 3
