@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--tee", default="tdx", choices=TEE_KINDS,
          help="evidence provider: tdx (configfs-tsm + NVIDIA CC) or simulated (INSECURE)")
     _add(p, "--tee.no_gpus", type=bool, help="TDX without NVIDIA GPU evidence")
+    _add(p, "--tee.qgs_address", help="quote generation service for kernels without configfs-tsm "
+         "(/dev/tdx_guest): vsock:CID:PORT, tcp:HOST:PORT or unix:PATH (default vsock:2:4050)")
     _add(p, "--allow-insecure-simulated-tee", type=bool,
          help="allow --tee simulated on a non-local network (nothing is confidential)")
     _add(p, "--instance_id", help="instance id (default: a fresh uuid4 per start)")
@@ -163,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
 
     wallet = load_wallet(getattr(args, "wallet.name"), getattr(args, "wallet.hotkey"),
                          getattr(args, "wallet.path"))
-    provider_opts = {"gpus": False} if config.tee == "tdx" and getattr(args, "tee.no_gpus") else {}
+    provider_opts: dict[str, Any] = {}
+    if config.tee == "tdx":
+        if getattr(args, "tee.no_gpus"):
+            provider_opts["gpus"] = False
+        if getattr(args, "tee.qgs_address"):
+            provider_opts["qgs_address"] = getattr(args, "tee.qgs_address")
     provider = make_provider(config.tee, **provider_opts)
     backend = make_backend(args.backend, **_backend_options(args))
     chain = open_chain(chain_spec(args), netuid=args.netuid, wallet=wallet)
