@@ -39,15 +39,15 @@ TEMPO_SECONDS = 360 * 12
 # --- the miner farm (child process) -------------------------------------------------------
 
 def _farm(spec: dict[str, Any]) -> None:
+    import torch
     import uvicorn
 
+    from chutes_subnet.asgi import read_body
     from chutes_subnet.attestation import SimulatedProvider
     from chutes_subnet.e2ee import KeyPair, RequestContext, v2
     from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
     from chutes_subnet.protocol import AttestResponse, chute_id_for_model
     from chutes_subnet.sse import DONE_EVENT, format_event
-
-    import torch
 
     torch.set_num_threads(1)
     chute = chute_id_for_model(DEFAULT_MODEL_ID)
@@ -64,12 +64,7 @@ def _farm(spec: dict[str, Any]) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive, 1 << 20)
         hotkey, key, instance = miners[scope["server"][1]]
         if scope["path"] == "/attest":
             nonce = bytes.fromhex(json.loads(body)["nonce"])

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chutes_subnet.asgi import read_body
 from chutes_subnet.attestation import GpuOnlineChecker, Policy, SimulatedProvider, Verifier
 from chutes_subnet.attestation._pem import split_pem_chain
 from chutes_subnet.attestation.ocsp import (
@@ -84,16 +85,11 @@ class Responder:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (msg := await receive())["type"] != "lifespan.shutdown":
+            while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive, 1 << 20)
         self.hits += 1
         out = self.answer(body)
         await send({"type": "http.response.start", "status": 200,

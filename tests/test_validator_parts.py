@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chutes_subnet.validator as validator_pkg
+from chutes_subnet.asgi import read_body
 from chutes_subnet.attestation import Policy, Verifier
 from chutes_subnet.chain import Neuron, WeightsResult
 from chutes_subnet.e2ee import KeyPair, RequestContext, v2
@@ -21,8 +22,8 @@ from chutes_subnet.protocol import chute_id_for_model
 from chutes_subnet.sse import format_event
 from chutes_subnet.validator import (
     AttestationSummary,
-    Attestor,
     AttestedInstance,
+    Attestor,
     BenchmarkConfig,
     BenchPrompt,
     EvaluationFailure,
@@ -240,12 +241,7 @@ def _miner(mode: str):
     """An ASGI stand-in that answers a v2 stream, broken in the way ``mode`` says."""
 
     async def app(scope, receive, send):
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive, 1 << 20)
         h = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         if mode == "http500":
             await send({"type": "http.response.start", "status": 500, "headers": []})
