@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from .binding import constant_time_equal
+
 __all__ = [
     "NVIDIA_OCSP_URL",
     "REVOCATION_SKIPPED_NOTE",
@@ -139,7 +141,7 @@ def _verify_sig(key: object, resp: ocsp.OCSPResponse) -> None:
 
 def _names_responder(resp: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
     if resp.responder_key_hash is not None:
-        return resp.responder_key_hash == _key_sha1(cert)
+        return constant_time_equal(resp.responder_key_hash, _key_sha1(cert))
     return resp.responder_name == cert.subject
 
 
@@ -215,7 +217,7 @@ def _verify_response(der: bytes, cert: x509.Certificate, authorities: list[x509.
             echoed = resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
         except x509.ExtensionNotFound:
             echoed = None
-        if echoed is not None and echoed != nonce:
+        if echoed is not None and not constant_time_equal(echoed, nonce):
             raise OcspResponseError("OCSP response nonce does not match the request")
     nxt = single.next_update_utc
     if single.this_update_utc > when + CLOCK_SKEW or nxt is None or nxt + CLOCK_SKEW <= when:
