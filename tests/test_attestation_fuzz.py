@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +13,7 @@ from chutes_subnet.attestation.gpu import parse_gpu_entry
 from chutes_subnet.attestation.quote import parse_quote
 from chutes_subnet.attestation.spdm import parse_spdm_measurements
 from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, QuoteFormatError
+from fuzz.strategies import mutated
 from tests.vector_files import VECTORS_DIR as VECTORS
 
 QUOTE = (VECTORS / "tdx" / "tdx_v4_quote.bin").read_bytes()
@@ -23,22 +23,6 @@ SPDM = base64.b64decode(GPU["evidence"])
 FAST = settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
 
 
-@st.composite
-def mutated(draw, seed: bytes):
-    data = bytearray(seed)
-    op = draw(st.sampled_from(["flip", "truncate", "splice", "extend", "u32"]))
-    pos = draw(st.integers(0, len(data) - 1))
-    if op == "flip":
-        data[pos] ^= draw(st.integers(1, 255))
-    elif op == "truncate":
-        del data[pos:]
-    elif op == "splice":
-        data[pos:pos + draw(st.integers(0, 64))] = draw(st.binary(max_size=64))
-    elif op == "extend":
-        data += draw(st.binary(min_size=1, max_size=32))
-    else:
-        data[pos:pos + 4] = draw(st.integers(0, 2**32 - 1)).to_bytes(4, "little")
-    return bytes(data)
 
 
 def _parse_quote(raw: bytes) -> None:
