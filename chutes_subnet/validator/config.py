@@ -88,7 +88,9 @@ class ValidatorConfig:
     version_key: int = 1
     #: submit weights at the end of a round when the rate limit allows
     set_weights: bool = True
-    #: largest share one uid may get (the subnet's max_weight_limit / 65535); None = no clip
+    #: largest share one uid may get in the *planned* weights; None (default) = no clip
+    #: here. Leave it None on chain: SetWeights clips at the subnet's max_weight_limit
+    #: itself, and clip_to_max_weight is not idempotent, so clipping here too clips twice.
     max_weight: float | None = None
     #: skip the validator's own uid and other validator-permit holders without an axon
     evaluate_validators: bool = False
