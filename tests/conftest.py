@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import pytest
+from hypothesis import settings
+
+# CI runs a fixed, reproducible set of examples (HYPOTHESIS_PROFILE=ci, set by .ci/run);
+# local runs keep exploring new random examples every time.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 from tests.servers import RedisServer
 
