@@ -8,12 +8,12 @@ from typing import Iterator
 import pytest
 from hypothesis import settings
 
+from tests.servers import RedisServer
+
 # CI runs a fixed, reproducible set of examples (HYPOTHESIS_PROFILE=ci, set by .ci/run);
 # local runs keep exploring new random examples every time.
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-from tests.servers import RedisServer
 
 
 @pytest.fixture(scope="session")
