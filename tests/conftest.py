@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server, the public Chutes client venv."""
+"""Shared fixtures: a real redis-server, a real PostgreSQL server, the public Chutes client venv."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Iterator
 import pytest
 from hypothesis import settings
 
-from tests.servers import RedisServer
+from tests.servers import PostgresServer, RedisServer
 
 # CI runs a fixed, reproducible set of examples (HYPOTHESIS_PROFILE=ci, set by .ci/run);
 # local runs keep exploring new random examples every time.
@@ -23,6 +23,22 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server per test session; use ``postgres_url`` for a fresh DB."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """URL of a fresh, empty PostgreSQL database (one per test)."""
+    return postgres_server.new_database()
 
 
 @pytest.fixture(scope="session")
