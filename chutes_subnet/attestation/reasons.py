@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ReasonCode", "Reason", "Verdict"]
+__all__ = ["Reason", "ReasonCode", "Verdict"]
 
 
 class ReasonCode(str, enum.Enum):
@@ -48,8 +48,34 @@ class ReasonCode(str, enum.Enum):
     MEASUREMENT_NOT_ALLOWED = "measurement_not_allowed"
     GPU_COUNT_MISMATCH = "gpu_count_mismatch"
     GPU_MODEL_MISMATCH = "gpu_model_mismatch"
+    # TD fields (policy data)
+    MRSEAM_NOT_ALLOWED = "mrseam_not_allowed"
+    TD_ATTRIBUTES_MISMATCH = "td_attributes_mismatch"
+    XFAM_MISMATCH = "xfam_mismatch"
+    MRCONFIGID_MISMATCH = "mrconfigid_mismatch"
+    MROWNER_MISMATCH = "mrowner_mismatch"
+    MROWNERCONFIG_MISMATCH = "mrownerconfig_mismatch"
+    TEE_TCB_SVN_TOO_LOW = "tee_tcb_svn_too_low"
+    # GPU policy
+    GPU_CC_MODE_OFF = "gpu_cc_mode_off"
+    GPU_DEVTOOLS_MODE = "gpu_devtools_mode"
+    GPU_RIM_UNAVAILABLE = "gpu_rim_unavailable"
+    GPU_RIM_MISMATCH = "gpu_rim_mismatch"
+    # workload identity (RTMR3 event log + manifest)
+    EVENT_LOG_FORMAT = "event_log_format"
+    EVENT_LOG_DIGEST_MISMATCH = "event_log_digest_mismatch"
+    EVENT_LOG_REPLAY_MISMATCH = "event_log_replay_mismatch"
+    WORKLOAD_EVENT_MISSING = "workload_event_missing"
+    WORKLOAD_EVENT_DUPLICATE = "workload_event_duplicate"
+    MANIFEST_FORMAT = "manifest_format"
+    MANIFEST_NOT_MEASURED = "manifest_not_measured"
+    MANIFEST_WRONG_CHUTE = "manifest_wrong_chute"
+    MANIFEST_NOT_PUBLISHED = "manifest_not_published"
     # binding
     BINDING_MISMATCH = "binding_mismatch"
+    # validator round (hardware counted once)
+    PLATFORM_REUSED = "platform_reused"
+    GPU_REUSED = "gpu_reused"
 
 
 @dataclass(frozen=True)
