@@ -35,6 +35,8 @@ setup(
         "prometheus-client>=0.20",
         "openai>=1.40",
         "filelock>=3.12",
+        # PostgreSQL backend of the gateway's ledger and stores (binary wheel: no libpq needed)
+        "psycopg[binary]>=3.2,<4",
     ],
     extras_require={
         "redis": ["redis>=5"],
