@@ -82,7 +82,7 @@ class SqlDb:
             self._sqlite = sqlite3.connect(path, check_same_thread=False, timeout=timeout,
                                            isolation_level=None)
             self._sqlite.execute("PRAGMA journal_mode=WAL")
-            self._sqlite.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))
+            self._sqlite.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:

@@ -99,7 +99,7 @@ async def _burn(client: Any, wallet: Any, intent: Any, collected: int, amount: i
         result = await asyncio.wait_for(
             client.execute(intent, wallet, wait_for_inclusion=True, wait_for_finalization=True),
             timeout)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         return BurnOutcome("failed", collected, amount,
                            f"no answer within {timeout:g}s; check the chain before retrying")
     except Exception as exc:  # the SDK's errors are many; each is this run's failure
