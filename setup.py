@@ -28,6 +28,8 @@ setup(
         "pqcrypto>=1.0,<2",
         # CPU machines: install torch==2.13.0 first (README); a bare "torch" pulls CUDA.
         "torch>=2.2,<=2.14.1",
+        # torch warns "Failed to initialize NumPy" on every command without it
+        "numpy>=1.26",
         "pydantic>=2.6,<3",
         "dcap-qvl>=0.7,<0.8",
         "isal>=1.6",
@@ -40,7 +42,8 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5"],
-        "gpu": ["nvidia-ml-py>=12"],
+        # NVIDIA GPU evidence for --tee tdx (chutes_subnet/attestation/providers.py)
+        "gpu": ["nv-local-gpu-verifier>=2"],
         "dev": [
             "pytest>=8",
             "pytest-asyncio>=0.23",

@@ -107,7 +107,7 @@ class Stack:
                               "--registry", f"sqlite://{tmp / 'registry.db'}",
                               "--nonces", nonces_url, "--db", str(db),
                               "--nonces-per-instance", "256", "--log-level", "warning",
-                              "--workers", str(workers)],
+                              "--workers", str(workers), "--dangerous-unsigned-forwards"],
                              env=env, cwd=str(ROOT)),
         ]
         _wait(self.gw + "/health")

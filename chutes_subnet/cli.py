@@ -5,6 +5,7 @@ Subcommands (each module registers its own; imports are lazy so ``--help`` is fa
     chutes-subnet demo      one-command local subnet: chain, miners, validator, gateway, client
     chutes-subnet gateway   run the E2EE gateway (routes ciphertext only)
     chutes-subnet keys      create / list / revoke gateway API keys
+    chutes-subnet localchain  create subnets / register hotkeys on the local dev chain
     chutes-subnet proxy     plaintext OpenAI API on localhost, E2EE upstream
     chutes-subnet scores    print the validator's score table
 """
@@ -24,6 +25,7 @@ _COMMAND_SOURCES = (
     ("chutes_subnet.gateway.cli", "add_gateway_commands"),
     ("chutes_subnet.client.cli", "add_proxy_commands"),
     ("chutes_subnet.validator.cli", "add_validator_commands"),
+    ("chutes_subnet.chain.cli", "add_localchain_commands"),
 )
 
 
@@ -36,7 +38,9 @@ def listen_address(value: str) -> tuple[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from chutes_subnet.operator_errors import ArgumentParser
+
+    parser = ArgumentParser(
         prog="chutes-subnet",
         description="Attested, end-to-end-encrypted LLM inference on Bittensor.",
     )
@@ -48,11 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from chutes_subnet.operator_errors import run_command
+
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
+    return run_command(f"chutes-subnet {args.command}", lambda: args.func(args), argv)
 
 
 if __name__ == "__main__":

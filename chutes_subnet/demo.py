@@ -125,7 +125,7 @@ class Demo:
         t0 = self.steps.begin("Creating the local chain and wallets")
         wallets = str(self.workdir / "wallets")
         chain = LocalChain(str(self.workdir / "chain.sqlite"), netuid=1, block_time=0.5,
-                           weights_rate_limit=1)
+                           weights_rate_limit=1, create=True)
         vwallet = ensure_dev_wallet("demo-validator", "default", wallets)
         chain.register(hotkey_ss58(vwallet), vwallet.coldkeypub.ss58_address, stake=1000.0,
                        validator_permit=True)

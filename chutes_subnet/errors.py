@@ -21,6 +21,7 @@ grouped by the boundary where it happens::
     │   ├── CollateralError           collateral missing/unfetchable/expired
     │   └── PolicyFileError           operator policy file invalid
     ├── ChainError                    subtensor / local chain
+    ├── ConfigError                   operator input: flags, files, ports (one-line CLI error)
     ├── InferenceError                model backend failures
     └── ClientError                   client-side transport
         ├── NoInstancesError          discovery returned nothing usable
@@ -61,6 +62,7 @@ __all__ = [
     "CollateralError",
     "PolicyFileError",
     "ChainError",
+    "ConfigError",
     "InferenceError",
     "ClientError",
     "NoInstancesError",
@@ -145,6 +147,14 @@ class PolicyFileError(AttestationError):
 
 class ChainError(ChutesSubnetError):
     """A chain read or write failed."""
+
+
+class ConfigError(ChutesSubnetError):
+    """The operator's configuration or host cannot work (bad flag, file, port in use).
+
+    The message names the problem and the fix; command-line entry points print it as
+    one line and exit non-zero.
+    """
 
 
 class InferenceError(ChutesSubnetError):

@@ -14,11 +14,14 @@ dozen headers, btauth/1 signatures) is a few KiB and arrives in one read.
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["BoundedHttpToolsProtocol", "MAX_REQUEST_HEAD_BYTES", "REQUEST_HEAD_TIMEOUT", "server_options"]
+__all__ = ["BoundedHttpToolsProtocol", "MAX_REQUEST_HEAD_BYTES", "REQUEST_HEAD_TIMEOUT",
+           "server_options", "bind_listen_socket"]
 
 #: Largest request head (request line + all headers) a server accepts.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
@@ -86,3 +89,36 @@ def server_options() -> dict[str, Any]:
     """
     return {"http": BoundedHttpToolsProtocol, "access_log": False, "server_header": False,
             "timeout_keep_alive": 30}
+
+
+def bind_listen_socket(host: str, port: int, *, flag: str = "--port") -> socket.socket:
+    """A bound, listening TCP socket for ``uvicorn.Server.serve(sockets=[...])``.
+
+    Binding before anything is announced (the miner publishes its axon only after
+    this) means a port conflict is found before the endpoint is advertised. Raises
+    :class:`~chutes_subnet.errors.ConfigError` naming the address and ``flag``.
+    """
+    from chutes_subnet.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use: stop the other "
+                              f"process or choose another {flag}") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"cannot listen on {host}: not an address of this machine; "
+                              f"fix {flag}") from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(f"no permission to listen on {host}:{port} (ports below 1024 "
+                              f"need privileges); choose another {flag}") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; fix {flag}") from None
+    sock.set_inheritable(True)
+    return sock

@@ -14,7 +14,10 @@ from typing import Any
 
 import bittensor as bt
 
+from chutes_subnet.errors import ConfigError
+
 __all__ = [
+    "WalletNotFoundError",
     "DEFAULT_WALLET_PATH",
     "load_wallet",
     "ensure_dev_wallet",
@@ -31,20 +34,51 @@ def _wallet_dir(name: str, path: str) -> Path:
     return Path(path).expanduser() / name
 
 
+class WalletNotFoundError(ConfigError, FileNotFoundError):
+    """The wallet, its hotkey or its public coldkey is missing or unreadable."""
+
+
+def _unreadable(file: Path) -> str | None:
+    if os.access(file, os.R_OK):
+        return None
+    st = file.stat()
+    return (f"cannot read {file} as uid {os.getuid()} (owner uid {st.st_uid}, mode "
+            f"{st.st_mode & 0o777:04o}): run as the wallet's owner (docker-compose.yml: "
+            f"CHUTES_UID=$(id -u)) or make the file readable by this user")
+
+
 def load_wallet(name: str, hotkey: str, path: str = DEFAULT_WALLET_PATH) -> bt.Wallet:
     """The wallet ``name`` with hotkey ``hotkey`` under ``path``.
 
-    Raises ``FileNotFoundError`` (naming the missing file, never its content) when
-    the hotkey or the public coldkey does not exist, so a misconfigured neuron fails
-    at start-up instead of at its first signature.
+    Raises :class:`WalletNotFoundError` (a ``FileNotFoundError`` naming the missing
+    file and the fix, never key content) when the wallet, the hotkey or the public
+    coldkey does not exist or cannot be read, so a misconfigured neuron fails at
+    start-up instead of at its first signature.
     """
+    root = Path(path).expanduser()
     wallet_dir = _wallet_dir(name, path)
     hotkey_file = wallet_dir / "hotkeys" / hotkey
+    if not wallet_dir.is_dir():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise WalletNotFoundError(
+            f"wallet {name!r} not found in {root} (wallets there: {known or 'none'}): fix "
+            f"--wallet.name / --wallet.path, or create it with btcli wallet create")
     if not hotkey_file.is_file():
-        raise FileNotFoundError(f"hotkey file not found: {hotkey_file}")
-    if not (wallet_dir / "coldkeypub.txt").is_file() and not (wallet_dir / "coldkey").is_file():
-        raise FileNotFoundError(f"no coldkey in wallet directory: {wallet_dir}")
-    return bt.Wallet(name=name, hotkey=hotkey, path=str(Path(path).expanduser()))
+        hotkeys = wallet_dir / "hotkeys"
+        known = sorted(p.name for p in hotkeys.iterdir()) if hotkeys.is_dir() else []
+        raise WalletNotFoundError(
+            f"wallet {name!r} has no hotkey {hotkey!r} ({hotkey_file} missing; hotkeys: "
+            f"{known or 'none'}): fix --wallet.hotkey, or create it with btcli wallet "
+            f"new-hotkey --wallet.name {name} --wallet.hotkey {hotkey}")
+    coldkeys = [f for f in (wallet_dir / "coldkeypub.txt", wallet_dir / "coldkey") if f.is_file()]
+    if not coldkeys:
+        raise WalletNotFoundError(f"no coldkey in wallet directory {wallet_dir}: copy "
+                                  f"coldkeypub.txt there or regenerate it with btcli")
+    for file in (hotkey_file, coldkeys[0]):
+        problem = _unreadable(file)
+        if problem:
+            raise WalletNotFoundError(problem)
+    return bt.Wallet(name=name, hotkey=hotkey, path=str(root))
 
 
 def ensure_dev_wallet(name: str, hotkey: str, path: str = DEFAULT_WALLET_PATH) -> bt.Wallet:

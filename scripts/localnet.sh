@@ -140,15 +140,17 @@ register_neurons() {
 
 start_neurons() {
   local common=(--netuid "$NETUID" --wallet.path "$WALLET_PATH" --wallet.hotkey default
-    --subtensor.network local --subtensor.chain_endpoint "$ENDPOINT" --dev)
-  log "starting the miner on port $MINER_PORT (simulated TEE: development only)"
+    --subtensor.network local --subtensor.chain_endpoint "$ENDPOINT")
+  # The miner binds and publishes 127.0.0.1 (a devnet is local); the simulated TEE is
+  # accepted on a loopback endpoint. The validator's --dev accepts simulated evidence.
+  log "starting the miner on 127.0.0.1:$MINER_PORT (simulated TEE: development only)"
   (cd "$REPO_ROOT" && exec "$PYTHON" neurons/miner.py "${common[@]}" --wallet.name miner \
-    --axon.port "$MINER_PORT" --tee simulated --allow-insecure-simulated-tee) \
+    --axon.ip 127.0.0.1 --axon.port "$MINER_PORT" --tee simulated) \
     > "$STATE_DIR/miner.log" 2>&1 &
   echo $! > "$STATE_DIR/miner.pid"
   log "starting the validator"
-  (cd "$REPO_ROOT" && exec "$PYTHON" neurons/validator.py "${common[@]}" \
-    --wallet.name validator --allow-insecure-simulated-tee) \
+  (cd "$REPO_ROOT" && CHUTES_SUBNET_HOME="$STATE_DIR/validator" exec "$PYTHON" \
+    neurons/validator.py "${common[@]}" --wallet.name validator --dev) \
     > "$STATE_DIR/validator.log" 2>&1 &
   echo $! > "$STATE_DIR/validator.pid"
   log "logs: $STATE_DIR/miner.log, $STATE_DIR/validator.log"

@@ -173,7 +173,7 @@ class LoopbackSubnet:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.wallets = str(self.workdir / "wallets")
         self.chain_path = self.workdir / "chain.sqlite"
-        self.chain = LocalChain(str(self.chain_path), netuid=NETUID, block_time=0,
+        self.chain = LocalChain(str(self.chain_path), netuid=NETUID, block_time=0, create=True,
                                 weights_rate_limit=0)
         self.validator_wallet = ensure_dev_wallet("validator", "default", self.wallets)
         self.validator_hotkey = hotkey_ss58(self.validator_wallet)
@@ -294,6 +294,8 @@ class LoopbackSubnet:
         if sign:
             cmd += ["--wallet.name", "validator", "--wallet.hotkey", "default",
                     "--wallet.path", self.wallets]
+        else:
+            cmd += ["--dangerous-unsigned-forwards"]
         with open(gw.log_path, "wb") as log:
             gw.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env,
                                        cwd=ROOT)

@@ -157,7 +157,8 @@ async def test_closed_chain_refuses(chain):
 
 async def test_state_is_shared_with_another_process(tmp_path):
     path = tmp_path / "chain.sqlite"
-    parent = open_chain(f"local:{path}", netuid=2, block_time=0, weights_rate_limit=5)
+    parent = open_chain(f"local:{path}", netuid=2, block_time=0, weights_rate_limit=5,
+                        create_subnet=True)
     assert isinstance(parent, LocalChain)
     parent.register("validator", "ck", stake=10, validator_permit=True)
     out = _run_child(f"""
@@ -195,7 +196,7 @@ async def test_state_is_shared_with_another_process(tmp_path):
 
 def test_concurrent_registrations_from_several_processes_get_unique_uids(tmp_path):
     path = tmp_path / "chain.sqlite"
-    LocalChain(str(path), netuid=1, block_time=0).close()
+    LocalChain(str(path), netuid=1, block_time=0, create=True).close()
     code = textwrap.dedent(f"""
         import sys
         from chutes_subnet.chain import LocalChain
@@ -222,8 +223,8 @@ def test_concurrent_registrations_from_several_processes_get_unique_uids(tmp_pat
 
 def test_subnets_in_one_file_are_independent(tmp_path):
     path = str(tmp_path / "c.sqlite")
-    a = LocalChain(path, netuid=1, block_time=0)
-    b = LocalChain(path, netuid=2)
+    a = LocalChain(path, netuid=1, block_time=0, create=True)
+    b = LocalChain(path, netuid=2, create=True)
     a.register("x", "ck")
     assert b.register("y", "ck") == 0
     a.advance(2)
@@ -261,3 +262,17 @@ def test_public_api_is_exactly_all():
     for module in (chain, auth, wallets):
         assert all(hasattr(module, name) for name in module.__all__)
     assert {"sign_headers", "ValidatorGate", "MetagraphCache"} <= set(auth.__all__)
+
+
+def test_a_file_chain_refuses_an_unknown_netuid(tmp_path):
+    """A mistyped --netuid must not silently start an empty subnet (issue 17, item 5)."""
+    path = str(tmp_path / "c.sqlite")
+    LocalChain(path, netuid=1, block_time=0, create=True).close()
+    with pytest.raises(ChainError, match=r"subnet 7 does not exist .*subnets: \[1\].*"
+                                         r"chutes-subnet localchain create-subnet"):
+        LocalChain(path, netuid=7)
+    with pytest.raises(ChainError, match="subnet 3 does not exist"):
+        open_chain(f"local:{path}", netuid=3)
+    again = LocalChain(path, netuid=1)  # an existing subnet opens without create
+    assert again.netuid == 1
+    again.close()

@@ -39,8 +39,22 @@ def test_gateway_cli_wallet_flags_reach_the_app_settings(tmp_path, monkeypatch):
     headers = signer("POST", "/e2e/invoke", b"x", hotkey_ss58(ensure_dev_wallet("m", "hot", str(tmp_path / "w"))))
     gw_wallet = ensure_dev_wallet("gw", "default", str(tmp_path / "w"))
     assert headers["X-Bittensor-Hotkey"] == hotkey_ss58(gw_wallet) and headers["X-Bittensor-Signature"]
-    unsigned = gateway_cli._gateway_settings(argparse.Namespace(**{**vars(args), "wallet_name": None}))
+    unsigned = gateway_cli._gateway_settings(argparse.Namespace(
+        **{**vars(args), "wallet_name": None, "dangerous_unsigned_forwards": True}))
     assert unsigned["wallet"] is None
+
+
+def test_gateway_without_a_signer_refuses_to_start_and_says_why(tmp_path, monkeypatch, capsys):
+    """Issue 17 item 2: an unsigned gateway made every call a 401 from the miner."""
+    from chutes_subnet.cli import main
+
+    monkeypatch.setenv("CHUTES_SUBNET_HOME", str(tmp_path / "home"))
+    code = main(["gateway", "--registry", "memory://", "--nonces", "memory://",
+                 "--listen", "127.0.0.1:1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith("chutes-subnet gateway: error: no --wallet.name")
+    assert "401" in err and "--dangerous-unsigned-forwards" in err
 
 
 def test_hotkey_signer_signs_like_the_wallet_without_rereading_keyfiles(tmp_path):

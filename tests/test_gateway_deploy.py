@@ -75,7 +75,7 @@ def test_keyless_gateway_process_routes_v2_end_to_end(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-c", _KEYLESS_GATEWAY, "gateway", "--listen", f"127.0.0.1:{port}",
              "--registry", f"sqlite://{reg_path}", "--nonces", f"sqlite://{tmp_path / 'n.db'}",
-             "--db", str(db), "--log-level", "warning"],
+             "--db", str(db), "--log-level", "warning", "--dangerous-unsigned-forwards"],
             env=env, stderr=subprocess.PIPE)
         try:
             url = f"http://127.0.0.1:{port}"

@@ -177,3 +177,58 @@ def test_dev_wallet_helper_prints_addresses_and_no_secrets(tmp_path):
          "owner"], capture_output=True, text=True, timeout=60, cwd=ROOT,
     )
     assert again.stdout.split() == rows[0]  # idempotent: existing keys are reused
+
+
+# --- the neuron commands the script starts (issue 17, item 1) ---------------------------
+
+_PLACEHOLDERS = {"NETUID": "2", "WALLET_PATH": "/tmp/localnet-wallets", "MINER_PORT": "8091",
+                 "ENDPOINT": "ws://127.0.0.1:9944", "STATE_DIR": "/tmp/localnet"}
+
+
+def neuron_commands(text: str) -> dict[str, list[str]]:
+    """``{"miner": argv, "validator": argv}`` of the ``neurons/*.py`` runs in ``text``."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    arrays = {name: shlex.split(body) for name, body in
+              re.findall(r"(?:local\s+)?(\w+)=\(([^)]*)\)", joined, re.DOTALL)}
+    commands: dict[str, list[str]] = {}
+    for role, rest in re.findall(r"neurons/(miner|validator)\.py\s+([^)]*)\)", joined):
+        argv: list[str] = []
+        for token in shlex.split(rest):
+            array = re.fullmatch(r"\$\{(\w+)\[@\]\}", token)
+            argv.extend(arrays[array.group(1)] if array else [token])
+        commands[role] = [re.sub(r"\$\{?(\w+)\}?", lambda m: _PLACEHOLDERS[m.group(1)], t)
+                          for t in argv]
+    return commands
+
+
+def test_neuron_extractor_sees_both_commands_and_their_flags():
+    sample = ('  local common=(--netuid "$NETUID"\n    --subtensor.network local)\n'
+              '  (exec "$PYTHON" neurons/miner.py "${common[@]}" --x \\\n   --y 1) > l &\n')
+    assert neuron_commands(sample) == {"miner": ["--netuid", "2", "--subtensor.network",
+                                                 "local", "--x", "--y", "1"]}
+
+
+def test_script_miner_command_parses_and_can_publish():
+    from chutes_subnet.miner.cli import build_parser, chain_spec, config_from_args
+    from chutes_subnet.miner.runner import advertised_endpoint
+
+    argv = neuron_commands(SCRIPT.read_text())["miner"]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed the unknown flag
+        pytest.fail(f"neurons/miner.py rejects the script's flags {argv}: exit {exc.code}")
+    config = config_from_args(args)           # simulated TEE accepted on this chain
+    assert chain_spec(args) == "ws://127.0.0.1:9944" and config.tee == "simulated"
+    assert advertised_endpoint(config) == ("127.0.0.1", 8091)
+
+
+def test_script_validator_command_parses_in_dev_mode():
+    from chutes_subnet.validator.cli import _config, build_parser
+
+    argv = neuron_commands(SCRIPT.read_text())["validator"]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"neurons/validator.py rejects the script's flags {argv}: exit {exc.code}")
+    assert args.dev and args.netuid == 2 and args.wallet_name == "validator"
+    assert _config(args).dangerous_accept_simulated_tee

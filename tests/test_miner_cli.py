@@ -86,7 +86,7 @@ def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -
     miner = ensure_dev_wallet("miner", "hot", wallets)
     validator = ensure_dev_wallet("validator", "hot", wallets)
     chain_path = str(tmp_path / "chain.sqlite")
-    chain = LocalChain(chain_path, netuid=3)
+    chain = LocalChain(chain_path, netuid=3, create=True)
     chain.register(hotkey_ss58(miner), coldkey_ss58(miner))
     chain.register(hotkey_ss58(validator), coldkey_ss58(validator), stake=100.0,
                    validator_permit=True)

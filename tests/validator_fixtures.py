@@ -53,7 +53,8 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
                  request_timeout: float = 30.0, block_time: float = 0) -> Iterator[Subnet]:
     """A LocalChain file, a permitted validator wallet and one real miner per entry."""
     chain_path = str(tmp / "chain.sqlite")
-    chain = LocalChain(chain_path, netuid=7, block_time=block_time, weights_rate_limit=0)
+    chain = LocalChain(chain_path, netuid=7, block_time=block_time, weights_rate_limit=0,
+                       create=True)
     wallets = tmp / "wallets"
     vwallet = ensure_dev_wallet("validator", "default", str(wallets))
     vhot = hotkey_ss58(vwallet)

@@ -22,12 +22,14 @@ def open_chain(
     block_time: float | None = None,
     weights_rate_limit: int | None = None,
     dry_run: bool = False,
+    create_subnet: bool = False,
 ) -> Chain:
     """Open the chain named by ``spec``.
 
     - ``"local:/path/chain.sqlite"`` (or ``"local::memory:"``): a :class:`LocalChain`
       file shared by every process that opens it; ``block_time`` and
-      ``weights_rate_limit`` configure it (see :class:`LocalChain`).
+      ``weights_rate_limit`` configure it (see :class:`LocalChain`); an unknown
+      ``netuid`` is refused unless ``create_subnet``.
     - ``"ws://host:port"`` / ``"wss://..."``: subtensor at that endpoint.
     - a bittensor network name (``finney``, ``test``, ``local``, ``archive``,
       ``devnet``): subtensor through the SDK's endpoint pool for that network.
@@ -44,7 +46,8 @@ def open_chain(
         if not path:
             raise ValueError("local chain spec needs a path: local:/path/to/chain.sqlite")
         return LocalChain(
-            path, netuid=netuid, block_time=block_time, weights_rate_limit=weights_rate_limit
+            path, netuid=netuid, block_time=block_time, weights_rate_limit=weights_rate_limit,
+            create=create_subnet or path == ":memory:",
         )
     if spec.startswith(("ws://", "wss://")):
         return BittensorChain(

@@ -16,6 +16,11 @@ Semantics follow subtensor where it matters to chutes-subnet:
   never set, as in the SDK's preflight), refuses unknown uids, and stores weights
   conformed by :func:`~chutes_subnet.chain.weights.plan_weights`.
 
+Subnets exist only once created: a file-backed chain opened with ``create=False`` (the
+default for files, and what the neurons' ``local:`` spec does) refuses an unknown
+netuid with a :class:`ChainError` naming the ``chutes-subnet localchain`` command that
+creates it; ``":memory:"`` chains are private, so they create their subnet.
+
 Chain parameters (``block_time``, ``weights_rate_limit``, ``max_uids``) are stored in
 the file by its creator; openers passing None adopt them, openers passing a value
 change them (the block clock is re-based so block numbers never jump back).
@@ -90,6 +95,7 @@ class LocalChain:
         max_uids: int | None = None,
         busy_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        create: bool | None = None,
     ) -> None:
         if block_time is not None and block_time < 0:
             raise ValueError("block_time must be >= 0")
@@ -111,7 +117,13 @@ class LocalChain:
             self._conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise ChainError("cannot open the local chain database") from exc
-        self._run(self._init_params, block_time, weights_rate_limit, max_uids)
+        if create is None:
+            create = path == ":memory:"
+        try:
+            self._run(self._init_params, block_time, weights_rate_limit, max_uids, create)
+        except ChainError:
+            self.close()
+            raise
 
     # --- plumbing ---------------------------------------------------------------
 
@@ -145,6 +157,7 @@ class LocalChain:
         block_time: float | None,
         weights_rate_limit: int | None,
         max_uids: int | None,
+        create: bool,
     ) -> None:
         now = self._clock()
         row = conn.execute("SELECT block_time FROM clock WHERE id = 1").fetchone()
@@ -159,10 +172,19 @@ class LocalChain:
                 "UPDATE clock SET genesis = ?, block_time = ?, base_block = ? WHERE id = 1",
                 (now, float(block_time), current),
             )
-        conn.execute(
-            "INSERT OR IGNORE INTO subnets (netuid, weights_rate_limit, max_uids) VALUES (?, ?, ?)",
-            (self.netuid, DEFAULT_WEIGHTS_RATE_LIMIT, DEFAULT_MAX_UIDS),
-        )
+        if create:
+            conn.execute(
+                "INSERT OR IGNORE INTO subnets (netuid, weights_rate_limit, max_uids)"
+                " VALUES (?, ?, ?)",
+                (self.netuid, DEFAULT_WEIGHTS_RATE_LIMIT, DEFAULT_MAX_UIDS),
+            )
+        elif conn.execute("SELECT 1 FROM subnets WHERE netuid = ?", (self.netuid,)).fetchone() \
+                is None:
+            known = [r[0] for r in conn.execute("SELECT netuid FROM subnets ORDER BY netuid")]
+            raise ChainError(
+                f"subnet {self.netuid} does not exist on the local chain {self.path} "
+                f"(subnets: {known or 'none'}); create it with: chutes-subnet localchain "
+                f"create-subnet --chain local:{self.path} --netuid {self.netuid}")
         if weights_rate_limit is not None:
             conn.execute(
                 "UPDATE subnets SET weights_rate_limit = ? WHERE netuid = ?",

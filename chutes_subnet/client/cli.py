@@ -43,10 +43,12 @@ def run_proxy(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m chutes_subnet.client``)."""
-    parser = argparse.ArgumentParser(prog="python -m chutes_subnet.client")
+    from chutes_subnet.operator_errors import ArgumentParser, run_command
+
+    parser = ArgumentParser(prog="python -m chutes_subnet.client")
     add_proxy_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return run_command("chutes-subnet proxy", lambda: args.func(args), argv)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,10 @@ def open_registry(url: str) -> Any:
 
     if url.startswith("memory://"):
         return MemoryInstanceRegistry()
-    if url.startswith("sqlite://"):
+    if url.startswith("sqlite://") and url[len("sqlite://"):]:
         return SQLiteInstanceRegistry(url[len("sqlite://"):])
-    raise ValueError("registry URL must be memory:// or sqlite:///path")
+    raise ValueError(f"registry URL {url!r} is not supported: use sqlite:///path/registry.db "
+                     "(shared with the validator) or memory://")
 
 
 
@@ -68,6 +69,10 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
     gw.add_argument("--wallet.path", dest="wallet_path", default=None,
                     help="wallets directory (default ~/.bittensor/wallets)")
+    gw.add_argument("--dangerous-unsigned-forwards", dest="dangerous_unsigned_forwards",
+                    action="store_true",
+                    help="DEVELOPMENT ONLY: run without --wallet.name; only miners started "
+                         "with --invoke_auth none will answer")
     gw.add_argument("--log-level", default="info")
     gw.set_defaults(func=run_gateway)
 
@@ -136,7 +141,18 @@ def keys_revoke(args: argparse.Namespace) -> int:
 _ENV_ARGS = "CHUTES_GATEWAY_ARGS"
 
 
+UNSIGNED_REFUSAL = (
+    "no --wallet.name: miners (default --invoke_auth validator) refuse unsigned forwards with "
+    "401 'btauth/1 malformed', which clients see as AuthenticationError; pass --wallet.name/"
+    "--wallet.hotkey of a validator hotkey with a permit (the one your validator runs), or "
+    "--dangerous-unsigned-forwards for development miners run with --invoke_auth none")
+
+
 def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from chutes_subnet.errors import ConfigError
+
+    if not args.wallet_name and not getattr(args, "dangerous_unsigned_forwards", False):
+        raise ConfigError(UNSIGNED_REFUSAL)
     data = default_data_dir()
     data.mkdir(parents=True, exist_ok=True)
     return {
@@ -221,10 +237,12 @@ def run_gateway(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry point (``python -m chutes_subnet.gateway``)."""
-    parser = argparse.ArgumentParser(prog="python -m chutes_subnet.gateway")
+    from chutes_subnet.operator_errors import ArgumentParser, run_command
+
+    parser = ArgumentParser(prog="python -m chutes_subnet.gateway")
     add_gateway_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    return run_command(f"chutes-subnet {args.command}", lambda: args.func(args), argv)
 
 
 if __name__ == "__main__":

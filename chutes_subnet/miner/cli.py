@@ -55,7 +55,9 @@ def _add(parser: argparse.ArgumentParser, flag: str, *, help: str, default: Any 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; defaults already include the environment."""
-    p = argparse.ArgumentParser(
+    from chutes_subnet.operator_errors import ArgumentParser
+
+    p = ArgumentParser(
         prog="python neurons/miner.py",
         description="chutes-subnet miner: one attested, end-to-end-encrypted inference "
                     "instance (run one process per GPU or GPU group, inside the TD).")
@@ -71,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--axon.port", type=int, default=8091, help="port to listen on and publish")
     _add(p, "--axon.external_ip", help="IP published on chain (required unless --axon.ip is "
          "a specific address)")
+    _add(p, "--axon.external_port", type=int, help="port published on chain when a port "
+         "mapping differs from --axon.port (default: --axon.port)")
     _add(p, "--axon.no_serve", type=bool, help="do not publish ip:port on chain at start")
     _add(p, "--backend", default="embedded", choices=("embedded", "openai"),
          help="inference backend")
@@ -128,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
     try:
         return MinerConfig(
             host=g("axon.ip"), port=g("axon.port"), external_ip=g("axon.external_ip"),
+            external_port=g("axon.external_port"),
             model_id=g("model"), instance_id=g("instance_id"),
             max_concurrency=g("max_concurrency"), request_timeout=g("request_timeout"),
             invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),
@@ -147,7 +152,13 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags, then serve until SIGINT/SIGTERM."""
+    """Parse flags, then serve until SIGINT/SIGTERM (operator errors: one line, exit 1)."""
+    from chutes_subnet.operator_errors import run_command
+
+    return run_command("miner", lambda: _main(argv), argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "logging.debug") else logging.INFO,

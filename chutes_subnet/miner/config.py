@@ -29,6 +29,8 @@ class MinerConfig:
     host: str = "127.0.0.1"
     port: int = 8091
     external_ip: str | None = None
+    #: port published on chain when a NAT / port mapping differs from ``port`` (None: ``port``)
+    external_port: int | None = None
     #: the model served; the chute id is derived from it
     model_id: str = inference.DEFAULT_MODEL_ID
     #: None: a fresh uuid4 when the app is created (a restart is a new instance)
@@ -68,6 +70,8 @@ class MinerConfig:
             raise ValueError("model_id must not be empty")
         if not 0 < self.port < 65536:
             raise ValueError("port must be in 1..65535")
+        if self.external_port is not None and not 0 < self.external_port < 65536:
+            raise ValueError("external_port must be in 1..65535")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if not 0 < self.max_body_bytes <= protocol.MAX_ENVELOPE_BYTES:

@@ -2,7 +2,9 @@
 
 Start-up order: backend (loads the model) -> evidence provider (fails fast outside a
 TD) -> E2EE key pair (in memory) -> metagraph cache (first refresh) -> validator gate
--> app -> publish ``ip:port`` on chain (unless disabled) -> uvicorn. On SIGINT/SIGTERM
+-> app -> bind the port (a port in use stops the miner before anything is announced)
+-> publish ``ip:port`` on chain (unless disabled, and only when the chain does not
+already hold exactly that endpoint) -> uvicorn. On SIGINT/SIGTERM
 uvicorn stops accepting, lets in-flight streams finish for ``shutdown_grace`` seconds,
 then the app closes the backend and the metagraph refresher stops.
 """
@@ -18,14 +20,15 @@ import uvicorn
 from chutes_subnet.attestation import EvidenceProvider, make_provider
 from chutes_subnet.auth import MetagraphCache, ValidatorGate
 from chutes_subnet.chain import Chain
+from chutes_subnet.chain.local import format_axon
 from chutes_subnet.errors import ChainError
-from chutes_subnet.httpserver import server_options
+from chutes_subnet.httpserver import bind_listen_socket, server_options
 from chutes_subnet.inference import Backend, make_backend
 from chutes_subnet.miner.app import create_app
 from chutes_subnet.miner.config import MinerConfig
 from chutes_subnet.wallets import hotkey_ss58
 
-__all__ = ["serve_miner", "build_provider", "publish_axon"]
+__all__ = ["serve_miner", "build_provider", "publish_axon", "advertised_endpoint"]
 
 log = logging.getLogger("chutes_subnet.miner")
 
@@ -35,8 +38,13 @@ def build_provider(config: MinerConfig, **opts: Any) -> EvidenceProvider:
     return make_provider(config.tee, **opts)
 
 
-async def publish_axon(chain: Chain, hotkey: str, config: MinerConfig) -> str:
-    """Publish ``advertised_ip:port`` for ``hotkey``; returns what was published."""
+def _is_rate_limited(exc: ChainError) -> bool:
+    text = str(exc).lower()
+    return "servingratelimit" in text or "rate limit" in text or "ratelimit" in text
+
+
+def advertised_endpoint(config: MinerConfig) -> tuple[str, int]:
+    """The ``(ip, port)`` a miner publishes; ``ChainError`` names the flag to fix."""
     ip = config.advertised_ip
     try:
         address = ipaddress.ip_address(ip)
@@ -44,9 +52,46 @@ async def publish_axon(chain: Chain, hotkey: str, config: MinerConfig) -> str:
         raise ChainError("the advertised IP must be an IP address (set --axon.external_ip)") \
             from None
     if address.is_unspecified:
-        raise ChainError("cannot publish an unspecified address: set --axon.external_ip")
-    await chain.serve_axon(hotkey, ip, config.port)
-    return f"{ip}:{config.port}"
+        raise ChainError("cannot publish an unspecified address: set --axon.external_ip to "
+                         "the public IP validators reach this miner at (or --axon.ip)")
+    return ip, config.external_port or config.port
+
+
+async def _published(chain: Chain, hotkey: str) -> str | None:
+    neuron = (await chain.metagraph()).by_hotkey(hotkey)
+    if neuron is None:
+        raise ChainError(
+            f"hotkey {hotkey} is not registered on netuid {chain.netuid}: register it first "
+            f"(btcli subnets register --netuid {chain.netuid}; on a local dev chain: "
+            f"chutes-subnet localchain register --netuid {chain.netuid} ...)")
+    return neuron.axon
+
+
+async def publish_axon(chain: Chain, hotkey: str, config: MinerConfig) -> tuple[str, bool]:
+    """Make the chain hold ``advertised_ip:port`` for ``hotkey``.
+
+    Returns ``(endpoint, changed)``. ``ServeAxon`` is sent only when the published
+    endpoint differs (subtensor rate-limits serving to about one call per 50 blocks,
+    so a restarted miner must not re-serve an unchanged endpoint). If the chain
+    rate-limits the call but then holds exactly this endpoint, that is success.
+    """
+    ip, port = advertised_endpoint(config)
+    wanted = format_axon(ip, port)
+    current = await _published(chain, hotkey)
+    if current == wanted:
+        return wanted, False
+    try:
+        await chain.serve_axon(hotkey, ip, port)
+    except ChainError as exc:
+        if not _is_rate_limited(exc):
+            raise
+        if await _published(chain, hotkey) == wanted:
+            return wanted, False
+        raise ChainError(
+            f"the chain rate-limits ServeAxon (serving_rate_limit, about 50 blocks): it still "
+            f"publishes {current or 'nothing'} instead of {wanted}; restart in ~10 minutes, or "
+            f"start with --axon.no_serve to keep the published endpoint") from None
+    return wanted, True
 
 
 async def serve_miner(config: MinerConfig, *, wallet: Any, chain: Chain,
@@ -60,15 +105,20 @@ async def serve_miner(config: MinerConfig, *, wallet: Any, chain: Chain,
     await cache.start()
     gate = ValidatorGate(hotkey, cache, min_stake=config.min_validator_stake)
     app = create_app(config, hotkey_ss58=hotkey, backend=backend, provider=provider, gate=gate)
+    sock = None
     try:
+        sock = bind_listen_socket(config.host, config.port, flag="--axon.port")
         if config.serve_axon:
-            published = await publish_axon(chain, hotkey, config)
-            log.info("published axon %s for hotkey %s on netuid %d", published, hotkey,
+            endpoint, changed = await publish_axon(chain, hotkey, config)
+            log.info("%s axon %s for hotkey %s on netuid %d",
+                     "published" if changed else "chain already holds", endpoint, hotkey,
                      chain.netuid)
         server = uvicorn.Server(uvicorn.Config(
-            app, host=config.host, port=config.port, lifespan="on", log_config=None,
+            app, lifespan="on", log_config=None,
             timeout_graceful_shutdown=int(config.shutdown_grace) or None, **server_options()))
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
+        if sock is not None:
+            sock.close()
         await cache.stop()
         await backend.aclose()

@@ -131,7 +131,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``neurons/validator.py``."""
-    parser = argparse.ArgumentParser(prog="validator", description="chutes-subnet validator")
+    from chutes_subnet.operator_errors import ArgumentParser
+
+    parser = ArgumentParser(prog="validator", description="chutes-subnet validator",
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_arguments(parser)
     return parser
 
@@ -308,7 +311,8 @@ def _add_scores_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_validator_commands(subparsers: Any) -> None:
     """Register ``validator`` (run the neuron) and ``scores`` (print the table)."""
-    run = subparsers.add_parser("validator", help="run the validator neuron")
+    run = subparsers.add_parser("validator", help="run the validator neuron",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_run_arguments(run)
     run.set_defaults(func=run_validator)
     scores = subparsers.add_parser("scores", help="print the validator's score table")
@@ -318,9 +322,13 @@ def add_validator_commands(subparsers: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``chutes-validator`` / ``neurons/validator.py``: run the neuron; ``scores`` prints."""
+    from chutes_subnet.operator_errors import ArgumentParser, run_command
+
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["scores"]:
-        parser = argparse.ArgumentParser(prog="validator scores")
+        parser = ArgumentParser(prog="validator scores")
         _add_scores_arguments(parser)
-        return print_scores(parser.parse_args(argv[1:]))
-    return run_validator(build_parser().parse_args(argv))
+        args = parser.parse_args(argv[1:])
+        return run_command("validator scores", lambda: print_scores(args), argv)
+    return run_command("validator", lambda: run_validator(build_parser().parse_args(argv)),
+                       argv)

@@ -43,7 +43,7 @@ from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_fr
 from .state import ValidatorState
 from .table import ScoreRow, build_score_table
 
-__all__ = ["Validator", "OrganicSource", "InstancePublisher"]
+__all__ = ["Validator", "OrganicSource", "InstancePublisher", "explain_no_miners"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,22 @@ class InstancePublisher(Protocol):
     def upsert(self, rec: Any) -> None: ...
 
     def remove(self, instance_id: str) -> None: ...
+
+
+def explain_no_miners(metagraph: Metagraph, own_hotkey: str) -> str:
+    """Why a round has nothing to evaluate, and what the operator can do about it."""
+    others = [n for n in metagraph.neurons if n.hotkey != own_hotkey]
+    registered = metagraph.by_hotkey(own_hotkey) is not None
+    where = f"netuid {metagraph.netuid}"
+    if not registered:
+        return (f"0 miners: this validator's hotkey {own_hotkey} is not registered on {where} "
+                f"(wrong --netuid or --wallet.*?)")
+    if not others:
+        return (f"0 miners: {where} has no neuron besides this validator; register miner "
+                f"hotkeys (btcli subnets register, or on a dev chain: chutes-subnet localchain "
+                f"register) and start the miners")
+    return (f"0 miners: {len(others)} other neuron(s) on {where}, but none is a miner to "
+            f"evaluate (validator-permit holders without an axon are skipped)")
 
 
 class Validator:
@@ -214,6 +230,8 @@ class Validator:
         started_wall, started = time.time(), time.perf_counter()
         metagraph = await self.chain.metagraph()
         targets = self._targets(metagraph)
+        if not targets:
+            log.warning("%s", explain_no_miners(metagraph, self.hotkey))
         seed = new_round_seed()
         results = await self._evaluate_all(targets, seed)
         organic = self.organic.served_tokens() if self.organic is not None else None
