@@ -4,7 +4,9 @@ Subcommands (each module registers its own; imports are lazy so ``--help`` is fa
 
     chutes-subnet demo      one-command local subnet: chain, miners, validator, gateway, client
     chutes-subnet gateway   run the E2EE gateway (routes ciphertext only)
-    chutes-subnet keys      create / list / revoke gateway API keys
+    chutes-subnet keys      create / list / revoke gateway API keys; topup-address, balance
+    chutes-subnet billing   prepaid balances: credit, buy-plan, report, watch deposits, sweep
+    chutes-subnet burn      revenue buy-back-and-burn (dry run unless --submit), audit report
     chutes-subnet localchain  create subnets / register hotkeys on the local dev chain
     chutes-subnet proxy     plaintext OpenAI API on localhost, E2EE upstream
     chutes-subnet scores    print the validator's score table
@@ -26,6 +28,7 @@ _COMMAND_SOURCES = (
     ("chutes_subnet.client.cli", "add_proxy_commands"),
     ("chutes_subnet.validator.cli", "add_validator_commands"),
     ("chutes_subnet.chain.cli", "add_localchain_commands"),
+    ("chutes_subnet.billing.cli", "add_billing_commands"),
 )
 
 

@@ -91,6 +91,9 @@ def add_gateway_commands(subparsers: Any) -> None:
     revoke = ksub.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     revoke.set_defaults(func=keys_revoke)
+    from chutes_subnet.billing.cli import add_key_billing_commands
+
+    add_key_billing_commands(ksub)
 
 
 def keys_create(args: argparse.Namespace) -> int:
