@@ -24,8 +24,8 @@ import multiprocessing
 import statistics
 import sys
 import time
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chutes_subnet.attestation import SimulatedProvider  # noqa: E402
-from chutes_subnet.client.envelope import StreamDecoder  # noqa: E402
 from chutes_subnet.e2ee import RequestContext, v1, v2  # noqa: E402
 from chutes_subnet.inference import make_backend  # noqa: E402
 from chutes_subnet.miner import PLAINTEXT_PATH, MinerConfig, create_app  # noqa: E402
 from chutes_subnet.sse import SSEParser  # noqa: E402
+from chutes_subnet.wire.call import StreamDecoder  # noqa: E402
 from tests.servers import free_port  # noqa: E402
 
 PATH = "/v1/chat/completions"

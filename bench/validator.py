@@ -46,8 +46,9 @@ def _farm(spec: dict[str, Any]) -> None:
     from chutes_subnet.attestation import SimulatedProvider
     from chutes_subnet.e2ee import KeyPair, RequestContext, v2
     from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
-    from chutes_subnet.protocol import AttestResponse, chute_id_for_model
     from chutes_subnet.sse import DONE_EVENT, format_event
+    from chutes_subnet.wire.messages import AttestResponse
+    from chutes_subnet.wire.protocol import chute_id_for_model
 
     torch.set_num_threads(1)
     chute = chute_id_for_model(DEFAULT_MODEL_ID)

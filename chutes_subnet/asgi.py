@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
-from chutes_subnet.protocol import INVOKE_PATHS, SUPPORTED_E2EE_VERSIONS
+from chutes_subnet.errors import HeaderError
+from chutes_subnet.wire.headers import InvokeHeaders
 
 __all__ = [
-    "InvokeHeaders",
     "invoke_headers",
     "Scope",
     "Receive",
@@ -27,7 +26,6 @@ __all__ = [
     "send_refusal",
     "read_body",
     "request_headers",
-    "required_header",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -48,7 +46,7 @@ class Refusal(Exception):
 
 
 def error_body(message: str, reason: str) -> bytes:
-    """JSON bytes of :class:`chutes_subnet.protocol.ErrorBody`."""
+    """JSON bytes of :class:`chutes_subnet.wire.messages.ErrorBody`."""
     return json.dumps({"error": message, "reason": reason}, separators=(",", ":")).encode()
 
 
@@ -65,14 +63,6 @@ async def send_refusal(send: Send, exc: Refusal) -> None:
 def request_headers(scope: Scope) -> dict[str, str]:
     """Header names (lower case, as ASGI delivers them) to values."""
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def required_header(h: Mapping[str, str], name: str, max_len: int = 128) -> str:
-    """A present, printable header of at most ``max_len`` characters, else 400 ``bad_header``."""
-    value = h.get(name, "")
-    if not value or len(value) > max_len or not value.isprintable():
-        raise Refusal(400, "bad_header", f"missing or malformed {name} header")
-    return value
 
 
 async def read_body(receive: Receive, limit: int, timeout: float | None = None, *,
@@ -103,34 +93,10 @@ async def read_body(receive: Receive, limit: int, timeout: float | None = None, 
         raise Refusal(408, "body_timeout", "request body not received in time") from None
 
 
-
-@dataclass(frozen=True, slots=True)
-class InvokeHeaders:
-    """The routing headers of ``POST /e2e/invoke`` (gateway and miner read the same)."""
-
-    chute_id: str
-    instance_id: str
-    nonce: str
-    path: str
-    stream: bool
-    version: int
-    #: False when ``X-E2E-Version`` was absent (a v1 client that predates the header)
-    version_explicit: bool
-
-
 def invoke_headers(h: Mapping[str, str]) -> InvokeHeaders:
-    """Validate the invoke headers; 400 ``bad_header`` / ``bad_path`` / ``bad_version``."""
-    chute_id = required_header(h, "x-chute-id")
-    instance_id = required_header(h, "x-instance-id")
-    nonce = required_header(h, "x-e2e-nonce")
-    path = h.get("x-e2e-path", "")
-    if path not in INVOKE_PATHS:
-        raise Refusal(400, "bad_path", "X-E2E-Path is not an invokable path")
-    stream_flag = h.get("x-e2e-stream", "false").lower()
-    if stream_flag not in ("true", "false"):
-        raise Refusal(400, "bad_header", "X-E2E-Stream must be true or false")
-    raw = h.get("x-e2e-version")
-    if raw is not None and (not raw.isdigit() or int(raw) not in SUPPORTED_E2EE_VERSIONS):
-        raise Refusal(400, "bad_version", "unsupported X-E2E-Version")
-    return InvokeHeaders(chute_id, instance_id, nonce, path, stream_flag == "true",
-                         int(raw) if raw is not None else 1, raw is not None)
+    """:meth:`InvokeHeaders.parse`, a bad header answered 400 with the parser's reason
+    (``bad_header`` / ``bad_path`` / ``bad_version``)."""
+    try:
+        return InvokeHeaders.parse(h)
+    except HeaderError as exc:
+        raise Refusal(400, exc.reason, str(exc)) from None

@@ -9,6 +9,9 @@ grouped by the boundary where it happens::
     │   ├── PayloadTooLargeError      compressed or decompressed size over the limit
     │   └── DecryptionError           authentication failed; deliberately message-less
     │       └── StreamIntegrityError  reorder, drop, duplicate or truncation of a stream
+    ├── WireError                     wire contract (chutes_subnet.wire); also a ValueError
+    │   ├── HeaderError               invoke header missing/malformed (reason code)
+    │   └── UsageError                usage report not bounded non-negative integers
     ├── NonceError                    single-use nonces (chutes_subnet.nonces)
     │   ├── NonceRejected             unknown, used, expired or bound elsewhere
     │   └── NonceStoreUnavailable     backend down (maps to HTTP 503)
@@ -50,6 +53,9 @@ __all__ = [
     "PayloadTooLargeError",
     "DecryptionError",
     "StreamIntegrityError",
+    "WireError",
+    "HeaderError",
+    "UsageError",
     "NonceError",
     "NonceRejected",
     "NonceStoreUnavailable",
@@ -99,6 +105,23 @@ class StreamIntegrityError(DecryptionError):
     def __init__(self, reason: str = "stream integrity check failed") -> None:
         Exception.__init__(self, reason)
         self.reason = reason
+
+
+class WireError(ChutesSubnetError, ValueError):
+    """A peer's message does not follow the wire contract."""
+
+
+class HeaderError(WireError):
+    """A routing header is missing or malformed; ``reason`` is the stable code
+    (``bad_header``, ``bad_path``, ``bad_version``) an HTTP refusal carries."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UsageError(WireError):
+    """A usage report is not a pair of bounded non-negative integer token counts."""
 
 
 class NonceError(ChutesSubnetError):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
-from chutes_subnet.protocol import NONCE_TTL_SERVER_SECONDS
+from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
 
 __all__ = [
     "NonceScope",

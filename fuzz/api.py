@@ -3,7 +3,7 @@
 Both apps hide their OpenAPI documents (``openapi_url=None``) and serve their hot
 paths as raw ASGI routes, so the specs are built here: FastAPI's own document for the
 ordinary routes, plus ``/e2e/invoke`` (every invoke header, an octet-stream body) and
-the miner's ``/attest`` (btauth/1 headers, :class:`~chutes_subnet.protocol.AttestRequest`).
+the miner's ``/attest`` (btauth/1 headers, :class:`~chutes_subnet.wire.messages.AttestRequest`).
 
 Every generated case (positive and negative schemathesis modes) is sent twice: as
 generated, and with real credentials (a valid API key for the gateway; a fresh
@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from chutes_subnet.protocol import AttestRequest
+from chutes_subnet.wire.messages import AttestRequest
 
 __all__ = ["gateway_spec", "miner_spec", "OpFinding", "fuzz_operation", "main"]
 

@@ -13,11 +13,11 @@ from chutes_subnet.client.discovery import (
     parse_models,
 )
 from chutes_subnet.errors import EnvelopeFormatError
-from chutes_subnet.protocol import chute_id_for_model
+from chutes_subnet.wire.protocol import chute_id_for_model
 
 
 def answer(n_inst: int = 2, n_nonces: int = 2, ttl: int = 55) -> dict:
-    return {"instances": [{"instance_id": f"i{i}", "e2e_pubkey": "pk", "e2e_versions": [1, 2],
+    return {"instances": [{"instance_id": f"i{i}", "e2e_pubkey": "cGs=", "e2e_versions": [1, 2],
                            "nonces": [f"n{i}{j}" for j in range(n_nonces)]}
                           for i in range(n_inst)], "nonce_expires_in": ttl}
 
@@ -38,10 +38,17 @@ def test_pool_expires_before_the_gateway_ttl_and_skips_avoided() -> None:
     cache.refill("c", *parse_instances(answer(ttl=10)))
     offer, _ = cache.take("c", {"i0"})
     assert offer.instance_id == "i1" and offer.e2e_versions == (1, 2)
+    assert offer.e2e_pubkey == b"pk"  # decoded once, at discovery
     cache.drop_instance("c", "i1")
     assert cache.take("c", {"i0"}) is None
     t[0] = 5.0  # 10 s announced minus the 5 s safety margin
     assert cache.take("c", set()) is None
+
+
+def test_instance_without_versions_is_v1_only() -> None:
+    body = {"instances": [{"instance_id": "i", "e2e_pubkey": "cGs=", "nonces": ["n"]}]}
+    (offer, nonces), = parse_instances(body)[0]
+    assert offer.e2e_versions == (1,) and nonces == ["n"]
 
 
 def test_models_map_and_uuid_names() -> None:
@@ -55,7 +62,11 @@ def test_models_map_and_uuid_names() -> None:
 
 @pytest.mark.parametrize("body", [None, [], {"instances": "x"}, {"instances": [{"nonces": []}]},
                                   {"instances": [{"instance_id": "i", "e2e_pubkey": "p",
-                                                  "nonces": 5}]}])
+                                                  "nonces": 5}]},
+                                  {"instances": [{"instance_id": "i", "e2e_pubkey": "p!!=",
+                                                  "nonces": ["n"]}]},
+                                  {"instances": [{"instance_id": "i", "e2e_pubkey": "cGs=",
+                                                  "nonces": ["n"], "e2e_versions": ["x"]}]}])
 def test_malformed_discovery_answers_are_refused(body: object) -> None:
     with pytest.raises(EnvelopeFormatError):
         parse_instances(body)

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from chutes_subnet import protocol
 from chutes_subnet.attestation.binding import build_report_data
-from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
-from chutes_subnet.e2ee import _kem
+from chutes_subnet.e2ee import KeyPair, RequestContext, _kem, v1, v2
 from chutes_subnet.gateway.invoke import NONCE_REFUSALS
 from chutes_subnet.nonces import SeenNonceCache, new_nonce
+from chutes_subnet.wire import headers, protocol
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
 
@@ -28,9 +27,23 @@ def _section(title_start: str) -> str:
     return DOC[start: nxt if nxt != -1 else len(DOC)]
 
 
-@pytest.mark.parametrize("name", sorted(n for n in dir(protocol) if n.startswith("H_")))
+@pytest.mark.parametrize("name", sorted(n for n in dir(headers) if n.startswith("H_")))
 def test_every_protocol_header_is_documented(name: str) -> None:
-    assert f"`{getattr(protocol, name)}`" in DOC
+    assert f"`{getattr(headers, name)}`" in DOC
+
+
+def test_usage_header_bound_is_the_documented_one() -> None:
+    assert headers.MAX_USAGE_TOKENS == 2**40 and "2^40" in DOC
+    assert f"{headers.MAX_USAGE_HEADER_CHARS} characters" in DOC
+
+
+def test_every_wire_module_is_in_the_file_table() -> None:
+    from chutes_subnet import wire
+
+    root = Path(wire.__file__).parent
+    for mod in sorted(root.glob("*.py")):
+        if mod.name != "__init__.py":
+            assert f"`chutes_subnet/wire/{mod.name}`" in DOC, mod.name
 
 
 def test_invoke_paths_and_versions_are_documented() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from chutes_subnet.e2ee import KeyPair, _codec, _kem, _payload
 from chutes_subnet.errors import EnvelopeFormatError, PayloadTooLargeError
-from chutes_subnet.protocol import MAX_DECOMPRESSED_BYTES
+from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES
 
 
 @pytest.mark.parametrize("keygen,encaps", [("cryptography", "pqcrypto"), ("pqcrypto", "cryptography")])

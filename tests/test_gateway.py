@@ -23,8 +23,8 @@ from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
-from chutes_subnet.protocol import chute_id_for_model
 from chutes_subnet.sse import SSEParser
+from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.gateway_fixtures import echo_miner_app, record_for
 from tests.servers import UvicornThread, free_port
 

@@ -4,8 +4,8 @@ one real redis-server, and the public Chutes client (v1) pointed at it unchanged
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import base64
+import dataclasses
 import os
 import subprocess
 import sys
@@ -22,9 +22,9 @@ from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore, SQLiteApiKeyStore
 from chutes_subnet.gateway.registry import MemoryInstanceRegistry, SQLiteInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter, SQLiteUsageMeter
-from chutes_subnet.nonces import MemoryNonceStore, RedisNonceStore
-from chutes_subnet.protocol import chute_id_for_model
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
+from chutes_subnet.nonces import MemoryNonceStore, RedisNonceStore
+from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.gateway_fixtures import echo_miner_app, record_for
 from tests.miner_fixtures import miner_record, start_real_miner
 from tests.servers import UvicornThread, free_port

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chutes_subnet.errors import AuthenticationError
+from chutes_subnet.errors import AuthenticationError, UsageError
 from chutes_subnet.gateway import app as gateway_app
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.keys import (
@@ -21,7 +21,7 @@ from chutes_subnet.gateway.keys import (
     hash_key,
     parse_bearer,
 )
-from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
+from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.gateway.ratelimit import RateLimiter
 from chutes_subnet.gateway.registry import (
     InstanceRecord,
@@ -29,6 +29,7 @@ from chutes_subnet.gateway.registry import (
     SQLiteInstanceRegistry,
 )
 from chutes_subnet.gateway.usage import SQLiteUsageMeter
+from chutes_subnet.wire.headers import parse_usage_header
 
 
 def rec(iid: str, chute: str = "c1", *, expires: float = 100.0, score: float = 1.0,
@@ -148,9 +149,13 @@ def test_balancer_prefers_score_and_idle_and_benches_failures() -> None:
 
 def test_usage_header_parsing() -> None:
     assert parse_usage_header('{"prompt_tokens": 4, "completion_tokens": 9}') == (4, 9)
-    for bad in (None, "", "nope", '{"prompt_tokens": -1}', '{"prompt_tokens": true}',
-                "[1]", "{" * 5000):
-        assert parse_usage_header(bad) is None
+    assert parse_usage_header(None) is None
+    for bad in ("", "nope", '{"prompt_tokens": -1}', '{"prompt_tokens": true}',
+                "[1]", "{" * 5000, '{"completion_tokens": 1e999}',
+                '{"completion_tokens": 1099511627777}', '{"prompt_tokens": 4.0}',
+                '{"completion_tokens": "9"}', "{\"\u00e9\u4e2d\": 1"):
+        with pytest.raises(UsageError):
+            parse_usage_header(bad)
 
 
 _events = st.lists(st.one_of(

@@ -17,12 +17,12 @@ import pytest
 from chutes_subnet.attestation import Evidence, Policy, SimulatedProvider, Verifier
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain
-from chutes_subnet.client.envelope import StreamDecoder
 from chutes_subnet.e2ee import RequestContext, v1, v2
 from chutes_subnet.inference import DEFAULT_SEED, make_backend, reference_completion
 from chutes_subnet.miner import MinerConfig, MinerInstance, create_app
 from chutes_subnet.sse import SSEParser
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
+from chutes_subnet.wire.call import StreamDecoder
 from tests.servers import UvicornThread
 
 CHAT = "/v1/chat/completions"

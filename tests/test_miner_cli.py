@@ -19,12 +19,12 @@ import pytest
 
 from chutes_subnet.auth import sign_headers
 from chutes_subnet.chain import LocalChain
-from chutes_subnet.client.envelope import StreamDecoder
 from chutes_subnet.e2ee import RequestContext, v2
 from chutes_subnet.miner import MinerConfig
 from chutes_subnet.miner.cli import build_parser, config_from_args, env_name, is_local_chain
 from chutes_subnet.sse import SSEParser
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
+from chutes_subnet.wire.call import StreamDecoder
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

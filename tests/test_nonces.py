@@ -175,7 +175,7 @@ def test_open_nonce_store_urls(tmp_path, redis_server):
 
 
 def test_server_ttl_longer_than_client_ttl():
-    from chutes_subnet.protocol import NONCE_TTL_CLIENT_SECONDS, NONCE_TTL_SERVER_SECONDS
+    from chutes_subnet.wire.protocol import NONCE_TTL_CLIENT_SECONDS, NONCE_TTL_SERVER_SECONDS
 
     assert NONCE_TTL_SERVER_SECONDS > NONCE_TTL_CLIENT_SECONDS
 

@@ -7,12 +7,12 @@ miner towards the gateway and the client) gets a non-project exception through:
 
 * ``e2ee._payload.load`` (request and response plaintext) -> miner answers 500
   ``internal`` instead of 400 ``bad_envelope``;
-* ``gateway.metering.parse_usage_header`` and ``UsageSniffer._line`` (miner output)
+* ``wire.headers.parse_usage_header`` and ``UsageSniffer._line`` (miner output)
   -> the gateway's relay raises after the response started and skips metering;
-* ``client.envelope.StreamDecoder._event`` (stream events) -> the SDK sees a
+* ``wire.call.StreamDecoder._event`` (stream events) -> the SDK sees a
   ``RecursionError`` instead of ``StreamIntegrityError``.
 
-Fixed by :func:`chutes_subnet.protocol.parse_json`, which every decoder of peer bytes
+Fixed by :func:`chutes_subnet.wire.protocol.parse_json`, which every decoder of peer bytes
 uses: excessive nesting is a ``ValueError`` like any other malformed JSON. These
 tests keep it that way.
 """
@@ -25,10 +25,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from chutes_subnet.client.envelope import StreamDecoder
 from chutes_subnet.e2ee import KeyPair, RequestContext, v2
-from chutes_subnet.errors import E2EEError
-from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
+from chutes_subnet.errors import E2EEError, UsageError
+from chutes_subnet.gateway.metering import UsageSniffer
+from chutes_subnet.wire.call import StreamDecoder
+from chutes_subnet.wire.headers import parse_usage_header
 from tests.security_fixtures import Stack, seal_invoke, security_stack
 
 DEEP = "[" * 5000 + "]" * 5000
@@ -51,8 +52,9 @@ def test_deep_request_payload_is_an_envelope_error() -> None:
         v2.open_request(kp, ctx, blob)
 
 
-def test_deep_usage_header_is_ignored() -> None:
-    assert parse_usage_header('{"usage": ' + DEEP[:3000] + "}") is None
+def test_deep_usage_header_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        parse_usage_header('{"usage": ' + DEEP[:3000] + "}")
 
 
 def test_deep_usage_event_is_ignored() -> None:

@@ -20,7 +20,7 @@ from chutes_subnet.e2ee import KeyPair, RequestContext, _kem, v2
 from chutes_subnet.e2ee._codec import compress
 from chutes_subnet.e2ee._symmetric import Aead
 from chutes_subnet.errors import PayloadTooLargeError
-from chutes_subnet.protocol import MAX_DECOMPRESSED_BYTES
+from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES
 from tests.security_fixtures import BODY_TIMEOUT, CHAT, LIMIT, Stack, security_stack
 
 _n = iter(range(1, 10**9))

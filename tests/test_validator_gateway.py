@@ -18,7 +18,7 @@ import pytest
 from chutes_subnet.client import E2EETransport
 from chutes_subnet.gateway.keys import SQLiteApiKeyStore
 from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion
-from chutes_subnet.protocol import chute_id_for_model
+from chutes_subnet.wire.protocol import chute_id_for_model
 from tests import validator_fixtures as vf
 from tests.servers import free_port
 

@@ -18,7 +18,6 @@ from chutes_subnet.attestation import Policy, Verifier
 from chutes_subnet.chain import Neuron, WeightsResult
 from chutes_subnet.e2ee import KeyPair, RequestContext, v2
 from chutes_subnet.inference import prepare
-from chutes_subnet.protocol import chute_id_for_model
 from chutes_subnet.sse import format_event
 from chutes_subnet.validator import (
     AttestationSummary,
@@ -41,6 +40,7 @@ from chutes_subnet.validator import (
 from chutes_subnet.validator.cli import main as cli_main
 from chutes_subnet.validator.failures import from_http_error
 from chutes_subnet.wallets import ensure_dev_wallet
+from chutes_subnet.wire.protocol import chute_id_for_model
 
 SEED = bytes(range(32))
 BENCH = BenchmarkConfig(prompts_per_miner=5, max_tokens=16, verify_sample=2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from chutes_subnet.protocol import ATTEST_NONCE_BYTES
+from chutes_subnet.wire.protocol import ATTEST_NONCE_BYTES
 
 __all__ = ["build_report_data", "binding_matches", "constant_time_equal"]
 

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from chutes_subnet.protocol import ATTEST_NONCE_BYTES
+from chutes_subnet.wire.protocol import ATTEST_NONCE_BYTES
 
 __all__ = ["ChallengeBook"]
 

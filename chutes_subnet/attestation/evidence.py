@@ -1,7 +1,7 @@
 """The evidence a miner returns to a challenge, and its wire form.
 
 Wire form (the ``tdx_quote``/``gpu_evidence``/``simulated`` fields of
-:class:`chutes_subnet.protocol.AttestResponse`)::
+:class:`chutes_subnet.wire.messages.AttestResponse`)::
 
     {"tdx_quote": base64(quote bytes), "gpu_evidence": [entry, ...], "simulated": bool}
 

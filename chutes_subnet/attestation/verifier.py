@@ -26,7 +26,7 @@ from chutes_subnet.errors import (
     GpuEvidenceFormatError,
     QuoteFormatError,
 )
-from chutes_subnet.protocol import ATTEST_NONCE_BYTES
+from chutes_subnet.wire.protocol import ATTEST_NONCE_BYTES
 
 from .binding import binding_matches
 from .challenges import ChallengeBook

@@ -17,7 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from chutes_subnet.errors import EnvelopeFormatError
+from chutes_subnet.wire.call import InstanceOffer
+from chutes_subnet.wire.messages import InstancesResponse, ModelCard
 
 __all__ = ["InstanceOffer", "NoncePool", "DiscoveryCache", "parse_models", "parse_instances",
            "looks_like_chute_id"]
@@ -25,15 +29,6 @@ __all__ = ["InstanceOffer", "NoncePool", "DiscoveryCache", "parse_models", "pars
 #: seconds shaved off the announced nonce lifetime (clock skew, request in flight)
 EXPIRY_MARGIN = 5.0
 MODEL_MAP_TTL = 300.0
-
-
-@dataclass(frozen=True)
-class InstanceOffer:
-    """One instance from a discovery answer."""
-
-    instance_id: str
-    e2e_pubkey: str
-    e2e_versions: tuple[int, ...] = (1,)
 
 
 def looks_like_chute_id(model: str) -> bool:
@@ -51,27 +46,23 @@ def parse_models(body: Any) -> dict[str, str]:
     data = body.get("data") if isinstance(body, dict) else None
     out: dict[str, str] = {}
     for entry in data if isinstance(data, list) else []:
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str) \
-                and isinstance(entry.get("chute_id"), str):
-            out[entry["id"]] = entry["chute_id"]
+        try:
+            card = ModelCard.model_validate(entry)
+        except ValidationError:
+            continue
+        out[card.id] = card.chute_id
     return out
 
 
 def parse_instances(body: Any) -> tuple[list[tuple[InstanceOffer, list[str]]], float]:
-    """Offers with their nonces, and ``nonce_expires_in``, from a discovery answer."""
-    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-        raise EnvelopeFormatError("malformed discovery answer")
-    offers = []
-    for inst in body["instances"]:
-        try:
-            versions = tuple(int(v) for v in inst.get("e2e_versions", (1,)))
-            offer = InstanceOffer(str(inst["instance_id"]), str(inst["e2e_pubkey"]), versions)
-            nonces = [str(n) for n in inst["nonces"]]
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise EnvelopeFormatError("malformed instance in discovery answer") from exc
-        offers.append((offer, nonces))
-    ttl = body.get("nonce_expires_in", 55)
-    return offers, float(ttl) if isinstance(ttl, (int, float)) else 55.0
+    """Offers with their nonces, and ``nonce_expires_in``, from a discovery answer
+    (:class:`~chutes_subnet.wire.messages.InstancesResponse`)."""
+    try:
+        answer = InstancesResponse.model_validate(body)
+    except ValidationError:
+        raise EnvelopeFormatError("malformed discovery answer") from None
+    offers = [(InstanceOffer.from_info(info), list(info.nonces)) for info in answer.instances]
+    return offers, float(answer.nonce_expires_in)
 
 
 @dataclass

@@ -34,12 +34,13 @@ from chutes_subnet.errors import (
     NoInstancesError,
     NoncesExhaustedError,
 )
-from chutes_subnet.protocol import MAX_ENVELOPE_BYTES
+from chutes_subnet.wire.headers import H_AUTHORIZATION, H_CONTENT_TYPE, H_RETRY, H_RETRY_AFTER
+from chutes_subnet.wire.protocol import MAX_ENVELOPE_BYTES
 
 __all__ = ["create_proxy_app"]
 
-_PASSED_REQUEST_HEADERS = ("content-type", "accept", "authorization")
-_PASSED_RESPONSE_HEADERS = ("content-type", "retry-after", "x-e2e-retry")
+_PASSED_REQUEST_HEADERS = (H_CONTENT_TYPE.lower(), "accept", H_AUTHORIZATION.lower())
+_PASSED_RESPONSE_HEADERS = (H_CONTENT_TYPE.lower(), H_RETRY_AFTER.lower(), H_RETRY.lower())
 
 
 def _openai_error(status: int, message: str, kind: str) -> JSONResponse:

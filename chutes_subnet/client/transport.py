@@ -36,9 +36,10 @@ from typing import Any
 import httpx
 
 from chutes_subnet.client.discovery import DiscoveryCache, parse_instances, parse_models
-from chutes_subnet.client.envelope import SealedCall, StreamDecoder, choose_version, seal_call
 from chutes_subnet.errors import NoInstancesError, NoncesExhaustedError, PayloadTooLargeError
-from chutes_subnet.protocol import INVOKE_PATHS, MAX_ENVELOPE_BYTES
+from chutes_subnet.wire.call import SealedCall, StreamDecoder, choose_version, seal_call
+from chutes_subnet.wire.headers import H_AUTHORIZATION, H_RETRY, RETRY_INSTANCE
+from chutes_subnet.wire.protocol import INVOKE_PATH, INVOKE_PATHS, MAX_ENVELOPE_BYTES
 
 __all__ = ["E2EETransport", "AsyncE2EETransport"]
 
@@ -118,7 +119,7 @@ class _Core:
              invoke_path: str) -> _Flow:
         """The whole model call; yields requests, receives responses."""
         base, key = self._base(request, invoke_path), self._key(request)
-        auth = {"Authorization": f"Bearer {key}"}
+        auth = {H_AUTHORIZATION: f"Bearer {key}"}
         model, stream = payload["model"], bool(payload.get("stream", False))
         chute = self.cache.chute_for(model)
         if chute is None:
@@ -159,7 +160,7 @@ class _Core:
                 continue
             call = seal_call(offer, chute_id=chute, nonce=nonce, path=invoke_path,
                              stream=stream, payload=payload, api_key=key, version=version)
-            invoke = httpx.Request("POST", f"{base}/e2e/invoke", headers=call.headers,
+            invoke = httpx.Request("POST", base + INVOKE_PATH, headers=call.headers,
                                    content=call.body,
                                    extensions={"timeout": request.extensions.get("timeout")}
                                    if "timeout" in request.extensions else {})
@@ -171,7 +172,7 @@ class _Core:
                 nonce_refusals += 1
                 self.cache.invalidate(chute)
                 continue
-            if resp.headers.get("x-e2e-retry") == "instance":
+            if resp.headers.get(H_RETRY) == RETRY_INSTANCE:
                 avoid.add(offer.instance_id)
                 self.cache.drop_instance(chute, offer.instance_id)
                 continue

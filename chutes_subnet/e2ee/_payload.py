@@ -9,7 +9,7 @@ from typing import Any
 
 from chutes_subnet.e2ee import _codec
 from chutes_subnet.errors import EnvelopeFormatError, PayloadTooLargeError
-from chutes_subnet.protocol import MAX_DECOMPRESSED_BYTES, MAX_ENVELOPE_BYTES, parse_json
+from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES, MAX_ENVELOPE_BYTES, parse_json
 
 
 def dump(payload: dict[str, Any] | bytes) -> bytes:

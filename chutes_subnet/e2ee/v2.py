@@ -42,7 +42,7 @@ from chutes_subnet.e2ee._symmetric import TAG_SIZE, Aead, hkdf_expand, hkdf_extr
 from chutes_subnet.e2ee.context import RequestContext
 from chutes_subnet.e2ee.keys import KeyPair
 from chutes_subnet.errors import DecryptionError, EnvelopeFormatError, StreamIntegrityError
-from chutes_subnet.protocol import parse_json
+from chutes_subnet.wire.protocol import parse_json
 
 __all__ = [
     "VERSION_BYTE",
@@ -53,6 +53,7 @@ __all__ = [
     "seal_request",
     "open_request",
     "open_request_raw",
+    "request_kem_ciphertext",
 ]
 
 VERSION_BYTE = b"\x02"
@@ -237,3 +238,10 @@ def open_request_raw(instance_key: KeyPair, ctx: RequestContext, blob: bytes) ->
     keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad)
     plain = Aead(keys.req).open(_ZERO_NONCE, blob[_HEADER:], aad)
     return _payload.inflate(plain), ServerSession(keys)
+
+
+def request_kem_ciphertext(blob: bytes) -> bytes:
+    """The KEM ciphertext of a v2 request envelope (what identifies its key schedule)."""
+    if len(blob) < _HEADER or blob[:1] != VERSION_BYTE:
+        raise EnvelopeFormatError("not a v2 envelope")
+    return blob[1:_HEADER]

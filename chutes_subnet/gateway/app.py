@@ -1,6 +1,6 @@
 """The gateway's FastAPI application: discovery, invoke routing, health, usage.
 
-Endpoints (wire shapes in :mod:`chutes_subnet.protocol`):
+Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
 
 * ``GET /v1/models`` — models with at least one live attested instance (no key needed);
 * ``GET /e2e/instances/{chute_id}`` — live instances of a chute, ranked by score and
@@ -36,7 +36,7 @@ from chutes_subnet.gateway.state import ForwardSigner, GatewayState
 from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.nonces import NonceScope
-from chutes_subnet.protocol import InstanceInfo, InstancesResponse, ModelCard, ModelsResponse
+from chutes_subnet.wire.messages import InstanceInfo, InstancesResponse, ModelCard, ModelsResponse
 
 if TYPE_CHECKING:
     from chutes_subnet.nonces import NonceStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chutes_subnet.protocol import (
+from chutes_subnet.wire.protocol import (
     MAX_ENVELOPE_BYTES,
     NONCE_TTL_CLIENT_SECONDS,
     NONCE_TTL_SERVER_SECONDS,

@@ -34,13 +34,25 @@ from chutes_subnet.asgi import (
     request_headers,
     send_refusal,
 )
-from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable, UsageError
 from chutes_subnet.gateway.journal import JournalEntry
-from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
+from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.gateway.registry import InstanceRecord
 from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
 from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
 from chutes_subnet.nonces import NonceScope
+from chutes_subnet.wire.headers import (
+    ENVELOPE_MEDIA_TYPE,
+    H_CONTENT_TYPE,
+    H_RETRY,
+    H_RETRY_AFTER,
+    H_USAGE,
+    H_VERSION,
+    RETRY_INSTANCE,
+    Usage,
+    parse_usage_header,
+)
+from chutes_subnet.wire.protocol import INVOKE_PATH, SUPPORTED_E2EE_VERSIONS
 
 __all__ = ["InvokeEndpoint", "NONCE_REFUSALS"]
 
@@ -53,13 +65,27 @@ NONCE_REFUSALS: dict[str, tuple[int, str, str]] = {
     "expired": (410, "nonce_expired", "nonce expired"),
 }
 
+#: Tells the client to pick another instance and re-seal.
+_RETRY_ELSEWHERE = {H_RETRY: RETRY_INSTANCE}
+_RELAYED_VERSIONS = frozenset(str(v) for v in SUPPORTED_E2EE_VERSIONS)
 
 
+def _latin1(value: str | None) -> bytes | None:
+    """A header value a miner sent, re-encodable for ASGI, else None (not relayed)."""
+    if value is None or not value.isprintable():
+        return None
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
 
 
-
-
-
+def _reported_usage(value: str | None) -> Usage | None:
+    """The non-stream answer's ``X-E2E-Usage``; a malformed report counts as none."""
+    try:
+        return parse_usage_header(value)
+    except UsageError:
+        return None
 
 
 class InvokeEndpoint:
@@ -96,19 +122,10 @@ class InvokeEndpoint:
             raise Refusal(status, reason, message) from None
         except NonceStoreUnavailable:
             raise Refusal(503, "nonce_store_unavailable", "nonce store unavailable",
-                          {"Retry-After": "1"}) from None
+                          {H_RETRY_AFTER: "1"}) from None
 
-        fwd = {
-            "Content-Type": "application/octet-stream",
-            "X-Chute-Id": chute_id,
-            "X-Instance-Id": instance_id,
-            "X-E2E-Nonce": nonce,
-            "X-E2E-Stream": "true" if inv.stream else "false",
-            "X-E2E-Path": inv.path,
-        }
-        if inv.version_explicit:
-            fwd["X-E2E-Version"] = str(version)
-        fwd.update(await resolve_signer_headers(st.forward_signer, "POST", "/e2e/invoke",
+        fwd = inv.to_headers()
+        fwd.update(await resolve_signer_headers(st.forward_signer, "POST", INVOKE_PATH,
                                                 body, rec.hotkey))
         trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, inv.stream, len(body))
         try:
@@ -121,7 +138,7 @@ class InvokeEndpoint:
             if rec.instance_id == instance_id:
                 return rec
         raise Refusal(503, "no_instance", "instance not available; discover again",
-                      {"X-E2E-Retry": "instance"})
+                      _RETRY_ELSEWHERE)
 
     async def _forward(self, rec: InstanceRecord, headers: dict[str, str], body: bytes,
                        trace: "_Trace", receive: Receive, send: Send) -> None:
@@ -135,12 +152,12 @@ class InvokeEndpoint:
         resp: UpstreamResponse | None = None
         try:
             try:
-                resp = await st.miners.post(rec.url.rstrip("/") + "/e2e/invoke", headers, body)
+                resp = await st.miners.post(rec.url.rstrip("/") + INVOKE_PATH, headers, body)
             except UpstreamError:
                 st.balancer.mark_failed(rec.instance_id)
                 trace.status = 502
                 raise Refusal(502, "miner_unreachable", "miner unreachable",
-                              {"X-E2E-Retry": "instance"}) from None
+                              _RETRY_ELSEWHERE) from None
             trace.status = resp.status
             if resp.status != 200:
                 await self._relay_failure(rec, resp, send)
@@ -162,22 +179,26 @@ class InvokeEndpoint:
         if resp.status >= 500:
             self.state.balancer.mark_failed(rec.instance_id)
             raise Refusal(502, "miner_error", "miner failed before responding",
-                          {"X-E2E-Retry": "instance"})
+                          _RETRY_ELSEWHERE)
         try:
             data = await resp.read_bounded(self.state.config.max_error_body_bytes)
         except UpstreamError:
             data = b""
-        ctype = resp.headers.get("Content-Type", "application/octet-stream")
+        ctype = _latin1(resp.headers.get(H_CONTENT_TYPE)) or ENVELOPE_MEDIA_TYPE.encode()
         await send({"type": "http.response.start", "status": resp.status,
-                    "headers": [(b"content-type", ctype.encode("latin-1")),
+                    "headers": [(b"content-type", ctype),
                                 (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
 
     async def _relay_success(self, resp: UpstreamResponse, trace: "_Trace", send: Send) -> None:
         stream = trace.stream
-        out_headers = [(k.encode(), resp.headers[k].encode("latin-1"))
-                       for k in ("Content-Type", "X-E2E-Usage", "X-E2E-Version")
-                       if k in resp.headers]
+        reported = None if stream else _reported_usage(resp.headers.get(H_USAGE))
+        out_headers = [(b"content-type",
+                        _latin1(resp.headers.get(H_CONTENT_TYPE)) or ENVELOPE_MEDIA_TYPE.encode())]
+        if reported is not None:
+            out_headers.append((H_USAGE.lower().encode(), reported.to_header().encode()))
+        if resp.headers.get(H_VERSION) in _RELAYED_VERSIONS:
+            out_headers.append((H_VERSION.lower().encode(), resp.headers[H_VERSION].encode()))
         if stream:
             out_headers.append((b"cache-control", b"no-cache"))
         elif "Content-Length" in resp.headers:
@@ -198,8 +219,7 @@ class InvokeEndpoint:
                 await send({"type": "http.response.body", "more_body": True,
                             "body": b'data: {"e2e_error": "upstream interrupted"}\n\n'})
         finally:
-            usage = sniffer.usage if sniffer is not None else \
-                parse_usage_header(resp.headers.get("X-E2E-Usage"))
+            usage = sniffer.usage if sniffer is not None else reported
             prompt, completion = usage or (0, 0)
             trace.prompt_tokens, trace.completion_tokens = prompt, completion
             self.state.usage.record(trace.key_id, prompt, completion)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chutes_subnet.inference.base import InvalidRequestError
-from chutes_subnet.protocol import INVOKE_PATHS
+from chutes_subnet.wire.protocol import INVOKE_PATHS
 
 __all__ = [
     "CHAT_PATH",

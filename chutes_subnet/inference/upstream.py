@@ -41,7 +41,7 @@ from chutes_subnet.inference.base import DEFAULT_MODEL_ID, InvalidRequestError, 
 from chutes_subnet.inference.requests import check_path
 from chutes_subnet.inference.responses import usage
 from chutes_subnet.inference.sse import SSEDecoder
-from chutes_subnet.protocol import MAX_DECOMPRESSED_BYTES
+from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES
 
 __all__ = ["OpenAIUpstreamBackend"]
 

@@ -1,6 +1,6 @@
 """The miner's FastAPI application: one attested, end-to-end-encrypted model instance.
 
-Endpoints (wire shapes in :mod:`chutes_subnet.protocol`):
+Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
 
 * ``POST /attest`` — :mod:`chutes_subnet.miner.attest` (btauth/1, validators only);
 * ``POST /e2e/invoke`` — :mod:`chutes_subnet.miner.invoke` (v1 and v2 envelopes);
@@ -37,7 +37,7 @@ from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import CONTENT_TYPE_LATEST, MinerMetrics
 from chutes_subnet.miner.state import MinerInstance, MinerState
 from chutes_subnet.nonces import SeenNonceCache
-from chutes_subnet.protocol import NONCE_TTL_SERVER_SECONDS
+from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
 
 __all__ = ["create_app", "PLAINTEXT_PATH"]
 

@@ -5,12 +5,12 @@ Order of checks (first failure answers ``{"error", "reason"}``):
 1. body size (declared, then received) <= ``MAX_ATTEST_BODY_BYTES`` -> 413;
 2. btauth/1 signed for this miner's hotkey, fresh, not replayed -> 401;
    signer holds a validator permit and enough stake -> 403;
-3. body is an :class:`~chutes_subnet.protocol.AttestRequest` -> 400;
+3. body is an :class:`~chutes_subnet.wire.messages.AttestRequest` -> 400;
 4. evidence from the provider, in a worker thread (configfs-tsm and the NVIDIA SDK
    block), one collection at a time (configfs-tsm refuses concurrent writers),
    within ``attest_timeout`` -> 503 on failure or timeout.
 
-The answer is an :class:`~chutes_subnet.protocol.AttestResponse`. The TDX quote's
+The answer is an :class:`~chutes_subnet.wire.messages.AttestResponse`. The TDX quote's
 report_data is ``SHA256(nonce || e2e_pubkey) || SHA256(nonce || hotkey_ss58)``
 (:func:`chutes_subnet.attestation.build_report_data`), the GPU evidence is made for
 the same nonce.
@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from chutes_subnet.asgi import Receive, Refusal, Scope, Send, read_body, send_refusal
 from chutes_subnet.errors import AttestationError, AuthenticationError, PermissionDenied
 from chutes_subnet.miner.state import MinerState
-from chutes_subnet.protocol import MAX_ATTEST_BODY_BYTES, AttestRequest, AttestResponse
+from chutes_subnet.wire.messages import AttestRequest, AttestResponse
+from chutes_subnet.wire.protocol import MAX_ATTEST_BODY_BYTES
 
 __all__ = ["AttestEndpoint"]
 

@@ -2,7 +2,7 @@
 
 :func:`open_envelope` turns (version, instance key, routing context, body) into an
 :class:`OpenedRequest`: the decrypted OpenAI payload, a ``replay_id`` and the means to
-answer it. Answers follow the wire rules of :mod:`chutes_subnet.protocol`:
+answer it. Answers follow the wire rules of :mod:`chutes_subnet.wire`:
 
 * non-stream: ``seal_json(obj)`` -> body bytes (``application/octet-stream``);
 * stream: :class:`StreamFramer` — ``start()`` (v1: ``e2e_init``), ``chunk(line)`` per
@@ -28,10 +28,9 @@ from typing import Any, Protocol
 from chutes_subnet.e2ee import KeyPair, RequestContext, parse_payload, v1, v2
 from chutes_subnet.errors import EnvelopeFormatError
 from chutes_subnet.sse import format_event
+from chutes_subnet.wire.headers import ENVELOPE_MEDIA_TYPE
 
-__all__ = ["OpenedRequest", "StreamFramer", "open_envelope", "open_plaintext", "KEM_CT_SIZE"]
-
-KEM_CT_SIZE = 1088
+__all__ = ["OpenedRequest", "StreamFramer", "open_envelope", "open_plaintext"]
 
 
 class StreamFramer(Protocol):
@@ -46,7 +45,7 @@ class OpenedRequest:
     __slots__ = ("payload", "replay_id", "_seal", "_framer", "media_type")
 
     def __init__(self, payload: dict[str, Any], replay_id: str, seal: Any, framer: Any,
-                 media_type: str = "application/octet-stream") -> None:
+                 media_type: str = ENVELOPE_MEDIA_TYPE) -> None:
         self.payload = payload
         self.replay_id = replay_id
         self._seal = seal
@@ -121,11 +120,11 @@ def open_envelope(version: int, key: KeyPair, ctx: RequestContext, body: bytes) 
     """
     if version == 2:
         payload, session = v2.open_request(key, ctx, body)
-        return OpenedRequest(payload, _replay_id(body[1:1 + KEM_CT_SIZE]),
+        return OpenedRequest(payload, _replay_id(v2.request_kem_ciphertext(body)),
                              session.seal_response, lambda: _V2Framer(session))
     if version == 1:
         payload, response_pk = v1.open_request(key, body)
-        return OpenedRequest(payload, _replay_id(body[:KEM_CT_SIZE]),
+        return OpenedRequest(payload, _replay_id(v1.request_kem_ciphertext(body)),
                              lambda obj: v1.seal_response(response_pk, obj),
                              lambda: _V1Framer(response_pk))
     raise EnvelopeFormatError("unsupported E2EE version")

@@ -60,12 +60,14 @@ from chutes_subnet.errors import (
     InferenceError,
     PayloadTooLargeError,
     PermissionDenied,
+    UsageError,
 )
 from chutes_subnet.inference import InvalidRequestError, UpstreamError
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
 from chutes_subnet.miner.faults import corrupt_chunk
 from chutes_subnet.miner.state import MinerState
 from chutes_subnet.sse import DONE_EVENT, format_event
+from chutes_subnet.wire.headers import H_RETRY_AFTER, H_USAGE, Usage, parse_usage
 
 __all__ = ["InvokeEndpoint"]
 
@@ -107,12 +109,12 @@ def _stream_error_reason(exc: BaseException) -> str:
     return "inference_error"
 
 
-def _usage_counts(usage: Any) -> tuple[int, int]:
-    if not isinstance(usage, dict):
-        return 0, 0
-    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    ok = isinstance(prompt, int) and isinstance(completion, int)
-    return (prompt, completion) if ok else (0, 0)
+def _usage_counts(usage: Any) -> Usage:
+    """The backend's usage as bounded counts (a backend that reports none or garbage: 0)."""
+    try:
+        return parse_usage(usage)
+    except UsageError:
+        return Usage()
 
 
 class InvokeEndpoint:
@@ -171,10 +173,10 @@ class InvokeEndpoint:
             return 499, "stalled"
         if st.draining:
             raise Refusal(503, "draining", "instance is shutting down",
-                          {"Retry-After": str(cfg.retry_after)})
+                          {H_RETRY_AFTER: str(cfg.retry_after)})
         if not st.limiter.try_acquire():
             raise Refusal(429, "busy", "instance at its concurrency limit",
-                          {"Retry-After": str(cfg.retry_after)})
+                          {H_RETRY_AFTER: str(cfg.retry_after)})
         st.metrics.in_flight.inc()
         try:
             opened = self._open(version, RequestContext(chute_id, instance_id, nonce, path, stream),
@@ -223,15 +225,13 @@ class InvokeEndpoint:
         if st.config.fault == "wrong-tokens":
             corrupt_chunk(result)
         blob = opened.seal_json(result)
-        prompt, completion = _usage_counts(usage)
+        counts = _usage_counts(usage)
         headers = [(b"content-type", opened.media_type.encode()),
                    (b"content-length", str(len(blob)).encode()),
-                   (b"x-e2e-usage", json.dumps({"prompt_tokens": prompt,
-                                                "completion_tokens": completion,
-                                                "total_tokens": prompt + completion}).encode())]
+                   (H_USAGE.lower().encode(), counts.to_header().encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": blob})
-        self._record(prompt, completion, started, None, "complete")
+        self._record(*counts, started, None, "complete")
         return 200, f"bytes={len(blob)}"
 
     async def _stream(self, opened: OpenedRequest, path: str, send: Send, receive: Receive,
@@ -288,8 +288,7 @@ class InvokeEndpoint:
         if usage is not None:
             tail += format_event({"usage": usage})
         await send({"type": "http.response.body", "body": tail + DONE_EVENT, "more_body": False})
-        prompt, completion = _usage_counts(usage)
-        self._record(prompt, completion, started, ttft, "stream")
+        self._record(*_usage_counts(usage), started, ttft, "stream")
         return 200, f"frames={frames}"
 
     def _record(self, prompt: int, completion: int, started: float, ttft: float | None,

@@ -32,11 +32,10 @@ from chutes_subnet.auth import sign_headers
 from chutes_subnet.chain import Neuron
 from chutes_subnet.e2ee import decode_public_key
 from chutes_subnet.errors import AttestationError, E2EEError
-from chutes_subnet.protocol import (
+from chutes_subnet.wire.messages import AttestRequest, AttestResponse
+from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V2,
     SUPPORTED_E2EE_VERSIONS,
-    AttestRequest,
-    AttestResponse,
     chute_id_for_model,
     parse_json,
 )

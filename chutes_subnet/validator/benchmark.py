@@ -1,17 +1,18 @@
 """The encrypted benchmark: streamed v2 E2EE requests to an attested key only.
 
-For each prompt: seal with :func:`chutes_subnet.e2ee.v2.seal_request` for the key
-that passed attestation, POST ``/e2e/invoke`` (btauth/1-signed, per-request
-deadline), open every ``{"e2e": ...}`` frame in order and require the authenticated
-final frame. Measured per request: TTFT (request sent -> first non-empty text),
-end-to-end output throughput (completion tokens / (last byte - request sent), so a
+For each prompt: seal a v2 call with :func:`chutes_subnet.wire.call.seal_call` (the
+client's own builder) for the key that passed attestation, POST ``/e2e/invoke``
+(btauth/1-signed, per-request deadline), and read the answer with the client's
+:class:`~chutes_subnet.wire.call.StreamDecoder`: every frame opened in order, the
+authenticated final frame required, ``[DONE]`` required. Measured per request: TTFT
+(request sent -> first non-empty text), end-to-end output throughput (completion tokens / (last byte - request sent), so a
 miner cannot inflate it by holding back and bursting tokens) and success.
 
 Correctness: for the embedded model, ``verify`` prompts are recomputed locally with
 :func:`chutes_subnet.inference.run_generation` and must match exactly (text and
 completion token count), and no answer may claim more tokens than its bytes (+1 for
-EOS), since the model emits one byte per token; for upstream models, prompts sharing a canary id (greedy,
-temperature 0) must return identical text. Every chunk must be a well-formed OpenAI
+EOS), since the model emits one byte per token; for upstream models, prompts sharing a
+canary id (greedy, temperature 0) must return identical text. Every chunk must be a well-formed OpenAI
 chunk of the invoked kind and usage may not exceed the requested ``max_tokens``.
 """
 
@@ -29,21 +30,13 @@ from typing import Any
 import httpx
 
 from chutes_subnet.auth import sign_headers
-from chutes_subnet.e2ee import RequestContext, v2
-from chutes_subnet.errors import E2EEError, InferenceError
+from chutes_subnet.errors import E2EEError, InferenceError, UsageError
 from chutes_subnet.inference import run_generation
 from chutes_subnet.nonces import new_nonce
-from chutes_subnet.protocol import (
-    E2EE_VERSION_V2,
-    H_CHUTE_ID,
-    H_INSTANCE_ID,
-    H_NONCE,
-    H_PATH,
-    H_STREAM,
-    H_VERSION,
-    parse_json,
-)
-from chutes_subnet.sse import DONE, SSEParser
+from chutes_subnet.sse import DONE
+from chutes_subnet.wire.call import InstanceOffer, StreamDecoder, seal_call
+from chutes_subnet.wire.headers import parse_usage
+from chutes_subnet.wire.protocol import E2EE_VERSION_V2, INVOKE_PATH, parse_json
 
 from .attest import AttestedInstance
 from .config import BenchmarkConfig
@@ -53,7 +46,6 @@ from .prompts import BenchPrompt
 __all__ = ["RequestSample", "ReferenceCache", "StreamedAnswer", "stream_prompt",
            "run_benchmark", "BenchmarkOutcome"]
 
-INVOKE_PATH = "/e2e/invoke"
 MAX_STREAM_BYTES = 8 * 1024 * 1024
 _KINDS = {"/v1/chat/completions": "chat.completion.chunk", "/v1/completions": "text_completion"}
 
@@ -163,73 +155,77 @@ def _inner_payload(line: str) -> str:
     return line
 
 
-def _usage_tokens(usage: Any) -> int | None:
-    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-        return int(usage["completion_tokens"])
-    return None
+def _completion_tokens(usage: Any) -> int:
+    try:
+        return parse_usage(usage).completion_tokens
+    except UsageError as exc:
+        raise EvaluationFailure("bad_response", f"usage: {exc}") from None
+
+
+class _Answer:
+    """The decrypted stream as read so far: text parts, first-text time, usage."""
+
+    __slots__ = ("path", "parts", "usage_tokens", "ttft", "start", "clock")
+
+    def __init__(self, path: str, clock: Callable[[], float]) -> None:
+        self.path, self.clock = path, clock
+        self.parts: list[str] = []
+        self.usage_tokens: int | None = None
+        self.ttft: float | None = None
+        self.start = clock()
+
+    def add(self, line: bytes) -> None:
+        """One plaintext SSE line of the instance's stream."""
+        payload = _inner_payload(line.decode("utf-8"))
+        if payload == DONE:
+            return
+        chunk = parse_json(payload)
+        text = _chunk_text(self.path, chunk)
+        if text and self.ttft is None:
+            self.ttft = self.clock() - self.start
+        self.parts.append(text)
+        self.note_usage(chunk.get("usage"))
+
+    def note_usage(self, usage: Any) -> None:
+        if usage is not None:
+            self.usage_tokens = _completion_tokens(usage) or self.usage_tokens
+
+
+async def _read_stream(resp: httpx.Response, decoder: StreamDecoder, answer: _Answer) -> None:
+    received = 0
+    async for raw in resp.aiter_raw():
+        received += len(raw)
+        if received > MAX_STREAM_BYTES:
+            raise EvaluationFailure("bad_response", "stream: exceeds the size limit")
+        for line in decoder.lines(raw):
+            answer.add(line)
+        if decoder.error is not None:
+            raise EvaluationFailure("bad_response", "stream: miner reported an error")
+    for line in decoder.finish_lines():
+        answer.add(line)
+    if not decoder.done:
+        raise EvaluationFailure("bad_response", "stream: ended without [DONE]")
+    answer.note_usage(decoder.final_usage)
 
 
 async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: AttestedInstance,
                         prompt: BenchPrompt, *, timeout: float,
                         clock: Callable[[], float] = time.perf_counter) -> StreamedAnswer:
     """Send one prompt encrypted to ``instance`` and read its stream (see module doc)."""
-    ctx = RequestContext(instance.chute_id, instance.instance_id, new_nonce(), prompt.path, True)
-    body, session = v2.seal_request(instance.e2e_pubkey, ctx, prompt.body)
-    headers = {
-        "Content-Type": "application/octet-stream", H_CHUTE_ID: ctx.chute_id,
-        H_INSTANCE_ID: ctx.instance_id, H_NONCE: ctx.nonce, H_STREAM: "true",
-        H_PATH: ctx.path, H_VERSION: str(E2EE_VERSION_V2),
-    }
-    headers.update(sign_headers(wallet, method="POST", path=INVOKE_PATH, body=body,
-                                receiver_ss58=instance.hotkey))
-    opener = session.stream_opener()
-    parser = SSEParser()
-    parts: list[str] = []
-    usage_tokens: int | None = None
-    ttft: float | None = None
-    received = 0
-    start = clock()
+    offer = InstanceOffer(instance.instance_id, instance.e2e_pubkey, (E2EE_VERSION_V2,))
+    call = seal_call(offer, chute_id=instance.chute_id, nonce=new_nonce(), path=prompt.path,
+                     stream=True, payload=prompt.body, version=E2EE_VERSION_V2)
+    headers = call.headers | sign_headers(wallet, method="POST", path=INVOKE_PATH,
+                                          body=call.body, receiver_ss58=instance.hotkey)
+    answer = _Answer(prompt.path, clock)
     try:
         async with asyncio.timeout(timeout):
-            async with http.stream("POST", instance.url + INVOKE_PATH, content=body,
+            async with http.stream("POST", instance.url + INVOKE_PATH, content=call.body,
                                    headers=headers) as resp:
                 if resp.status_code != 200:
                     raise EvaluationFailure("bad_response",
                                             f"invoke: miner answered HTTP {resp.status_code}")
-                done = False
-                async for raw in resp.aiter_raw():
-                    received += len(raw)
-                    if received > MAX_STREAM_BYTES:
-                        raise EvaluationFailure("bad_response", "stream: exceeds the size limit")
-                    for data in parser.feed(raw):
-                        if done:
-                            continue
-                        if data == DONE:
-                            done = True
-                            continue
-                        event = parse_json(data)
-                        if not isinstance(event, dict):
-                            raise EvaluationFailure("bad_response",
-                                                    "stream: event is not an object")
-                        if "e2e" in event:
-                            inner = _inner_payload(opener.open(event["e2e"]).decode("utf-8"))
-                            if inner == DONE:
-                                continue
-                            chunk = parse_json(inner)
-                            text = _chunk_text(prompt.path, chunk)
-                            if text and ttft is None:
-                                ttft = clock() - start
-                            parts.append(text)
-                            usage_tokens = _usage_tokens(chunk.get("usage")) or usage_tokens
-                        elif "e2e_final" in event:
-                            final = opener.open_final(event["e2e_final"])
-                            usage_tokens = _usage_tokens(final.get("usage")) or usage_tokens
-                        elif "e2e_error" in event:
-                            raise EvaluationFailure("bad_response",
-                                                    "stream: miner reported an error")
-                opener.close()
-                if not done:
-                    raise EvaluationFailure("bad_response", "stream: ended without [DONE]")
+                await _read_stream(resp, call.stream_decoder(), answer)
     except TimeoutError as exc:
         raise EvaluationFailure("timeout",
                                 f"invoke: no complete answer within {timeout:g}s") from exc
@@ -241,12 +237,13 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
                                 f"stream: integrity/decryption failed ({name})") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise EvaluationFailure("bad_response", "stream: event is not valid JSON/UTF-8") from exc
-    duration = clock() - start
+    duration = clock() - answer.start
     max_tokens = int(prompt.body.get("max_tokens", 0) or 0)
-    tokens = usage_tokens if usage_tokens is not None else sum(1 for p in parts if p)
+    parts = answer.parts
+    tokens = answer.usage_tokens if answer.usage_tokens is not None else sum(1 for p in parts if p)
     if tokens < 0 or (max_tokens and tokens > max_tokens):
         raise EvaluationFailure("bad_response", "usage: completion_tokens exceeds max_tokens")
-    return StreamedAnswer("".join(parts), tokens, ttft, duration)
+    return StreamedAnswer("".join(parts), tokens, answer.ttft, duration)
 
 
 async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCache | None) -> bool:

@@ -6,12 +6,18 @@ import json
 
 from pydantic import BaseModel, ValidationError
 
-from chutes_subnet import protocol
 from chutes_subnet.auth import BoundedNonceStore, ValidatorGate, sign_headers
 from chutes_subnet.client.discovery import parse_instances, parse_models
-from chutes_subnet.errors import AuthenticationError, ChutesSubnetError, EnvelopeFormatError
-from chutes_subnet.gateway.metering import UsageSniffer, parse_usage_header
+from chutes_subnet.errors import (
+    AuthenticationError,
+    ChutesSubnetError,
+    EnvelopeFormatError,
+    UsageError,
+)
+from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.inference.requests import CHAT_PATH, COMPLETIONS_PATH, parse_request
+from chutes_subnet.wire import messages
+from chutes_subnet.wire.headers import parse_usage_header
 
 from .. import seeds
 from .._bytes import Cursor, json_or_none
@@ -21,7 +27,7 @@ __all__ = ["TARGETS", "PROTOCOL_MODELS"]
 
 #: Every pydantic model of the wire contract.
 PROTOCOL_MODELS: tuple[type[BaseModel], ...] = tuple(
-    obj for obj in vars(protocol).values()
+    obj for obj in vars(messages).values()
     if isinstance(obj, type) and issubclass(obj, BaseModel) and obj is not BaseModel
     and not obj.__name__.startswith("_")
 )
@@ -120,12 +126,12 @@ def _btauth_seeds() -> list[bytes]:
 TARGETS = [
     Target("inference_request", "inference.requests.parse_request (chat/completions)",
            _inference_request, (ChutesSubnetError,), _inference_seeds),
-    Target("protocol_models", "every pydantic model in protocol.py (JSON and python)",
+    Target("protocol_models", "every pydantic model in wire/messages.py (JSON and python)",
            _protocol, (ValidationError,), _protocol_seeds),
     Target("client_discovery", "client.discovery.parse_models/parse_instances",
            _discovery, (EnvelopeFormatError,), _discovery_seeds),
     Target("usage_metering", "gateway.metering header + SSE usage sniffer (miner output)",
-           _metering, (), _metering_seeds),
+           _metering, (UsageError,), _metering_seeds),
     Target("btauth_headers", "auth.ValidatorGate.authenticate (btauth/1 headers)",
            _btauth, (AuthenticationError,), _btauth_seeds),
 ]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 
-from chutes_subnet.client.envelope import StreamDecoder
 from chutes_subnet.e2ee import v1
 from chutes_subnet.errors import E2EEError
 from chutes_subnet.sse import SSEParser, format_event
+from chutes_subnet.wire.call import StreamDecoder
 
 from .. import seeds
 from .._bytes import Cursor
@@ -142,6 +142,6 @@ TARGETS = [
     Target("e2ee_v1_stream", "e2ee.v1.StreamOpener", _v1_stream, (E2EEError,), _v1_stream_seeds),
     Target("e2ee_v2_stream", "e2ee.v2.StreamOpener (integrity oracle)", _v2_stream,
            (E2EEError,), _v2_stream_seeds),
-    Target("client_stream", "client.envelope.StreamDecoder (SSE + v1/v2)", _client_decoder,
+    Target("client_stream", "wire.call.StreamDecoder (SSE + v1/v2)", _client_decoder,
            (E2EEError,), _client_decoder_seeds),
 ]

@@ -1,0 +1,86 @@
+"""Wire constants shared by miner, validator, gateway and client: versions, paths, limits.
+
+Endpoints
+---------
+Gateway (public, clients talk to it):
+    GET  /v1/models                     -> ModelsResponse
+    GET  /e2e/instances/{chute_id}      -> InstancesResponse
+    POST /e2e/invoke                    E2EE envelope in, E2EE envelope / SSE out
+Miner (one instance):
+    POST /attest                        AttestRequest (btauth/1 signed) -> AttestResponse
+    POST /e2e/invoke                    same headers as the gateway's invoke
+    GET  /health, GET /metrics
+
+Message schemas are in :mod:`chutes_subnet.wire.messages`, header names and their
+parsers in :mod:`chutes_subnet.wire.headers`, the client's sealed call in
+:mod:`chutes_subnet.wire.call`. Binary layouts of envelopes are documented in
+:mod:`chutes_subnet.e2ee`; the report_data binding in
+:mod:`chutes_subnet.attestation.binding`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+__all__ = [
+    "E2EE_VERSION_V1",
+    "E2EE_VERSION_V2",
+    "SUPPORTED_E2EE_VERSIONS",
+    "INVOKE_PATH",
+    "INVOKE_PATHS",
+    "MAX_ENVELOPE_BYTES",
+    "MAX_DECOMPRESSED_BYTES",
+    "MAX_ATTEST_BODY_BYTES",
+    "ATTEST_NONCE_BYTES",
+    "NONCE_TTL_CLIENT_SECONDS",
+    "NONCE_TTL_SERVER_SECONDS",
+    "CHUTE_NAMESPACE",
+    "chute_id_for_model",
+    "parse_json",
+]
+
+E2EE_VERSION_V1 = 1
+E2EE_VERSION_V2 = 2
+SUPPORTED_E2EE_VERSIONS = (E2EE_VERSION_V1, E2EE_VERSION_V2)
+
+#: The endpoint that takes an envelope (same path on the gateway and the miner).
+INVOKE_PATH = "/e2e/invoke"
+#: Paths a client may invoke through an envelope.
+INVOKE_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+# --- limits -----------------------------------------------------------------------
+MAX_ENVELOPE_BYTES = 4 * 1024 * 1024          # compressed request/response body
+MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024     # after gunzip
+MAX_ATTEST_BODY_BYTES = 4 * 1024
+ATTEST_NONCE_BYTES = 32
+
+#: Nonce lifetime told to clients; the server keeps nonces longer (grace for clock
+#: skew and in-flight requests) so a nonce never expires server-side first.
+NONCE_TTL_CLIENT_SECONDS = 55
+NONCE_TTL_SERVER_SECONDS = 90
+
+CHUTE_NAMESPACE = "6f1c3c1e-5b0a-4d57-9d3e-8f6e1c2a7b10"
+
+
+def chute_id_for_model(model_id: str) -> str:
+    """Stable chute UUID for a model name (uuid5 in the subnet's namespace).
+
+    The public Chutes client passes UUID-shaped model names through unchanged and
+    resolves other names via ``/v1/models``; both lead to this id.
+    """
+    return str(uuid.uuid5(uuid.UUID(CHUTE_NAMESPACE), model_id))
+
+
+def parse_json(data: str | bytes | bytearray) -> Any:
+    """``json.loads`` for bytes a peer controls.
+
+    Nesting deeper than the interpreter's recursion limit raises ``RecursionError``
+    from ``json``; here it is a ``ValueError`` like any other malformed JSON, so every
+    caller's ``except ValueError`` covers it.
+    """
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nesting too deep") from None

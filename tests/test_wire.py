@@ -1,0 +1,184 @@
+"""The wire layer: invoke headers, the one usage parser, and that both live in one place.
+
+The gateway regression at the end fails on the code before ``chutes_subnet.wire``:
+a miner whose ``X-E2E-Usage`` was not Latin-1 made the gateway answer a bare 500
+(no ``X-E2E-Retry``), and an out-of-range count was billed up to the 2^40 clamp.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chutes_subnet.e2ee import KeyPair
+from chutes_subnet.errors import HeaderError, UsageError
+from chutes_subnet.gateway.app import create_app
+from chutes_subnet.gateway.config import GatewayConfig
+from chutes_subnet.gateway.keys import MemoryApiKeyStore
+from chutes_subnet.gateway.registry import MemoryInstanceRegistry
+from chutes_subnet.gateway.usage import MemoryUsageMeter
+from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.wire import headers as wire_headers
+from chutes_subnet.wire.call import InstanceOffer, seal_call
+from chutes_subnet.wire.headers import (
+    MAX_USAGE_TOKENS,
+    InvokeHeaders,
+    Usage,
+    parse_usage,
+    parse_usage_header,
+)
+from chutes_subnet.wire.protocol import INVOKE_PATHS, chute_id_for_model
+from tests.gateway_fixtures import record_for
+from tests.servers import UvicornThread
+
+PACKAGE = Path(__file__).resolve().parent.parent / "chutes_subnet"
+
+_ids = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=128)
+
+
+def _lower(h: dict[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in h.items()}
+
+
+@given(_ids, _ids, _ids, st.sampled_from(INVOKE_PATHS), st.booleans(), st.sampled_from([1, 2]),
+       st.booleans())
+def test_invoke_headers_round_trip(chute, inst, nonce, path, stream, version, explicit) -> None:
+    sent = InvokeHeaders(chute, inst, nonce, path, stream, version,
+                         version_explicit=explicit or version != 1)
+    assert InvokeHeaders.parse(_lower(sent.to_headers())) == sent
+
+
+GOOD = _lower(InvokeHeaders("c", "i", "n", INVOKE_PATHS[0], True, 2).to_headers())
+
+
+@pytest.mark.parametrize("name,value,reason", [
+    ("x-chute-id", "", "bad_header"),
+    ("x-instance-id", "x" * 129, "bad_header"),
+    ("x-e2e-nonce", "a\tb", "bad_header"),
+    ("x-e2e-path", "/v1/models", "bad_path"),
+    ("x-e2e-stream", "yes", "bad_header"),
+    ("x-e2e-version", "3", "bad_version"),
+    ("x-e2e-version", "00000000000000000000000000000002", "bad_version"),
+    ("x-e2e-version", "²", "bad_version"),
+])
+def test_bad_invoke_headers_carry_their_reason(name: str, value: str, reason: str) -> None:
+    with pytest.raises(HeaderError) as info:
+        InvokeHeaders.parse({**GOOD, name: value})
+    assert info.value.reason == reason
+
+
+def test_absent_version_means_v1_and_is_not_forwarded() -> None:
+    h = {k: v for k, v in GOOD.items() if k != "x-e2e-version"}
+    parsed = InvokeHeaders.parse(h)
+    assert parsed.version == 1 and not parsed.version_explicit
+    assert "X-E2E-Version" not in parsed.to_headers()
+
+
+@pytest.mark.parametrize("obj,expected", [
+    ({"prompt_tokens": 4, "completion_tokens": 9, "total_tokens": 13}, Usage(4, 9)),
+    ({}, Usage(0, 0)),
+    ({"completion_tokens": MAX_USAGE_TOKENS}, Usage(0, MAX_USAGE_TOKENS)),
+])
+def test_usage_parses_bounded_counts(obj: object, expected: Usage) -> None:
+    assert parse_usage(obj) == expected
+    assert parse_usage_header(expected.to_header()) == expected
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+                    lambda c: st.lists(c, max_size=3)
+                    | st.dictionaries(st.sampled_from(["prompt_tokens", "completion_tokens", "x"]),
+                                      c, max_size=3), max_leaves=8))
+def test_usage_is_bounded_integers_or_a_usage_error(obj: object) -> None:
+    try:
+        usage = parse_usage(obj)
+    except UsageError:
+        return
+    for n in usage:
+        assert type(n) is int and 0 <= n <= MAX_USAGE_TOKENS
+
+
+def _literals(pattern: str) -> list[str]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel in ("wire/headers.py",):
+            continue
+        for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(pattern, line, re.IGNORECASE):
+                found.append(f"{rel}:{no}: {line.strip()}")
+    return found
+
+
+def test_header_names_are_written_only_in_wire_headers() -> None:
+    names = [v for k, v in vars(wire_headers).items()
+             if k.startswith("H_") and v.lower().startswith("x-")]
+    pattern = "[\"'](" + "|".join(re.escape(n) for n in names) + ")[\"']"
+    assert _literals(pattern) == []
+
+
+def test_usage_counts_are_read_only_by_the_wire_parser() -> None:
+    # a usage dict read field by field anywhere else is a second parser
+    assert _literals(r"(\.get\(|usage\[)[\"'](prompt|completion)_tokens[\"']") == []
+
+
+# --- the gateway relays only a parsed usage report ---------------------------------------
+
+MODEL = "test/wire-1"
+CHUTE = chute_id_for_model(MODEL)
+
+
+def _miner_with_usage(raw_usage: bytes):
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (msg := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": msg["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream"),
+                                (b"x-e2e-usage", raw_usage)]})
+        await send({"type": "http.response.body", "body": b"sealed answer"})
+
+    return app
+
+
+@pytest.mark.parametrize("raw_usage,relayed,billed", [
+    (b'{"prompt_tokens": 2, "completion_tokens": 5}',
+     '{"prompt_tokens":2,"completion_tokens":5,"total_tokens":7}', (2, 5)),
+    ('{"completion_tokens": 1, "\u00e9\u4e2d": 1}'.encode(),
+     '{"prompt_tokens":0,"completion_tokens":1,"total_tokens":1}', (0, 1)),
+    ('{"completion_tokens": "\u4e2d"}'.encode(), None, (0, 0)),
+    (b'{"prompt_tokens": 2, "completion_tokens": 1099511627777}', None, (0, 0)),
+    (b'{"completion_tokens": 1e999}', None, (0, 0)),
+])
+def test_gateway_meters_only_a_valid_usage_report(raw_usage: bytes, relayed: str | None,
+                                                  billed: tuple[int, int]) -> None:
+    kp = KeyPair.generate()
+    registry, keys, usage = MemoryInstanceRegistry(), MemoryApiKeyStore(), MemoryUsageMeter()
+    secret, key = keys.create("k")
+    app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
+                     keys=keys, usage=usage)
+    with UvicornThread(_miner_with_usage(raw_usage)) as miner, UvicornThread(app) as gw:
+        registry.upsert(record_for(kp, miner.url, instance_id="i", chute_id=CHUTE, model=MODEL))
+        auth = {"Authorization": f"Bearer {secret}"}
+        found = httpx.get(f"{gw.url}/e2e/instances/{CHUTE}", headers=auth, timeout=10).json()
+        info = found["instances"][0]
+        offer = InstanceOffer("i", kp.public_bytes, (2,))
+        call = seal_call(offer, chute_id=CHUTE, nonce=info["nonces"][0], path=INVOKE_PATHS[0],
+                         stream=False, payload={"model": MODEL}, version=2, api_key=secret)
+        r = httpx.post(f"{gw.url}/e2e/invoke", headers=call.headers, content=call.body,
+                       timeout=10)
+    assert r.status_code == 200 and r.content == b"sealed answer"
+    assert r.headers.get("x-e2e-usage") == relayed
+    if relayed is not None:
+        assert json.loads(relayed)["total_tokens"] == sum(billed)
+    totals = usage.totals(key.key_id)
+    assert (totals.prompt_tokens, totals.completion_tokens) == billed
