@@ -23,6 +23,9 @@ grouped by the boundary where it happens::
     │   ├── GpuEvidenceFormatError    NVIDIA evidence malformed
     │   ├── CollateralError           collateral missing/unfetchable/expired
     │   └── PolicyFileError           operator policy file invalid
+    ├── StoreError                    gateway state database (chutes_subnet.stores)
+    │   ├── StoreUnavailable          engine down or too slow (maps to HTTP 503)
+    │   └── SchemaVersionError        database schema newer than this code
     ├── ChainError                    subtensor / local chain
     ├── ConfigError                   operator input: flags, files, ports (one-line CLI error)
     ├── InferenceError                model backend failures
@@ -67,6 +70,9 @@ __all__ = [
     "GpuEvidenceFormatError",
     "CollateralError",
     "PolicyFileError",
+    "StoreError",
+    "StoreUnavailable",
+    "SchemaVersionError",
     "ChainError",
     "ConfigError",
     "InferenceError",
@@ -166,6 +172,18 @@ class CollateralError(AttestationError):
 
 class PolicyFileError(AttestationError):
     """The operator's attestation policy file is invalid."""
+
+
+class StoreError(ChutesSubnetError):
+    """Failure of the database holding gateway state (keys, usage, journal)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or did not answer in time."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was migrated by newer code than this one."""
 
 
 class ChainError(ChutesSubnetError):

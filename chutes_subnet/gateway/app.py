@@ -26,13 +26,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chutes_subnet.asgi import Refusal
-from chutes_subnet.errors import NonceStoreUnavailable
+from chutes_subnet.errors import NonceStoreUnavailable, StoreUnavailable
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.invoke import InvokeEndpoint
+from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.keys import ApiKeyStore
+from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
 from chutes_subnet.gateway.registry import InstanceRegistry
-from chutes_subnet.gateway.state import ForwardSigner, GatewayState
+from chutes_subnet.gateway.state import ForwardSigner, GatewayState, off_loop, store_down
 from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.nonces import NonceScope
@@ -48,15 +50,20 @@ _MAX_CHUTE_ID = 128
 
 def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store: NonceStore,
                keys: ApiKeyStore, usage: UsageMeter,
-               forward_signer: ForwardSigner | None = None) -> FastAPI:
+               forward_signer: ForwardSigner | None = None,
+               journal: Journal | None = None, limiter: Limiter | None = None) -> FastAPI:
     """Build one gateway replica around the given stores.
 
     ``forward_signer(method, path, body, receiver_hotkey)`` may return extra headers
     (e.g. btauth/1 signed by the validator hotkey) added to every forwarded request.
+    ``journal`` defaults to an in-memory one and ``limiter`` to per-replica buckets;
+    replicas that must act as one pass SQL/Redis ones (:mod:`chutes_subnet.stores`).
     """
     state = GatewayState(
         config=config, registry=registry, nonce_store=nonce_store, keys=keys, usage=usage,
         forward_signer=forward_signer,
+        journal=journal if journal is not None else RequestJournal(),
+        limiter=limiter if limiter is not None else RateLimiter(),
         balancer=LoadBalancer(cooldown=config.failure_cooldown),
         miners=MinerClient(connect_timeout=config.connect_timeout,
                            read_timeout=config.read_timeout,
@@ -65,7 +72,7 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        flusher = asyncio.create_task(_flush_forever(usage, config.usage_flush_interval))
+        flusher = asyncio.create_task(_flush_forever(state, config.usage_flush_interval))
         try:
             yield
         finally:
@@ -73,7 +80,7 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await state.miners.aclose()
-            usage.flush()
+            await _flush(state)
 
     app = _GatewayApp(InvokeEndpoint(state), title="chutes-subnet gateway",
                       lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -91,7 +98,7 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
 
     @app.get("/e2e/instances/{chute_id}")
     async def instances(chute_id: str, request: Request) -> dict[str, Any]:
-        key = state.admit(request.headers.get("authorization"), check_quota=False)
+        key = await state.admit(request.headers.get("authorization"), check_quota=False)
         if len(chute_id) > _MAX_CHUTE_ID:
             raise Refusal(400, "bad_chute", "malformed chute id")
         live = registry.list_verified(chute_id)
@@ -117,8 +124,11 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
 
     @app.get("/v1/usage")
     async def my_usage(request: Request) -> dict[str, Any]:
-        key = state.admit(request.headers.get("authorization"), check_quota=False)
-        u = usage.totals(key.key_id)
+        key = await state.admit(request.headers.get("authorization"), check_quota=False)
+        try:
+            u = await off_loop(usage, usage.totals, key.key_id)
+        except StoreUnavailable:
+            raise store_down() from None
         return {"key_id": key.key_id, "requests": u.requests,
                 "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                 "total_tokens": u.total_tokens, "quota_tokens": key.quota_tokens}
@@ -126,8 +136,12 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
     @app.get("/v1/requests")
     async def my_requests(request: Request, limit: int = 20) -> dict[str, Any]:
         """What the gateway saw of the caller's recent requests (ids, sizes, usage)."""
-        key = state.admit(request.headers.get("authorization"), check_quota=False)
-        entries = state.journal.recent(key.key_id, max(1, min(limit, 200)))
+        key = await state.admit(request.headers.get("authorization"), check_quota=False)
+        try:
+            entries = await off_loop(state.journal, state.journal.recent, key.key_id,
+                                     max(1, min(limit, 200)))
+        except StoreUnavailable:
+            raise store_down() from None
         return {"key_id": key.key_id, "requests": [e.to_dict() for e in entries]}
 
     @app.get("/health")
@@ -158,10 +172,16 @@ class _GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-async def _flush_forever(usage: UsageMeter, interval: float) -> None:
+async def _flush(state: GatewayState) -> None:
+    """Write buffered usage and journal entries (off the event loop for remote stores)."""
+    for store in (state.usage, state.journal):
+        try:
+            await off_loop(store, store.flush)
+        except Exception:  # noqa: BLE001 - a failed flush keeps its rows; try again
+            continue
+
+
+async def _flush_forever(state: GatewayState, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        try:
-            usage.flush()
-        except Exception:  # noqa: BLE001 - a failed flush keeps its counts; try again
-            continue
+        await _flush(state)

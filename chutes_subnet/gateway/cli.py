@@ -25,12 +25,19 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("CHUTES_SUBNET_HOME", Path.home() / ".chutes-subnet"))
 
 
-def _db_path(args: argparse.Namespace) -> Path:
+def _db_url(args: argparse.Namespace) -> str:
+    """``--db`` as given (a file path, ``sqlite:///path`` or ``postgresql://…``), else
+    ``<data-dir>/gateway.db``."""
     if args.db:
-        return Path(args.db)
+        return str(args.db)
     d = default_data_dir()
     d.mkdir(parents=True, exist_ok=True)
-    return d / "gateway.db"
+    return str(d / "gateway.db")
+
+
+_DB_HELP = ("gateway state (API keys, usage, request journal): a SQLite file path "
+            "(default <data-dir>/gateway.db) or postgresql://user@host/db (replicas on "
+            "several hosts share one)")
 
 
 def open_registry(url: str) -> Any:
@@ -57,12 +64,15 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.add_argument("--nonces", default=None,
                     help="nonce store URL: sqlite:///path (default), redis://host:port/0 "
                          "(several replicas), memory://")
-    gw.add_argument("--db", default=None, help="API keys + usage SQLite file")
+    gw.add_argument("--db", default=None, help=_DB_HELP)
+    gw.add_argument("--rate-limits", default=None,
+                    help="rate-limit buckets: memory:// (default, per replica) or "
+                         "redis://host:port/0 (one limit across every replica)")
     gw.add_argument("--nonces-per-instance", type=int, default=8)
     gw.add_argument("--max-instances", type=int, default=5)
     gw.add_argument("--workers", type=int, default=1,
                     help="worker processes sharing the port (needs sqlite:// or redis:// "
-                         "stores; rate limits then apply per worker)")
+                         "stores; rate limits apply per worker unless --rate-limits redis://)")
     gw.add_argument("--wallet.name", dest="wallet_name", default=None,
                     help="validator wallet whose hotkey signs every forward (btauth/1); miners "
                          "in their default mode serve only validator-signed invokes")
@@ -77,7 +87,7 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.set_defaults(func=run_gateway)
 
     keys = subparsers.add_parser("keys", help="manage gateway API keys")
-    keys.add_argument("--db", default=None, help="API keys + usage SQLite file")
+    keys.add_argument("--db", default=None, help=_DB_HELP)
     ksub = keys.add_subparsers(dest="keys_command", required=True)
     create = ksub.add_parser("create", help="create a key (printed once)")
     create.add_argument("--name", required=True)
@@ -98,12 +108,14 @@ def add_gateway_commands(subparsers: Any) -> None:
 
 def keys_create(args: argparse.Namespace) -> int:
     """Create a key; print the secret once."""
-    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+    from chutes_subnet.stores import open_gateway_stores
 
-    store = SQLiteApiKeyStore(_db_path(args))
-    secret, rec = store.create(args.name, quota_tokens=args.quota_tokens, rate=args.rate,
-                               burst=args.burst)
-    store.close()
+    stores = open_gateway_stores(_db_url(args))
+    try:
+        secret, rec = stores.keys.create(args.name, quota_tokens=args.quota_tokens,
+                                         rate=args.rate, burst=args.burst)
+    finally:
+        stores.close()
     if args.json:
         print(json.dumps({"key": secret, "key_id": rec.key_id, "name": rec.name}))
     else:
@@ -113,30 +125,31 @@ def keys_create(args: argparse.Namespace) -> int:
 
 def keys_list(args: argparse.Namespace) -> int:
     """Print keys and their metered usage."""
-    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
-    from chutes_subnet.gateway.usage import SQLiteUsageMeter
+    from chutes_subnet.stores import open_gateway_stores
 
-    path = _db_path(args)
-    store, meter = SQLiteApiKeyStore(path), SQLiteUsageMeter(path)
-    print(f"{'key_id':<14}{'name':<20}{'requests':>10}{'tokens':>12}{'quota':>12}{'rate':>8}")
-    for k in store.list():
-        u = meter.totals(k.key_id)
-        flag = " (revoked)" if k.revoked else ""
-        print(f"{k.key_id:<14}{k.name[:19]:<20}{u.requests:>10}{u.total_tokens:>12}"
-              f"{k.quota_tokens if k.quota_tokens is not None else '-':>12}"
-              f"{k.rate if k.rate is not None else '-':>8}{flag}")
-    meter.close()
-    store.close()
+    stores = open_gateway_stores(_db_url(args))
+    try:
+        print(f"{'key_id':<14}{'name':<20}{'requests':>10}{'tokens':>12}{'quota':>12}{'rate':>8}")
+        for k in stores.keys.list():
+            u = stores.usage.totals(k.key_id)
+            flag = " (revoked)" if k.revoked else ""
+            print(f"{k.key_id:<14}{k.name[:19]:<20}{u.requests:>10}{u.total_tokens:>12}"
+                  f"{k.quota_tokens if k.quota_tokens is not None else '-':>12}"
+                  f"{k.rate if k.rate is not None else '-':>8}{flag}")
+    finally:
+        stores.close()
     return 0
 
 
 def keys_revoke(args: argparse.Namespace) -> int:
     """Revoke a key; exit status 1 if unknown."""
-    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+    from chutes_subnet.stores import open_gateway_stores
 
-    store = SQLiteApiKeyStore(_db_path(args))
-    found = store.revoke(args.key_id)
-    store.close()
+    stores = open_gateway_stores(_db_url(args))
+    try:
+        found = stores.keys.revoke(args.key_id)
+    finally:
+        stores.close()
     print("revoked" if found else "no such key")
     return 0 if found else 1
 
@@ -161,7 +174,8 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "registry": args.registry or f"sqlite://{data / 'registry.db'}",
         "nonces": args.nonces or f"sqlite://{data / 'nonces.db'}",
-        "db": str(_db_path(args)),
+        "db": _db_url(args),
+        "rate_limits": args.rate_limits,
         "nonces_per_instance": args.nonces_per_instance,
         "max_instances": args.max_instances,
         "wallet": [args.wallet_name, args.wallet_hotkey, args.wallet_path] if args.wallet_name else None,
@@ -169,23 +183,27 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None,
-                  **config: Any) -> tuple[Any, list[Any]]:
-    """A gateway app over SQLite keys/usage in ``db`` and the nonce store at ``nonces_url``.
+                  rate_limits: str | None = None, **config: Any) -> tuple[Any, list[Any]]:
+    """A gateway app over the keys/usage/journal database ``db`` (a SQLite path or a
+    ``postgresql://`` URL), the nonce store at ``nonces_url`` and the rate limiter at
+    ``rate_limits`` (``None``: per replica).
 
     Returns the app and the resources to close. Used by ``chutes-subnet gateway`` and
     by the validator's in-process gateway.
     """
     from chutes_subnet.gateway.app import create_app
     from chutes_subnet.gateway.config import GatewayConfig
-    from chutes_subnet.gateway.keys import SQLiteApiKeyStore
-    from chutes_subnet.gateway.usage import SQLiteUsageMeter
+    from chutes_subnet.gateway.ratelimit import open_rate_limiter
     from chutes_subnet.nonces import open_nonce_store
+    from chutes_subnet.stores import open_gateway_stores
 
+    stores = open_gateway_stores(db)
     nonces = open_nonce_store(nonces_url)
-    keys, usage = SQLiteApiKeyStore(db), SQLiteUsageMeter(db)
-    app = create_app(GatewayConfig(**config), registry=registry, nonce_store=nonces, keys=keys,
-                     usage=usage, forward_signer=signer)
-    return app, [nonces, usage, keys]
+    limiter = open_rate_limiter(rate_limits)
+    app = create_app(GatewayConfig(**config), registry=registry, nonce_store=nonces,
+                     keys=stores.keys, usage=stores.usage, journal=stores.journal,
+                     limiter=limiter, forward_signer=signer)
+    return app, [nonces, limiter, stores]
 
 
 def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
@@ -199,6 +217,7 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
         signer = forward_signer(load_wallet(name, hotkey, path or DEFAULT_WALLET_PATH))
     return build_gateway(registry=open_registry(settings["registry"]), nonces_url=settings["nonces"],
                          db=settings["db"], signer=signer,
+                         rate_limits=settings.get("rate_limits"),
                          nonces_per_instance=settings["nonces_per_instance"],
                          max_instances=settings["max_instances"])
 
@@ -228,13 +247,16 @@ def run_gateway(args: argparse.Namespace) -> int:
                     workers=args.workers, **common)
         return 0
     app, resources = _build(settings)
-    nonces, usage, keys = resources
+    nonces, limiter, stores = resources
     try:
         uvicorn.Server(uvicorn.Config(app, lifespan="on", **common)).run()
     finally:
-        asyncio.run(nonces.aclose())
-        usage.close()
-        keys.close()
+        async def _close() -> None:
+            await nonces.aclose()
+            await limiter.aclose()
+
+        asyncio.run(_close())
+        stores.close()
     return 0
 
 

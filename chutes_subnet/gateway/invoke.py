@@ -38,7 +38,7 @@ from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable, UsageErro
 from chutes_subnet.gateway.journal import JournalEntry
 from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.gateway.registry import InstanceRecord
-from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
+from chutes_subnet.gateway.state import GatewayState, off_loop, resolve_signer_headers
 from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
 from chutes_subnet.nonces import NonceScope
 from chutes_subnet.wire.headers import (
@@ -103,7 +103,7 @@ class InvokeEndpoint:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         st = self.state
         h = request_headers(scope)
-        key = st.admit(h.get("authorization"))
+        key = await st.admit(h.get("authorization"))
         inv = invoke_headers(h)
         body = await read_body(receive, st.config.max_body_bytes, st.config.body_timeout,
                                declared=h.get("content-length"))
@@ -205,27 +205,74 @@ class InvokeEndpoint:
             out_headers.append((b"content-length", resp.headers["Content-Length"].encode()))
         await send({"type": "http.response.start", "status": 200, "headers": out_headers})
         sniffer = UsageSniffer() if stream else None
+        hold = _TailHold(stream)
         try:
             async for chunk in resp.iter_chunks():
                 if sniffer is not None:
                     sniffer.feed(chunk)
                 trace.response_bytes += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                ready = hold.push(chunk)
+                if ready:
+                    await send({"type": "http.response.body", "body": ready, "more_body": True})
         except UpstreamError:
             # the miner broke off mid-answer (crash, kill, network): stop offering it too
             self.state.balancer.mark_failed(trace.instance_id)
             trace.interrupted = True
             if stream:
-                await send({"type": "http.response.body", "more_body": True,
-                            "body": b'data: {"e2e_error": "upstream interrupted"}\n\n'})
+                hold.push(b'data: {"e2e_error": "upstream interrupted"}\n\n')
         finally:
             usage = sniffer.usage if sniffer is not None else reported
             prompt, completion = usage or (0, 0)
             trace.prompt_tokens, trace.completion_tokens = prompt, completion
-            self.state.usage.record(trace.key_id, prompt, completion)
             served = self.state.served
             served[trace.instance_id] = served.get(trace.instance_id, 0) + completion
-        await send({"type": "http.response.body", "body": b""})
+            # Usage is committed before the client gets the response's last bytes: a
+            # replica killed after a client saw a complete answer has billed it.
+            meter = self.state.usage
+            await off_loop(meter, meter.record, trace.key_id, prompt, completion)
+        await send({"type": "http.response.body", "body": hold.rest()})
+
+
+#: stream bytes that open the end of an answer (v2 final frame, usage event, [DONE])
+_TAIL_MARKERS = (b'"e2e_final"', b'data: {"usage"', b"data: [DONE]")
+_MAX_HELD = 64 * 1024
+
+
+class _TailHold:
+    """Holds back the end of a response until its usage is committed.
+
+    A client treats an answer as complete only once it has its last bytes: the whole
+    body of a non-stream answer (its last chunk is held), the final frame / usage /
+    ``[DONE]`` of a stream (held from the first chunk that carries one; chunks before
+    it pass at once, so streaming latency is unchanged). At most ``_MAX_HELD`` bytes
+    are held; beyond that they pass through (only a misbehaving miner sends more).
+    """
+
+    __slots__ = ("_stream", "_held", "_tail")
+
+    def __init__(self, stream: bool) -> None:
+        self._stream = stream
+        self._held = b""
+        self._tail = False
+
+    def push(self, chunk: bytes) -> bytes:
+        """Bytes that may be sent now (possibly empty)."""
+        if not self._stream:
+            out, self._held = self._held, chunk
+            return out
+        if not self._tail and not any(m in chunk for m in _TAIL_MARKERS):
+            return chunk
+        self._tail = True
+        self._held += chunk
+        if len(self._held) > _MAX_HELD:
+            out, self._held = self._held, b""
+            return out
+        return b""
+
+    def rest(self) -> bytes:
+        """The held bytes (sent after the usage commit)."""
+        out, self._held = self._held, b""
+        return out
 
 
 class _Trace:

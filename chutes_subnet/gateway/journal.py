@@ -1,9 +1,16 @@
-"""A bounded, in-memory record of what the gateway saw for each routed request.
+"""A bounded record of what the gateway saw for each routed request.
 
 Exactly the gateway's view in the visibility model: ids, a nonce prefix, byte sizes,
 the plaintext usage the miner reported, status and timing — never content (the
 gateway has none). Each API key can read back its own entries (``GET /v1/requests``),
 which lets a user audit what the router learned about their traffic.
+
+* :class:`RequestJournal` — the last N entries in memory (one process).
+* :class:`SQLJournal` — rows in the shared database (SQLite or PostgreSQL), so a key
+  reads the same journal from every replica. Appends are buffered and written in one
+  statement per flush (the gateway flushes about once a second); rows older than the
+  retention window are pruned. The journal is an audit view, not the bill: a replica
+  killed between flushes loses at most its last second of entries, never usage.
 """
 
 from __future__ import annotations
@@ -11,9 +18,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass, fields
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["JournalEntry", "RequestJournal"]
+if TYPE_CHECKING:
+    from chutes_subnet.stores.sql import Database
+
+__all__ = ["Journal", "JournalEntry", "RequestJournal", "SQLJournal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +49,16 @@ class JournalEntry:
         return asdict(self)
 
 
+class Journal(Protocol):
+    """Where the gateway records and reads back requests."""
+
+    def record(self, entry: JournalEntry) -> None: ...
+
+    def recent(self, key_id: str, limit: int = 50) -> list[JournalEntry]: ...
+
+    def flush(self) -> None: ...
+
+
 class RequestJournal:
     """The last ``maxlen`` entries (oldest dropped first); thread-safe appends."""
 
@@ -55,6 +76,66 @@ class RequestJournal:
             mine = [e for e in reversed(self._entries) if e.key_id == key_id]
         return mine[:limit]
 
+    def flush(self) -> None:
+        """Nothing to persist."""
+
     @staticmethod
     def now() -> float:
         return time.time()
+
+
+_COLUMNS = tuple(f.name for f in fields(JournalEntry))
+_INSERT = (f"INSERT INTO request_journal ({', '.join(_COLUMNS)})"
+           f" VALUES ({', '.join('?' * len(_COLUMNS))})")
+_SELECT = (f"SELECT {', '.join(_COLUMNS)} FROM request_journal"
+           " WHERE key_id = ? ORDER BY id DESC LIMIT ?")
+
+
+def _entry(row: tuple) -> JournalEntry:  # type: ignore[type-arg]
+    data = dict(zip(_COLUMNS, row))
+    data["stream"], data["interrupted"] = bool(data["stream"]), bool(data["interrupted"])
+    return JournalEntry(**data)  # type: ignore[arg-type]
+
+
+class SQLJournal:
+    """Journal rows in the shared database, appended in batches."""
+
+    def __init__(self, db: Database, *, retention_seconds: float = 7 * 86400,
+                 max_pending: int = 100_000) -> None:
+        self.db = db
+        #: reads may wait on the network (the gateway calls them off its event loop)
+        self.blocking = db.blocking
+        self._retention = retention_seconds
+        self._pending: deque[JournalEntry] = deque(maxlen=max_pending)
+        self._lock = threading.Lock()
+        self._next_prune = 0.0
+
+    def record(self, entry: JournalEntry) -> None:
+        """Queue one entry (written at the next :meth:`flush`)."""
+        with self._lock:
+            self._pending.append(entry)
+
+    def recent(self, key_id: str, limit: int = 50) -> list[JournalEntry]:
+        """Newest first, only ``key_id``'s entries, across every replica."""
+        with self._lock:
+            mine = [e for e in reversed(self._pending) if e.key_id == key_id][:limit]
+        rows = self.db.query(_SELECT, (key_id, limit))
+        return (mine + [_entry(r) for r in rows])[:limit]
+
+    def flush(self) -> None:
+        """Write queued entries in one transaction; prune old rows now and then."""
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+        now = time.time()
+        try:
+            with self.db.transaction() as tx:
+                tx.executemany(_INSERT, [astuple(e) for e in batch])
+                if now >= self._next_prune:
+                    tx.execute("DELETE FROM request_journal WHERE at < ?", (now - self._retention,))
+        except BaseException:
+            with self._lock:
+                self._pending.extendleft(reversed(batch))
+            raise
+        if now >= self._next_prune:
+            self._next_prune = now + 60.0

@@ -16,20 +16,23 @@ import base64
 import hashlib
 import hmac
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from chutes_subnet.errors import AuthenticationError
+
+if TYPE_CHECKING:
+    from chutes_subnet.stores.sql import Database
 
 __all__ = [
     "KEY_PREFIX",
     "ApiKey",
     "ApiKeyStore",
     "MemoryApiKeyStore",
+    "SQLApiKeyStore",
     "SQLiteApiKeyStore",
     "generate_key",
     "hash_key",
@@ -38,6 +41,7 @@ __all__ = [
 
 KEY_PREFIX = "csk_"
 _MAX_KEY_CHARS = 128
+_MAX_CACHED_KEYS = 100_000
 
 
 @dataclass(frozen=True)
@@ -148,33 +152,20 @@ def _replace_revoked(rec: ApiKey) -> ApiKey:
     return replace(rec, revoked=True)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_hash     BLOB PRIMARY KEY,
-    key_id       TEXT NOT NULL UNIQUE,
-    name         TEXT NOT NULL,
-    quota_tokens INTEGER,
-    rate         REAL,
-    burst        INTEGER,
-    created_at   REAL NOT NULL,
-    revoked      INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-
-class SQLiteApiKeyStore:
-    """Keys in a SQLite file shared by the ``keys`` CLI and gateway processes.
+class SQLApiKeyStore:
+    """Keys in a SQL database (:mod:`chutes_subnet.stores.sql`: SQLite or PostgreSQL),
+    shared by the ``keys`` CLI and every gateway replica.
 
     Successful lookups are cached for ``cache_seconds`` so the hot path is a dict hit;
-    a revocation made by another process takes effect within that window.
+    a revocation made elsewhere takes effect within that window.
     """
 
-    def __init__(self, path: str | Path, *, cache_seconds: float = 5.0) -> None:
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
-        self._conn.commit()
-        self._lock = threading.Lock()
+    def __init__(self, db: Database, *, cache_seconds: float = 5.0,
+                 owns_db: bool = False) -> None:
+        self.db = db
+        #: lookups may wait on the network (the gateway calls them off its event loop)
+        self.blocking = db.blocking
+        self._owns_db = owns_db
         self._cache: dict[bytes, tuple[float, ApiKey]] = {}
         self._cache_seconds = cache_seconds
 
@@ -182,14 +173,21 @@ class SQLiteApiKeyStore:
                burst: int | None = None) -> tuple[str, ApiKey]:
         """Create a key; returns ``(secret, record)``. Only the hash is written."""
         secret, digest, rec = _new_record(name, quota_tokens, rate, burst)
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO api_keys (key_hash, key_id, name, quota_tokens, rate, burst,"
+                " created_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (digest, rec.key_id, rec.name, rec.quota_tokens, rec.rate, rec.burst,
-                 rec.created_at),
+                 rec.created_at, False),
             )
-            self._conn.commit()
         return secret, rec
+
+    def peek(self, secret: str) -> ApiKey | None:
+        """The cached record of ``secret`` if fresh (no I/O), else None."""
+        hit = self._cache.get(hash_key(secret))
+        if hit is not None and time.monotonic() - hit[0] < self._cache_seconds:
+            return hit[1]
+        return None
 
     def authenticate(self, secret: str) -> ApiKey:
         """The record of a valid, unrevoked key, else :class:`AuthenticationError`."""
@@ -198,39 +196,49 @@ class SQLiteApiKeyStore:
         hit = self._cache.get(digest)
         if hit is not None and now - hit[0] < self._cache_seconds:
             return hit[1]
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT key_hash, key_id, name, quota_tokens, rate, burst, created_at, revoked"
-                " FROM api_keys WHERE key_hash = ?", (digest,),
-            ).fetchone()
+        rows = self.db.query(
+            "SELECT key_hash, key_id, name, quota_tokens, rate, burst, created_at, revoked"
+            " FROM api_keys WHERE key_hash = ?", (digest,),
+        )
+        row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(bytes(row[0]), digest) or row[7]:
             self._cache.pop(digest, None)
             raise AuthenticationError("invalid api key")
         rec = _row_to_key(row[1:])
+        if len(self._cache) >= _MAX_CACHED_KEYS:
+            self._cache.clear()  # bounded memory; a miss only costs one lookup
         self._cache[digest] = (now, rec)
         return rec
 
     def list(self) -> list[ApiKey]:
         """All key records, oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT key_id, name, quota_tokens, rate, burst, created_at, revoked"
-                " FROM api_keys ORDER BY created_at"
-            ).fetchall()
+        rows = self.db.query(
+            "SELECT key_id, name, quota_tokens, rate, burst, created_at, revoked"
+            " FROM api_keys ORDER BY created_at"
+        )
         return [_row_to_key(r) for r in rows]
 
     def revoke(self, key_id: str) -> bool:
         """Revoke by key id; True if a key was found."""
-        with self._lock:
-            cur = self._conn.execute("UPDATE api_keys SET revoked = 1 WHERE key_id = ?", (key_id,))
-            self._conn.commit()
-            self._cache.clear()
-        return cur.rowcount > 0
+        with self.db.transaction() as tx:
+            found = tx.execute("UPDATE api_keys SET revoked = ? WHERE key_id = ? RETURNING key_id",
+                               (True, key_id))
+        self._cache.clear()
+        return bool(found)
 
     def close(self) -> None:
-        """Close the database connection."""
-        with self._lock:
-            self._conn.close()
+        """Close the database if this store opened it."""
+        if self._owns_db:
+            self.db.close()
+
+
+class SQLiteApiKeyStore(SQLApiKeyStore):
+    """Keys in a SQLite file (the embedded default)."""
+
+    def __init__(self, path: str | Path, *, cache_seconds: float = 5.0) -> None:
+        from chutes_subnet.stores.sql import SQLiteDatabase
+
+        super().__init__(SQLiteDatabase(path), cache_seconds=cache_seconds, owns_db=True)
 
 
 def _row_to_key(row: tuple) -> ApiKey:  # type: ignore[type-arg]

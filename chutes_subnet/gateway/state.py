@@ -3,19 +3,20 @@ checks common to them (API key, quota, rate limit) and error responses."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chutes_subnet.asgi import Refusal
-from chutes_subnet.errors import AuthenticationError
+from chutes_subnet.errors import AuthenticationError, StoreUnavailable
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.journal import RequestJournal
+from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.keys import ApiKey, ApiKeyStore, parse_bearer
-from chutes_subnet.gateway.ratelimit import RateLimiter
+from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
 from chutes_subnet.gateway.registry import InstanceRegistry
 from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
@@ -23,7 +24,9 @@ from chutes_subnet.gateway.usage import UsageMeter
 if TYPE_CHECKING:
     from chutes_subnet.nonces import NonceStore
 
-__all__ = ["ForwardSigner", "GatewayState", "resolve_signer_headers"]
+__all__ = ["ForwardSigner", "GatewayState", "off_loop", "resolve_signer_headers", "store_down"]
+
+T = TypeVar("T")
 
 #: ``(method, path, body, receiver_hotkey_ss58) -> headers`` (sync or async).
 ForwardSigner = Callable[[str, str, bytes, str], "Mapping[str, str] | Awaitable[Mapping[str, str]]"]
@@ -33,8 +36,24 @@ QUOTA_RETRY_AFTER_SECONDS = 3600
 
 
 
+def store_down() -> Refusal:
+    """The refusal when a shared store (database, Redis limiter) is down: fail closed."""
+    return Refusal(503, "store_unavailable", "gateway state store unavailable",
+                   {"Retry-After": "1"})
 
 
+def _peek(store: object, arg: str) -> Any:
+    """The store's in-memory answer for ``arg`` (``store.peek``), or None."""
+    peek = getattr(store, "peek", None)
+    return peek(arg) if peek is not None else None
+
+
+async def off_loop(store: object, fn: Callable[..., T], *args: Any) -> T:
+    """Call a store method; in a worker thread when the store may wait on the network
+    (``store.blocking``, e.g. PostgreSQL), inline for local stores (memory, SQLite)."""
+    if getattr(store, "blocking", False):
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
 
 async def resolve_signer_headers(signer: ForwardSigner | None, method: str, path: str,
                                  body: bytes, hotkey: str) -> Mapping[str, str]:
@@ -57,10 +76,10 @@ class GatewayState:
     keys: ApiKeyStore
     usage: UsageMeter
     forward_signer: ForwardSigner | None = None
-    limiter: RateLimiter = field(default_factory=RateLimiter)
+    limiter: Limiter = field(default_factory=RateLimiter)
     balancer: LoadBalancer = field(default_factory=LoadBalancer)
     miners: MinerClient = field(default_factory=MinerClient)
-    journal: RequestJournal = field(default_factory=RequestJournal)
+    journal: Journal = field(default_factory=RequestJournal)
     #: completion tokens served per instance since the last :meth:`take_served`
     served: dict[str, int] = field(default_factory=dict)
 
@@ -69,21 +88,28 @@ class GatewayState:
         out, self.served = self.served, {}
         return out
 
-    def admit(self, authorization: str | None, *, check_quota: bool = True) -> ApiKey:
+    async def admit(self, authorization: str | None, *, check_quota: bool = True) -> ApiKey:
         """Authenticate the caller and apply quota and rate limit.
 
-        Raises :class:`Refusal` with 401 (unknown/missing key) or 429 (quota, rate).
+        Raises :class:`Refusal` with 401 (unknown/missing key), 429 (quota, rate) or
+        503 (a shared store is down: fail closed).
         """
         try:
-            key = self.keys.authenticate(parse_bearer(authorization))
+            secret = parse_bearer(authorization)
+            key = _peek(self.keys, secret) or \
+                await off_loop(self.keys, self.keys.authenticate, secret)
+            if check_quota and key.quota_tokens is not None:
+                used = _peek(self.usage, key.key_id) or \
+                    await off_loop(self.usage, self.usage.totals, key.key_id)
+                if used.total_tokens >= key.quota_tokens:
+                    raise Refusal(429, "quota_exhausted", "token quota exhausted",
+                                  {"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)})
+            decision = await self.limiter.acquire(key.key_id, key.rate, key.burst)
         except AuthenticationError as exc:
             raise Refusal(401, "unauthorized", str(exc),
                           {"WWW-Authenticate": "Bearer"}) from None
-        if check_quota and key.quota_tokens is not None:
-            if self.usage.totals(key.key_id).total_tokens >= key.quota_tokens:
-                raise Refusal(429, "quota_exhausted", "token quota exhausted",
-                              {"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)})
-        decision = self.limiter.check(key.key_id, key.rate, key.burst)
+        except StoreUnavailable:
+            raise store_down() from None
         if not decision.allowed:
             raise Refusal(429, "rate_limited", "rate limit exceeded",
                           {"Retry-After": str(max(1, math.ceil(decision.retry_after)))})

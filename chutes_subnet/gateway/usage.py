@@ -1,27 +1,29 @@
-"""Usage metering per API key: requests and tokens in/out, persisted in SQLite.
+"""Usage metering per API key: requests and tokens in/out, persisted in SQL.
 
 The gateway never sees plaintext, so token counts come from the miner's plaintext usage
 report (the ``X-E2E-Usage`` header of a non-stream response, the ``data: {"usage": ..}``
-event of a stream). Counts are accumulated in memory and written in one transaction per
-``flush()`` (the gateway flushes about once a second and on shutdown), which keeps
-SQLite off the request path. Rows are per (key, UTC day) so operators can bill by day;
-the quota check uses the lifetime sum.
+event of a stream). Rows are per (key, UTC day) so operators can bill by day; the quota
+check uses the lifetime sum.
 
-Several replicas may share one file: each adds its own deltas (``UPSERT ... +=``) and
-re-reads the totals on flush, so a quota is enforced with at most one flush interval
-of lag across replicas.
+Several replicas may share one database (a SQLite file on one host, PostgreSQL across
+hosts): each adds its own deltas (``UPSERT ... +=``) and re-reads the totals on flush,
+so a quota is enforced with at most one flush interval of lag across replicas.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-__all__ = ["Usage", "UsageMeter", "MemoryUsageMeter", "SQLiteUsageMeter"]
+from chutes_subnet.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from chutes_subnet.stores.sql import Database
+
+__all__ = ["Usage", "UsageMeter", "MemoryUsageMeter", "SQLUsageMeter", "SQLiteUsageMeter"]
 
 
 @dataclass(frozen=True)
@@ -84,79 +86,143 @@ class MemoryUsageMeter:
         """Nothing to release."""
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-    key_id            TEXT NOT NULL,
-    day               TEXT NOT NULL,
-    requests          INTEGER NOT NULL DEFAULT 0,
-    prompt_tokens     INTEGER NOT NULL DEFAULT 0,
-    completion_tokens INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (key_id, day)
-);
-"""
+_UPSERT = (
+    "INSERT INTO usage (key_id, day, requests, prompt_tokens, completion_tokens)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key_id, day) DO UPDATE SET"
+    " requests = usage.requests + excluded.requests,"
+    " prompt_tokens = usage.prompt_tokens + excluded.prompt_tokens,"
+    " completion_tokens = usage.completion_tokens + excluded.completion_tokens"
+)
+_TOTALS = "SELECT key_id, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens) FROM usage"
+#: keys whose totals one refresh reads back per statement
+_REFRESH_CHUNK = 500
+#: keys a replica keeps totals for (least recently seen dropped first)
+_MAX_TRACKED_KEYS = 100_000
 
 
-class SQLiteUsageMeter:
-    """Per-(key, day) counters in SQLite with in-memory batching."""
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
 
-    def __init__(self, path: str | Path) -> None:
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=5.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
-        self._conn.commit()
+
+class SQLUsageMeter:
+    """Per-(key, UTC day) counters in a SQL database (SQLite or PostgreSQL).
+
+    Two write modes:
+
+    * batched (``write_through=False``, the SQLite default): :meth:`record` adds to
+      memory and :meth:`flush` writes every pending count in one transaction;
+    * write-through (the PostgreSQL default): :meth:`record` commits its row before
+      it returns, so a replica killed at any moment has lost no served request's
+      usage. The gateway calls it off its event loop, before the response's last byte.
+      A failed write is kept in memory and retried by the next :meth:`flush`.
+
+    Totals are kept per key this replica has seen: read once on first sight, then
+    refreshed from the database by every :meth:`flush`, so several replicas sharing
+    one database see each other's usage within one flush interval.
+    """
+
+    def __init__(self, db: Database, *, write_through: bool | None = None,
+                 owns_db: bool = False) -> None:
+        self.db = db
+        self.write_through = db.engine == "postgresql" if write_through is None else write_through
+        #: calls may wait on the network (the gateway calls them off its event loop)
+        self.blocking = db.blocking
+        self._owns_db = owns_db
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], Usage] = {}
-        self._base: dict[str, Usage] = self._read_totals()
-
-    def _read_totals(self) -> dict[str, Usage]:
-        rows = self._conn.execute(
-            "SELECT key_id, SUM(requests), SUM(prompt_tokens), SUM(completion_tokens)"
-            " FROM usage GROUP BY key_id"
-        ).fetchall()
-        return {k: Usage(int(r), int(p), int(c)) for k, r, p, c in rows}
+        self._base: dict[str, Usage] = {}
 
     def record(self, key_id: str, prompt_tokens: int, completion_tokens: int,
                requests: int = 1) -> None:
-        """Add one request's counts (persisted at the next :meth:`flush`)."""
+        """Add one request's counts (committed now when write-through)."""
         delta = Usage(_clean(requests), _clean(prompt_tokens), _clean(completion_tokens))
-        slot = (key_id, time.strftime("%Y-%m-%d", time.gmtime()))
+        slot = (key_id, _today())
+        if self.write_through:
+            try:
+                with self.db.transaction() as tx:
+                    tx.execute(_UPSERT, (key_id, slot[1], delta.requests, delta.prompt_tokens,
+                                         delta.completion_tokens))
+            except StoreUnavailable:
+                pass  # kept below as pending; the next flush retries it
+            else:
+                with self._lock:
+                    if key_id in self._base:
+                        self._base[key_id] = self._base[key_id] + delta
+                return
         with self._lock:
             self._pending[slot] = self._pending.get(slot, Usage()) + delta
 
-    def totals(self, key_id: str) -> Usage:
-        """Lifetime totals: persisted sum plus not yet flushed counts."""
+    def peek(self, key_id: str) -> Usage | None:
+        """:meth:`totals` when this replica already tracks ``key_id`` (no I/O), else None."""
         with self._lock:
-            total = self._base.get(key_id, Usage())
+            if key_id not in self._base:
+                return None
+        return self.totals(key_id)
+
+    def totals(self, key_id: str) -> Usage:
+        """Lifetime totals: persisted sum plus not yet written counts (the first call
+        for a key reads it from the database)."""
+        with self._lock:
+            base = self._base.get(key_id)
+        if base is None:
+            base = self._read([key_id]).get(key_id, Usage())
+            with self._lock:
+                if len(self._base) >= _MAX_TRACKED_KEYS:
+                    self._base.clear()
+                self._base.setdefault(key_id, base)
+                base = self._base[key_id]
+        with self._lock:
             for (k, _day), u in self._pending.items():
                 if k == key_id:
-                    total = total + u
-        return total
+                    base = base + u
+        return base
+
+    def _read(self, key_ids: list[str]) -> dict[str, Usage]:
+        out: dict[str, Usage] = {}
+        for i in range(0, len(key_ids), _REFRESH_CHUNK):
+            chunk = key_ids[i:i + _REFRESH_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self.db.query(f"{_TOTALS} WHERE key_id IN ({marks}) GROUP BY key_id", chunk)
+            out.update({k: Usage(int(r), int(p), int(c)) for k, r, p, c in rows})
+        return out
 
     def flush(self) -> None:
-        """Write pending counts in one transaction and refresh totals from disk."""
+        """Write pending counts in one transaction, then re-read the tracked totals."""
         with self._lock:
             pending, self._pending = self._pending, {}
+        if pending:
             try:
-                with self._conn:
-                    self._conn.executemany(
-                        "INSERT INTO usage (key_id, day, requests, prompt_tokens,"
-                        " completion_tokens) VALUES (?, ?, ?, ?, ?)"
-                        " ON CONFLICT (key_id, day) DO UPDATE SET"
-                        " requests = requests + excluded.requests,"
-                        " prompt_tokens = prompt_tokens + excluded.prompt_tokens,"
-                        " completion_tokens = completion_tokens + excluded.completion_tokens",
-                        [(k, d, u.requests, u.prompt_tokens, u.completion_tokens)
-                         for (k, d), u in pending.items()],
-                    )
-            except sqlite3.Error:
+                with self.db.transaction() as tx:
+                    tx.executemany(_UPSERT, [(k, d, u.requests, u.prompt_tokens,
+                                              u.completion_tokens)
+                                             for (k, d), u in pending.items()])
+            except BaseException:
                 # Keep the counts for the next attempt rather than losing billing data.
-                for slot, u in pending.items():
-                    self._pending[slot] = self._pending.get(slot, Usage()) + u
+                with self._lock:
+                    for slot, u in pending.items():
+                        self._pending[slot] = self._pending.get(slot, Usage()) + u
                 raise
-            self._base = self._read_totals()
+        with self._lock:
+            tracked = list(self._base)
+        fresh = self._read(tracked)
+        with self._lock:
+            for k in tracked:
+                if k in self._base:
+                    self._base[k] = fresh.get(k, Usage())
 
     def close(self) -> None:
-        """Flush and close."""
-        self.flush()
-        with self._lock:
-            self._conn.close()
+        """Flush, and close the database if this meter opened it."""
+        try:
+            self.flush()
+        finally:
+            if self._owns_db:
+                self.db.close()
+
+
+class SQLiteUsageMeter(SQLUsageMeter):
+    """Usage in a SQLite file (the embedded default), batched."""
+
+    def __init__(self, path: str | Path) -> None:
+        from chutes_subnet.stores.sql import SQLiteDatabase
+
+        super().__init__(SQLiteDatabase(path), write_through=False, owns_db=True)

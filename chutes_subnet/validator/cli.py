@@ -118,7 +118,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="serve the E2EE gateway in this process on this port (0 = off)")
     _add(g, "--gateway.host", dest="gateway_host", default="0.0.0.0")
     _add(g, "--gateway.db", dest="gateway_db", default=None,
-         help="gateway API keys + usage SQLite (default <data-dir>/gateway.db)")
+         help="gateway keys, usage and journal: a SQLite path (default "
+              "<data-dir>/gateway.db) or postgresql://user@host/db")
+    _add(g, "--gateway.rate_limits", dest="gateway_rate_limits", default=None,
+         help="gateway rate-limit buckets: memory:// (default) or redis://host:port/0")
     _add(g, "--gateway.registry", dest="gateway_registry", default=None,
          help="instance registry the validator publishes to: sqlite:///path, memory:// or "
               "none (default sqlite:///<data-dir>/registry.db)")
@@ -194,6 +197,7 @@ def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[
     return build_gateway(registry=registry,
                          nonces_url=args.gateway_nonces or f"sqlite://{data / 'nonces.db'}",
                          db=args.gateway_db or str(data / "gateway.db"),
+                         rate_limits=args.gateway_rate_limits,
                          signer=forward_signer(wallet))
 
 

@@ -1,0 +1,47 @@
+"""Gateway and validator shared state on SQLite (embedded default) or PostgreSQL.
+
+``open_gateway_stores(url)`` opens one database and the stores on it::
+
+    stores = open_gateway_stores("postgresql://gw@db.internal/chutes")  # or a file path
+    stores.keys, stores.usage, stores.journal
+    stores.close()
+
+Modules: :mod:`~chutes_subnet.stores.sql` (the engine seam),
+:mod:`~chutes_subnet.stores.migrations` (versioned schema).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chutes_subnet.gateway.journal import SQLJournal
+from chutes_subnet.gateway.keys import SQLApiKeyStore
+from chutes_subnet.gateway.usage import SQLUsageMeter
+from chutes_subnet.stores.sql import Database, is_postgres_url, open_database
+
+__all__ = ["GatewayStores", "open_gateway_stores", "open_database", "is_postgres_url"]
+
+
+@dataclass
+class GatewayStores:
+    """The stores of one gateway replica, all on one database."""
+
+    db: Database
+    keys: SQLApiKeyStore
+    usage: SQLUsageMeter
+    journal: SQLJournal
+
+    def close(self) -> None:
+        """Flush what is buffered, then close the database."""
+        try:
+            self.journal.flush()
+            self.usage.flush()
+        finally:
+            self.db.close()
+
+
+def open_gateway_stores(url: str, *, key_cache_seconds: float = 5.0) -> GatewayStores:
+    """Keys, usage and journal on the database at ``url`` (migrated on open)."""
+    db = open_database(url)
+    return GatewayStores(db=db, keys=SQLApiKeyStore(db, cache_seconds=key_cache_seconds),
+                         usage=SQLUsageMeter(db), journal=SQLJournal(db))
