@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from chutes_subnet.nonces import NonceStore
 
 __all__ = ["create_app"]
+
+_log = logging.getLogger(__name__)
 
 _MAX_CHUTE_ID = 128
 
@@ -177,8 +180,9 @@ async def _flush(state: GatewayState) -> None:
     for store in (state.usage, state.journal):
         try:
             await off_loop(store, store.flush)
-        except Exception:  # noqa: BLE001 - a failed flush keeps its rows; try again
-            continue
+        except Exception as exc:  # noqa: BLE001 - a failed flush keeps its rows; try again
+            _log.warning("flush of %s failed (%s); retrying next interval",
+                         type(store).__name__, type(exc).__name__)
 
 
 async def _flush_forever(state: GatewayState, interval: float) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from chutes_subnet.errors import StoreUnavailable
 
-__all__ = ["Limiter", "RateLimiter", "RateDecision", "RedisRateLimiter", "open_rate_limiter"]
+__all__ = ["Limiter", "RateDecision", "RateLimiter", "RedisRateLimiter", "open_rate_limiter"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def _capacity(rate: float, burst: int | None) -> float:
 
 
 class _Bucket:
-    __slots__ = ("tokens", "stamp")
+    __slots__ = ("stamp", "tokens")
 
     def __init__(self, tokens: float, stamp: float) -> None:
         self.tokens = tokens

@@ -23,7 +23,7 @@ from chutes_subnet.errors import StoreUnavailable
 if TYPE_CHECKING:
     from chutes_subnet.stores.sql import Database
 
-__all__ = ["Usage", "UsageMeter", "MemoryUsageMeter", "SQLUsageMeter", "SQLiteUsageMeter"]
+__all__ = ["MemoryUsageMeter", "SQLUsageMeter", "SQLiteUsageMeter", "Usage", "UsageMeter"]
 
 
 @dataclass(frozen=True)

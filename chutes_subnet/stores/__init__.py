@@ -19,7 +19,7 @@ from chutes_subnet.gateway.keys import SQLApiKeyStore
 from chutes_subnet.gateway.usage import SQLUsageMeter
 from chutes_subnet.stores.sql import Database, is_postgres_url, open_database
 
-__all__ = ["GatewayStores", "open_gateway_stores", "open_database", "is_postgres_url"]
+__all__ = ["GatewayStores", "is_postgres_url", "open_database", "open_gateway_stores"]
 
 
 @dataclass

@@ -26,7 +26,7 @@ from chutes_subnet.errors import SchemaVersionError
 if TYPE_CHECKING:
     from chutes_subnet.stores.sql import Database
 
-__all__ = ["Migration", "MIGRATIONS", "migrate", "schema_version"]
+__all__ = ["MIGRATIONS", "Migration", "migrate", "schema_version"]
 
 #: pg_advisory_xact_lock key: "chutes-s" as a signed 64-bit integer
 _LOCK_KEY = int.from_bytes(b"chutes-s", "big", signed=True)

@@ -25,8 +25,14 @@ from typing import Any, Protocol
 
 from chutes_subnet.errors import StoreUnavailable
 
-__all__ = ["Database", "Transaction", "SQLiteDatabase", "PostgresDatabase", "open_database",
-           "is_postgres_url"]
+__all__ = [
+    "Database",
+    "PostgresDatabase",
+    "SQLiteDatabase",
+    "Transaction",
+    "is_postgres_url",
+    "open_database",
+]
 
 Row = tuple[Any, ...]
 
@@ -154,8 +160,12 @@ class PostgresDatabase:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
                  statement_timeout_ms: int = 5000, migrate: bool = True) -> None:
-        import psycopg
-        from psycopg_pool import ConnectionPool
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise RuntimeError("PostgreSQL support needs psycopg: "
+                               "pip install 'chutes-subnet[postgres]'") from exc
 
         self._errors: tuple[type[BaseException], ...] = (psycopg.OperationalError,
                                                          psycopg.errors.QueryCanceled)
@@ -199,8 +209,7 @@ def open_database(url: str) -> Database:
     """``postgresql://…`` / ``postgres://…``, ``sqlite:///path``, or a plain file path."""
     if is_postgres_url(url):
         return PostgresDatabase(url)
-    if url.startswith("sqlite://"):
-        url = url[len("sqlite://"):]
+    url = url.removeprefix("sqlite://")
     if not url or "://" in url:
         raise ValueError("--db must be a file path, sqlite:///path or postgresql://…")
     return SQLiteDatabase(url)
