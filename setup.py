@@ -39,21 +39,18 @@ setup(
         "filelock>=3.12",
         # PostgreSQL backend of the gateway's ledger and stores (binary wheel: no libpq needed)
         "psycopg[binary]>=3.2,<4",
+        "psycopg-pool>=3.2,<4",
     ],
     extras_require={
         "redis": ["redis>=5"],
         # NVIDIA GPU evidence for --tee tdx (chutes_subnet/attestation/providers.py)
         "gpu": ["nv-local-gpu-verifier>=2"],
-        # gateway state on PostgreSQL (--db postgresql://…); SQLite needs nothing
-        "postgres": ["psycopg[binary]>=3.2,<4", "psycopg-pool>=3.2,<4"],
         "dev": [
             "pytest>=8",
             "pytest-asyncio>=0.23",
             "hypothesis>=6.100",
             "openai>=1.40",
             "redis>=5",
-            "psycopg[binary]>=3.2,<4",
-            "psycopg-pool>=3.2,<4",
             "filelock>=3.12",
             "pyyaml>=6",
             # server programs the tests start when the system has none (no root needed):

@@ -164,8 +164,8 @@ class PostgresDatabase:
             import psycopg
             from psycopg_pool import ConnectionPool
         except ImportError as exc:
-            raise RuntimeError("PostgreSQL support needs psycopg: "
-                               "pip install 'chutes-subnet[postgres]'") from exc
+            raise RuntimeError("PostgreSQL support needs psycopg and psycopg-pool "
+                               "(pip install 'psycopg[binary]' psycopg-pool)") from exc
 
         self._errors: tuple[type[BaseException], ...] = (psycopg.OperationalError,
                                                          psycopg.errors.QueryCanceled)
