@@ -45,7 +45,14 @@ setup(
         "redis": ["redis>=5"],
         # NVIDIA GPU evidence for --tee tdx (chutes_subnet/attestation/providers.py)
         "gpu": ["nv-local-gpu-verifier>=2"],
+        # validators: count tokens with a chute's tokenizer and verify real models'
+        # outputs by teacher-forced logprobs (validator/reference.py)
+        "verify": ["transformers>=5.0,<6", "tokenizers>=0.21", "safetensors>=0.4"],
         "dev": [
+            "transformers>=5.0,<6",
+            "tokenizers>=0.21",
+            "safetensors>=0.4",
+            "accelerate>=1.0",  # `transformers serve` (the real engine in tests) needs it
             "pytest>=8",
             "pytest-asyncio>=0.23",
             "hypothesis>=6.100",

@@ -1,14 +1,20 @@
-"""Shared fixtures: a real redis-server, a real PostgreSQL server, the public Chutes client venv."""
+"""Shared fixtures: a real redis-server, a real PostgreSQL server, the public Chutes client
+venv, a real OpenAI-compatible engine over a tiny model."""
 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
 
 from tests.servers import PostgresServer, RedisServer
+
+if TYPE_CHECKING:
+    from tests.real_engine import TransformersServe
 
 # CI runs a fixed, reproducible set of examples (HYPOTHESIS_PROFILE=ci, set by .ci/run);
 # local runs keep exploring new random examples every time.
@@ -47,3 +53,25 @@ def chutes_client_venv():
     from tests import interop
 
     return interop.venv_python()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Llama-architecture model made offline (see tests/real_engine.py)."""
+    from tests.real_engine import build_model
+
+    return build_model(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path) -> Iterator[TransformersServe]:
+    """``transformers serve`` (a real third-party OpenAI-compatible engine) over the
+    tiny model, in bfloat16 with SDPA attention: other kernels and dtype than the
+    validator's float32 eager reference."""
+    from tests.real_engine import TransformersServe
+
+    server = TransformersServe(tiny_model_dir, dtype="bfloat16", attn="sdpa").start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,4 +1,7 @@
-"""The OpenAI-compatible upstream backend against a stand-in vLLM on loopback."""
+"""The OpenAI-compatible upstream backend against a hand-written stand-in on loopback,
+for the faults a real engine cannot be made to produce (malformed JSON and SSE, error
+chunks, stalls, truncation, oversize bodies). The normal paths run against a real
+engine in ``test_inference_upstream_real.py``."""
 
 from __future__ import annotations
 
@@ -83,6 +86,8 @@ class FakeVLLM:
                 await send({"error": {"message": "plaintext-secret", "code": 500}})
             if mode == "stall" and i == 2:
                 await asyncio.sleep(1.0)
+            if mode == "cut" and i == 2:
+                return resp  # connection ends mid-answer: no finish_reason, no [DONE]
             await send({"id": "c1", "object": "chat.completion.chunk", "created": 1,
                         "model": body["model"], "usage": None,
                         "choices": [{"index": 0, "delta": {"content": word},
@@ -177,12 +182,20 @@ async def test_bad_non_stream_bodies(server, mode, message):
 @pytest.mark.parametrize(("mode", "message"), [
     ("badsse", "malformed JSON"),
     ("errchunk", "error in the stream"),
-    ("nodone", "before \\[DONE\\]"),
+    ("cut", "before \\[DONE\\] or finish_reason"),
 ])
 async def test_bad_streams(backend, mode, message):
     with pytest.raises(UpstreamError, match=message) as info:
         await _drain(backend.stream(CHAT, _chat(mode)))
     assert "plaintext-secret" not in str(info.value)
+
+
+async def test_finished_stream_without_done_is_complete(backend):
+    """Engines such as ``transformers serve`` close after the finish_reason chunk."""
+    chunks = await _drain(backend.stream(CHAT, _chat("nodone")))
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks[:-1]) == \
+        "Hello from the TEE ✓"
+    assert chunks[-1]["usage"]["completion_tokens"] == 5
 
 
 async def test_stream_size_limit(server):

@@ -20,7 +20,10 @@ Behaviour:
 * every failure is an :class:`~chutes_subnet.inference.base.UpstreamError`: transport
   errors, timeouts, non-200 statuses (``status`` set), bodies that are not JSON
   objects, malformed SSE, an ``error`` object inside the stream, or a stream that
-  ends before ``data: [DONE]``. Messages never include upstream bodies.
+  ends before ``data: [DONE]`` without having finished (some engines, e.g.
+  ``transformers serve``, close the stream after the chunk carrying
+  ``finish_reason`` instead of sending ``[DONE]``: that is a complete answer).
+  Messages never include upstream bodies.
 
 Streams end with one ``choices=[]`` chunk carrying ``usage``; if the upstream sent
 none, it is estimated (prompt_tokens 0, completion_tokens = content-bearing chunks).
@@ -140,7 +143,7 @@ class OpenAIUpstreamBackend:
         final_usage: dict[str, Any] | None = None
         last: dict[str, Any] | None = None
         content_chunks = 0
-        done = False
+        done = finished = False
         with _translate_errors():
             async with self._http().post(self.base_url + path, json=payload) as resp:
                 await _raise_for_status(resp)
@@ -168,14 +171,16 @@ class OpenAIUpstreamBackend:
                                 continue
                             if any(_has_content(choice) for choice in choices):
                                 content_chunks += 1
+                            finished = finished or any(_has_finished(c) for c in choices)
                             yield chunk
                         if done:
                             break
+                    done = done or (finished and not decoder.pending)  # clean EOF
                 finally:
                     if not done:
                         resp.close()  # abandoned or failed: do not reuse the connection
         if not done:
-            raise UpstreamError("upstream stream ended before [DONE]")
+            raise UpstreamError("upstream stream ended before [DONE] or finish_reason")
         if final_usage is None:
             final_usage = usage(0, content_chunks)
         header: dict[str, Any] = {
@@ -214,6 +219,10 @@ def _has_content(choice: Any) -> bool:
     if isinstance(delta, dict):
         return bool(delta.get("content"))
     return bool(choice.get("text"))
+
+
+def _has_finished(choice: Any) -> bool:
+    return isinstance(choice, dict) and choice.get("finish_reason") is not None
 
 
 @contextlib.contextmanager

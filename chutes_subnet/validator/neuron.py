@@ -169,7 +169,7 @@ class Validator:
             requests=len(outcome.samples), successes=outcome.successes,
             verified=outcome.verified, tokens_per_s=outcome.tokens_per_s, ttft_s=outcome.ttft_s,
             completion_tokens=outcome.completion_tokens,
-            duration_s=time.perf_counter() - started)
+            duration_s=time.perf_counter() - started, chute_id=instance.chute_id)
 
     async def _evaluate_all(self, targets: list[Neuron], seed: bytes) -> list[MinerResult]:
         refs = ReferenceCache(self.config.benchmark.embedded_seed)
@@ -234,7 +234,7 @@ class Validator:
             log.warning("%s", explain_no_miners(metagraph, self.hotkey))
         seed = new_round_seed()
         results = await self._evaluate_all(targets, seed)
-        organic = self.organic.served_tokens() if self.organic is not None else None
+        organic = self._organic()
         round_scores = score_round(results, self.config.scoring, organic)
         neurons = {n.uid: (n.hotkey, n.coldkey) for n in metagraph.neurons
                    if n.hotkey != self.hotkey}
@@ -254,6 +254,17 @@ class Validator:
         self.metrics.observe_round(report)
         self._log_round(report)
         return report
+
+    def _organic(self) -> Mapping[int, float] | None:
+        """This round's organic counts; a failing source scores no organic traffic
+        (the round goes on: scoring coerces every value, see ``score_round``)."""
+        if self.organic is None:
+            return None
+        try:
+            return self.organic.served_tokens()
+        except Exception:  # counts come from miner reports: never abort the round
+            log.exception("organic source failed; scoring this round without it")
+            return None
 
     def _log_round(self, report: RoundReport) -> None:
         failed = [r for r in report.results if not r.ok]

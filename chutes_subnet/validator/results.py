@@ -88,8 +88,9 @@ class MinerResult:
     verified: int = 0  #: answers checked exactly (embedded) or by canary (upstream)
     tokens_per_s: float = 0.0  #: median decode throughput over successful requests
     ttft_s: float | None = None  #: median time to first token
-    completion_tokens: int = 0
+    completion_tokens: int = 0  #: counted by the validator with the chute's tokenizer
     duration_s: float = 0.0
+    chute_id: str | None = None  #: the chute the attested instance serves (scores compare within it)
 
     @property
     def success_rate(self) -> float:

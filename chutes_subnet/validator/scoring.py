@@ -6,8 +6,8 @@ Round score of a miner (all terms in [0, 1]; see docs/validator.md)::
     bench   = success_rate ** e * (w * tps / best_tps + (1 - w) * best_ttft / ttft)
     round   = (1 - o) * bench + o * organic / best_organic      (o = 0 without a source)
 
-``best_*`` are taken over the miners that passed this round, so scores are relative
-to the current competition. The EMA then smooths rounds; a new hotkey at a uid
+``best_*`` are taken over the miners of the same chute (same model) that passed this
+round, so scores are relative to the current competition serving the same model. The EMA then smooths rounds; a new hotkey at a uid
 starts from 0, and failures whose kind is in ``ScoringConfig.reset_on`` (untrusted
 hardware, wrong answers) wipe the miner's history. Only the best hotkey of each
 coldkey keeps its score when weights are planned.
@@ -43,8 +43,31 @@ class ScoreEntry:
     ema: float
 
 
-def _finite_nonneg(value: float) -> float:
-    return value if math.isfinite(value) and value > 0 else 0.0
+def _finite_nonneg(value: object) -> float:
+    """A non-negative finite float, or 0.0 for anything else (huge ints, NaN, junk):
+    inputs may carry miner-controlled numbers and must never abort a round."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if math.isfinite(number) and number > 0 else 0.0
+
+
+def _chute_bests(passed: list[MinerResult], organic: Mapping[int, float] | None
+                 ) -> dict[str | None, tuple[float, float, float]]:
+    """``chute -> (best_tps, best_ttft, best_organic)`` over the miners that passed."""
+    groups: dict[str | None, list[MinerResult]] = {}
+    for r in passed:
+        groups.setdefault(r.chute_id, []).append(r)
+    bests = {}
+    for chute, members in groups.items():
+        tps = max((_finite_nonneg(r.tokens_per_s) for r in members), default=0.0)
+        ttft = min((t for t in (_finite_nonneg(r.ttft_s) for r in members) if t > 0),
+                   default=0.0)
+        org = max((_finite_nonneg(organic.get(r.uid, 0.0)) for r in members),
+                  default=0.0) if organic is not None else 0.0
+        bests[chute] = (tps, ttft, org)
+    return bests
 
 
 def score_round(
@@ -52,26 +75,27 @@ def score_round(
     config: ScoringConfig,
     organic: Mapping[int, float] | None = None,
 ) -> dict[int, float]:
-    """Score every result of one round (uids of failed miners map to 0.0)."""
+    """Score every result of one round (uids of failed miners map to 0.0).
+
+    Throughput, TTFT and organic traffic are compared within a chute only (the
+    ``best_*`` of the miner's own chute), so a fast small model never sets the bar
+    for a big one. Every input is coerced by ``_finite_nonneg``: no value can raise.
+    """
     results = list(results)
     passed = [r for r in results if r.ok and r.successes > 0]
-    best_tps = max((_finite_nonneg(r.tokens_per_s) for r in passed), default=0.0)
-    ttfts = [r.ttft_s for r in passed if r.ttft_s is not None and r.ttft_s > 0]
-    best_ttft = min(ttfts, default=0.0)
     use_organic = organic is not None and config.organic_weight > 0
-    best_organic = 0.0
-    if use_organic:
-        assert organic is not None
-        best_organic = max((_finite_nonneg(organic.get(r.uid, 0.0)) for r in passed), default=0.0)
+    bests = _chute_bests(passed, organic if use_organic else None)
     passed_uids = {r.uid for r in passed}
     scores: dict[int, float] = {}
+    w = config.throughput_weight
     for r in results:
         if r.uid not in passed_uids:
             scores[r.uid] = 0.0
             continue
-        tps_term = _finite_nonneg(r.tokens_per_s) / best_tps if best_tps > 0 else 0.0
-        ttft_term = best_ttft / r.ttft_s if r.ttft_s and best_ttft > 0 else 0.0
-        w = config.throughput_weight
+        best_tps, best_ttft, best_organic = bests[r.chute_id]
+        tps, ttft = _finite_nonneg(r.tokens_per_s), _finite_nonneg(r.ttft_s)
+        tps_term = tps / best_tps if best_tps > 0 else 0.0
+        ttft_term = best_ttft / ttft if ttft > 0 and best_ttft > 0 else 0.0
         quality = w * tps_term + (1.0 - w) * ttft_term
         bench = (r.success_rate ** config.success_exponent) * quality
         if use_organic:
