@@ -86,18 +86,20 @@ class Stack:
     """Miner + gateway processes for one nonce backend."""
 
     def __init__(self, tmp: Path, nonces_url: str, workers: int = 1) -> None:
+        from chutes_subnet.e2ee import KeyPair
         from chutes_subnet.gateway.keys import SQLiteApiKeyStore
-        from chutes_subnet.gateway.registry import InstanceRecord, SQLiteInstanceRegistry
+        from chutes_subnet.registry import InstanceRecord, SQLiteInstanceRegistry
 
         self.miner_port, self.gw_port = _free_port(), _free_port()
         self.miner = f"http://127.0.0.1:{self.miner_port}"
         self.gw = f"http://127.0.0.1:{self.gw_port}"
         db = tmp / f"gw-{self.gw_port}.db"
         self.key, _ = SQLiteApiKeyStore(db).create("bench")
-        now = time.time()
+        now, kp = time.time(), KeyPair.generate()  # the gateway never decrypts: any key will do
+        self.instance_id = kp.instance_id
         SQLiteInstanceRegistry(tmp / "registry.db").upsert(InstanceRecord(
-            "bench-1", CHUTE, "bench/model", self.miner, "hk", 0, "cGs=", (1, 2), now,
-            now + 3600, 1.0))
+            kp.instance_id, CHUTE, "bench/model", self.miner, "hk", 0, kp.public_b64, (1, 2),
+            now, now + 3600, 1.0))
         env = {**os.environ, "CHUTES_SUBNET_HOME": str(tmp)}
         self.procs = [
             subprocess.Popen([sys.executable, __file__, "--serve-miner", str(self.miner_port)],
@@ -132,7 +134,7 @@ async def _nonces(http: aiohttp.ClientSession, stack: Stack, n: int) -> list[str
 
 def _headers(stack: Stack, nonce: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.key}", "X-Chute-Id": CHUTE,
-            "X-Instance-Id": "bench-1", "X-E2E-Nonce": nonce, "X-E2E-Stream": "false",
+            "X-Instance-Id": stack.instance_id, "X-E2E-Nonce": nonce, "X-E2E-Stream": "false",
             "X-E2E-Path": "/v1/chat/completions", "X-E2E-Version": "2",
             "Content-Type": "application/octet-stream"}
 

@@ -47,8 +47,8 @@ import httpx
 
 from chutes_subnet.client import AsyncE2EETransport
 from chutes_subnet.errors import ChutesSubnetError
-from chutes_subnet.gateway.registry import SQLiteInstanceRegistry
 from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion
+from chutes_subnet.registry import SQLiteInstanceRegistry
 from tests.reliability_harness import LoopbackSubnet, miner_counter, rss_kib
 
 PATH = "/v1/chat/completions"

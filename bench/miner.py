@@ -103,7 +103,7 @@ def _serve(port: int) -> None:
     import uvicorn
 
     cfg = MinerConfig(tee="simulated", invoke_auth="none", dangerous_plaintext_endpoint=True,
-                      instance_id="bench", port=port)
+                      port=port)
     app = create_app(cfg, hotkey_ss58="5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
                      backend=make_backend("embedded"), provider=SimulatedProvider(gpu_count=1),
                      gate=None)

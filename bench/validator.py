@@ -54,13 +54,14 @@ def _farm(spec: dict[str, Any]) -> None:
     chute = chute_id_for_model(DEFAULT_MODEL_ID)
     provider = SimulatedProvider()
     socks, miners = [], {}
-    for i, hotkey in enumerate(spec["hotkeys"]):
+    for hotkey in spec["hotkeys"]:
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", 0))
         s.listen(64)
         socks.append(s)
-        miners[s.getsockname()[1]] = (hotkey, KeyPair.generate(), f"bench-{i:04d}")
+        key = KeyPair.generate()
+        miners[s.getsockname()[1]] = (hotkey, key, key.instance_id)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -185,10 +185,10 @@ class Demo:
         from chutes_subnet.gateway.app import create_app
         from chutes_subnet.gateway.config import GatewayConfig
         from chutes_subnet.gateway.keys import MemoryApiKeyStore
-        from chutes_subnet.gateway.registry import MemoryInstanceRegistry
         from chutes_subnet.gateway.usage import MemoryUsageMeter
         from chutes_subnet.httpserver import server_options
         from chutes_subnet.nonces import MemoryNonceStore
+        from chutes_subnet.registry import MemoryInstanceRegistry
 
         t0 = self.steps.begin("Starting the gateway (no key material; routes ciphertext only)")
         registry = MemoryInstanceRegistry()

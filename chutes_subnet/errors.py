@@ -40,7 +40,8 @@ DcapVerificationError``, ``attestation.gpu.GpuVerificationError``,
 ``inference.InvalidRequestError`` (InferenceError, ValueError),
 ``inference.UpstreamError`` and ``inference.sse.SSEFormatError`` (InferenceError);
 ``gateway.upstream.UpstreamError`` (the gateway's miner connection),
-``validator.failures.EvaluationFailure`` and ``validator.state.ValidatorStateError``.
+``validator.failures.EvaluationFailure`` and ``validator.state.ValidatorStateError``;
+``registry.RegistryError`` (``InvalidInstanceRecord``, ``InstanceConflict``).
 HTTP refusals are not errors of this tree: they are :class:`chutes_subnet.asgi.Refusal`.
 
 Messages are safe to show a remote peer: they never contain plaintext, keys or

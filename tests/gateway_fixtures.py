@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
-from chutes_subnet.gateway.registry import InstanceRecord
+from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.sse import DONE_EVENT, format_event
 
 __all__ = ["echo_miner_app", "record_for", "chat_reply"]
@@ -103,10 +103,12 @@ def echo_miner_app(kp: KeyPair, *, fail_status: int | None = None,
     return Starlette(routes=[Route("/e2e/invoke", invoke, methods=["POST"])])
 
 
-def record_for(kp: KeyPair, url: str, *, instance_id: str, chute_id: str, model: str,
-               score: float = 1.0, ttl: float = 600.0,
+def record_for(kp: KeyPair, url: str, *, chute_id: str, model: str,
+               score: float = 1.0, ttl: float = 600.0, uid: int = 1, hotkey: str | None = None,
                clock: Callable[[], float] = time.time) -> InstanceRecord:
+    """The record a validator writes for ``kp``'s holder (its id derived from the key)."""
     now = clock()
-    return InstanceRecord(instance_id=instance_id, chute_id=chute_id, model=model, url=url,
-                          hotkey="5F" + instance_id, uid=1, e2e_pubkey=kp.public_b64,
+    return InstanceRecord(instance_id=kp.instance_id, chute_id=chute_id, model=model, url=url,
+                          hotkey=hotkey or "5F" + kp.instance_id, uid=uid,
+                          e2e_pubkey=kp.public_b64,
                           verified_at=now, expires_at=now + ttl, score=score, simulated=True)

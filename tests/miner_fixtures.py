@@ -8,9 +8,9 @@ from typing import Any
 
 from chutes_subnet.attestation import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate
-from chutes_subnet.gateway.registry import InstanceRecord
 from chutes_subnet.inference import make_backend
 from chutes_subnet.miner import MinerConfig, MinerInstance, create_app
+from chutes_subnet.registry import InstanceRecord
 from tests.servers import UvicornThread
 
 __all__ = ["start_real_miner", "miner_record", "DEV_MINER_HOTKEY"]
@@ -19,11 +19,11 @@ __all__ = ["start_real_miner", "miner_record", "DEV_MINER_HOTKEY"]
 DEV_MINER_HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 
-def start_real_miner(model: str, *, instance_id: str, hotkey: str = DEV_MINER_HOTKEY,
+def start_real_miner(model: str, *, hotkey: str = DEV_MINER_HOTKEY,
                      gate: ValidatorGate | None = None, **config: Any
                      ) -> tuple[UvicornThread, MinerInstance]:
     """The real miner app serving ``model`` on loopback (``gate=None``: open invoke)."""
-    cfg = MinerConfig(tee="simulated", model_id=model, instance_id=instance_id,
+    cfg = MinerConfig(tee="simulated", model_id=model,
                       invoke_auth="validator" if gate is not None else "none", **config)
     app = create_app(cfg, hotkey_ss58=hotkey, backend=make_backend("embedded", model_id=model),
                      provider=SimulatedProvider(gpu_count=1), gate=gate)

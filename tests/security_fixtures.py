@@ -23,13 +23,13 @@ from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
 from chutes_subnet.gateway.app import create_app as create_gateway
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.httpserver import server_options
 from chutes_subnet.inference import make_backend
 from chutes_subnet.miner import MinerConfig, MinerInstance
 from chutes_subnet.miner import create_app as create_miner
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from tests.miner_fixtures import miner_record
 from tests.servers import UvicornThread
@@ -96,7 +96,7 @@ def security_stack(tmp_root: str) -> Iterator[Stack]:
     holder = [asyncio.run(chain.metagraph())]
     miner_hotkey = hotkey_ss58(wallets["miner"])
     gate = ValidatorGate(miner_hotkey, lambda: holder[0], min_stake=MIN_STAKE)
-    cfg = MinerConfig(tee="simulated", instance_id="sec-1", max_body_bytes=LIMIT,
+    cfg = MinerConfig(tee="simulated", max_body_bytes=LIMIT,
                       body_timeout=BODY_TIMEOUT, invoke_auth="validator", serve_axon=False)
     miner_app = create_miner(cfg, hotkey_ss58=miner_hotkey, backend=make_backend("embedded"),
                              provider=SimulatedProvider(gpu_count=1), gate=gate)

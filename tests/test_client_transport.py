@@ -23,9 +23,9 @@ from chutes_subnet.errors import (
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.gateway_fixtures import echo_miner_app, record_for
 from tests.servers import UvicornThread, free_port
@@ -55,14 +55,12 @@ def env() -> Iterator[Env]:
                      nonce_store=MemoryNonceStore(), keys=keys, usage=usage)
     with UvicornThread(echo_miner_app(kp, seen=seen)) as m, \
             UvicornThread(echo_miner_app(kp1, seen=seen)) as m1, UvicornThread(app) as gw:
-        registry.upsert(record_for(kp, m.url, instance_id="i-v2",
-                                   chute_id=chute_id_for_model(MODEL), model=MODEL))
-        legacy = record_for(kp1, m1.url, instance_id="i-v1",
-                            chute_id=chute_id_for_model(V1_MODEL), model=V1_MODEL)
+        registry.upsert(record_for(kp, m.url, chute_id=chute_id_for_model(MODEL), model=MODEL))
+        legacy = record_for(kp1, m1.url, chute_id=chute_id_for_model(V1_MODEL), model=V1_MODEL)
         registry.upsert(dataclasses.replace(legacy, e2e_versions=(1,)))
         dead = f"http://127.0.0.1:{free_port()}"
-        registry.upsert(record_for(kp2, dead, instance_id="i-dead",
-                                   chute_id=chute_id_for_model(DEAD_MODEL), model=DEAD_MODEL))
+        registry.upsert(record_for(kp2, dead, chute_id=chute_id_for_model(DEAD_MODEL),
+                                   model=DEAD_MODEL))
         yield Env(gw.url, secret, seen, usage, rec.key_id)
 
 

@@ -19,9 +19,9 @@ import pytest
 from chutes_subnet.client import AsyncE2EETransport
 from chutes_subnet.errors import StreamIntegrityError
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from tests.reliability_harness import LoopbackSubnet, miner_counter
 from tests.servers import UvicornThread
 
@@ -112,7 +112,7 @@ async def test_kill_mid_stream_is_a_clear_error_and_traffic_moves(subnet):
             queued = asyncio.create_task(queued_sdk.chat.completions.create(
                 model=DEFAULT_MODEL_ID, messages=_messages("queued"), max_tokens=4))
             await _until_in_flight(subnet.miner("victim-v2"), 2)
-            registry.remove(rec["victim-v2"].instance_id)
+            registry.remove(rec["victim-v2"].hotkey, rec["victim-v2"].instance_id)
             registry.upsert(rec["victim-v1"])
             s1 = _Stream(sdk1, "v1")
             await asyncio.wait_for(s1.first.wait(), 30)

@@ -24,9 +24,9 @@ import pytest
 
 from chutes_subnet.client import AsyncE2EETransport
 from chutes_subnet.errors import NonceRejected
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.inference import DEFAULT_MODEL_ID
 from chutes_subnet.nonces import NonceScope, RedisNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from tests.reliability_harness import LoopbackSubnet, miner_counter
 from tests.servers import RedisServer, UvicornThread
 

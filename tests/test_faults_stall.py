@@ -21,9 +21,9 @@ import pytest
 
 from chutes_subnet.client import AsyncE2EETransport
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from tests.reliability_harness import LoopbackSubnet
 from tests.servers import UvicornThread
 

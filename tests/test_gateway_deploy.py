@@ -20,10 +20,10 @@ from chutes_subnet.e2ee import KeyPair, RequestContext, v2
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore, SQLiteApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry, SQLiteInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter, SQLiteUsageMeter
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
 from chutes_subnet.nonces import MemoryNonceStore, RedisNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry, SQLiteInstanceRegistry
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.gateway_fixtures import echo_miner_app, record_for
 from tests.miner_fixtures import miner_record, start_real_miner
@@ -68,7 +68,7 @@ def test_keyless_gateway_process_routes_v2_end_to_end(tmp_path: Path) -> None:
     secret, rec = SQLiteApiKeyStore(db).create("app")
     port = free_port()
     env = {**os.environ, "CHUTES_SUBNET_HOME": str(tmp_path)}
-    miner, inst = start_real_miner(MODEL, instance_id="i1")
+    miner, inst = start_real_miner(MODEL)
     expected = reference_completion(PATH, {"messages": MSG, "max_tokens": 16}, seed=DEFAULT_SEED)
     try:
         SQLiteInstanceRegistry(reg_path).upsert(miner_record(inst, miner.url))
@@ -109,16 +109,16 @@ def test_same_nonce_at_two_redis_replicas_is_accepted_exactly_once(redis_server)
                        usage=MemoryUsageMeter()) for _ in range(2)]
     with UvicornThread(echo_miner_app(kp)) as miner, UvicornThread(apps[0]) as a, \
             UvicornThread(apps[1]) as b:
-        registry.upsert(record_for(kp, miner.url, instance_id="i1", chute_id=CHUTE, model=MODEL))
+        registry.upsert(record_for(kp, miner.url, chute_id=CHUTE, model=MODEL))
         auth = {"Authorization": f"Bearer {secret}"}
         nonces = httpx.get(f"{a.url}/e2e/instances/{CHUTE}", headers=auth).json()[
             "instances"][0]["nonces"]
         pk = base64.b64decode(kp.public_b64)
 
         async def race(nonce: str) -> list[int]:
-            body, _ = v2.seal_request(pk, RequestContext(CHUTE, "i1", nonce, PATH, False),
+            body, _ = v2.seal_request(pk, RequestContext(CHUTE, kp.instance_id, nonce, PATH, False),
                                       {"model": MODEL, "messages": MSG})
-            headers = {**auth, "X-Chute-Id": CHUTE, "X-Instance-Id": "i1", "X-E2E-Nonce": nonce,
+            headers = {**auth, "X-Chute-Id": CHUTE, "X-Instance-Id": kp.instance_id, "X-E2E-Nonce": nonce,
                        "X-E2E-Stream": "false", "X-E2E-Path": PATH, "X-E2E-Version": "2"}
             async with httpx.AsyncClient(timeout=10) as http:
                 rs = await asyncio.gather(*(http.post(f"{u}/e2e/invoke", headers=headers,
@@ -138,7 +138,7 @@ def test_public_chutes_client_v1_through_the_gateway(chutes_client_venv) -> None
     secret, rec = keys.create("public-client")
     app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
                      keys=keys, usage=usage)
-    miner, inst = start_real_miner(MODEL, instance_id="i1")
+    miner, inst = start_real_miner(MODEL)
     expected = reference_completion(PATH, {"messages": MSG, "max_tokens": 16}, seed=DEFAULT_SEED)
     try:
         with UvicornThread(app) as gw:

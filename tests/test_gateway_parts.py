@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import AuthenticationError, UsageError
 from chutes_subnet.gateway import app as gateway_app
 from chutes_subnet.gateway.balancer import LoadBalancer
@@ -23,20 +24,28 @@ from chutes_subnet.gateway.keys import (
 )
 from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.gateway.ratelimit import RateLimiter
-from chutes_subnet.gateway.registry import (
+from chutes_subnet.gateway.usage import SQLiteUsageMeter
+from chutes_subnet.registry import (
     InstanceRecord,
     MemoryInstanceRegistry,
     SQLiteInstanceRegistry,
 )
-from chutes_subnet.gateway.usage import SQLiteUsageMeter
 from chutes_subnet.wire.headers import parse_usage_header
 
+#: one key per test instance name; each record's id is derived from its key
+_KEYS: dict[str, KeyPair] = {}
 
-def rec(iid: str, chute: str = "c1", *, expires: float = 100.0, score: float = 1.0,
+
+def iid(name: str) -> str:
+    return _KEYS.setdefault(name, KeyPair.generate()).instance_id
+
+
+def rec(name: str, chute: str = "c1", *, expires: float = 100.0, score: float = 1.0,
         model: str = "m1") -> InstanceRecord:
-    return InstanceRecord(instance_id=iid, chute_id=chute, model=model, url="http://x",
-                          hotkey="hk", uid=0, e2e_pubkey="pk", verified_at=0.0,
-                          expires_at=expires, score=score)
+    kp = _KEYS.setdefault(name, KeyPair.generate())
+    return InstanceRecord(instance_id=kp.instance_id, chute_id=chute, model=model,
+                          url="http://x", hotkey="hk", uid=0, e2e_pubkey=kp.public_b64,
+                          verified_at=0.0, expires_at=expires, score=score)
 
 
 def test_public_api_lists() -> None:
@@ -50,19 +59,20 @@ def test_registry_hides_expired_and_filters_by_chute(tmp_path: Path, registry_ki
     reg.upsert(rec("a", expires=100))
     reg.upsert(rec("b", expires=50))
     reg.upsert(rec("c", chute="c2", model="m2", expires=100))
-    assert {r.instance_id for r in reg.list_verified(now=60)} == {"a", "c"}
-    assert [r.instance_id for r in reg.list_verified("c1", now=60)] == ["a"]
+    assert {r.instance_id for r in reg.list_verified(now=60)} == {iid("a"), iid("c")}
+    assert [r.instance_id for r in reg.list_verified("c1", now=60)] == [iid("a")]
     assert reg.models(now=60) == [("m1", "c1"), ("m2", "c2")]
     assert reg.models(now=200) == []
-    reg.remove("a")
-    assert [r.instance_id for r in reg.list_verified("c1", now=10)] == ["b"]
+    assert reg.remove("hk", iid("a"))
+    assert [r.instance_id for r in reg.list_verified("c1", now=10)] == [iid("b")]
 
 
 def test_sqlite_registry_is_shared_between_processes_views(tmp_path: Path) -> None:
     writer = SQLiteInstanceRegistry(tmp_path / "r.db")
     reader = SQLiteInstanceRegistry(tmp_path / "r.db", cache_seconds=0)
-    r = InstanceRecord("a", "c1", "m1", "http://1.2.3.4:8000", "hk", 7, "pk", (2,), 1.0, 99.0,
-                       0.7, True)
+    kp = KeyPair.generate()
+    r = InstanceRecord(kp.instance_id, "c1", "m1", "http://1.2.3.4:8000", "hk", 7, kp.public_b64,
+                       (2,), 1.0, 99.0, 0.7, True)
     writer.upsert(r)
     assert reader.list_verified(now=50) == [r]  # round-trips every field incl. the tuple
 
@@ -135,14 +145,14 @@ def test_balancer_prefers_score_and_idle_and_benches_failures() -> None:
     lb = LoadBalancer(cooldown=5, rng=random.Random(1), clock=lambda: t[0])
     good, poor = rec("good", score=1.0), rec("poor", score=0.01)
     firsts = [lb.rank([good, poor], 2)[0].instance_id for _ in range(400)]
-    assert firsts.count("good") > 300
+    assert firsts.count(iid("good")) > 300
     for _ in range(50):
-        lb.acquire("good")
+        lb.acquire(iid("good"))
     firsts = [lb.rank([good, poor], 2)[0].instance_id for _ in range(400)]
-    assert firsts.count("poor") > 200  # the busy instance yields to the idle one
-    lb.mark_failed("poor")
-    assert [r.instance_id for r in lb.rank([good, poor], 2)] == ["good"]
-    assert [r.instance_id for r in lb.rank([poor], 2)] == ["poor"]  # nothing else left
+    assert firsts.count(iid("poor")) > 200  # the busy instance yields to the idle one
+    lb.mark_failed(iid("poor"))
+    assert [r.instance_id for r in lb.rank([good, poor], 2)] == [iid("good")]
+    assert [r.instance_id for r in lb.rank([poor], 2)] == [iid("poor")]  # nothing else left
     t[0] = 6
     assert len(lb.rank([good, poor], 2)) == 2
 

@@ -17,9 +17,9 @@ from chutes_subnet.gateway.ratelimit import (
     RedisRateLimiter,
     open_rate_limiter,
 )
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from tests.servers import free_port
 
 

@@ -19,6 +19,7 @@ from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain
 from chutes_subnet.e2ee import RequestContext, v1, v2
 from chutes_subnet.inference import DEFAULT_SEED, make_backend, reference_completion
+from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.miner import MinerConfig, MinerInstance, create_app
 from chutes_subnet.sse import SSEParser
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
@@ -118,7 +119,7 @@ def start(config: MinerConfig, wallets: dict[str, Any], gate: ValidatorGate | No
 
 @pytest.fixture(scope="module")
 def env(wallets, gate) -> Iterator[Env]:
-    cfg = MinerConfig(tee="simulated", instance_id="inst-1", max_body_bytes=MAX_BODY)
+    cfg = MinerConfig(tee="simulated", max_body_bytes=MAX_BODY)
     server, inst = start(cfg, wallets, gate)
     try:
         yield Env(server.url, inst, wallets, hotkey_ss58(wallets["miner"]))
@@ -134,7 +135,7 @@ def test_attest_round_trip_is_accepted_by_the_dev_mode_verifier(env: Env) -> Non
                  {"Content-Type": "application/json"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["instance_id"] == "inst-1" and body["chute_id"] == env.inst.chute_id
+    assert body["instance_id"] == instance_id_for_key(base64.b64decode(body["e2e_pubkey"])) and body["chute_id"] == env.inst.chute_id
     assert body["hotkey"] == env.miner_hotkey and body["simulated"] is True
     assert body["e2e_pubkey"] == env.inst.e2e_pubkey
     verifier = Verifier(Policy.development(gpu_count=1), dangerous_accept_simulated_tee=True)
@@ -335,7 +336,7 @@ def test_invalid_request_is_a_generic_400(env: Env) -> None:
 
 def test_health_and_metrics(env: Env) -> None:
     h = httpx.get(env.url + "/health").json()
-    assert h["status"] == "ok" and h["instance_id"] == "inst-1" and h["simulated_tee"] is True
+    assert h["status"] == "ok" and h["instance_id"] == env.inst.instance_id and h["simulated_tee"] is True
     assert "e2e_pubkey" not in h and h["capacity"] == 4
     headers, blob, _ = sealed(env.inst, stream=True)
     assert env.post("/e2e/invoke", blob, headers).status_code == 200
@@ -373,7 +374,7 @@ def test_server_never_logs_plaintext(env: Env, caplog: pytest.LogCaptureFixture)
 # --- limits, faults, plaintext gate ---------------------------------------------------
 
 async def test_concurrency_limit_answers_429_with_retry_after(wallets) -> None:
-    cfg = MinerConfig(tee="simulated", instance_id="busy", max_concurrency=1,
+    cfg = MinerConfig(tee="simulated", max_concurrency=1,
                       invoke_auth="none", retry_after=3)
     server, inst = start(cfg, wallets, None)
     try:
@@ -400,7 +401,7 @@ async def test_concurrency_limit_answers_429_with_retry_after(wallets) -> None:
 
 
 def test_wrong_tokens_fault_corrupts_the_answer(wallets) -> None:
-    cfg = MinerConfig(tee="simulated", instance_id="liar", invoke_auth="none",
+    cfg = MinerConfig(tee="simulated", invoke_auth="none",
                       fault="wrong-tokens")
     server, inst = start(cfg, wallets, None)
     try:
@@ -417,7 +418,7 @@ def test_wrong_tokens_fault_corrupts_the_answer(wallets) -> None:
 
 
 def test_stall_fault_never_answers(wallets) -> None:
-    cfg = MinerConfig(tee="simulated", instance_id="sloth", invoke_auth="none", fault="stall")
+    cfg = MinerConfig(tee="simulated", invoke_auth="none", fault="stall")
     server, inst = start(cfg, wallets, None)
     try:
         headers, blob, _ = sealed(inst)
@@ -465,7 +466,7 @@ def test_plaintext_endpoint_is_off_by_default_and_same_answer_when_on(env: Env,
     body = json.dumps(payload()).encode()
     headers, _, _ = sealed(env.inst)
     assert env.post("/dangerous/plaintext/invoke", body, headers).status_code == 404
-    cfg = MinerConfig(tee="simulated", instance_id="bench", invoke_auth="none",
+    cfg = MinerConfig(tee="simulated", invoke_auth="none",
                       dangerous_plaintext_endpoint=True)
     server, inst = start(cfg, wallets, None)
     try:

@@ -20,6 +20,7 @@ import pytest
 from chutes_subnet.auth import sign_headers
 from chutes_subnet.chain import LocalChain
 from chutes_subnet.e2ee import RequestContext, v2
+from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.miner import MinerConfig
 from chutes_subnet.miner.cli import build_parser, config_from_args, env_name, is_local_chain
 from chutes_subnet.sse import SSEParser
@@ -70,6 +71,21 @@ def test_simulated_tee_is_refused_on_a_public_network(monkeypatch) -> None:
         build_parser()
 
 
+@pytest.mark.parametrize("via_env", [False, True])
+def test_a_chosen_instance_id_is_refused_in_one_line(monkeypatch, via_env: bool) -> None:
+    argv = ["--tee", "simulated", "--subtensor.network", "local"]
+    if via_env:
+        monkeypatch.setenv("CHUTES_MINER_INSTANCE_ID", "copied-from-someone")
+    else:
+        argv += ["--instance_id", "copied-from-someone"]
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(build_parser().parse_args(argv))
+    message = str(exc.value.code)
+    assert "\n" not in message and message.startswith("--instance_id is not accepted")
+    assert "derived from the instance's attested E2EE key" in message
+    assert "--instance_id" not in build_parser().format_help()
+
+
 def test_config_validation() -> None:
     with pytest.raises(ValueError):
         MinerConfig(max_concurrency=0)
@@ -96,7 +112,7 @@ def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -
         [sys.executable, str(ROOT / "neurons" / "miner.py"), "--netuid", "3",
          "--wallet.name", "miner", "--wallet.hotkey", "hot",
          "--subtensor.network", f"local:{chain_path}", "--axon.ip", "127.0.0.1",
-         "--axon.port", str(port), "--tee", "simulated", "--instance_id", "proc-1",
+         "--axon.port", str(port), "--tee", "simulated",
          "--shutdown_grace", "20"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -110,7 +126,7 @@ def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "miner did not start"
                 time.sleep(0.2)
-        assert health["instance_id"] == "proc-1" and health["hotkey"] == hotkey_ss58(miner)
+        assert health["hotkey"] == hotkey_ss58(miner)
         published = asyncio.run(chain.metagraph()).by_hotkey(hotkey_ss58(miner))
         assert published is not None and published.axon == f"127.0.0.1:{port}"
 
@@ -121,10 +137,11 @@ def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -
 
         # a long stream, then SIGTERM while it runs: it must still end with its final frame
         pk = base64.b64decode(health_pubkey(url, hotkey_ss58(miner), validator))
+        assert health["instance_id"] == instance_id_for_key(pk)  # named by its key
         chute, path, nonce = health["chute_id"], "/v1/completions", "ab" * 16
-        blob, session = v2.seal_request(pk, RequestContext(chute, "proc-1", nonce, path, True),
+        blob, session = v2.seal_request(pk, RequestContext(chute, health["instance_id"], nonce, path, True),
                                         {"prompt": "hi", "max_tokens": 1500})
-        h = {"X-Chute-Id": chute, "X-Instance-Id": "proc-1", "X-E2E-Nonce": nonce,
+        h = {"X-Chute-Id": chute, "X-Instance-Id": health["instance_id"], "X-E2E-Nonce": nonce,
              "X-E2E-Stream": "true", "X-E2E-Path": path, "X-E2E-Version": "2"}
         h.update(sign_headers(validator, method="POST", path="/e2e/invoke", body=blob,
                               receiver_ss58=hotkey_ss58(miner)))
@@ -143,7 +160,7 @@ def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -
         # uvicorn re-raises the captured SIGTERM after its graceful shutdown
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
         output = proc.stdout.read() if proc.stdout else ""
-        assert "miner instance proc-1 stopped" in output
+        assert f"miner instance {health['instance_id']} stopped" in output
         assert "published axon" in output
     finally:
         if proc.poll() is None:

@@ -15,10 +15,10 @@ from chutes_subnet.client import E2EETransport
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from tests.miner_fixtures import miner_record, start_real_miner
 from tests.servers import UvicornThread
@@ -45,8 +45,7 @@ def test_sdk_through_a_signing_gateway_to_a_validator_only_miner(tmp_path, versi
                             receiver_ss58=receiver)
 
     expected = reference_completion(PATH, {"messages": MSG, "max_tokens": 20}, seed=DEFAULT_SEED)
-    miner, inst = start_real_miner(MODEL, instance_id="m1", hotkey=hotkey_ss58(miner_w),
-                                   gate=gate)
+    miner, inst = start_real_miner(MODEL, hotkey=hotkey_ss58(miner_w), gate=gate)
     try:
         for signing, status in ((signer, 200), (None, 401)):
             registry, keys, usage = (MemoryInstanceRegistry(), MemoryApiKeyStore(),

@@ -15,9 +15,9 @@ from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.gateway_fixtures import echo_miner_app, record_for
 from tests.servers import UvicornThread
@@ -56,8 +56,7 @@ def env() -> Iterator[Env]:
     gw_app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
                         keys=keys, usage=MemoryUsageMeter())
     with UvicornThread(echo_miner_app(kp, seen=seen)) as miner, UvicornThread(gw_app) as gw:
-        registry.upsert(record_for(kp, miner.url, instance_id="i1",
-                                   chute_id=chute_id_for_model(MODEL), model=MODEL))
+        registry.upsert(record_for(kp, miner.url, chute_id=chute_id_for_model(MODEL), model=MODEL))
         keyed = create_proxy_app(gw.url, api_key=secret, transport=Recorder(bodies))
         open_ = create_proxy_app(gw.url)
         with UvicornThread(keyed) as p, UvicornThread(open_) as p2:
@@ -86,12 +85,13 @@ def test_openai_sdk_stream_through_proxy(env: Env) -> None:
 def test_models_are_cached_and_health_answers(env: Env) -> None:
     first = httpx.get(env.proxy + "/v1/models").json()
     assert [m["id"] for m in first["data"]] == [MODEL]
-    env.registry.upsert(record_for(KeyPair.generate(), "http://127.0.0.1:9", instance_id="x",
-                                   chute_id=chute_id_for_model("other"), model="other"))
+    other = record_for(KeyPair.generate(), "http://127.0.0.1:9",
+                       chute_id=chute_id_for_model("other"), model="other")
+    env.registry.upsert(other)
     try:
         assert httpx.get(env.proxy + "/v1/models").json() == first  # served from cache
     finally:
-        env.registry.remove("x")
+        env.registry.remove(other.hotkey, other.instance_id)
     assert httpx.get(env.proxy + "/health").json()["status"] == "ok"
 
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from chutes_subnet.chain import plan_weights, quantize_weights
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.validator import (
     BenchmarkConfig,
     Validator,

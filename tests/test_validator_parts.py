@@ -323,7 +323,7 @@ def _attest_app(answer: dict | bytes, status: int = 200):
     return app
 
 
-GOOD = {"instance_id": "i", "chute_id": chute_id_for_model(MODEL), "model": MODEL,
+GOOD = {"instance_id": KEY.instance_id, "chute_id": chute_id_for_model(MODEL), "model": MODEL,
         "hotkey": "x", "e2e_pubkey": KEY.public_b64, "tdx_quote": "AAAA"}
 
 
@@ -332,6 +332,9 @@ GOOD = {"instance_id": "i", "chute_id": chute_id_for_model(MODEL), "model": MODE
     ({**GOOD, "chute_id": "other"}, 200, "bad_response", "chute_id"),
     ({**GOOD, "e2e_pubkey": base64.b64encode(b"short").decode()}, 200, "bad_response",
      "ML-KEM"),
+    ({**GOOD, "instance_id": "chosen-by-the-miner"}, 200, "bad_response", "not derived"),
+    ({**GOOD, "instance_id": KeyPair.generate().instance_id}, 200, "bad_response",
+     "instance_id is not derived from e2e_pubkey"),
     ({**GOOD, "tdx_quote": "!!"}, 200, "attestation:malformed_evidence", "malformed"),
     ({**GOOD, "tdx_quote": base64.b64encode(b"\x04\x00" + bytes(60)).decode()}, 200,
      "attestation:tee_type_not_tdx", "not TDX"),

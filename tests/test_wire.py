@@ -21,9 +21,9 @@ from chutes_subnet.errors import HeaderError, UsageError
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.wire import headers as wire_headers
 from chutes_subnet.wire.call import InstanceOffer, seal_call
 from chutes_subnet.wire.headers import (
@@ -167,11 +167,11 @@ def test_gateway_meters_only_a_valid_usage_report(raw_usage: bytes, relayed: str
     app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
                      keys=keys, usage=usage)
     with UvicornThread(_miner_with_usage(raw_usage)) as miner, UvicornThread(app) as gw:
-        registry.upsert(record_for(kp, miner.url, instance_id="i", chute_id=CHUTE, model=MODEL))
+        registry.upsert(record_for(kp, miner.url, chute_id=CHUTE, model=MODEL))
         auth = {"Authorization": f"Bearer {secret}"}
         found = httpx.get(f"{gw.url}/e2e/instances/{CHUTE}", headers=auth, timeout=10).json()
         info = found["instances"][0]
-        offer = InstanceOffer("i", kp.public_bytes, (2,))
+        offer = InstanceOffer(kp.instance_id, kp.public_bytes, (2,))
         call = seal_call(offer, chute_id=CHUTE, nonce=info["nonces"][0], path=INVOKE_PATHS[0],
                          stream=False, payload={"model": MODEL}, version=2, api_key=secret)
         r = httpx.post(f"{gw.url}/e2e/invoke", headers=call.headers, content=call.body,

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
 from chutes_subnet.auth import ValidatorGate
 from chutes_subnet.chain import LocalChain
+from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.inference import make_backend
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from tests.servers import UvicornThread, free_port
@@ -31,6 +32,11 @@ class MinerHandle:
     hotkey: str
     server: UvicornThread
 
+    @property
+    def state(self) -> Any:
+        """The running app's ``MinerState`` (tests play a modified miner through it)."""
+        return self.server.server.config.app.state.miner
+
 
 @dataclass
 class Subnet:
@@ -50,8 +56,12 @@ def dev_verifier() -> Verifier:
 
 @contextlib.contextmanager
 def local_subnet(tmp: Path, faults: dict[str, str | None], *,
-                 request_timeout: float = 30.0, block_time: float = 0) -> Iterator[Subnet]:
-    """A LocalChain file, a permitted validator wallet and one real miner per entry."""
+                 request_timeout: float = 30.0, block_time: float = 0,
+                 keypairs: dict[str, KeyPair] | None = None) -> Iterator[Subnet]:
+    """A LocalChain file, a permitted validator wallet and one real miner per entry.
+
+    ``keypairs`` gives some miners a chosen E2EE key pair (e.g. one key for two hotkeys).
+    """
     chain_path = str(tmp / "chain.sqlite")
     chain = LocalChain(chain_path, netuid=7, block_time=block_time, weights_rate_limit=0,
                        create=True)
@@ -75,7 +85,8 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
                                  request_timeout=request_timeout, max_concurrency=4)
             gate = ValidatorGate(hk, lambda: metagraph)
             app = create_miner_app(config, hotkey_ss58=hk, backend=make_backend("embedded"),
-                                   provider=SimulatedProvider(), gate=gate)
+                                   provider=SimulatedProvider(), gate=gate,
+                                   keypair=(keypairs or {}).get(name))
             server = UvicornThread(app, port=port).start()
             servers.append(server)
             asyncio.run(chain.serve_axon(hk, "127.0.0.1", port))

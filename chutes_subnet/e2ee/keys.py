@@ -3,6 +3,9 @@
 An instance key pair is generated inside the TEE at start and lives in memory only:
 there is deliberately no serialisation method, and ``repr`` shows only a public-key
 fingerprint.
+
+An instance is *named by its key*: :attr:`KeyPair.instance_id` applies the one
+derivation of :mod:`chutes_subnet.instance_id` (DESIGN B1).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from chutes_subnet.e2ee import _kem, _payload
 from chutes_subnet.errors import EnvelopeFormatError
+from chutes_subnet.instance_id import instance_id_for_key
 
 __all__ = ["KeyPair", "decode_public_key"]
 
@@ -40,6 +44,11 @@ class KeyPair:
     def fingerprint(self) -> str:
         """First 16 hex digits of SHA-256(public key): safe to log."""
         return hashlib.sha256(self.public_bytes).hexdigest()[:16]
+
+    @property
+    def instance_id(self) -> str:
+        """The instance id this key names (:func:`instance_id_for_key`)."""
+        return instance_id_for_key(self.public_bytes)
 
     def decapsulate(self, kem_ciphertext: bytes) -> bytes:
         """Shared secret for ``kem_ciphertext`` (implicit rejection on garbage)."""

@@ -34,11 +34,11 @@ from chutes_subnet.gateway.invoke import InvokeEndpoint
 from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.keys import ApiKeyStore
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
-from chutes_subnet.gateway.registry import InstanceRegistry
 from chutes_subnet.gateway.state import ForwardSigner, GatewayState, off_loop, store_down
 from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.nonces import NonceScope
+from chutes_subnet.registry import InstanceRegistry
 from chutes_subnet.wire.messages import InstanceInfo, InstancesResponse, ModelCard, ModelsResponse
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from chutes_subnet.gateway.registry import InstanceRecord
+from chutes_subnet.registry import InstanceRecord
 
 __all__ = ["LoadBalancer"]
 

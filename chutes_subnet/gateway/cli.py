@@ -17,7 +17,7 @@ from typing import Any
 
 from chutes_subnet.cli import listen_address
 
-__all__ = ["add_gateway_commands", "app_from_env", "build_gateway", "default_data_dir", "open_registry", "main"]
+__all__ = ["add_gateway_commands", "app_from_env", "build_gateway", "default_data_dir", "main"]
 
 
 def default_data_dir() -> Path:
@@ -38,18 +38,6 @@ def _db_url(args: argparse.Namespace) -> str:
 _DB_HELP = ("gateway state (API keys, usage, request journal): a SQLite file path "
             "(default <data-dir>/gateway.db) or postgresql://user@host/db (replicas on "
             "several hosts share one)")
-
-
-def open_registry(url: str) -> Any:
-    """``memory://`` or ``sqlite:///abs/path.db`` -> an instance registry."""
-    from chutes_subnet.gateway.registry import MemoryInstanceRegistry, SQLiteInstanceRegistry
-
-    if url.startswith("memory://"):
-        return MemoryInstanceRegistry()
-    if url.startswith("sqlite://") and url[len("sqlite://"):]:
-        return SQLiteInstanceRegistry(url[len("sqlite://"):])
-    raise ValueError(f"registry URL {url!r} is not supported: use sqlite:///path/registry.db "
-                     "(shared with the validator) or memory://")
 
 
 
@@ -215,6 +203,8 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
 
         name, hotkey, path = settings["wallet"]
         signer = forward_signer(load_wallet(name, hotkey, path or DEFAULT_WALLET_PATH))
+    from chutes_subnet.registry import open_registry
+
     return build_gateway(registry=open_registry(settings["registry"]), nonces_url=settings["nonces"],
                          db=settings["db"], signer=signer,
                          rate_limits=settings.get("rate_limits"),

@@ -37,10 +37,10 @@ from chutes_subnet.asgi import (
 from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable, UsageError
 from chutes_subnet.gateway.journal import JournalEntry
 from chutes_subnet.gateway.metering import UsageSniffer
-from chutes_subnet.gateway.registry import InstanceRecord
 from chutes_subnet.gateway.state import GatewayState, off_loop, resolve_signer_headers
 from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
 from chutes_subnet.nonces import NonceScope
+from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.wire.headers import (
     ENVELOPE_MEDIA_TYPE,
     H_CONTENT_TYPE,

@@ -17,9 +17,9 @@ from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.keys import ApiKey, ApiKeyStore, parse_bearer
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
-from chutes_subnet.gateway.registry import InstanceRegistry
 from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
+from chutes_subnet.registry import InstanceRegistry
 
 if TYPE_CHECKING:
     from chutes_subnet.nonces import NonceStore

@@ -11,13 +11,14 @@ Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
 
 The instance's ML-KEM-768 key pair is generated here, in memory, inside the TEE; it is
 never written, logged or returned (``app.state.instance`` holds only public facts).
+The instance id is derived from its public key (:func:`chutes_subnet.e2ee.
+instance_id_for_key`), never configured: a restart is a new key, so a new instance.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -67,7 +68,7 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
         raise ValueError("hotkey_ss58 is required")
     keypair = keypair or KeyPair.generate()
     instance = MinerInstance(
-        instance_id=config.instance_id or str(uuid.uuid4()),
+        instance_id=keypair.instance_id,
         chute_id=config.chute_id,
         model_id=config.model_id,
         hotkey=hotkey_ss58,

@@ -90,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
          "(/dev/tdx_guest): vsock:CID:PORT, tcp:HOST:PORT or unix:PATH (default vsock:2:4050)")
     _add(p, "--allow-insecure-simulated-tee", type=bool,
          help="allow --tee simulated on a non-local network (nothing is confidential)")
-    _add(p, "--instance_id", help="instance id (default: a fresh uuid4 per start)")
+    # refused (flag or env) by config_from_args: the id is derived from the attested key
+    p.add_argument("--instance_id", default=os.environ.get(env_name("--instance_id")),
+                   help=argparse.SUPPRESS)
     _add(p, "--max_concurrency", type=int, default=4, help="invokes served at once; more get 429")
     _add(p, "--request_timeout", type=float, default=120.0, help="seconds per inference")
     _add(p, "--min_validator_stake", type=float, default=0.0,
@@ -123,6 +125,9 @@ def is_local_chain(spec: str) -> bool:
 def config_from_args(args: argparse.Namespace) -> MinerConfig:
     """A :class:`MinerConfig` from parsed flags; raises ``SystemExit`` (2) on refusals."""
     g = lambda name: getattr(args, name)  # noqa: E731 - dotted attribute names
+    if g("instance_id") is not None:
+        raise SystemExit("--instance_id is not accepted: the instance id is derived from the "
+                         "instance's attested E2EE key (sha256 of the public key)")
     spec = chain_spec(args)
     if g("tee") == "simulated" and not is_local_chain(spec) \
             and not g("allow_insecure_simulated_tee"):
@@ -133,7 +138,7 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
         return MinerConfig(
             host=g("axon.ip"), port=g("axon.port"), external_ip=g("axon.external_ip"),
             external_port=g("axon.external_port"),
-            model_id=g("model"), instance_id=g("instance_id"),
+            model_id=g("model"),
             max_concurrency=g("max_concurrency"), request_timeout=g("request_timeout"),
             invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),
             metagraph_refresh=g("metagraph_refresh"), shutdown_grace=g("shutdown_grace"),

@@ -33,8 +33,6 @@ class MinerConfig:
     external_port: int | None = None
     #: the model served; the chute id is derived from it
     model_id: str = inference.DEFAULT_MODEL_ID
-    #: None: a fresh uuid4 when the app is created (a restart is a new instance)
-    instance_id: str | None = None
     #: invokes served at the same time; more get 429 + Retry-After
     max_concurrency: int = 4
     #: largest request envelope accepted (bytes)
@@ -93,9 +91,6 @@ class MinerConfig:
             raise ValueError("fault injection is refused unless tee == 'simulated'")
         if self.dangerous_plaintext_endpoint and self.tee != "simulated":
             raise ValueError("dangerous_plaintext_endpoint is refused unless tee == 'simulated'")
-        if self.instance_id is not None and not (0 < len(self.instance_id) <= 128
-                                                 and self.instance_id.isprintable()):
-            raise ValueError("instance_id must be 1..128 printable characters")
 
     @property
     def chute_id(self) -> str:

@@ -18,7 +18,7 @@ from .benchmark import BenchmarkOutcome, ReferenceCache, RequestSample, run_benc
 from .config import BenchmarkConfig, ScoringConfig, ValidatorConfig
 from .failures import EvaluationFailure
 from .metrics import ValidatorMetrics, create_metrics_app
-from .neuron import InstancePublisher, OrganicSource, Validator
+from .neuron import OrganicSource, Validator
 from .prompts import BenchPrompt, miner_prompts, new_round_seed
 from .results import REASON_KINDS, AttestationSummary, MinerResult, RoundReport, reason_kind
 from .scoring import (
@@ -35,7 +35,6 @@ from .table import ScoreRow, build_score_table, format_score_table, score_table_
 __all__ = [
     "Validator",
     "OrganicSource",
-    "InstancePublisher",
     "ValidatorConfig",
     "ScoringConfig",
     "BenchmarkConfig",

@@ -6,7 +6,8 @@
 2. POST ``/attest`` with an ``AttestRequest``, btauth/1-signed for the miner's hotkey
    (bounded body, per-request timeout);
 3. parse the ``AttestResponse``: chute id must derive from the model, the E2EE key
-   must be an ML-KEM-768 public key, evidence must be well-formed;
+   must be an ML-KEM-768 public key and the instance id must derive from it,
+   evidence must be well-formed;
 4. full verification by the :class:`Verifier` (DCAP, policy, GPU evidence, nonce
    single use, binding to nonce + E2EE key + the hotkey *registered at this uid*).
 
@@ -32,6 +33,7 @@ from chutes_subnet.auth import sign_headers
 from chutes_subnet.chain import Neuron
 from chutes_subnet.e2ee import decode_public_key
 from chutes_subnet.errors import AttestationError, E2EEError
+from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.wire.messages import AttestRequest, AttestResponse
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V2,
@@ -207,6 +209,9 @@ class Attestor:
             pubkey = decode_public_key(response.e2e_pubkey)
         except E2EEError as exc:
             raise EvaluationFailure("bad_response", "attest: e2e_pubkey is not ML-KEM-768") from exc
+        if response.instance_id != instance_id_for_key(pubkey):
+            raise EvaluationFailure("bad_response",
+                                    "attest: instance_id is not derived from e2e_pubkey")
         try:
             evidence = Evidence.from_wire(data)
         except AttestationError as exc:

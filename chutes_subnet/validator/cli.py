@@ -178,7 +178,7 @@ def _verifier(args: argparse.Namespace) -> Any:
 
 
 def _registry(args: argparse.Namespace) -> Any:
-    from chutes_subnet.gateway.cli import open_registry
+    from chutes_subnet.registry import open_registry
 
     url = args.gateway_registry or f"sqlite://{_data_dir() / 'registry.db'}"
     if url == "none":

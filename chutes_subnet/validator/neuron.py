@@ -6,10 +6,12 @@ One round (:meth:`Validator.run_round`):
    as ``no_axon``), optionally a random sample of ``sample_size``;
 2. per target, with bounded concurrency and a per-miner deadline: attestation
    (cached key or fresh challenge), then the encrypted benchmark on the attested key;
-3. pure scoring (:mod:`.scoring`): round scores, EMA with resets, coldkey dedupe,
+3. one key, one uid (:mod:`.identity`): a uid presenting an instance key another
+   uid holds is refused; then pure scoring (:mod:`.scoring`): round scores, EMA with resets, coldkey dedupe,
    SDK-identical weight planning;
 4. weights through :meth:`Chain.set_weights` when the rate limit allows;
-5. one atomic state commit, then the gateway registry and metrics are updated.
+5. one atomic state commit, then the instance registry (each uid creates, refreshes
+   or removes only its own records) and metrics are updated.
 
 :meth:`Validator.run` repeats rounds every ``round_blocks`` blocks until stopped.
 """
@@ -30,12 +32,19 @@ from chutes_subnet.attestation import Verifier
 from chutes_subnet.auth import hotkey_signer
 from chutes_subnet.chain import Chain, Metagraph, Neuron, WeightsResult
 from chutes_subnet.errors import ChainError
+from chutes_subnet.registry import (
+    EXPIRED_RETENTION_SECONDS,
+    InstanceRecord,
+    InstanceRegistry,
+    RegistryError,
+)
 from chutes_subnet.wallets import hotkey_ss58
 
 from .attest import AttestedInstance, Attestor
 from .benchmark import ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
+from .identity import DUPLICATE_REASON, holders_from, refuse_duplicate_keys
 from .metrics import ValidatorMetrics
 from .prompts import miner_prompts, new_round_seed
 from .results import MinerResult, RoundReport
@@ -43,7 +52,7 @@ from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_fr
 from .state import ValidatorState
 from .table import ScoreRow, build_score_table
 
-__all__ = ["Validator", "OrganicSource", "InstancePublisher", "explain_no_miners"]
+__all__ = ["Validator", "OrganicSource", "explain_no_miners"]
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +61,6 @@ class OrganicSource(Protocol):
     """Organic traffic served per uid since the previous call (e.g. from the gateway)."""
 
     def served_tokens(self) -> Mapping[int, float]: ...
-
-
-class InstancePublisher(Protocol):
-    """Where verified instances are announced (the gateway's instance registry)."""
-
-    def upsert(self, rec: Any) -> None: ...
-
-    def remove(self, instance_id: str) -> None: ...
 
 
 def explain_no_miners(metagraph: Metagraph, own_hotkey: str) -> str:
@@ -89,7 +90,7 @@ class Validator:
         wallet: Any,
         verifier: Verifier,
         state: ValidatorState,
-        registry: InstancePublisher | None = None,
+        registry: InstanceRegistry | None = None,
         organic: OrganicSource | None = None,
         metrics: ValidatorMetrics | None = None,
         http: httpx.AsyncClient | None = None,
@@ -115,7 +116,8 @@ class Validator:
         self.round_index = snapshot.round_index
         self.last_round_block = snapshot.last_block
         self.scores: dict[int, ScoreEntry] = dict(snapshot.scores)
-        self._published: dict[int, str] = {}
+        #: uid -> (hotkey, instance_id) of each record this validator holds in the registry
+        self._published: dict[int, tuple[str, str]] = {}
         self._rng = random.SystemRandom()
 
     # --- one round ----------------------------------------------------------------
@@ -204,26 +206,27 @@ class Validator:
     def _publish(self, results: list[MinerResult], scores: dict[int, ScoreEntry]) -> None:
         if self.registry is None:
             return
-        from chutes_subnet.gateway.registry import InstanceRecord
-
         for r in results:
-            old = self._published.get(r.uid)
+            old = self._published.pop(r.uid, None)
             instance: AttestedInstance | None = self.attestor.cached(r.uid)
-            if r.ok and instance is not None:
-                if old and old != instance.instance_id:
-                    self.registry.remove(old)
-                s = instance.summary
-                entry = scores.get(r.uid)
+            if old and (not r.ok or instance is None or old != (r.hotkey, instance.instance_id)):
+                self.registry.remove(*old)
+            if not r.ok or instance is None:
+                continue
+            s, entry = instance.summary, scores.get(r.uid)
+            try:
                 self.registry.upsert(InstanceRecord(
                     instance_id=instance.instance_id, chute_id=instance.chute_id,
                     model=instance.model, url=instance.url, hotkey=instance.hotkey,
-                    uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "", e2e_versions=instance.e2e_versions,
-                    verified_at=s.verified_at, expires_at=s.expires_at,
-                    score=entry.ema if entry else 0.0, simulated=s.simulated))
-                self._published[r.uid] = instance.instance_id
-            elif old:
-                self.registry.remove(old)
-                del self._published[r.uid]
+                    uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "",
+                    e2e_versions=instance.e2e_versions, verified_at=s.verified_at,
+                    expires_at=s.expires_at, score=entry.ema if entry else 0.0,
+                    simulated=s.simulated))
+            except RegistryError as exc:  # logged by the registry; never routed, never credited
+                log.warning("uid %d not published: %s", r.uid, exc)
+                continue
+            self._published[r.uid] = (instance.hotkey, instance.instance_id)
+        self.registry.prune(time.time() - EXPIRED_RETENTION_SECONDS)
 
     async def run_round(self) -> RoundReport:
         """Evaluate, score, set weights and commit one round (see module doc)."""
@@ -234,6 +237,11 @@ class Validator:
             log.warning("%s", explain_no_miners(metagraph, self.hotkey))
         seed = new_round_seed()
         results = await self._evaluate_all(targets, seed)
+        results = refuse_duplicate_keys(results, holders_from(
+            self._published, self._registry_holder if self.registry is not None else None))
+        for r in results:
+            if r.reason == DUPLICATE_REASON:
+                self.attestor.forget(r.uid)
         organic = self._organic()
         round_scores = score_round(results, self.config.scoring, organic)
         neurons = {n.uid: (n.hotkey, n.coldkey) for n in metagraph.neurons
@@ -297,7 +305,12 @@ class Validator:
 
     def published(self) -> dict[int, str]:
         """uid -> instance id of every instance this validator currently publishes."""
-        return dict(self._published)
+        return {uid: iid for uid, (_hotkey, iid) in self._published.items()}
+
+    def _registry_holder(self, instance_id: str) -> str | None:
+        assert self.registry is not None
+        rec = self.registry.get(instance_id)
+        return rec.hotkey if rec is not None else None
 
     def score_table(self) -> list[ScoreRow]:
         """The committed score table."""

@@ -1,0 +1,153 @@
+"""The instance registry (DESIGN B1): ids derived from the attested key, records held by
+the hotkey that registered them; memory and SQLite stores behave the same."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chutes_subnet.e2ee import KeyPair
+from chutes_subnet.e2ee._kem import PUBLIC_KEY_SIZE
+from chutes_subnet.instance_id import PUBLIC_KEY_BYTES, instance_id_for_b64, instance_id_for_key
+from chutes_subnet.registry import (
+    InstanceConflict,
+    InstanceRecord,
+    InvalidInstanceRecord,
+    MemoryInstanceRegistry,
+    SQLiteInstanceRegistry,
+    open_registry,
+)
+
+HONEST, THIEF = "5Honest", "5Thief"
+
+
+def record(kp: KeyPair, *, hotkey: str = HONEST, uid: int = 1, expires: float = 100.0,
+           url: str = "http://honest:8091") -> InstanceRecord:
+    return InstanceRecord(instance_id=kp.instance_id, chute_id="c1", model="m1", url=url,
+                          hotkey=hotkey, uid=uid, e2e_pubkey=kp.public_b64, verified_at=0.0,
+                          expires_at=expires, score=1.0)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    if request.param == "memory":
+        yield MemoryInstanceRegistry()
+    else:
+        r = SQLiteInstanceRegistry(tmp_path / "r.db", cache_seconds=0)
+        yield r
+        r.close()
+
+
+def test_instance_id_is_the_first_128_bits_of_sha256_of_the_key() -> None:
+    kp = KeyPair.generate()
+    assert instance_id_for_key(kp.public_bytes) == hashlib.sha256(kp.public_bytes).hexdigest()[:32]
+    assert kp.instance_id == instance_id_for_key(kp.public_bytes)
+    assert kp.fingerprint == kp.instance_id[:16]  # the logged fingerprint is its prefix
+    assert instance_id_for_key(b"\x00" * 1184) == "7081ba3d8887be22551f56b5f50da675"  # fixed vector
+    with pytest.raises(TypeError):
+        instance_id_for_key(b"")
+    assert PUBLIC_KEY_BYTES == PUBLIC_KEY_SIZE
+    assert instance_id_for_b64(kp.public_b64) == kp.instance_id
+    for bad in ("cGs=", "not base64!", kp.public_b64[:-4]):
+        with pytest.raises(ValueError):
+            instance_id_for_b64(bad)
+
+
+def test_a_record_not_named_by_its_key_is_refused(reg) -> None:
+    kp, other = KeyPair.generate(), KeyPair.generate()
+    for bad in (dataclasses.replace(record(kp), instance_id="honest-1"),
+                dataclasses.replace(record(kp), instance_id=other.instance_id),
+                dataclasses.replace(record(kp), e2e_pubkey="cGs="),
+                dataclasses.replace(record(kp), hotkey="")):
+        with pytest.raises(InvalidInstanceRecord):
+            reg.upsert(bad)
+    assert reg.list_verified(now=0) == []
+
+
+def test_a_second_hotkey_presenting_a_registered_key_is_refused_and_logged(reg, caplog) -> None:
+    kp = KeyPair.generate()
+    honest = record(kp)
+    reg.upsert(honest)
+    stolen = record(kp, hotkey=THIEF, uid=2, url="http://thief:8091", expires=500.0)
+    with caplog.at_level(logging.WARNING, logger="chutes_subnet.registry"), \
+            pytest.raises(InstanceConflict) as exc:
+        reg.upsert(stolen)
+    assert exc.value.holder_uid == 1 and exc.value.claimant_uid == 2
+    assert f"instance {kp.instance_id} is registered by uid 1; refused for uid 2" in caplog.text
+    assert reg.get(kp.instance_id) == honest
+    assert reg.list_verified(now=50) == [honest]  # traffic still goes to the honest url
+
+
+def test_only_the_holder_refreshes_or_removes_its_record(reg) -> None:
+    kp = KeyPair.generate()
+    reg.upsert(record(kp))
+    refreshed = record(kp, expires=300.0)
+    reg.upsert(refreshed)  # the holder refreshes
+    assert reg.get(kp.instance_id) == refreshed
+    assert reg.remove(THIEF, kp.instance_id) is False  # not the thief
+    assert reg.get(kp.instance_id) == refreshed
+    assert reg.remove(HONEST, kp.instance_id) is True
+    assert reg.get(kp.instance_id) is None and reg.remove(HONEST, kp.instance_id) is False
+
+
+def test_an_expired_record_holds_its_key_until_pruned(reg) -> None:
+    kp = KeyPair.generate()
+    reg.upsert(record(kp, expires=10.0))
+    assert reg.list_verified(now=20) == []
+    with pytest.raises(InstanceConflict):
+        reg.upsert(record(kp, hotkey=THIEF, uid=2, expires=1000.0))
+    assert reg.knows_chute("c1")
+    assert reg.prune(expired_before=5.0) == 0
+    assert reg.prune(expired_before=11.0) == 1
+    assert not reg.knows_chute("c1")
+    reg.upsert(record(kp, hotkey=THIEF, uid=2, expires=1000.0))  # free again once pruned
+
+
+def test_one_hotkey_may_hold_many_instances(reg) -> None:
+    a, b = KeyPair.generate(), KeyPair.generate()
+    reg.upsert(record(a))
+    reg.upsert(record(b, url="http://honest:8092"))
+    assert {r.instance_id for r in reg.list_verified(now=0)} == {a.instance_id, b.instance_id}
+
+
+def test_sqlite_rows_are_checked_again_when_read(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "r.db"
+    writer = SQLiteInstanceRegistry(path)
+    kp, forged = KeyPair.generate(), KeyPair.generate()
+    writer.upsert(record(kp))
+    # a row written around the API: someone else's key under an id it does not derive
+    bad = dataclasses.asdict(record(forged))
+    bad["instance_id"] = kp.instance_id[:-1] + ("0" if kp.instance_id[-1] != "0" else "1")
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO instance_records VALUES (?, ?, ?, ?, ?)",
+                   (bad["instance_id"], HONEST, "c1", 100.0, json.dumps(bad)))
+    reader = SQLiteInstanceRegistry(path, cache_seconds=0)
+    with caplog.at_level(logging.WARNING, logger="chutes_subnet.registry"):
+        live = reader.list_verified(now=0)
+    assert [r.instance_id for r in live] == [kp.instance_id]
+    assert "ignoring a stored record" in caplog.text
+    assert reader.get(bad["instance_id"]) is None
+
+
+def test_sqlite_conflict_holds_across_processes_views(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    first, second = SQLiteInstanceRegistry(path), SQLiteInstanceRegistry(path)
+    kp = KeyPair.generate()
+    first.upsert(record(kp))
+    with pytest.raises(InstanceConflict):
+        second.upsert(record(kp, hotkey=THIEF, uid=2))
+
+
+def test_open_registry_urls(tmp_path: Path) -> None:
+    assert isinstance(open_registry("memory://"), MemoryInstanceRegistry)
+    assert isinstance(open_registry(f"sqlite://{tmp_path / 'x.db'}"), SQLiteInstanceRegistry)
+    for bad in ("redis://localhost", "sqlite://"):
+        with pytest.raises(ValueError, match="is not supported: use sqlite:///path"):
+            open_registry(bad)
