@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chutes_subnet.gateway.registry import SQLiteInstanceRegistry
 from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
+from chutes_subnet.registry import SQLiteInstanceRegistry
 from chutes_subnet.stores import open_database, open_gateway_stores
 from chutes_subnet.wire.call import InstanceOffer, seal_call
 from chutes_subnet.wire.messages import InstanceInfo
@@ -91,7 +91,7 @@ def fleet(postgres_server, redis_server, tmp_path_factory) -> Iterator[Fleet]:
         "quota": stores.keys.create("quota", quota_tokens=1),  # set below from real usage
     }
     stores.close()
-    miner, inst = start_real_miner(MODEL, instance_id="i-replicas", max_concurrency=64)
+    miner, inst = start_real_miner(MODEL, max_concurrency=64)
     registry = tmp / "registry.db"
     SQLiteInstanceRegistry(registry).upsert(miner_record(inst, miner.url, ttl=3600))
     ports = [free_port() for _ in range(3)]
