@@ -1,9 +1,10 @@
 """``chutes-subnet billing …``, ``chutes-subnet burn …`` and the billing verbs of
 ``chutes-subnet keys`` (``topup-address``, ``balance``).
 
-Every command opens the ledger named by ``--ledger`` (default
-``sqlite:///<data-dir>/billing.db``; ``postgresql://…`` for fleets). Errors are one
-line on stderr and exit status 2; chain commands take ``--network`` or
+Every command opens the gateway's database named by ``--db`` (default
+``<data-dir>/gateway.db``, the gateway's own default; ``postgresql://…`` for fleets):
+balances live next to the keys and usage they belong to. Errors are one
+line on stderr and a non-zero exit status; chain commands take ``--network`` or
 ``--chain-endpoint`` like the neurons.
 """
 
@@ -23,18 +24,18 @@ TAO = 10**9
 
 
 def default_ledger_url() -> str:
-    """``<data-dir>/billing.db`` (the gateway's data directory)."""
+    """The gateway's default database, ``<data-dir>/gateway.db``."""
     from chutes_subnet.gateway.cli import default_data_dir
 
     data = default_data_dir()
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return str(data / "billing.db")
+    return str(data / "gateway.db")
 
 
 def _ledger(args: argparse.Namespace) -> Any:
     from chutes_subnet.billing.ledger import Ledger
 
-    return Ledger(args.ledger or default_ledger_url())
+    return Ledger(args.db or default_ledger_url())
 
 
 def _tao(rao: int) -> str:
@@ -44,8 +45,10 @@ def _tao(rao: int) -> str:
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
+    """One line on stderr and a non-zero exit (the CLI's operator-error path)."""
+    from chutes_subnet.operator_errors import fail
+
+    fail(message)
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -57,9 +60,9 @@ def _client(args: argparse.Namespace) -> Any:
 
 
 def _ledger_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ledger", default=None,
-                        help="ledger database: SQLite path (default <data-dir>/billing.db) "
-                             "or postgresql://user@host/db")
+    parser.add_argument("--db", default=None,
+                        help="the gateway's database: SQLite path (default "
+                             "<data-dir>/gateway.db) or postgresql://user@host/db")
 
 
 def _chain_args(parser: argparse.ArgumentParser) -> None:
@@ -70,16 +73,15 @@ def _chain_args(parser: argparse.ArgumentParser) -> None:
 # --- keys topup-address / keys balance ----------------------------------------------
 
 def add_key_billing_commands(ksub: Any) -> None:
-    """Add ``topup-address`` and ``balance`` to the ``keys`` subcommands."""
+    """Add ``topup-address`` and ``balance`` to the ``keys`` subcommands (they use the
+    ``keys --db`` database)."""
     top = ksub.add_parser("topup-address", help="the key's own TAO deposit address")
     top.add_argument("key_id")
     top.add_argument("--seed-file", required=True, help="deposit master seed (64 hex, mode 600)")
-    _ledger_arg(top)
     top.set_defaults(func=cmd_topup_address)
     bal = ksub.add_parser("balance", help="the key's prepaid balance and plan")
     bal.add_argument("key_id")
     bal.add_argument("--json", action="store_true")
-    _ledger_arg(bal)
     bal.set_defaults(func=cmd_balance)
 
 

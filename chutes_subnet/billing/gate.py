@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from chutes_subnet.billing.deposits import deposit_keypair
-from chutes_subnet.billing.ledger import Charge, Ledger
+from chutes_subnet.billing.ledger import Charge, Ledger, Subscription
+from chutes_subnet.billing.plans import Plan
 from chutes_subnet.billing.prices import PriceBook
 
-__all__ = ["BillingGate", "PaymentRequired"]
+__all__ = ["BillingGate", "PaymentRequired", "open_billing"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class BillingGate:
     ledger: Ledger
     prices: PriceBook
     master_seed: bytes | None = None
+    plans: dict[str, Plan] | None = None
 
     def deposit_address(self, key_id: str) -> str | None:
         """The key's own deposit address (derived once, then recorded)."""
@@ -38,6 +40,11 @@ class BillingGate:
             return None
         address = deposit_keypair(self.master_seed, key_id).ss58_address
         return self.ledger.assign_address(key_id, address)
+
+    @property
+    def blocking(self) -> bool:
+        """True when ledger calls may wait on the network."""
+        return self.ledger.blocking
 
     def admit(self, key_id: str, model: str | None = None) -> None:
         """Raise :class:`PaymentRequired` unless the key may start a request for ``model``."""
@@ -61,6 +68,16 @@ class BillingGate:
             return None
         return self.ledger.charge(key_id, model, prompt_tokens, completion_tokens, ref, price)
 
+    def buy_plan(self, key_id: str, plan_id: str, ref: str) -> Subscription:
+        """Buy one of the operator's plans from the key's balance.
+
+        Raises ``LookupError`` for an unknown plan and
+        :class:`~chutes_subnet.billing.ledger.InsufficientBalance`."""
+        plan = (self.plans or {}).get(plan_id)
+        if plan is None:
+            raise LookupError(f"no plan {plan_id!r} on this gateway")
+        return self.ledger.buy_plan(key_id, plan, ref)
+
     def status(self, key_id: str) -> dict[str, Any]:
         """The body of ``GET /v1/balance``."""
         admission = self.ledger.admission(key_id)
@@ -74,4 +91,20 @@ class BillingGate:
                 "tokens_left": admission.plan_tokens_left, "expires_at": sub.expires_at,
             },
             "can_request": admission.allowed,
+            "plans_for_sale": {p.plan_id: {"period": p.period, "tokens_per_period":
+                                           p.tokens_per_period, "price_rao": p.price_rao,
+                                           "term_periods": p.term_periods}
+                               for p in (self.plans or {}).values()},
         }
+
+
+def open_billing(db: Any, *, prices: str, plans: str | None = None,
+                 seed_file: str | None = None) -> BillingGate:
+    """A gate on the gateway's database ``db`` (a :class:`~chutes_subnet.stores.sql.Database`
+    or URL) from the operator's files; bad input is one ``ValueError`` line."""
+    from chutes_subnet.billing.config import load_plans, load_seed
+
+    book = PriceBook.load(prices)
+    return BillingGate(Ledger(db), book,
+                       master_seed=load_seed(seed_file) if seed_file else None,
+                       plans=load_plans(plans) if plans else None)

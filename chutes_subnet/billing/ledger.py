@@ -28,7 +28,7 @@ from typing import Any
 
 from chutes_subnet.billing.plans import Plan, period_key, plan_expiry, split_covered
 from chutes_subnet.billing.prices import MAX_RAO, TokenPrice, cost_rao, parse_rao
-from chutes_subnet.billing.sqldb import Cursor, SqlDb, open_sqldb
+from chutes_subnet.stores.sql import Database, Transaction, open_database
 
 __all__ = [
     "Admission",
@@ -39,59 +39,6 @@ __all__ = [
     "Ledger",
     "Subscription",
 ]
-
-_MIGRATIONS = (
-    """
-    CREATE TABLE accounts (
-        key_id      TEXT PRIMARY KEY,
-        balance_rao BIGINT NOT NULL DEFAULT 0
-    );
-    CREATE TABLE entries (
-        id                BIGSERIAL_OR_INTEGER PRIMARY KEY,
-        key_id            TEXT NOT NULL,
-        kind              TEXT NOT NULL,
-        amount_rao        BIGINT NOT NULL,
-        ref               TEXT NOT NULL UNIQUE,
-        model             TEXT,
-        prompt_tokens     BIGINT NOT NULL DEFAULT 0,
-        completion_tokens BIGINT NOT NULL DEFAULT 0,
-        plan_tokens       BIGINT NOT NULL DEFAULT 0,
-        block_number      BIGINT,
-        created_at        DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX entries_key ON entries (key_id, id);
-    CREATE TABLE subscriptions (
-        key_id      TEXT PRIMARY KEY,
-        plan_id     TEXT NOT NULL,
-        period      TEXT NOT NULL,
-        quota       BIGINT NOT NULL,
-        expires_at  DOUBLE PRECISION NOT NULL,
-        period_key  TEXT NOT NULL,
-        used_tokens BIGINT NOT NULL
-    );
-    CREATE TABLE deposit_addresses (
-        address TEXT PRIMARY KEY,
-        key_id  TEXT NOT NULL UNIQUE
-    );
-    CREATE TABLE chain_blocks (
-        watcher      TEXT NOT NULL,
-        block_number BIGINT NOT NULL,
-        block_hash   TEXT NOT NULL,
-        PRIMARY KEY (watcher, block_number)
-    );
-    CREATE TABLE burn_audit (
-        id            BIGSERIAL_OR_INTEGER PRIMARY KEY,
-        at            DOUBLE PRECISION NOT NULL,
-        outcome       TEXT NOT NULL,
-        collected_rao BIGINT NOT NULL,
-        amount_rao    BIGINT NOT NULL,
-        block_number  BIGINT,
-        extrinsic     TEXT,
-        message       TEXT NOT NULL
-    )
-    """,
-)
-
 
 class InsufficientBalance(ValueError):
     """A purchase needs more than the key's balance."""
@@ -168,10 +115,17 @@ _ENTRY_COLUMNS = ("id, key_id, kind, amount_rao, ref, model, prompt_tokens, comp
 class Ledger:
     """Balances and everything that moves them, in one SQL database."""
 
-    def __init__(self, url: str) -> None:
-        self.db: SqlDb = open_sqldb(url)
-        serial = "BIGSERIAL" if self.db.is_postgres else "INTEGER"
-        self.db.migrate([m.replace("BIGSERIAL_OR_INTEGER", serial) for m in _MIGRATIONS])
+    def __init__(self, db: Database | str) -> None:
+        """On an open :class:`~chutes_subnet.stores.sql.Database` (the gateway's, so
+        usage and charges share one engine) or a URL / SQLite path (migrated on open)."""
+        self.db = open_database(db) if isinstance(db, str) else db
+        self._owns_db = isinstance(db, str)
+        self._for_update = " FOR UPDATE" if self.db.engine == "postgresql" else ""
+
+    @property
+    def blocking(self) -> bool:
+        """True when calls may wait on the network (keep them off the event loop)."""
+        return bool(self.db.blocking)
 
     # --- reads -------------------------------------------------------------------
 
@@ -182,9 +136,8 @@ class Ledger:
 
     def subscription(self, key_id: str) -> Subscription | None:
         """The key's plan record, if it ever bought one."""
-        rows = self.db.query("SELECT plan_id, period, quota, expires_at, period_key, used_tokens"
-                             " FROM subscriptions WHERE key_id = ?", (key_id,))
-        return _subscription(rows[0]) if rows else None
+        with self.db.transaction() as tx:
+            return self._subscription_in(tx, key_id, lock=False)
 
     def admission(self, key_id: str, now: float | None = None) -> Admission:
         """Admit a request when the balance is positive or plan quota remains."""
@@ -217,27 +170,26 @@ class Ledger:
     def credit(self, key_id: str, amount_rao: int, ref: str, *, kind: str = "deposit",
                block_number: int | None = None, now: float | None = None) -> bool:
         """Add ``amount_rao``; False (and nothing changed) if ``ref`` was seen before."""
-        with self.db.transaction() as cur:
-            return self._credit(cur, Credit(key_id, amount_rao, ref), kind, block_number,
+        with self.db.transaction() as tx:
+            return self._credit(tx, Credit(key_id, amount_rao, ref), kind, block_number,
                                 time.time() if now is None else now)
 
-    def _credit(self, cur: Cursor, credit: Credit, kind: str, block_number: int | None,
+    def _credit(self, tx: Transaction, credit: Credit, kind: str, block_number: int | None,
                 now: float) -> bool:
         amount = parse_rao(credit.amount_rao, "credit amount")
-        cur.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, block_number, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO NOTHING",
-                    (credit.key_id, kind, amount, credit.ref, block_number, now))
-        if cur.rowcount != 1:
+        if not tx.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, block_number,"
+                          " created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO NOTHING"
+                          " RETURNING id",
+                          (credit.key_id, kind, amount, credit.ref, block_number, now)):
             return False
-        self._add_balance(cur, credit.key_id, amount)
+        self._add_balance(tx, credit.key_id, amount)
         return True
 
-    def _add_balance(self, cur: Cursor, key_id: str, delta: int) -> int:
-        cur.execute("INSERT INTO accounts (key_id, balance_rao) VALUES (?, 0)"
-                    " ON CONFLICT (key_id) DO NOTHING", (key_id,))
-        cur.execute("UPDATE accounts SET balance_rao = balance_rao + ? WHERE key_id = ?"
-                    " RETURNING balance_rao", (delta, key_id))
-        balance = int(cur.fetchone()[0])
+    def _add_balance(self, tx: Transaction, key_id: str, delta: int) -> int:
+        tx.execute("INSERT INTO accounts (key_id, balance_rao) VALUES (?, 0)"
+                   " ON CONFLICT (key_id) DO NOTHING", (key_id,))
+        balance = int(tx.execute("UPDATE accounts SET balance_rao = balance_rao + ?"
+                                 " WHERE key_id = ? RETURNING balance_rao", (delta, key_id))[0][0])
         if not -MAX_RAO <= balance <= MAX_RAO:
             raise ValueError(f"balance of {key_id} would leave the bounded range")
         return balance
@@ -249,80 +201,83 @@ class Ledger:
         """Record one answer's usage and debit its cost, plan quota first (idempotent)."""
         now = time.time() if now is None else now
         cost_rao(prompt_tokens, completion_tokens, price)  # bounds-check before writing
-        with self.db.transaction() as cur:
-            cur.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, model, prompt_tokens,"
-                        " completion_tokens, created_at) VALUES (?, 'usage', 0, ?, ?, ?, ?, ?)"
-                        " ON CONFLICT (ref) DO NOTHING",
-                        (key_id, ref, model, prompt_tokens, completion_tokens, now))
-            if cur.rowcount != 1:
-                return Charge(0, 0, self._balance_in(cur, key_id), duplicate=True)
+        with self.db.transaction() as tx:
+            if not tx.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, model,"
+                              " prompt_tokens, completion_tokens, created_at)"
+                              " VALUES (?, 'usage', 0, ?, ?, ?, ?, ?)"
+                              " ON CONFLICT (ref) DO NOTHING RETURNING id",
+                              (key_id, ref, model, prompt_tokens, completion_tokens, now)):
+                return Charge(0, 0, self._balance_in(tx, key_id), duplicate=True)
             covered, prompt_left, completion_left = self._use_plan(
-                cur, key_id, prompt_tokens, completion_tokens, now)
+                tx, key_id, prompt_tokens, completion_tokens, now)
             cost = cost_rao(prompt_left, completion_left, price)
-            cur.execute("UPDATE entries SET amount_rao = ?, plan_tokens = ? WHERE ref = ?",
-                        (-cost, covered, ref))
-            balance = self._add_balance(cur, key_id, -cost)
+            tx.execute("UPDATE entries SET amount_rao = ?, plan_tokens = ? WHERE ref = ?",
+                       (-cost, covered, ref))
+            balance = self._add_balance(tx, key_id, -cost)
         return Charge(cost, covered, balance)
 
-    def _balance_in(self, cur: Cursor, key_id: str) -> int:
-        cur.execute("SELECT balance_rao FROM accounts WHERE key_id = ?", (key_id,))
-        row = cur.fetchone()
-        return int(row[0]) if row else 0
+    def _balance_in(self, tx: Transaction, key_id: str) -> int:
+        rows = tx.execute("SELECT balance_rao FROM accounts WHERE key_id = ?", (key_id,))
+        return int(rows[0][0]) if rows else 0
 
-    def _use_plan(self, cur: Cursor, key_id: str, prompt: int, completion: int,
+    def _subscription_in(self, tx: Transaction, key_id: str, lock: bool) -> Subscription | None:
+        rows = tx.execute("SELECT plan_id, period, quota, expires_at, period_key, used_tokens"
+                          " FROM subscriptions WHERE key_id = ?"
+                          + (self._for_update if lock else ""), (key_id,))
+        return _subscription(rows[0]) if rows else None
+
+    def _use_plan(self, tx: Transaction, key_id: str, prompt: int, completion: int,
                   now: float) -> tuple[int, int, int]:
-        cur.execute("SELECT plan_id, period, quota, expires_at, period_key, used_tokens"
-                    f" FROM subscriptions WHERE key_id = ?{self.db.for_update}", (key_id,))
-        row = cur.fetchone()
-        if row is None:
+        sub = self._subscription_in(tx, key_id, lock=True)
+        if sub is None:
             return 0, prompt, completion
-        sub = _subscription(row)
         covered, p_left, c_left = split_covered(prompt, completion, sub.remaining(now))
         if covered:
             current = period_key(sub.period, now)
             used = (sub.used_tokens if sub.period_key == current else 0) + covered
-            cur.execute("UPDATE subscriptions SET period_key = ?, used_tokens = ? WHERE key_id = ?",
-                        (current, used, key_id))
+            tx.execute("UPDATE subscriptions SET period_key = ?, used_tokens = ? WHERE key_id = ?",
+                       (current, used, key_id))
         return covered, p_left, c_left
 
     def buy_plan(self, key_id: str, plan: Plan, ref: str, now: float | None = None) -> Subscription:
         """Pay ``plan.price_rao`` from the balance and start the plan now (replacing any
         current plan). Raises :class:`InsufficientBalance`; idempotent on ``ref``."""
         now = time.time() if now is None else now
-        with self.db.transaction() as cur:
-            cur.execute("INSERT INTO accounts (key_id, balance_rao) VALUES (?, 0)"
-                        " ON CONFLICT (key_id) DO NOTHING", (key_id,))
-            cur.execute(f"SELECT balance_rao FROM accounts WHERE key_id = ?{self.db.for_update}",
-                        (key_id,))
-            balance = int(cur.fetchone()[0])
-            cur.execute("SELECT 1 FROM entries WHERE ref = ?", (ref,))
-            if cur.fetchone() is None:
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO accounts (key_id, balance_rao) VALUES (?, 0)"
+                       " ON CONFLICT (key_id) DO NOTHING", (key_id,))
+            balance = int(tx.execute("SELECT balance_rao FROM accounts WHERE key_id = ?"
+                                     + self._for_update, (key_id,))[0][0])
+            if not tx.execute("SELECT 1 FROM entries WHERE ref = ?", (ref,)):
                 if balance < plan.price_rao:
                     raise InsufficientBalance(
                         f"plan {plan.plan_id} costs {plan.price_rao} rao; balance is {balance}")
-                cur.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, model, created_at)"
-                            " VALUES (?, 'plan', ?, ?, ?, ?)",
-                            (key_id, -plan.price_rao, ref, plan.plan_id, now))
-                self._add_balance(cur, key_id, -plan.price_rao)
+                tx.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, model, created_at)"
+                           " VALUES (?, 'plan', ?, ?, ?, ?)",
+                           (key_id, -plan.price_rao, ref, plan.plan_id, now))
+                self._add_balance(tx, key_id, -plan.price_rao)
                 sub = Subscription(plan.plan_id, plan.period, plan.tokens_per_period,
                                    plan_expiry(plan, now), period_key(plan.period, now), 0)
-                cur.execute("DELETE FROM subscriptions WHERE key_id = ?", (key_id,))
-                cur.execute("INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (key_id, sub.plan_id, sub.period, sub.quota, sub.expires_at,
-                             sub.period_key, sub.used_tokens))
-            cur.execute("SELECT plan_id, period, quota, expires_at, period_key, used_tokens"
-                        " FROM subscriptions WHERE key_id = ?", (key_id,))
-            return _subscription(cur.fetchone())
+                tx.execute("DELETE FROM subscriptions WHERE key_id = ?", (key_id,))
+                tx.execute("INSERT INTO subscriptions (key_id, plan_id, period, quota, expires_at,"
+                           " period_key, used_tokens) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (key_id, sub.plan_id, sub.period, sub.quota, sub.expires_at,
+                            sub.period_key, sub.used_tokens))
+            current = self._subscription_in(tx, key_id, lock=False)
+        assert current is not None
+        return current
 
     # --- deposit addresses and the chain cursor -----------------------------------
 
     def assign_address(self, key_id: str, address: str) -> str:
         """Record ``address`` as ``key_id``'s deposit address (first assignment wins)."""
-        with self.db.transaction() as cur:
-            cur.execute("INSERT INTO deposit_addresses VALUES (?, ?) ON CONFLICT DO NOTHING",
-                        (address, key_id))
-            cur.execute("SELECT address FROM deposit_addresses WHERE key_id = ?", (key_id,))
-            return str(cur.fetchone()[0])
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO deposit_addresses (address, key_id) VALUES (?, ?)"
+                       " ON CONFLICT DO NOTHING", (address, key_id))
+            rows = tx.execute("SELECT address FROM deposit_addresses WHERE key_id = ?", (key_id,))
+        if not rows:
+            raise ValueError(f"deposit address {address} already belongs to another key")
+        return str(rows[0][0])
 
     def deposit_addresses(self) -> dict[str, str]:
         """``{address: key_id}`` for every key that has one."""
@@ -346,36 +301,36 @@ class Ledger:
         """Credit a block's deposits and advance the cursor, atomically; returns how
         many credits were new (a replayed block credits nothing twice)."""
         now = time.time() if now is None else now
-        with self.db.transaction() as cur:
-            fresh = sum(self._credit(cur, c, "deposit", block_number, now) for c in credits)
-            cur.execute("INSERT INTO chain_blocks VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                        (watcher, block_number, block_hash))
+        with self.db.transaction() as tx:
+            fresh = sum(self._credit(tx, c, "deposit", block_number, now) for c in credits)
+            tx.execute("INSERT INTO chain_blocks (watcher, block_number, block_hash)"
+                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                       (watcher, block_number, block_hash))
         return fresh
 
     def revert_blocks_from(self, watcher: str, block_number: int,
                            now: float | None = None) -> int:
         """Undo deposits of blocks >= ``block_number`` (they left the canonical chain);
-        returns the rao reverted. Each reversal is its own journal entry."""
+        returns the rao reverted. Each reversal is its own journal entry, and the
+        orphaned entries' refs are retired so the same transfers can be credited again
+        if the new fork includes them."""
         now = time.time() if now is None else now
         reverted = 0
-        with self.db.transaction() as cur:
-            cur.execute("SELECT key_id, amount_rao, ref, block_number FROM entries"
-                        " WHERE kind = 'deposit' AND block_number >= ?"
-                        " AND ref NOT LIKE '%:orphaned:%'", (block_number,))
-            for key_id, amount, ref, number in cur.fetchall():
-                cur.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, block_number,"
-                            " created_at) VALUES (?, 'deposit_reverted', ?, ?, ?, ?)"
-                            " ON CONFLICT (ref) DO NOTHING",
-                            (key_id, -int(amount), f"revert:{ref}", number, now))
-                if cur.rowcount == 1:
-                    self._add_balance(cur, key_id, -int(amount))
-                    reverted += int(amount)
-            # the deposits may come back in the new fork: free their refs
-            cur.execute("UPDATE entries SET ref = ref || ':orphaned:' || CAST(id AS TEXT)"
-                        " WHERE kind IN ('deposit', 'deposit_reverted') AND block_number >= ?"
-                        " AND ref NOT LIKE '%:orphaned:%'", (block_number,))
-            cur.execute("DELETE FROM chain_blocks WHERE watcher = ? AND block_number >= ?",
-                        (watcher, block_number))
+        with self.db.transaction() as tx:
+            rows = tx.execute("SELECT id, key_id, amount_rao, ref, block_number FROM entries"
+                              " WHERE kind = 'deposit' AND block_number >= ? AND ref NOT LIKE ?",
+                              (block_number, _ORPHANED_PATTERN))
+            for entry_id, key_id, amount, ref, number in rows:
+                tx.execute("INSERT INTO entries (key_id, kind, amount_rao, ref, block_number,"
+                           " created_at) VALUES (?, 'deposit_reverted', ?, ?, ?, ?)",
+                           (key_id, -int(amount), f"{ref}{_ORPHANED}{entry_id}:revert", number,
+                            now))
+                tx.execute("UPDATE entries SET ref = ? WHERE id = ?",
+                           (f"{ref}{_ORPHANED}{entry_id}", entry_id))
+                self._add_balance(tx, key_id, -int(amount))
+                reverted += int(amount)
+            tx.execute("DELETE FROM chain_blocks WHERE watcher = ? AND block_number >= ?",
+                       (watcher, block_number))
         return reverted
 
     # --- buy-back and burn audit ---------------------------------------------------
@@ -384,11 +339,11 @@ class Ledger:
                     block_number: int | None = None, extrinsic: str | None = None,
                     now: float | None = None) -> None:
         """Append one line to the burn audit log (never updated or deleted)."""
-        with self.db.transaction() as cur:
-            cur.execute("INSERT INTO burn_audit (at, outcome, collected_rao, amount_rao,"
-                        " block_number, extrinsic, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (time.time() if now is None else now, outcome, collected_rao,
-                         amount_rao, block_number, extrinsic, message[:500]))
+        with self.db.transaction() as tx:
+            tx.execute("INSERT INTO burn_audit (at, outcome, collected_rao, amount_rao,"
+                       " block_number, extrinsic, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (time.time() if now is None else now, outcome, collected_rao,
+                        amount_rao, block_number, extrinsic, message[:500]))
 
     def burn_audit(self, limit: int = 100) -> list[tuple[Any, ...]]:
         """Newest audit lines first."""
@@ -403,8 +358,13 @@ class Ledger:
         return int(rows[0][0])
 
     def close(self) -> None:
-        """Close the database connection."""
-        self.db.close()
+        """Close the database connection (only when this ledger opened it)."""
+        if self._owns_db:
+            self.db.close()
+
+
+_ORPHANED = ":orphaned:"
+_ORPHANED_PATTERN = f"%{_ORPHANED}%"
 
 
 def _subscription(row: Any) -> Subscription:

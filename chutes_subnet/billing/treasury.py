@@ -102,7 +102,7 @@ async def _burn(client: Any, wallet: Any, intent: Any, collected: int, amount: i
     except TimeoutError:
         return BurnOutcome("failed", collected, amount,
                            f"no answer within {timeout:g}s; check the chain before retrying")
-    except Exception as exc:  # the SDK's errors are many; each is this run's failure
+    except Exception as exc:  # noqa: BLE001 - any SDK error is this run's audited failure
         return BurnOutcome("failed", collected, amount, f"{type(exc).__name__}: {exc}")
     if not result.success:
         return BurnOutcome("failed", collected, amount, result.message or "burn rejected")
@@ -138,6 +138,6 @@ async def sweep_deposits(ledger: Ledger, client: Any, master_seed: bytes, treasu
             result = await asyncio.wait_for(client.execute(intent, keypair), timeout)
             outcomes.append((key_id, "swept" if result.success
                              else f"failed: {result.message}"))
-        except Exception as exc:  # one key's failure must not stop the others
+        except Exception as exc:  # noqa: BLE001 - one key's failure must not stop the others
             outcomes.append((key_id, f"failed: {type(exc).__name__}: {exc}"))
     return outcomes

@@ -8,6 +8,8 @@ Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
   instance);
 * ``POST /e2e/invoke`` — see :mod:`chutes_subnet.gateway.invoke`;
 * ``GET /v1/usage`` — the caller's own metered usage;
+* ``GET /v1/balance``, ``POST /v1/plans/{plan_id}/buy`` — the caller's prepaid balance,
+  deposit address and plan (when the payment gate is on; see docs/billing.md);
 * ``GET /health``.
 
 The app is given a registry, a nonce store, a key store and a usage meter; it owns
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +45,7 @@ from chutes_subnet.registry import InstanceRegistry
 from chutes_subnet.wire.messages import InstanceInfo, InstancesResponse, ModelCard, ModelsResponse
 
 if TYPE_CHECKING:
+    from chutes_subnet.billing.gate import BillingGate
     from chutes_subnet.nonces import NonceStore
 
 __all__ = ["create_app"]
@@ -54,17 +58,20 @@ _MAX_CHUTE_ID = 128
 def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store: NonceStore,
                keys: ApiKeyStore, usage: UsageMeter,
                forward_signer: ForwardSigner | None = None,
-               journal: Journal | None = None, limiter: Limiter | None = None) -> FastAPI:
+               journal: Journal | None = None, limiter: Limiter | None = None,
+               billing: BillingGate | None = None) -> FastAPI:
     """Build one gateway replica around the given stores.
 
     ``forward_signer(method, path, body, receiver_hotkey)`` may return extra headers
     (e.g. btauth/1 signed by the validator hotkey) added to every forwarded request.
     ``journal`` defaults to an in-memory one and ``limiter`` to per-replica buckets;
     replicas that must act as one pass SQL/Redis ones (:mod:`chutes_subnet.stores`).
+    ``billing`` turns the payment gate on: 402 without balance or plan, every answer
+    debited.
     """
     state = GatewayState(
         config=config, registry=registry, nonce_store=nonce_store, keys=keys, usage=usage,
-        forward_signer=forward_signer,
+        forward_signer=forward_signer, billing=billing,
         journal=journal if journal is not None else RequestJournal(),
         limiter=limiter if limiter is not None else RateLimiter(),
         balancer=LoadBalancer(cooldown=config.failure_cooldown),
@@ -110,6 +117,7 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
                 raise Refusal(404, "unknown_chute", "no instance has ever served this chute")
             raise Refusal(503, "no_instances", "no attested instance serves this chute",
                           {"Retry-After": "5"})
+        await state.admit_payment(key, live[0].model)
         ranked = state.balancer.rank(live, config.max_instances)
         try:
             batches = await asyncio.gather(*(
@@ -135,6 +143,37 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
         return {"key_id": key.key_id, "requests": u.requests,
                 "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
                 "total_tokens": u.total_tokens, "quota_tokens": key.quota_tokens}
+
+    async def _billing_for(request: Request) -> tuple[Any, BillingGate]:
+        key = await state.admit(request.headers.get("authorization"), check_quota=False)
+        if state.billing is None:
+            raise Refusal(404, "billing_off", "this gateway has no payment gate (no balances)")
+        return key, state.billing
+
+    @app.get("/v1/balance")
+    async def my_balance(request: Request) -> dict[str, Any]:
+        """The caller's balance, deposit address and plan."""
+        key, billing = await _billing_for(request)
+        return await asyncio.to_thread(billing.status, key.key_id)
+
+    @app.post("/v1/plans/{plan_id}/buy")
+    async def buy_plan(plan_id: str, request: Request) -> dict[str, Any]:
+        """Buy a plan from the balance; ``Idempotency-Key`` makes a retry safe."""
+        from chutes_subnet.billing.ledger import InsufficientBalance
+
+        key, billing = await _billing_for(request)
+        idem = request.headers.get("idempotency-key") or os.urandom(12).hex()
+        if len(idem) > 128:
+            raise Refusal(400, "bad_idempotency_key", "Idempotency-Key longer than 128 characters")
+        try:
+            sub = await asyncio.to_thread(billing.buy_plan, key.key_id, plan_id[:64],
+                                          f"api:{key.key_id}:{idem}")
+        except LookupError as exc:
+            raise Refusal(404, "unknown_plan", str(exc)) from None
+        except InsufficientBalance as exc:
+            raise Refusal(402, "payment_required", f"{exc}: top up first") from None
+        return {"plan_id": sub.plan_id, "expires_at": sub.expires_at, "quota": sub.quota,
+                "period": sub.period}
 
     @app.get("/v1/requests")
     async def my_requests(request: Request, limit: int = 20) -> dict[str, Any]:

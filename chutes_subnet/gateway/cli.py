@@ -71,6 +71,13 @@ def add_gateway_commands(subparsers: Any) -> None:
                     action="store_true",
                     help="DEVELOPMENT ONLY: run without --wallet.name; only miners started "
                          "with --invoke_auth none will answer")
+    gw.add_argument("--prices", default=None,
+                    help="price file (TOML, rao per million tokens per model): turns the "
+                         "payment gate on (402 without balance or plan; docs/billing.md)")
+    gw.add_argument("--plans", default=None, help="plans for sale (TOML)")
+    gw.add_argument("--deposit-seed-file", default=None,
+                    help="deposit master seed (64 hex, mode 600): gives every key a TAO "
+                         "deposit address")
     gw.add_argument("--log-level", default="info")
     gw.set_defaults(func=run_gateway)
 
@@ -157,6 +164,17 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.wallet_name and not getattr(args, "dangerous_unsigned_forwards", False):
         raise ConfigError(UNSIGNED_REFUSAL)
+    if args.prices:  # check the operator's billing files now: one line, before serving
+        from chutes_subnet.billing.config import load_plans, load_seed
+        from chutes_subnet.billing.prices import PriceBook
+
+        PriceBook.load(args.prices)
+        if args.plans:
+            load_plans(args.plans)
+        if args.deposit_seed_file:
+            load_seed(args.deposit_seed_file)
+    elif args.plans or args.deposit_seed_file:
+        raise ConfigError("--plans and --deposit-seed-file need --prices (the payment gate)")
     data = default_data_dir()
     data.mkdir(parents=True, exist_ok=True)
     return {
@@ -167,14 +185,18 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
         "nonces_per_instance": args.nonces_per_instance,
         "max_instances": args.max_instances,
         "wallet": [args.wallet_name, args.wallet_hotkey, args.wallet_path] if args.wallet_name else None,
+        "billing": None if not args.prices else {
+            "prices": args.prices, "plans": args.plans, "seed_file": args.deposit_seed_file},
     }
 
 
 def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None,
-                  rate_limits: str | None = None, **config: Any) -> tuple[Any, list[Any]]:
+                  rate_limits: str | None = None, billing: dict[str, Any] | None = None,
+                  **config: Any) -> tuple[Any, list[Any]]:
     """A gateway app over the keys/usage/journal database ``db`` (a SQLite path or a
     ``postgresql://`` URL), the nonce store at ``nonces_url`` and the rate limiter at
-    ``rate_limits`` (``None``: per replica).
+    ``rate_limits`` (``None``: per replica). ``billing`` (``prices``, ``plans``,
+    ``seed_file``) turns the payment gate on, its ledger in the same database.
 
     Returns the app and the resources to close. Used by ``chutes-subnet gateway`` and
     by the validator's in-process gateway.
@@ -188,9 +210,14 @@ def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None
     stores = open_gateway_stores(db)
     nonces = open_nonce_store(nonces_url)
     limiter = open_rate_limiter(rate_limits)
+    gate = None
+    if billing:
+        from chutes_subnet.billing.gate import open_billing
+
+        gate = open_billing(stores.db, **billing)
     app = create_app(GatewayConfig(**config), registry=registry, nonce_store=nonces,
                      keys=stores.keys, usage=stores.usage, journal=stores.journal,
-                     limiter=limiter, forward_signer=signer)
+                     limiter=limiter, forward_signer=signer, billing=gate)
     return app, [nonces, limiter, stores]
 
 
@@ -206,7 +233,7 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
     from chutes_subnet.registry import open_registry
 
     return build_gateway(registry=open_registry(settings["registry"]), nonces_url=settings["nonces"],
-                         db=settings["db"], signer=signer,
+                         db=settings["db"], signer=signer, billing=settings.get("billing"),
                          rate_limits=settings.get("rate_limits"),
                          nonces_per_instance=settings["nonces_per_instance"],
                          max_instances=settings["max_instances"])

@@ -114,6 +114,7 @@ class InvokeEndpoint:
         rec = self._live_instance(chute_id, instance_id)
         if version not in rec.e2e_versions:
             raise Refusal(400, "bad_version", "instance does not support this E2EE version")
+        await st.admit_payment(key, rec.model)
         try:
             await st.nonce_store.consume(nonce, NonceScope(key.key_id, chute_id, instance_id))
         except NonceRejected as exc:
@@ -128,6 +129,7 @@ class InvokeEndpoint:
         fwd.update(await resolve_signer_headers(st.forward_signer, "POST", INVOKE_PATH,
                                                 body, rec.hotkey))
         trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, inv.stream, len(body))
+        trace.model = rec.model
         try:
             await self._forward(rec, fwd, body, trace, receive, send)
         finally:
@@ -230,6 +232,9 @@ class InvokeEndpoint:
             # replica killed after a client saw a complete answer has billed it.
             meter = self.state.usage
             await off_loop(meter, meter.record, trace.key_id, prompt, completion)
+            if usage is not None:  # billed once per request: its nonce is single-use
+                await self.state.charge(trace.key_id, trace.model, prompt, completion,
+                                        f"req:{trace.chute_id}:{trace.nonce}")
         await send({"type": "http.response.body", "body": hold.rest()})
 
 
@@ -280,7 +285,7 @@ class _Trace:
 
     __slots__ = ("key_id", "chute_id", "instance_id", "nonce", "version", "stream", "request_bytes",
                  "response_bytes", "prompt_tokens", "completion_tokens", "status", "started",
-                 "interrupted")
+                 "interrupted", "model")
 
     def __init__(self, key_id: str, chute_id: str, instance_id: str, nonce: str, version: int,
                  stream: bool, request_bytes: int) -> None:
@@ -289,6 +294,7 @@ class _Trace:
         self.response_bytes = self.prompt_tokens = self.completion_tokens = 0
         self.status = 0
         self.interrupted = False
+        self.model = ""
         self.started = time.monotonic()
 
     def entry(self) -> JournalEntry:

@@ -22,11 +22,13 @@ from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.registry import InstanceRegistry
 
 if TYPE_CHECKING:
+    from chutes_subnet.billing.gate import BillingGate
     from chutes_subnet.nonces import NonceStore
 
 __all__ = ["ForwardSigner", "GatewayState", "off_loop", "resolve_signer_headers", "store_down"]
 
 T = TypeVar("T")
+
 
 #: ``(method, path, body, receiver_hotkey_ss58) -> headers`` (sync or async).
 ForwardSigner = Callable[[str, str, bytes, str], "Mapping[str, str] | Awaitable[Mapping[str, str]]"]
@@ -82,11 +84,32 @@ class GatewayState:
     journal: Journal = field(default_factory=RequestJournal)
     #: completion tokens served per instance since the last :meth:`take_served`
     served: dict[str, int] = field(default_factory=dict)
+    #: the payment gate (None: no balances, every key with quota is served)
+    billing: "BillingGate | None" = None
 
     def take_served(self) -> dict[str, int]:
         """Organic traffic per instance since the previous call (then reset)."""
         out, self.served = self.served, {}
         return out
+
+    async def admit_payment(self, key: ApiKey, model: str) -> None:
+        """402 unless the payment gate admits ``key`` for ``model`` (no gate: admitted)."""
+        if self.billing is None:
+            return
+        from chutes_subnet.billing.gate import PaymentRequired
+
+        try:
+            await asyncio.to_thread(self.billing.admit, key.key_id, model)
+        except PaymentRequired as exc:
+            raise Refusal(402, "payment_required", str(exc)) from None
+
+    async def charge(self, key_id: str, model: str, prompt: int, completion: int,
+                     ref: str) -> None:
+        """Debit one answer (no gate: nothing), idempotent on ``ref``. Like usage, it is
+        committed before the client gets the answer's last bytes; a ledger that cannot
+        be written stops the answer there rather than serve it unbilled."""
+        if self.billing is not None:
+            await asyncio.to_thread(self.billing.charge, key_id, model, prompt, completion, ref)
 
     async def admit(self, authorization: str | None, *, check_quota: bool = True) -> ApiKey:
         """Authenticate the caller and apply quota and rate limit.

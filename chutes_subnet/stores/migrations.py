@@ -91,6 +91,61 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX request_journal_at ON request_journal (at)",
         ),
     ),
+    Migration(
+        3, "billing ledger: balances, journal, plans, deposits, burn audit",
+        sqlite=(
+            """CREATE TABLE accounts (
+                key_id TEXT PRIMARY KEY, balance_rao BIGINT NOT NULL DEFAULT 0)""",
+            """CREATE TABLE entries (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, key_id TEXT NOT NULL, kind TEXT NOT NULL,
+                amount_rao BIGINT NOT NULL, ref TEXT NOT NULL UNIQUE, model TEXT,
+                prompt_tokens BIGINT NOT NULL DEFAULT 0,
+                completion_tokens BIGINT NOT NULL DEFAULT 0,
+                plan_tokens BIGINT NOT NULL DEFAULT 0, block_number BIGINT,
+                created_at REAL NOT NULL)""",
+            "CREATE INDEX entries_key ON entries (key_id, id)",
+            "CREATE INDEX entries_block ON entries (block_number)",
+            """CREATE TABLE subscriptions (
+                key_id TEXT PRIMARY KEY, plan_id TEXT NOT NULL, period TEXT NOT NULL,
+                quota BIGINT NOT NULL, expires_at REAL NOT NULL,
+                period_key TEXT NOT NULL, used_tokens BIGINT NOT NULL)""",
+            """CREATE TABLE deposit_addresses (
+                address TEXT PRIMARY KEY, key_id TEXT NOT NULL UNIQUE)""",
+            """CREATE TABLE chain_blocks (
+                watcher TEXT NOT NULL, block_number BIGINT NOT NULL, block_hash TEXT NOT NULL,
+                PRIMARY KEY (watcher, block_number))""",
+            """CREATE TABLE burn_audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, outcome TEXT NOT NULL,
+                collected_rao BIGINT NOT NULL, amount_rao BIGINT NOT NULL, block_number BIGINT,
+                extrinsic TEXT, message TEXT NOT NULL)""",
+        ),
+        postgresql=(
+            """CREATE TABLE accounts (
+                key_id TEXT PRIMARY KEY, balance_rao BIGINT NOT NULL DEFAULT 0)""",
+            """CREATE TABLE entries (
+                id BIGSERIAL PRIMARY KEY, key_id TEXT NOT NULL, kind TEXT NOT NULL,
+                amount_rao BIGINT NOT NULL, ref TEXT NOT NULL UNIQUE, model TEXT,
+                prompt_tokens BIGINT NOT NULL DEFAULT 0,
+                completion_tokens BIGINT NOT NULL DEFAULT 0,
+                plan_tokens BIGINT NOT NULL DEFAULT 0, block_number BIGINT,
+                created_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX entries_key ON entries (key_id, id)",
+            "CREATE INDEX entries_block ON entries (block_number)",
+            """CREATE TABLE subscriptions (
+                key_id TEXT PRIMARY KEY, plan_id TEXT NOT NULL, period TEXT NOT NULL,
+                quota BIGINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL,
+                period_key TEXT NOT NULL, used_tokens BIGINT NOT NULL)""",
+            """CREATE TABLE deposit_addresses (
+                address TEXT PRIMARY KEY, key_id TEXT NOT NULL UNIQUE)""",
+            """CREATE TABLE chain_blocks (
+                watcher TEXT NOT NULL, block_number BIGINT NOT NULL, block_hash TEXT NOT NULL,
+                PRIMARY KEY (watcher, block_number))""",
+            """CREATE TABLE burn_audit (
+                id BIGSERIAL PRIMARY KEY, at DOUBLE PRECISION NOT NULL, outcome TEXT NOT NULL,
+                collected_rao BIGINT NOT NULL, amount_rao BIGINT NOT NULL, block_number BIGINT,
+                extrinsic TEXT, message TEXT NOT NULL)""",
+        ),
+    ),
 )
 
 _TABLE = {

@@ -104,7 +104,8 @@ def test_migrations_apply_once(ledger_url: str) -> None:
     Ledger(ledger_url).close()
     led = Ledger(ledger_url)
     try:
-        assert led.db.query("SELECT COUNT(*) FROM schema_migrations")[0][0] == 1
+        versions = [v for (v,) in led.db.query("SELECT version FROM schema_migrations")]
+        assert sorted(versions) == sorted(set(versions)) and max(versions) >= 3
     finally:
         led.close()
 
@@ -127,7 +128,7 @@ def test_concurrent_charges_lose_no_update(ledger_url: str) -> None:
             barrier.wait()
             for i in range(CHARGES_EACH):
                 led.charge("hot", "m", 10, 7, f"w{n}-{i}", PRICE)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
             errors.append(exc)
         finally:
             led.close()
@@ -147,6 +148,6 @@ def test_concurrent_charges_lose_no_update(ledger_url: str) -> None:
     assert sum(e.plan_tokens for e in usage) == 3_000
     paid = sum(-e.amount_rao for e in usage)
     assert setup.balance("hot") == 10**12 - paid == entry_sum(setup, "hot")
-    print(f"\n{'postgresql' if setup.db.is_postgres else 'sqlite'}: {total} concurrent charges by {WRITERS} writers "
+    print(f"\n{setup.db.engine}: {total} concurrent charges by {WRITERS} writers "
           f"in {elapsed:.2f}s, balance exact")
     setup.close()
