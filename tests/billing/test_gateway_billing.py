@@ -22,7 +22,7 @@ from chutes_subnet.client import E2EETransport
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
 from tests.billing.recorded_chain import RecordedChain, transfer_event
@@ -47,7 +47,7 @@ def wait_for_entries(ledger: Ledger, key_id: str, kind: str, count: int) -> list
 
 @pytest.fixture
 def miner():
-    server, inst = start_real_miner(MODEL, instance_id="billed-1")
+    server, inst = start_real_miner(MODEL)
     yield server, inst
     server.stop()
 
