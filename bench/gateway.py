@@ -87,7 +87,7 @@ class Stack:
 
     def __init__(self, tmp: Path, nonces_url: str, workers: int = 1) -> None:
         from chutes_subnet.e2ee import KeyPair
-        from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+        from chutes_subnet.gateway.api_keys import SQLiteApiKeyStore
         from chutes_subnet.registry import InstanceRecord, SQLiteInstanceRegistry
 
         self.miner_port, self.gw_port = _free_port(), _free_port()

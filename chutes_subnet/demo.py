@@ -182,9 +182,9 @@ class Demo:
         import uvicorn
 
         from chutes_subnet.auth import forward_signer
+        from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
         from chutes_subnet.gateway.app import create_app
         from chutes_subnet.gateway.config import GatewayConfig
-        from chutes_subnet.gateway.keys import MemoryApiKeyStore
         from chutes_subnet.gateway.usage import MemoryUsageMeter
         from chutes_subnet.httpserver import server_options
         from chutes_subnet.nonces import MemoryNonceStore

@@ -38,8 +38,8 @@ bases above: ``attestation.evidence.EvidenceFormatError``, ``attestation.dcap.
 DcapVerificationError``, ``attestation.gpu.GpuVerificationError``,
 ``attestation.simulated.SimulatedVerificationError`` (AttestationError);
 ``inference.InvalidRequestError`` (InferenceError, ValueError),
-``inference.UpstreamError`` and ``inference.sse.SSEFormatError`` (InferenceError);
-``gateway.upstream.UpstreamError`` (the gateway's miner connection),
+``inference.UpstreamError`` and ``inference.upstream.SSEFormatError`` (InferenceError);
+``gateway.miners.MinerConnectionError`` (the gateway's miner connection),
 ``validator.failures.EvaluationFailure`` and ``validator.state.ValidatorStateError``;
 ``registry.RegistryError`` (``InvalidInstanceRecord``, ``InstanceConflict``).
 HTTP refusals are not errors of this tree: they are :class:`chutes_subnet.asgi.Refusal`.

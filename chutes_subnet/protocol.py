@@ -22,7 +22,7 @@ from chutes_subnet.wire.messages import (  # noqa: F401
     AttestRequest,
     AttestResponse,
     ErrorBody,
-    InstanceInfo,
+    DiscoveredInstance,
     InstancesResponse,
     ModelCard,
     ModelsResponse,
@@ -42,3 +42,6 @@ from chutes_subnet.wire.protocol import (  # noqa: F401
     chute_id_for_model,
     parse_json,
 )
+
+#: Former name of :class:`~chutes_subnet.wire.messages.DiscoveredInstance`.
+InstanceInfo = DiscoveredInstance

@@ -214,7 +214,7 @@ def run_stack(examples: int) -> list[tuple[str, OpFinding]]:
 def _probe_gateway_app(create_gateway: Callable[..., Any]) -> Any:
     """A gateway app used only to read its route table for the spec."""
     from chutes_subnet.gateway.config import GatewayConfig
-    from chutes_subnet.gateway.keys import MemoryApiKeyStore
+    from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
     from chutes_subnet.gateway.registry import MemoryInstanceRegistry
     from chutes_subnet.gateway.usage import MemoryUsageMeter
     from chutes_subnet.nonces import MemoryNonceStore

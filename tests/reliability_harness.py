@@ -256,7 +256,7 @@ class LoopbackSubnet:
         from chutes_subnet.auth import sign_headers
         from chutes_subnet.gateway.app import create_app
         from chutes_subnet.gateway.config import GatewayConfig
-        from chutes_subnet.gateway.keys import MemoryApiKeyStore
+        from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
         from chutes_subnet.gateway.usage import MemoryUsageMeter
 
         keys = MemoryApiKeyStore()

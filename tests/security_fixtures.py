@@ -20,9 +20,9 @@ from chutes_subnet.attestation import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain, Metagraph
 from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app as create_gateway
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.httpserver import server_options
 from chutes_subnet.inference import make_backend

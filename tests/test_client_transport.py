@@ -20,9 +20,9 @@ from chutes_subnet.errors import (
     NoncesExhaustedError,
     StreamIntegrityError,
 )
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.registry import MemoryInstanceRegistry

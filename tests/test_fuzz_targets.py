@@ -32,7 +32,7 @@ def test_every_parser_named_in_the_issue_has_a_target():
     assert expected <= set(TARGETS)
     names = {m.__name__ for m in PROTOCOL_MODELS}
     assert {"AttestRequest", "AttestResponse", "InstancesResponse", "ModelsResponse",
-            "ErrorBody", "InstanceInfo", "ModelCard"} <= names
+            "ErrorBody", "DiscoveredInstance", "ModelCard"} <= names
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))

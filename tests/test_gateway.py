@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.registry import MemoryInstanceRegistry

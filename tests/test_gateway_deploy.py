@@ -17,9 +17,9 @@ import openai
 
 from chutes_subnet.client import E2EETransport
 from chutes_subnet.e2ee import KeyPair, RequestContext, v2
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore, SQLiteApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore, SQLiteApiKeyStore
 from chutes_subnet.gateway.usage import MemoryUsageMeter, SQLiteUsageMeter
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
 from chutes_subnet.nonces import MemoryNonceStore, RedisNonceStore

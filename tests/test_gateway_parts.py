@@ -15,7 +15,7 @@ from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import AuthenticationError, UsageError
 from chutes_subnet.gateway import app as gateway_app
 from chutes_subnet.gateway.balancer import LoadBalancer
-from chutes_subnet.gateway.keys import (
+from chutes_subnet.gateway.api_keys import (
     KEY_PREFIX,
     MemoryApiKeyStore,
     SQLiteApiKeyStore,

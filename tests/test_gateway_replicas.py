@@ -26,8 +26,8 @@ from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
 from chutes_subnet.registry import SQLiteInstanceRegistry
 from chutes_subnet.stores import open_database, open_gateway_stores
-from chutes_subnet.wire.call import InstanceOffer, seal_call
-from chutes_subnet.wire.messages import InstanceInfo
+from chutes_subnet.wire.call import SealTarget, seal_call
+from chutes_subnet.wire.messages import DiscoveredInstance
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.miner_fixtures import miner_record, start_real_miner
 from tests.servers import free_port
@@ -112,11 +112,11 @@ def fleet(postgres_server, redis_server, tmp_path_factory) -> Iterator[Fleet]:
         miner.stop()
 
 
-async def _discover(http: httpx.AsyncClient, url: str, secret: str) -> tuple[InstanceOffer, list[str]]:
+async def _discover(http: httpx.AsyncClient, url: str, secret: str) -> tuple[SealTarget, list[str]]:
     r = await http.get(f"{url}/e2e/instances/{CHUTE}", headers={"Authorization": f"Bearer {secret}"})
     r.raise_for_status()
-    info = InstanceInfo(**r.json()["instances"][0])
-    return InstanceOffer.from_info(info), list(info.nonces)
+    info = DiscoveredInstance(**r.json()["instances"][0])
+    return SealTarget.from_info(info), list(info.nonces)
 
 
 async def _call(http: httpx.AsyncClient, url: str, secret: str, i: int) -> tuple[int, str | None]:

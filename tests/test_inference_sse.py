@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chutes_subnet.inference.base import UpstreamError
-from chutes_subnet.inference.sse import SSEDecoder, SSEFormatError
+from chutes_subnet.inference.upstream import SSEDecoder, SSEFormatError
 
 _payload = st.text(
     alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=40

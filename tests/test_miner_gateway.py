@@ -12,9 +12,9 @@ import pytest
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain
 from chutes_subnet.client import E2EETransport
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
 from chutes_subnet.nonces import MemoryNonceStore

@@ -122,7 +122,7 @@ def test_report_data_binding_uses_compare_digest(spy) -> None:
 
 def test_sqlite_api_key_check_uses_compare_digest(spy, tmp_path) -> None:
     from chutes_subnet.errors import AuthenticationError
-    from chutes_subnet.gateway.keys import SQLiteApiKeyStore, hash_key
+    from chutes_subnet.gateway.api_keys import SQLiteApiKeyStore, hash_key
 
     store = SQLiteApiKeyStore(tmp_path / "keys.db", cache_seconds=0.0)
     secret, rec = store.create("app")

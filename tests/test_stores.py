@@ -13,7 +13,7 @@ import pytest
 
 from chutes_subnet.errors import AuthenticationError, SchemaVersionError, StoreUnavailable
 from chutes_subnet.gateway.journal import JournalEntry, SQLJournal
-from chutes_subnet.gateway.keys import SQLApiKeyStore, hash_key
+from chutes_subnet.gateway.api_keys import SQLApiKeyStore, hash_key
 from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
 from chutes_subnet.stores import open_database, open_gateway_stores
 from chutes_subnet.stores.migrations import MIGRATIONS, Migration, migrate, schema_version

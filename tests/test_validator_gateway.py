@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from chutes_subnet.client import E2EETransport
-from chutes_subnet.gateway.keys import SQLiteApiKeyStore
+from chutes_subnet.gateway.api_keys import SQLiteApiKeyStore
 from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests import validator_fixtures as vf

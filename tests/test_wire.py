@@ -18,14 +18,14 @@ from hypothesis import strategies as st
 
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import HeaderError, UsageError
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.wire import headers as wire_headers
-from chutes_subnet.wire.call import InstanceOffer, seal_call
+from chutes_subnet.wire.call import SealTarget, seal_call
 from chutes_subnet.wire.headers import (
     MAX_USAGE_TOKENS,
     InvokeHeaders,
@@ -171,7 +171,7 @@ def test_gateway_meters_only_a_valid_usage_report(raw_usage: bytes, relayed: str
         auth = {"Authorization": f"Bearer {secret}"}
         found = httpx.get(f"{gw.url}/e2e/instances/{CHUTE}", headers=auth, timeout=10).json()
         info = found["instances"][0]
-        offer = InstanceOffer(kp.instance_id, kp.public_bytes, (2,))
+        offer = SealTarget(kp.instance_id, kp.public_bytes, (2,))
         call = seal_call(offer, chute_id=CHUTE, nonce=info["nonces"][0], path=INVOKE_PATHS[0],
                          stream=False, payload={"model": MODEL}, version=2, api_key=secret)
         r = httpx.post(f"{gw.url}/e2e/invoke", headers=call.headers, content=call.body,

@@ -20,10 +20,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from chutes_subnet.errors import EnvelopeFormatError
-from chutes_subnet.wire.call import InstanceOffer
+from chutes_subnet.wire.call import SealTarget
 from chutes_subnet.wire.messages import InstancesResponse, ModelCard
 
-__all__ = ["InstanceOffer", "NoncePool", "DiscoveryCache", "parse_models", "parse_instances",
+__all__ = ["NoncePool", "DiscoveryCache", "parse_models", "parse_instances",
            "looks_like_chute_id"]
 
 #: seconds shaved off the announced nonce lifetime (clock skew, request in flight)
@@ -54,14 +54,15 @@ def parse_models(body: Any) -> dict[str, str]:
     return out
 
 
-def parse_instances(body: Any) -> tuple[list[tuple[InstanceOffer, list[str]]], float]:
+def parse_instances(body: Any) -> tuple[list[tuple[SealTarget, list[str]]], float]:
     """Offers with their nonces, and ``nonce_expires_in``, from a discovery answer
     (:class:`~chutes_subnet.wire.messages.InstancesResponse`)."""
     try:
         answer = InstancesResponse.model_validate(body)
     except ValidationError:
         raise EnvelopeFormatError("malformed discovery answer") from None
-    offers = [(InstanceOffer.from_info(info), list(info.nonces)) for info in answer.instances]
+    offers = [(SealTarget.from_discovery(entry), list(entry.nonces))
+              for entry in answer.instances]
     return offers, float(answer.nonce_expires_in)
 
 
@@ -71,10 +72,10 @@ class NoncePool:
 
     expires_at: float
     queues: dict[str, deque[str]] = field(default_factory=dict)
-    offers: dict[str, InstanceOffer] = field(default_factory=dict)
+    offers: dict[str, SealTarget] = field(default_factory=dict)
     _turn: int = 0
 
-    def take(self, now: float, avoid: set[str]) -> tuple[InstanceOffer, str] | None:
+    def take(self, now: float, avoid: set[str]) -> tuple[SealTarget, str] | None:
         """Next (instance, nonce), rotating across instances, skipping ``avoid``."""
         if now >= self.expires_at:
             return None
@@ -120,13 +121,13 @@ class DiscoveryCache:
         with self._lock:
             return self._models.get(model)
 
-    def take(self, chute_id: str, avoid: set[str]) -> tuple[InstanceOffer, str] | None:
+    def take(self, chute_id: str, avoid: set[str]) -> tuple[SealTarget, str] | None:
         """A cached (instance, nonce) for the chute, or None when a refresh is needed."""
         with self._lock:
             pool = self._pools.get(chute_id)
             return pool.take(self._clock(), avoid) if pool is not None else None
 
-    def refill(self, chute_id: str, offers: list[tuple[InstanceOffer, list[str]]],
+    def refill(self, chute_id: str, offers: list[tuple[SealTarget, list[str]]],
                ttl: float) -> None:
         """Replace the chute's pool with a fresh discovery answer."""
         pool = NoncePool(expires_at=self._clock() + max(0.0, ttl - EXPIRY_MARGIN))

@@ -31,18 +31,23 @@ from starlette.routing import Route
 
 from chutes_subnet.asgi import Refusal
 from chutes_subnet.errors import NonceStoreUnavailable, StoreUnavailable
+from chutes_subnet.gateway.api_keys import ApiKeyStore
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.invoke import InvokeEndpoint
 from chutes_subnet.gateway.journal import Journal, RequestJournal
-from chutes_subnet.gateway.keys import ApiKeyStore
+from chutes_subnet.gateway.miners import MinerClient
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
 from chutes_subnet.gateway.state import ForwardSigner, GatewayState, off_loop, store_down
-from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.nonces import NonceScope
 from chutes_subnet.registry import InstanceRegistry
-from chutes_subnet.wire.messages import InstanceInfo, InstancesResponse, ModelCard, ModelsResponse
+from chutes_subnet.wire.messages import (
+    DiscoveredInstance,
+    InstancesResponse,
+    ModelCard,
+    ModelsResponse,
+)
 
 if TYPE_CHECKING:
     from chutes_subnet.billing.gate import BillingGate
@@ -127,7 +132,7 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
         except NonceStoreUnavailable:
             raise Refusal(503, "nonce_store_unavailable", "nonce store unavailable",
                           {"Retry-After": "1"}) from None
-        infos = [InstanceInfo(instance_id=r.instance_id, e2e_pubkey=r.e2e_pubkey,
+        infos = [DiscoveredInstance(instance_id=r.instance_id, e2e_pubkey=r.e2e_pubkey,
                               nonces=nonces, e2e_versions=list(r.e2e_versions))
                  for r, nonces in zip(ranked, batches)]
         return InstancesResponse(instances=infos,

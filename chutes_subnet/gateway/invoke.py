@@ -37,8 +37,8 @@ from chutes_subnet.asgi import (
 from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable, UsageError
 from chutes_subnet.gateway.journal import JournalEntry
 from chutes_subnet.gateway.metering import UsageSniffer
+from chutes_subnet.gateway.miners import MinerConnectionError, MinerResponse
 from chutes_subnet.gateway.state import GatewayState, off_loop, resolve_signer_headers
-from chutes_subnet.gateway.upstream import UpstreamError, UpstreamResponse
 from chutes_subnet.nonces import NonceScope
 from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.wire.headers import (
@@ -151,11 +151,11 @@ class InvokeEndpoint:
         # non-stream call runs to completion (a watcher task would cost ~5% per request).
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task())) \
             if stream else None
-        resp: UpstreamResponse | None = None
+        resp: MinerResponse | None = None
         try:
             try:
                 resp = await st.miners.post(rec.url.rstrip("/") + INVOKE_PATH, headers, body)
-            except UpstreamError:
+            except MinerConnectionError:
                 st.balancer.mark_failed(rec.instance_id)
                 trace.status = 502
                 raise Refusal(502, "miner_unreachable", "miner unreachable",
@@ -176,7 +176,7 @@ class InvokeEndpoint:
                 resp.release()
             st.balancer.release(rec.instance_id)
 
-    async def _relay_failure(self, rec: InstanceRecord, resp: UpstreamResponse,
+    async def _relay_failure(self, rec: InstanceRecord, resp: MinerResponse,
                              send: Send) -> None:
         if resp.status >= 500:
             self.state.balancer.mark_failed(rec.instance_id)
@@ -184,7 +184,7 @@ class InvokeEndpoint:
                           _RETRY_ELSEWHERE)
         try:
             data = await resp.read_bounded(self.state.config.max_error_body_bytes)
-        except UpstreamError:
+        except MinerConnectionError:
             data = b""
         ctype = _latin1(resp.headers.get(H_CONTENT_TYPE)) or ENVELOPE_MEDIA_TYPE.encode()
         await send({"type": "http.response.start", "status": resp.status,
@@ -192,7 +192,7 @@ class InvokeEndpoint:
                                 (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
 
-    async def _relay_success(self, resp: UpstreamResponse, trace: "_Trace", send: Send) -> None:
+    async def _relay_success(self, resp: MinerResponse, trace: "_Trace", send: Send) -> None:
         stream = trace.stream
         reported = None if stream else _reported_usage(resp.headers.get(H_USAGE))
         out_headers = [(b"content-type",
@@ -216,7 +216,7 @@ class InvokeEndpoint:
                 ready = hold.push(chunk)
                 if ready:
                     await send({"type": "http.response.body", "body": ready, "more_body": True})
-        except UpstreamError:
+        except MinerConnectionError:
             # the miner broke off mid-answer (crash, kill, network): stop offering it too
             self.state.balancer.mark_failed(trace.instance_id)
             trace.interrupted = True

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from chutes_subnet.asgi import Refusal
 from chutes_subnet.errors import AuthenticationError, StoreUnavailable
+from chutes_subnet.gateway.api_keys import ApiKey, ApiKeyStore, parse_bearer
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.journal import Journal, RequestJournal
-from chutes_subnet.gateway.keys import ApiKey, ApiKeyStore, parse_bearer
+from chutes_subnet.gateway.miners import MinerClient
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
-from chutes_subnet.gateway.upstream import MinerClient
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.registry import InstanceRegistry
 

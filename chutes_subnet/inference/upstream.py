@@ -40,16 +40,43 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from chutes_subnet.errors import EnvelopeFormatError
 from chutes_subnet.inference.base import DEFAULT_MODEL_ID, InvalidRequestError, UpstreamError
 from chutes_subnet.inference.requests import check_path
 from chutes_subnet.inference.responses import usage
-from chutes_subnet.inference.sse import SSEDecoder
+from chutes_subnet.sse import SSEParser
 from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES
 
-__all__ = ["OpenAIUpstreamBackend"]
+__all__ = ["OpenAIUpstreamBackend", "SSEDecoder", "SSEFormatError", "DEFAULT_MAX_LINE_BYTES"]
 
 _DONE = "[DONE]"
 _ERROR_BODY_PEEK = 64 * 1024
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+
+
+class SSEFormatError(UpstreamError):
+    """The upstream's event stream is not valid SSE (over-long line, undecodable bytes)."""
+
+
+class SSEDecoder:
+    """The project's one SSE parser (:class:`chutes_subnet.sse.SSEParser`) reading an
+    upstream's ``text/event-stream``, its format errors reported as
+    :class:`SSEFormatError` (an upstream failure here)."""
+
+    def __init__(self, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> None:
+        self._parser = SSEParser(max_line_bytes)
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """Process ``chunk``; return the data of every event it completed, in order."""
+        try:
+            return self._parser.feed(chunk)
+        except EnvelopeFormatError as exc:
+            raise SSEFormatError(f"event-stream {exc}") from None
+
+    @property
+    def pending(self) -> bool:
+        """True if bytes of an unfinished line or event are buffered."""
+        return self._parser.pending
 
 
 class OpenAIUpstreamBackend:

@@ -32,7 +32,11 @@ from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.inference import Backend
 from chutes_subnet.miner.attest import AttestEndpoint
 from chutes_subnet.miner.config import MinerConfig
-from chutes_subnet.miner.faults import apply_provider_fault
+from chutes_subnet.miner.faults import (
+    apply_backend_fault,
+    apply_invoke_fault,
+    apply_provider_fault,
+)
 from chutes_subnet.miner.invoke import InvokeEndpoint
 from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import CONTENT_TYPE_LATEST, MinerMetrics
@@ -78,9 +82,12 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
     )
     metrics = MinerMetrics()
     metrics.capacity.set(config.max_concurrency)
+    if config.fault is not None:  # development only (simulated TEE checked above)
+        backend = apply_backend_fault(config.fault, backend)
+        provider = apply_provider_fault(config.fault, provider)
     state = MinerState(
         config=config, instance=instance, keypair=keypair, backend=backend,
-        provider=apply_provider_fault(config.fault, provider), gate=gate,
+        provider=provider, gate=gate,
         seen=SeenNonceCache(ttl=NONCE_TTL_SERVER_SECONDS),
         limiter=ConcurrencyLimiter(config.max_concurrency), metrics=metrics,
     )
@@ -102,11 +109,13 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
 
     routes = [
         Route("/attest", AttestEndpoint(state), methods=["POST"]),
-        Route("/e2e/invoke", InvokeEndpoint(state), methods=["POST"]),
+        Route("/e2e/invoke", apply_invoke_fault(config.fault, InvokeEndpoint(state)),
+              methods=["POST"]),
     ]
     if config.dangerous_plaintext_endpoint:
         log.warning("DANGEROUS plaintext endpoint enabled at %s (bench only)", PLAINTEXT_PATH)
-        routes.append(Route(PLAINTEXT_PATH, InvokeEndpoint(state, plaintext=True),
+        routes.append(Route(PLAINTEXT_PATH,
+                            apply_invoke_fault(config.fault, InvokeEndpoint(state, plaintext=True)),
                             methods=["POST"]))
     app = FastAPI(title="chutes-subnet miner", lifespan=lifespan, routes=routes,
                   docs_url=None, redoc_url=None, openapi_url=None)

@@ -1,7 +1,9 @@
 """DEV/TEST ONLY: deliberate misbehaviours so validators can test that they catch them.
 
 Available only with the simulated TEE (checked by :class:`MinerConfig` and again by
-``create_app`` against the actual provider):
+``create_app`` against the actual provider). Each fault is a wrapper that
+``create_app`` installs around the backend, the evidence provider or the invoke
+endpoint only when a fault is configured, so the production path has no fault checks:
 
 * ``wrong-tokens``   every generated character is shifted (same length, same usage);
 * ``stall``          ``/e2e/invoke`` never answers (until the caller gives up);
@@ -11,12 +13,16 @@ Available only with the simulated TEE (checked by :class:`MinerConfig` and again
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
+from chutes_subnet.asgi import Receive, Scope, Send
 from chutes_subnet.attestation import Evidence, EvidenceProvider, SimulatedProvider
 from chutes_subnet.attestation.binding import build_report_data
+from chutes_subnet.inference import Backend
 
-__all__ = ["FOREIGN_HOTKEY", "corrupt_text", "corrupt_chunk", "apply_provider_fault"]
+__all__ = ["FOREIGN_HOTKEY", "corrupt_text", "corrupt_chunk", "apply_provider_fault",
+           "apply_backend_fault", "apply_invoke_fault"]
 
 #: A well-known development address (//Alice): certainly not this miner's hotkey.
 FOREIGN_HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
@@ -69,3 +75,45 @@ def apply_provider_fault(fault: str | None, provider: EvidenceProvider) -> Evide
             raise ValueError("the debug-quote fault needs the simulated provider")
         return _DebugQuote(provider)
     return provider
+
+
+class _WrongTokens:
+    """Backend whose generated text is corrupted (same length, same usage)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+
+    async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return corrupt_chunk(await self.inner.complete(path, body))
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        chunks = self.inner.stream(path, body)
+        try:
+            async for item in chunks:
+                yield corrupt_chunk(item)
+        finally:
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def apply_backend_fault(fault: str | None, backend: Backend) -> Backend:
+    """Wrap ``backend`` for ``wrong-tokens``; other faults leave it alone."""
+    return _WrongTokens(backend) if fault == "wrong-tokens" else backend
+
+
+class _Stall:
+    """An invoke endpoint that reads the request and never answers (until the caller leaves)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+def apply_invoke_fault(fault: str | None, endpoint: Any) -> Any:
+    """Replace the invoke endpoint for ``stall``; other faults leave it alone."""
+    return _Stall() if fault == "stall" else endpoint

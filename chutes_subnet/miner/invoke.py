@@ -64,7 +64,6 @@ from chutes_subnet.errors import (
 )
 from chutes_subnet.inference import InvalidRequestError, UpstreamError
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
-from chutes_subnet.miner.faults import corrupt_chunk
 from chutes_subnet.miner.state import MinerState
 from chutes_subnet.sse import DONE_EVENT, format_event
 from chutes_subnet.wire.headers import H_RETRY_AFTER, H_USAGE, Usage, parse_usage
@@ -168,9 +167,6 @@ class InvokeEndpoint:
         inst = st.instance
         if chute_id != inst.chute_id or instance_id != inst.instance_id:
             raise Refusal(421, "misdirected", "this instance does not serve that chute/instance id")
-        if cfg.fault == "stall":
-            await _until_disconnect(receive)
-            return 499, "stalled"
         if st.draining:
             raise Refusal(503, "draining", "instance is shutting down",
                           {H_RETRY_AFTER: str(cfg.retry_after)})
@@ -222,8 +218,6 @@ class InvokeEndpoint:
         except (InferenceError, TimeoutError) as exc:
             raise _backend_refusal(exc) from None
         usage = result.get("usage")
-        if st.config.fault == "wrong-tokens":
-            corrupt_chunk(result)
         blob = opened.seal_json(result)
         counts = _usage_counts(usage)
         headers = [(b"content-type", opened.media_type.encode()),
@@ -254,7 +248,6 @@ class InvokeEndpoint:
         framer = opened.stream()
         gone = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
-        fault = st.config.fault == "wrong-tokens"
         usage: Any = None
         frames = 0
         pending = framer.start()
@@ -263,8 +256,6 @@ class InvokeEndpoint:
                 async for item in _prepend(first, chunks):
                     if item.get("usage"):
                         usage = item["usage"]
-                    if fault:
-                        corrupt_chunk(item)
                     pending += framer.chunk("data: " + json.dumps(item, separators=(",", ":")))
                     frames += 1
                     await send({"type": "http.response.body", "body": pending, "more_body": True})
@@ -315,9 +306,3 @@ async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
         if msg["type"] == "http.disconnect":
             gone.set()
             return
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    """The ``stall`` fault: hold the request until the caller gives up."""
-    gone = asyncio.Event()
-    await _watch_disconnect(receive, gone)

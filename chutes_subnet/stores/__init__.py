@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chutes_subnet.gateway.api_keys import SQLApiKeyStore
 from chutes_subnet.gateway.journal import SQLJournal
-from chutes_subnet.gateway.keys import SQLApiKeyStore
 from chutes_subnet.gateway.usage import SQLUsageMeter
 from chutes_subnet.stores.sql import Database, is_postgres_url, open_database
 

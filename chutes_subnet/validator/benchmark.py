@@ -34,7 +34,7 @@ from chutes_subnet.errors import E2EEError, InferenceError, UsageError
 from chutes_subnet.inference import run_generation
 from chutes_subnet.nonces import new_nonce
 from chutes_subnet.sse import DONE
-from chutes_subnet.wire.call import InstanceOffer, StreamDecoder, seal_call
+from chutes_subnet.wire.call import SealTarget, StreamDecoder, seal_call
 from chutes_subnet.wire.headers import parse_usage
 from chutes_subnet.wire.protocol import E2EE_VERSION_V2, INVOKE_PATH, parse_json
 
@@ -212,7 +212,7 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
                         prompt: BenchPrompt, *, timeout: float,
                         clock: Callable[[], float] = time.perf_counter) -> StreamedAnswer:
     """Send one prompt encrypted to ``instance`` and read its stream (see module doc)."""
-    offer = InstanceOffer(instance.instance_id, instance.e2e_pubkey, (E2EE_VERSION_V2,))
+    offer = SealTarget(instance.instance_id, instance.e2e_pubkey, (E2EE_VERSION_V2,))
     call = seal_call(offer, chute_id=instance.chute_id, nonce=new_nonce(), path=prompt.path,
                      stream=True, payload=prompt.body, version=E2EE_VERSION_V2)
     headers = call.headers | sign_headers(wallet, method="POST", path=INVOKE_PATH,

@@ -32,16 +32,16 @@ from chutes_subnet.e2ee import RequestContext, v1, v2
 from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
 from chutes_subnet.sse import DONE, SSEParser
 from chutes_subnet.wire.headers import H_AUTHORIZATION, InvokeHeaders
-from chutes_subnet.wire.messages import InstanceInfo
+from chutes_subnet.wire.messages import DiscoveredInstance
 from chutes_subnet.wire.protocol import E2EE_VERSION_V1, E2EE_VERSION_V2, parse_json
 
-__all__ = ["InstanceOffer", "SealedCall", "StreamDecoder", "seal_call", "choose_version"]
+__all__ = ["SealTarget", "SealedCall", "StreamDecoder", "seal_call", "choose_version"]
 
 _DONE_LINE = b"data: " + DONE.encode()
 
 
 @dataclass(frozen=True)
-class InstanceOffer:
+class SealTarget:
     """What a caller needs to seal to one instance: its id, E2EE key and versions."""
 
     instance_id: str
@@ -49,18 +49,18 @@ class InstanceOffer:
     e2e_versions: tuple[int, ...] = (E2EE_VERSION_V1,)
 
     @classmethod
-    def from_info(cls, info: InstanceInfo) -> InstanceOffer:
+    def from_discovery(cls, entry: DiscoveredInstance) -> SealTarget:
         """From a discovery entry; a key that is not base64 is an EnvelopeFormatError."""
         try:
-            key = base64.b64decode(info.e2e_pubkey, validate=True)
+            key = base64.b64decode(entry.e2e_pubkey, validate=True)
         except (binascii.Error, ValueError):
             raise EnvelopeFormatError("instance key in discovery answer is not base64") from None
-        return cls(info.instance_id, key, tuple(info.e2e_versions))
+        return cls(entry.instance_id, key, tuple(entry.e2e_versions))
 
 
-def choose_version(offer: InstanceOffer, preferred: tuple[int, ...]) -> int | None:
+def choose_version(target: SealTarget, preferred: tuple[int, ...]) -> int | None:
     """First version in ``preferred`` the instance speaks, or None."""
-    return next((v for v in preferred if v in offer.e2e_versions), None)
+    return next((v for v in preferred if v in target.e2e_versions), None)
 
 
 @dataclass
@@ -84,21 +84,21 @@ class SealedCall:
         return StreamDecoder(self.version, self.session)
 
 
-def seal_call(offer: InstanceOffer, *, chute_id: str, nonce: str, path: str, stream: bool,
+def seal_call(target: SealTarget, *, chute_id: str, nonce: str, path: str, stream: bool,
               payload: dict[str, Any], version: int, api_key: str | None = None) -> SealedCall:
-    """Encrypt ``payload`` for ``offer`` and build the ``/e2e/invoke`` headers
+    """Encrypt ``payload`` for ``target`` and build the ``/e2e/invoke`` headers
     (with ``Authorization: Bearer`` when ``api_key`` is given)."""
-    routing = InvokeHeaders(chute_id, offer.instance_id, nonce, path, stream, version,
+    routing = InvokeHeaders(chute_id, target.instance_id, nonce, path, stream, version,
                             version_explicit=version != E2EE_VERSION_V1)
     headers = routing.to_headers()
     if api_key is not None:
         headers[H_AUTHORIZATION] = f"Bearer {api_key}"
     if version == E2EE_VERSION_V2:
-        ctx = RequestContext(chute_id, offer.instance_id, nonce, path, stream)
-        body, session = v2.seal_request(offer.e2e_pubkey, ctx, payload)
+        ctx = RequestContext(chute_id, target.instance_id, nonce, path, stream)
+        body, session = v2.seal_request(target.e2e_pubkey, ctx, payload)
         return SealedCall(body, headers, version, session)
     if version == E2EE_VERSION_V1:
-        body, key = v1.seal_request(offer.e2e_pubkey, payload)
+        body, key = v1.seal_request(target.e2e_pubkey, payload)
         return SealedCall(body, headers, version, key)
     raise ValueError(f"unsupported E2EE version {version}")
 

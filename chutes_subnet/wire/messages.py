@@ -19,7 +19,7 @@ from chutes_subnet.wire.protocol import (
 __all__ = [
     "ModelCard",
     "ModelsResponse",
-    "InstanceInfo",
+    "DiscoveredInstance",
     "InstancesResponse",
     "AttestRequest",
     "AttestResponse",
@@ -43,7 +43,7 @@ class ModelsResponse(_Model):
     data: list[ModelCard]
 
 
-class InstanceInfo(_Model):
+class DiscoveredInstance(_Model):
     instance_id: str
     e2e_pubkey: str = Field(description="base64 ML-KEM-768 public key (1184 bytes)")
     nonces: list[str]
@@ -52,7 +52,7 @@ class InstanceInfo(_Model):
 
 
 class InstancesResponse(_Model):
-    instances: list[InstanceInfo]
+    instances: list[DiscoveredInstance]
     nonce_expires_in: int = NONCE_TTL_CLIENT_SECONDS
 
 

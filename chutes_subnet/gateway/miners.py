@@ -14,10 +14,10 @@ import aiohttp
 
 from chutes_subnet.errors import ChutesSubnetError
 
-__all__ = ["MinerClient", "UpstreamError", "UpstreamResponse"]
+__all__ = ["MinerClient", "MinerConnectionError", "MinerResponse"]
 
 
-class UpstreamError(ChutesSubnetError):
+class MinerConnectionError(ChutesSubnetError):
     """A miner could not be reached or broke off; ``before_response`` tells whether any
     status line had been received (only then may a client retry elsewhere)."""
 
@@ -27,7 +27,7 @@ class UpstreamError(ChutesSubnetError):
         self.before_response = before_response
 
 
-class UpstreamResponse:
+class MinerResponse:
     """Status, headers and a body iterator of a miner response (not yet read)."""
 
     __slots__ = ("_resp",)
@@ -44,12 +44,12 @@ class UpstreamResponse:
         return self._resp.headers
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Body chunks as they arrive; raises :class:`UpstreamError` if cut off."""
+        """Body chunks as they arrive; raises :class:`MinerConnectionError` if cut off."""
         try:
             async for chunk in self._resp.content.iter_any():
                 yield chunk
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise UpstreamError("miner stream interrupted", before_response=False) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise MinerConnectionError("miner stream interrupted", before_response=False) from exc
 
     async def read_bounded(self, limit: int) -> bytes:
         """Up to ``limit`` bytes of the body (the rest is discarded)."""
@@ -86,14 +86,14 @@ class MinerClient:
             )
         return self._session
 
-    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamResponse:
+    async def post(self, url: str, headers: Mapping[str, str], body: bytes) -> MinerResponse:
         """Send a POST and return once the status line and headers arrived."""
         try:
             resp = await self._get_session().post(url, data=body, headers=dict(headers),
                                                   allow_redirects=False)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise UpstreamError("miner unreachable", before_response=True) from exc
-        return UpstreamResponse(resp)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise MinerConnectionError("miner unreachable", before_response=True) from exc
+        return MinerResponse(resp)
 
     async def aclose(self) -> None:
         """Close pooled connections."""
