@@ -19,12 +19,12 @@ from chutes_subnet.billing.ledger import Ledger
 from chutes_subnet.billing.plans import Plan
 from chutes_subnet.billing.prices import PriceBook, TokenPrice, cost_rao
 from chutes_subnet.client import E2EETransport
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
+from chutes_subnet.registry import MemoryInstanceRegistry
 from tests.billing.recorded_chain import RecordedChain, transfer_event
 from tests.miner_fixtures import miner_record, start_real_miner
 from tests.servers import UvicornThread
