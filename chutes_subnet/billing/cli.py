@@ -177,6 +177,8 @@ def add_billing_commands(subparsers: Any) -> None:
                      help="plan only (the default)")
     run.add_argument("--submit", dest="dry_run", action="store_false",
                      help="sign and submit the burn")
+    run.add_argument("--every", type=float, default=None, metavar="SECONDS",
+                     help="repeat the run on this schedule until interrupted")
     run.add_argument("--wallet.name", dest="wallet_name", required=True)
     run.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
     run.add_argument("--wallet.path", dest="wallet_path", default="~/.bittensor/wallets")
@@ -300,13 +302,22 @@ def cmd_burn_run(args: argparse.Namespace) -> int:
         wallet = load_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
     except (ValueError, FileNotFoundError) as exc:
         return _fail(str(exc))
-    ledger = _ledger(args)
+    ledger, client = _ledger(args), _client(args)
+
+    async def runs() -> str:
+        while True:
+            out = await run_burn(ledger, client, wallet, policy, dry_run=args.dry_run)
+            print(f"{out.outcome}: {out.amount_rao} rao of {out.collected_rao} collected — "
+                  f"{out.message}", flush=True)
+            if args.every is None:
+                return out.outcome
+            await asyncio.sleep(max(1.0, args.every))
+
     try:
-        out = asyncio.run(run_burn(ledger, _client(args), wallet, policy, dry_run=args.dry_run))
+        outcome = asyncio.run(runs())
     finally:
         ledger.close()
-    print(f"{out.outcome}: {out.amount_rao} rao of {out.collected_rao} collected — {out.message}")
-    return 1 if out.outcome == "failed" else 0
+    return 1 if outcome == "failed" else 0
 
 
 def cmd_burn_report(args: argparse.Namespace) -> int:

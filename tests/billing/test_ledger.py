@@ -100,6 +100,18 @@ def test_blocks_apply_once_and_revert(ledger: Ledger) -> None:
     assert ledger.balance("k1") == 700 == entry_sum(ledger, "k1")
 
 
+def test_a_block_that_fails_midway_applies_nothing(ledger: Ledger) -> None:
+    """A watcher that dies inside a block (here: a bad credit after a good one) leaves
+    no partial credit and no cursor: the restarted watcher reads the block again."""
+    with pytest.raises(ValueError, match="credit amount"):
+        ledger.apply_block("w", 11, "0xd1", [Credit("k1", 500, "0xd1:1"),
+                                             Credit("k2", -1, "0xd1:2")])
+    assert ledger.balance("k1") == 0 and ledger.entries() == []
+    assert ledger.last_block("w") is None
+    assert ledger.apply_block("w", 11, "0xd1", [Credit("k1", 500, "0xd1:1")]) == 1
+    assert ledger.balance("k1") == 500
+
+
 def test_migrations_apply_once(ledger_url: str) -> None:
     Ledger(ledger_url).close()
     led = Ledger(ledger_url)
