@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
 from chutes_subnet.auth import ValidatorGate
 from chutes_subnet.chain import LocalChain
 from chutes_subnet.e2ee import KeyPair
-from chutes_subnet.inference import make_backend
+from chutes_subnet.inference import DEFAULT_MODEL_ID, make_backend
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from tests.servers import UvicornThread, free_port
 
@@ -57,10 +58,14 @@ def dev_verifier() -> Verifier:
 @contextlib.contextmanager
 def local_subnet(tmp: Path, faults: dict[str, str | None], *,
                  request_timeout: float = 30.0, block_time: float = 0,
-                 keypairs: dict[str, KeyPair] | None = None) -> Iterator[Subnet]:
+                 keypairs: dict[str, KeyPair] | None = None,
+                 backends: Mapping[str, tuple[str, Callable[[], Any]]] | None = None,
+                 ) -> Iterator[Subnet]:
     """A LocalChain file, a permitted validator wallet and one real miner per entry.
 
     ``keypairs`` gives some miners a chosen E2EE key pair (e.g. one key for two hotkeys).
+    ``backends`` maps a miner name to ``(model_id, backend factory)``; others serve
+    the embedded model.
     """
     chain_path = str(tmp / "chain.sqlite")
     chain = LocalChain(chain_path, netuid=7, block_time=block_time, weights_rate_limit=0,
@@ -81,10 +86,13 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
     try:
         for name, fault, uid, hk in registered:
             port = free_port()
+            model_id, factory = (backends or {}).get(
+                name, (DEFAULT_MODEL_ID, lambda: make_backend("embedded")))
             config = MinerConfig(host="127.0.0.1", port=port, tee="simulated", fault=fault,
-                                 request_timeout=request_timeout, max_concurrency=4)
+                                 request_timeout=request_timeout, max_concurrency=4,
+                                 model_id=model_id)
             gate = ValidatorGate(hk, lambda: metagraph)
-            app = create_miner_app(config, hotkey_ss58=hk, backend=make_backend("embedded"),
+            app = create_miner_app(config, hotkey_ss58=hk, backend=factory(),
                                    provider=SimulatedProvider(), gate=gate,
                                    keypair=(keypairs or {}).get(name))
             server = UvicornThread(app, port=port).start()

@@ -5,15 +5,19 @@ client's own builder) for the key that passed attestation, POST ``/e2e/invoke``
 (btauth/1-signed, per-request deadline), and read the answer with the client's
 :class:`~chutes_subnet.wire.call.StreamDecoder`: every frame opened in order, the
 authenticated final frame required, ``[DONE]`` required. Measured per request: TTFT
-(request sent -> first non-empty text), end-to-end output throughput (completion tokens / (last byte - request sent), so a
-miner cannot inflate it by holding back and bursting tokens) and success.
+(request sent -> first non-empty text), end-to-end output throughput (completion
+tokens as the *validator* counts them / (last byte - request sent), so a miner can
+neither inflate its usage nor hold back and burst tokens) and success.
 
 Correctness: for the embedded model, ``verify`` prompts are recomputed locally with
 :func:`chutes_subnet.inference.run_generation` and must match exactly (text and
 completion token count), and no answer may claim more tokens than its bytes (+1 for
-EOS), since the model emits one byte per token; for upstream models, prompts sharing a
-canary id (greedy, temperature 0) must return identical text. Every chunk must be a well-formed OpenAI
-chunk of the invoked kind and usage may not exceed the requested ``max_tokens``.
+EOS), since the model emits one byte per token. For a real model with a
+:class:`~.reference.ChuteReference`, every answer's usage is checked against the
+validator's own count and ``verify`` prompts are logprob-verified
+(:mod:`.real_answers`). Prompts sharing a canary id (greedy, temperature 0) must
+return identical text. Every chunk must be a well-formed OpenAI chunk of the invoked
+kind and usage may not exceed the requested ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ from .attest import AttestedInstance
 from .config import BenchmarkConfig
 from .failures import EvaluationFailure, from_http_error
 from .prompts import BenchPrompt
+from .real_answers import check_real_answer
+from .reference import ChuteReference
+from .results import reason_kind
 
 __all__ = ["RequestSample", "ReferenceCache", "StreamedAnswer", "stream_prompt",
            "run_benchmark", "BenchmarkOutcome"]
@@ -246,9 +253,19 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
     return StreamedAnswer("".join(parts), tokens, answer.ttft, duration)
 
 
-async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCache | None) -> bool:
-    if refs is None:
-        return False
+async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCache | None,
+                 reference: ChuteReference | None) -> tuple[int, bool]:
+    """``(completion tokens as the validator counts them, verified)`` or a failure."""
+    if reference is not None:
+        found = await check_real_answer(reference, prompt, answer.text, answer.completion_tokens)
+        return found.counted_tokens, found.verdict is not None
+    if refs is None:  # no tokenizer for this chute: only the canary checks it
+        return answer.completion_tokens, False
+    return answer.completion_tokens, await _check_embedded(prompt, answer, refs)
+
+
+async def _check_embedded(prompt: BenchPrompt, answer: StreamedAnswer,
+                          refs: ReferenceCache) -> bool:
     # the embedded model emits one byte per token (plus at most one EOS): a larger
     # count would inflate throughput on answers that are not recomputed
     if answer.completion_tokens > len(answer.text.encode("utf-8")) + 1:
@@ -267,10 +284,12 @@ async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCac
 
 async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: AttestedInstance,
                         prompts: list[BenchPrompt], config: BenchmarkConfig, *,
-                        timeout: float, refs: ReferenceCache | None) -> BenchmarkOutcome:
+                        timeout: float, refs: ReferenceCache | None,
+                        reference: ChuteReference | None = None) -> BenchmarkOutcome:
     """Run ``prompts`` one after the other against ``instance``.
 
-    Stops early after a timeout or an unreachable miner (the rest count as failed,
+    ``refs`` recomputes embedded-model answers; ``reference`` counts and scores a real
+    model's answers (:mod:`.real_answers`). Stops early after a timeout or an unreachable miner (the rest count as failed,
     so one stalled miner costs about one timeout) and at the first wrong answer.
     """
     del config  # the prompts already carry every benchmark parameter
@@ -281,7 +300,7 @@ async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: Attested
     for i, prompt in enumerate(prompts):
         try:
             answer = await stream_prompt(http, wallet, instance, prompt, timeout=timeout)
-            verified = await _check(prompt, answer, refs)
+            tokens, verified = await _check(prompt, answer, refs, reference)
             if prompt.canary is not None:
                 seen = canaries.setdefault(prompt.canary, answer.text)
                 if seen != answer.text:
@@ -291,7 +310,7 @@ async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: Attested
         except EvaluationFailure as failure:
             samples.append(RequestSample(False, failure.reason, failure.detail))
             reason, detail = failure.reason, failure.detail
-            if failure.reason == "wrong_output":
+            if reason_kind(failure.reason) == "wrong_output":
                 return BenchmarkOutcome(tuple(samples), reason, detail)
             if failure.reason in ("timeout", "unreachable"):
                 rest = len(prompts) - i - 1
@@ -299,10 +318,8 @@ async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: Attested
                 break
             continue
         span = max(answer.duration_s, 1e-3)
-        samples.append(RequestSample(True, ttft_s=answer.ttft_s,
-                                     tokens_per_s=answer.completion_tokens / span,
-                                     completion_tokens=answer.completion_tokens,
-                                     verified=verified))
+        samples.append(RequestSample(True, ttft_s=answer.ttft_s, tokens_per_s=tokens / span,
+                                     completion_tokens=tokens, verified=verified))
     outcome = BenchmarkOutcome(tuple(samples), None, detail)
     if outcome.successes == 0:
         return BenchmarkOutcome(tuple(samples), reason or "bad_response",

@@ -54,6 +54,9 @@ class BenchmarkConfig:
     embedded_seed: int = DEFAULT_SEED
     #: upstream models: one prompt is sent twice and must come back identical
     canary_repeats: int = 2
+    #: a miner serving a model that is neither the embedded one nor in the validator's
+    #: reference book fails as ``unverified`` (its tokens cannot be counted or checked)
+    require_reference: bool = True
 
     def __post_init__(self) -> None:
         if self.prompts_per_miner < 1 or not 1 <= self.max_tokens <= 4096:

@@ -5,7 +5,9 @@ One round (:meth:`Validator.run_round`):
 1. metagraph snapshot; targets = every other neuron (those without an axon score 0
    as ``no_axon``), optionally a random sample of ``sample_size``;
 2. per target, with bounded concurrency and a per-miner deadline: attestation
-   (cached key or fresh challenge), then the encrypted benchmark on the attested key;
+   (cached key or fresh challenge), then the encrypted benchmark on the attested key,
+   its answers checked against the chute's reference (embedded recomputation, or
+   token count + logprobs of a real model; ``unverified`` without one);
 3. one key, one uid (:mod:`.identity`): a uid presenting an instance key another
    uid holds is refused; then pure scoring (:mod:`.scoring`): round scores, EMA with resets, coldkey dedupe,
    SDK-identical weight planning;
@@ -41,12 +43,13 @@ from chutes_subnet.registry import (
 from chutes_subnet.wallets import hotkey_ss58
 
 from .attest import AttestedInstance, Attestor
-from .benchmark import ReferenceCache, run_benchmark
+from .benchmark import BenchmarkOutcome, ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
 from .identity import DUPLICATE_REASON, holders_from, refuse_duplicate_keys
 from .metrics import ValidatorMetrics
 from .prompts import miner_prompts, new_round_seed
+from .reference import ReferenceBook
 from .results import MinerResult, RoundReport
 from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_from_scores
 from .state import ValidatorState
@@ -94,8 +97,11 @@ class Validator:
         organic: OrganicSource | None = None,
         metrics: ValidatorMetrics | None = None,
         http: httpx.AsyncClient | None = None,
+        references: ReferenceBook | None = None,
     ) -> None:
         self.config = config
+        #: reference models by model id: token counting and logprob verification
+        self.references = references or ReferenceBook()
         self.chain = chain
         self.wallet = wallet
         self.hotkey = hotkey_ss58(wallet)
@@ -142,11 +148,17 @@ class Validator:
             async with asyncio.timeout(deadline):
                 instance, cached = await self.attestor.ensure(neuron)
                 embedded = instance.model == cfg.benchmark.embedded_model
-                prompts = miner_prompts(seed, neuron.uid, neuron.hotkey, cfg.benchmark,
-                                        embedded=embedded)
-                outcome = await run_benchmark(self.http, self._signer, instance, prompts,
-                                              cfg.benchmark, timeout=cfg.timeout,
-                                              refs=refs if embedded else None)
+                reference = None if embedded else self.references.get(instance.model)
+                if not embedded and reference is None and cfg.benchmark.require_reference:
+                    outcome = BenchmarkOutcome(
+                        (), "unverified", "this validator holds no reference for the model")
+                else:
+                    prompts = miner_prompts(seed, neuron.uid, neuron.hotkey, cfg.benchmark,
+                                            embedded=embedded, scored=reference is not None)
+                    outcome = await run_benchmark(
+                        self.http, self._signer, instance, prompts, cfg.benchmark,
+                        timeout=cfg.timeout, refs=refs if embedded else None,
+                        reference=reference)
         except EvaluationFailure as failure:
             return MinerResult(**base, attested=False, reason=failure.reason,
                                detail_text=failure.detail, attestation=failure.attestation,

@@ -72,24 +72,27 @@ def _request(rng: random.Random, max_tokens: int) -> tuple[str, dict[str, Any]]:
 
 
 def miner_prompts(seed: bytes, uid: int, hotkey: str, config: BenchmarkConfig,
-                  *, embedded: bool) -> list[BenchPrompt]:
+                  *, embedded: bool, scored: bool = False) -> list[BenchPrompt]:
     """The prompts for one miner this round.
 
     ``embedded``: the miner serves the validator-recomputable embedded model, so
-    ``config.verify_sample`` prompts are marked for exact verification; otherwise the
-    first prompt is repeated ``config.canary_repeats`` times as a greedy canary.
+    ``config.verify_sample`` prompts are marked for exact verification. Otherwise the
+    first prompt is repeated ``config.canary_repeats`` times as a greedy canary, and
+    with ``scored`` (the validator holds a reference of the model)
+    ``config.verify_sample`` prompts are also marked for logprob verification.
     """
     if len(seed) != 32:
         raise ValueError("round seed must be 32 bytes")
     rng = _rng(seed, uid, hotkey)
     requests = [_request(rng, config.max_tokens) for _ in range(config.prompts_per_miner)]
+    checked = set(rng.sample(range(len(requests)), config.verify_sample)) \
+        if embedded or scored else set()
+    out = [BenchPrompt(p, b, verify=i in checked) for i, (p, b) in enumerate(requests)]
     if embedded:
-        checked = set(rng.sample(range(len(requests)), config.verify_sample))
-        return [BenchPrompt(p, b, verify=i in checked) for i, (p, b) in enumerate(requests)]
-    out = [BenchPrompt(p, b) for p, b in requests]
+        return out
     if config.canary_repeats >= 2:
         path, body = requests[0]
-        out[0] = BenchPrompt(path, body, canary=0)
+        out[0] = BenchPrompt(path, body, verify=out[0].verify, canary=0)
         repeats = config.canary_repeats - 1
         out.extend(BenchPrompt(path, dict(body), canary=0) for _ in range(repeats))
     rng.shuffle(out)

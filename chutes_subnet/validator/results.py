@@ -28,7 +28,10 @@ REASON_KINDS = (
     "timeout",        # no complete answer within the per-request timeout
     "bad_response",   # HTTP error, malformed message, failed decryption or stream integrity
     "attestation",    # evidence rejected by the verifier (detail = first verdict reason code)
-    "wrong_output",   # answer differs from the local recomputation or the canary repeat
+    "wrong_output",   # answer differs from the local recomputation or the canary repeat,
+                      # usage disagrees with the validator's count (wrong_output:usage),
+                      # tokens unlikely under the reference model (wrong_output:logprob)
+    "unverified",     # the validator holds no reference for the model the miner serves
 )
 
 

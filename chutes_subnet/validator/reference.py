@@ -1,0 +1,153 @@
+"""The validator's reference implementation of a chute's model (transformers, CPU or GPU).
+
+A :class:`ReferenceModel` is loaded from a local model directory (``config.json``,
+safetensors weights, tokenizer files), never from a hub. It does two jobs:
+
+* **count** completion tokens of a decrypted answer with the chute's tokenizer
+  (:meth:`ReferenceModel.count_tokens`); throughput uses this count, and the miner's
+  usage claim is checked against it (:mod:`.tokencount`);
+* **score** a sample of the answer's tokens teacher-forced (:meth:`ReferenceModel.score`):
+  one forward pass over ``prompt + output`` up to the last sampled position yields the
+  reference's rank and logprob gap of each emitted token, judged by :mod:`.logprobs`.
+
+The prompt is tokenized the way OpenAI-compatible engines do: ``/v1/chat/completions``
+renders the tokenizer's chat template with the generation prompt and tokenizes without
+adding special tokens again; ``/v1/completions`` tokenizes the prompt with the
+tokenizer's defaults. The answer is re-tokenized from its text (engines' token ids
+are not on the wire); for trained models that is the emitted sequence, and the rank
+threshold absorbs the rare exception.
+
+Identity: :attr:`ReferenceModel.tokenizer_digest` is SHA-256 over the sorted
+``name NUL sha256(file)`` lines of the tokenizer files present; a
+:class:`ChuteReference` is only used for a miner whose attested model id matches,
+and (with workload manifests) whose manifest names the same tokenizer digest.
+
+``transformers`` is imported only when a reference is built (the ``verify`` extra).
+Scoring is serialized per model (one forward at a time) and runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .logprobs import LogprobPolicy, TokenScore
+from .tokencount import UsageTolerance
+
+__all__ = ["TOKENIZER_FILES", "ChuteReference", "ReferenceBook", "ReferenceModel",
+           "tokenizer_digest"]
+
+#: Files that define a tokenizer (those present are digested, in this order of names).
+TOKENIZER_FILES = ("chat_template.jinja", "special_tokens_map.json", "tokenizer.json",
+                   "tokenizer.model", "tokenizer_config.json")
+#: Longest answer text (characters) tokenized per max_tokens of the request: no
+#: tokenizer used in practice packs more than this many characters into one token.
+MAX_CHARS_PER_TOKEN = 64
+
+
+def tokenizer_digest(model_dir: str | Path) -> str:
+    """Hex SHA-256 identity of the tokenizer files in ``model_dir``."""
+    root = Path(model_dir)
+    outer = hashlib.sha256()
+    found = False
+    for name in sorted(TOKENIZER_FILES):
+        path = root / name
+        if path.is_file():
+            found = True
+            outer.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    if not found:
+        raise ValueError(f"no tokenizer files in {root}")
+    return outer.hexdigest()
+
+
+class ReferenceModel:
+    """Tokenizer + causal LM of one model directory (see module doc)."""
+
+    def __init__(self, model_dir: str | Path, *, dtype: str = "float32",
+                 attn_implementation: str = "eager") -> None:
+        from transformers import AutoTokenizer
+
+        self.model_dir = Path(model_dir)
+        self.tokenizer_digest = tokenizer_digest(self.model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir),
+                                                       local_files_only=True)
+        self._dtype = dtype
+        self._attn = attn_implementation
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _lm(self) -> Any:
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(
+                str(self.model_dir), local_files_only=True, dtype=getattr(torch, self._dtype),
+                attn_implementation=self._attn)
+            self._model = model.eval()
+        return self._model
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of answer text (no special tokens added)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def count_tokens(self, text: str) -> int:
+        """Completion tokens of ``text`` under the chute's tokenizer."""
+        return len(self.encode(text))
+
+    def prompt_ids(self, path: str, body: Mapping[str, Any]) -> list[int]:
+        """The prompt as an engine tokenizes it (see module doc)."""
+        if path == "/v1/chat/completions":
+            rendered = self.tokenizer.apply_chat_template(
+                list(body["messages"]), add_generation_prompt=True, tokenize=False)
+            return list(self.tokenizer.encode(rendered, add_special_tokens=False))
+        return list(self.tokenizer.encode(str(body["prompt"])))
+
+    def score(self, prompt_ids: Sequence[int], output_ids: Sequence[int],
+              positions: Sequence[int]) -> list[TokenScore]:
+        """Rank and gap of ``output_ids[p]`` for each ``p`` in ``positions``, teacher-forced."""
+        if not positions:
+            return []
+        import torch
+
+        last = max(positions)
+        ids = list(prompt_ids) + list(output_ids[: last + 1])
+        base = len(prompt_ids) - 1  # logits at i predict token i + 1
+        with self._lock, torch.inference_mode():
+            logits = self._lm()(torch.tensor([ids])).logits[0].float()
+            rows = logits[[base + p for p in positions]]
+            logp = torch.log_softmax(rows, dim=-1)
+            chosen = torch.tensor([output_ids[p] for p in positions])
+            token_lp = logp.gather(1, chosen[:, None])[:, 0]
+            ranks = (logp > token_lp[:, None]).sum(dim=-1) + 1
+            gaps = logp.max(dim=-1).values - token_lp
+        return [TokenScore(int(r), float(g)) for r, g in zip(ranks.tolist(), gaps.tolist())]
+
+
+@dataclass(frozen=True)
+class ChuteReference:
+    """What the validator needs to verify one chute: its model, thresholds, tolerance."""
+
+    model: ReferenceModel
+    policy: LogprobPolicy = field(default_factory=LogprobPolicy)
+    usage: UsageTolerance = field(default_factory=UsageTolerance)
+
+
+class ReferenceBook:
+    """Chute references by model id (what miners attest they serve)."""
+
+    def __init__(self, references: Mapping[str, ChuteReference] | None = None) -> None:
+        self._by_model = dict(references or {})
+
+    def get(self, model_id: str) -> ChuteReference | None:
+        return self._by_model.get(model_id)
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self._by_model
+
+    def __len__(self) -> int:
+        return len(self._by_model)
