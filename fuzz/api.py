@@ -213,11 +213,11 @@ def run_stack(examples: int) -> list[tuple[str, OpFinding]]:
 
 def _probe_gateway_app(create_gateway: Callable[..., Any]) -> Any:
     """A gateway app used only to read its route table for the spec."""
-    from chutes_subnet.gateway.config import GatewayConfig
     from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
-    from chutes_subnet.gateway.registry import MemoryInstanceRegistry
+    from chutes_subnet.gateway.config import GatewayConfig
     from chutes_subnet.gateway.usage import MemoryUsageMeter
     from chutes_subnet.nonces import MemoryNonceStore
+    from chutes_subnet.registry import MemoryInstanceRegistry
 
     return create_gateway(GatewayConfig(), registry=MemoryInstanceRegistry(),
                           nonce_store=MemoryNonceStore(), keys=MemoryApiKeyStore(),

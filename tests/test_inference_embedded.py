@@ -133,7 +133,9 @@ async def test_invalid_requests_raise_before_streaming(backend):
     with pytest.raises(InvalidRequestError, match="max_tokens"):
         backend.stream(CHAT, {"messages": CHAT_BODY["messages"], "max_tokens": 10_000})
     with pytest.raises(InvalidRequestError, match="unsupported path"):
-        await backend.complete("/v1/embeddings", {"input": "x"})
+        await backend.complete("/v1/responses", {"input": "x"})
+    with pytest.raises(InvalidRequestError, match="unsupported path"):
+        backend.stream("/v1/embeddings", {"input": "x"})  # embeddings never stream
 
 
 async def test_event_loop_keeps_running_during_generation(backend):

@@ -81,8 +81,9 @@ def test_error_message_never_echoes_plaintext():
 
 
 def test_bad_path_and_non_object_body():
-    with pytest.raises(InvalidRequestError, match="unsupported path"):
-        parse_request("/v1/embeddings", {"input": "x"})
+    for path in ("/v1/embeddings", "/v1/responses"):  # not generation paths
+        with pytest.raises(InvalidRequestError, match="unsupported path"):
+            parse_request(path, {"input": "x"})
     with pytest.raises(InvalidRequestError, match="JSON object"):
         parse_request(CHAT, ["not", "a", "dict"])
 

@@ -20,7 +20,7 @@ from chutes_subnet.inference import (
     make_backend,
 )
 
-CHAT, TEXT = "/v1/chat/completions", "/v1/completions"
+CHAT, TEXT, EMBED = "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
 API_KEY = "sk-upstream-test"
 
 
@@ -33,6 +33,7 @@ class FakeVLLM:
         self.app = web.Application()
         self.app.router.add_post(CHAT, self.handle)
         self.app.router.add_post(TEXT, self.handle)
+        self.app.router.add_post(EMBED, self.embed)
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -47,6 +48,16 @@ class FakeVLLM:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+
+    async def embed(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.seen.append(body)
+        if body["input"] == "no-data":
+            return web.json_response({"object": "list", "model": body["model"]})
+        return web.json_response({
+            "object": "list", "model": body["model"],
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}],
+            "usage": {"prompt_tokens": 2, "total_tokens": 2}})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -250,9 +261,21 @@ async def test_abandoned_stream_closes_cleanly(server, backend):
     assert resp["usage"]["completion_tokens"] == 5
 
 
+async def test_embeddings_pass_through_non_stream(server, backend):
+    out = await backend.complete(EMBED, {"input": "hello", "encoding_format": "float"})
+    assert out["data"][0]["embedding"] == [0.6, 0.8] and out["model"] == "tiny"
+    assert out["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    sent = server.seen[-1]
+    assert sent == {"input": "hello", "encoding_format": "float", "model": "org/real-model"}
+    with pytest.raises(UpstreamError, match="no data list"):
+        await backend.complete(EMBED, {"input": "no-data"})
+    with pytest.raises(InvalidRequestError, match="cannot be streamed"):
+        backend.stream(EMBED, {"input": "hello"})
+
+
 async def test_request_validation(backend):
     with pytest.raises(InvalidRequestError, match="unsupported path"):
-        await backend.complete("/v1/embeddings", {"input": "x"})
+        await backend.complete("/v1/responses", {"input": "x"})
     with pytest.raises(InvalidRequestError):
         backend.stream(CHAT, "not a dict")  # type: ignore[arg-type]
 

@@ -48,13 +48,14 @@ class UpstreamError(InferenceError):
 
 @runtime_checkable
 class Backend(Protocol):
-    """An inference engine serving ``/v1/chat/completions`` and ``/v1/completions``."""
+    """An inference engine serving ``/v1/chat/completions``, ``/v1/completions`` and
+    (non-stream) ``/v1/embeddings``."""
 
     model_id: str
 
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Full OpenAI response object (``chat.completion`` / ``text_completion``)
-        including ``usage``."""
+        """Full OpenAI response object (``chat.completion`` / ``text_completion`` / the
+        ``list`` of embeddings) including ``usage``."""
         ...
 
     def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:

@@ -6,6 +6,9 @@ each :class:`~chutes_subnet.inference.generation.Step` to an ``asyncio.Queue`` t
 moment it is decoded, and when the consumer stops iterating (client gone, task
 cancelled) the worker is told to stop at the next token.
 
+``/v1/embeddings`` (non-stream only) runs on the same worker:
+:mod:`chutes_subnet.inference.embeddings`.
+
 Sampling parameters are ignored: decoding is always greedy, so the output equals
 :func:`~chutes_subnet.inference.generation.reference_completion` for the same
 ``(seed, config)`` — that is what validators check.
@@ -23,6 +26,7 @@ import torch
 
 from chutes_subnet.errors import InferenceError
 from chutes_subnet.inference.base import DEFAULT_MODEL_ID, DEFAULT_SEED
+from chutes_subnet.inference.embeddings import parse_embedding_request, run_embeddings
 from chutes_subnet.inference.generation import (
     GenerationResult,
     Prepared,
@@ -40,6 +44,7 @@ from chutes_subnet.inference.responses import (
     token_chunk,
     usage_chunk,
 )
+from chutes_subnet.wire.protocol import EMBEDDINGS_PATH
 
 __all__ = ["EmbeddedBackend"]
 
@@ -98,6 +103,15 @@ class EmbeddedBackend:
 
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Generate the whole answer; see :class:`~chutes_subnet.inference.base.Backend`."""
+        if path == EMBEDDINGS_PATH:
+            request = parse_embedding_request(body, self.config)  # refused eagerly
+            cancel = self._open_job()
+            try:
+                return await self._submit(run_embeddings, self._model, request.model_dump(),
+                                          self.model_id)
+            finally:
+                cancel.set()
+                self._active.discard(cancel)
         prepared = prepare(path, body, self.config)
         meta = ResponseMeta(prepared.kind, self.model_id)
         cancel = self._open_job()

@@ -192,6 +192,12 @@ class TinyByteLM(nn.Module):
         self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0
     ) -> torch.Tensor:
         """Logits for ``ids`` at positions ``start..start+len``; fills ``cache`` if given."""
+        return F.linear(self.hidden(ids, cache, start), self.embed.weight, self.prior)
+
+    def hidden(
+        self, ids: torch.Tensor, cache: KVCache | None = None, start: int = 0
+    ) -> torch.Tensor:
+        """Final normalised hidden states ``[batch, steps, d_model]`` (before the head)."""
         steps = ids.shape[-1]
         limit = cache.length if cache is not None else self.config.max_context
         if start < 0 or start + steps > limit:
@@ -202,7 +208,7 @@ class TinyByteLM(nn.Module):
         x = self.embed(ids)
         for block in self.blocks:
             x = block(x, rope, cache, start)
-        return F.linear(self.final_norm(x), self.embed.weight, self.prior)
+        return self.final_norm(x)
 
 
 def _output_prior(strength: float) -> torch.Tensor:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chutes_subnet.inference.base import InvalidRequestError
-from chutes_subnet.wire.protocol import INVOKE_PATHS
+from chutes_subnet.wire.protocol import CHAT_PATH, COMPLETIONS_PATH, INVOKE_PATHS, STREAM_PATHS
 
 __all__ = [
     "CHAT_PATH",
@@ -36,20 +36,22 @@ __all__ = [
     "InferenceRequest",
     "parse_request",
     "check_path",
+    "describe_validation_error",
+    "Lenient",
 ]
 
-CHAT_PATH = "/v1/chat/completions"
-COMPLETIONS_PATH = "/v1/completions"
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 4096
 MAX_MESSAGES = 256
 
 
-class _Lenient(BaseModel):
+class Lenient(BaseModel):
+    """Base of request models: unknown fields ignored, frozen."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class ChatMessage(_Lenient):
+class ChatMessage(Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str
 
@@ -67,7 +69,7 @@ class ChatMessage(_Lenient):
         return value
 
 
-class _RequestBase(_Lenient):
+class _RequestBase(Lenient):
     model: str | None = None
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS_LIMIT, strict=True)
     stream: bool = False
@@ -117,8 +119,10 @@ def check_path(path: str) -> str:
 
 
 def parse_request(path: str, body: Any) -> InferenceRequest:
-    """Validate ``body`` for ``path``; raise :class:`InvalidRequestError` on any problem."""
-    check_path(path)
+    """Validate a generation ``body`` for ``path``; raise :class:`InvalidRequestError` on
+    any problem (``/v1/embeddings`` bodies: :mod:`chutes_subnet.inference.embeddings`)."""
+    if path not in STREAM_PATHS:
+        raise InvalidRequestError(f"unsupported path; expected one of {list(STREAM_PATHS)}")
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
     model = ChatCompletionRequest if path == CHAT_PATH else CompletionRequest
@@ -126,10 +130,10 @@ def parse_request(path: str, body: Any) -> InferenceRequest:
         return model.model_validate(body)
     except ValidationError as exc:
         # not chained: pydantic's own message quotes the (plaintext) input values
-        raise InvalidRequestError(_describe(exc)) from None
+        raise InvalidRequestError(describe_validation_error(exc)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError) -> str:
     """A field-level summary of the errors without the offending input values."""
     problems = []
     for error in exc.errors(include_input=False, include_url=False, include_context=False):

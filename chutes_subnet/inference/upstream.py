@@ -1,5 +1,6 @@
 """OpenAI-compatible upstream backend: forwards decrypted requests to vLLM, SGLang or
-any server speaking ``/v1/chat/completions`` and ``/v1/completions``.
+any server speaking ``/v1/chat/completions`` and ``/v1/completions`` (and
+``/v1/embeddings``, passed through non-stream, for engines serving an embedding model).
 
 Trust boundary: the upstream receives the *plaintext* request and produces the
 plaintext answer, so it MUST run inside the same TEE (the same TDX trust domain,
@@ -45,7 +46,7 @@ from chutes_subnet.inference.base import DEFAULT_MODEL_ID, InvalidRequestError, 
 from chutes_subnet.inference.requests import check_path
 from chutes_subnet.inference.responses import usage
 from chutes_subnet.sse import SSEParser
-from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES
+from chutes_subnet.wire.protocol import EMBEDDINGS_PATH, MAX_DECOMPRESSED_BYTES, STREAM_PATHS
 
 __all__ = ["OpenAIUpstreamBackend", "SSEDecoder", "SSEFormatError", "DEFAULT_MAX_LINE_BYTES"]
 
@@ -123,8 +124,9 @@ class OpenAIUpstreamBackend:
                 await _raise_for_status(resp)
                 raw = await _read_bounded(resp, self._max_bytes)
         result = _json_object(raw)
-        if not isinstance(result.get("choices"), list):
-            raise UpstreamError("upstream response has no choices list")
+        listed = "data" if path == EMBEDDINGS_PATH else "choices"
+        if not isinstance(result.get(listed), list):
+            raise UpstreamError(f"upstream response has no {listed} list")
         result["model"] = self.model_id
         return result
 
@@ -153,8 +155,12 @@ class OpenAIUpstreamBackend:
 
     def _payload(self, path: str, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
         check_path(path)
+        if stream and path not in STREAM_PATHS:
+            raise InvalidRequestError(f"{path} cannot be streamed")
         if not isinstance(body, dict):
             raise InvalidRequestError("request body must be a JSON object")
+        if path == EMBEDDINGS_PATH:  # passed through; the upstream validates the rest
+            return {**body, "model": self.upstream_model}
         payload = {**body, "model": self.upstream_model, "stream": stream}
         if stream:
             options = payload.get("stream_options")

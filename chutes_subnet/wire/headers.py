@@ -25,6 +25,7 @@ from chutes_subnet.errors import HeaderError, UsageError
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V1,
     INVOKE_PATHS,
+    STREAM_PATHS,
     SUPPORTED_E2EE_VERSIONS,
     parse_json,
 )
@@ -111,6 +112,8 @@ class InvokeHeaders:
         stream_flag = h.get(H_STREAM.lower(), "false").lower()
         if stream_flag not in ("true", "false"):
             raise HeaderError("bad_header", f"{H_STREAM} must be true or false")
+        if stream_flag == "true" and path not in STREAM_PATHS:
+            raise HeaderError("bad_header", f"{H_STREAM} must be false for {path}")
         raw = h.get(H_VERSION.lower())
         if raw is not None and raw not in _VERSION_VALUES:
             raise HeaderError("bad_version", f"unsupported {H_VERSION}")

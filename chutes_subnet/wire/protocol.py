@@ -30,6 +30,11 @@ __all__ = [
     "SUPPORTED_E2EE_VERSIONS",
     "INVOKE_PATH",
     "INVOKE_PATHS",
+    "STREAM_PATHS",
+    "REFUSED_PATHS",
+    "CHAT_PATH",
+    "COMPLETIONS_PATH",
+    "EMBEDDINGS_PATH",
     "MAX_ENVELOPE_BYTES",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_ATTEST_BODY_BYTES",
@@ -47,8 +52,22 @@ SUPPORTED_E2EE_VERSIONS = (E2EE_VERSION_V1, E2EE_VERSION_V2)
 
 #: The endpoint that takes an envelope (same path on the gateway and the miner).
 INVOKE_PATH = "/e2e/invoke"
+#: OpenAI paths served through an envelope (and only through one: never plaintext).
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
 #: Paths a client may invoke through an envelope.
-INVOKE_PATHS = ("/v1/chat/completions", "/v1/completions")
+INVOKE_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH)
+#: Invokable paths whose answer may be a stream (embeddings never are).
+STREAM_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
+#: OpenAI paths that are deliberately not served, with the reason a client shows.
+#: ``/v1/responses`` keeps conversation state on the server (``previous_response_id``,
+#: ``store``, background runs): that state would have to outlive one instance and its
+#: key, i.e. live outside the attested TEE. Use ``/v1/chat/completions``.
+REFUSED_PATHS = {
+    "/v1/responses": "the Responses API keeps conversation state on the server, outside "
+                     "the attested instance; use /v1/chat/completions",
+}
 
 # --- limits -----------------------------------------------------------------------
 MAX_ENVELOPE_BYTES = 4 * 1024 * 1024          # compressed request/response body
