@@ -20,7 +20,7 @@ from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED
 from chutes_subnet.inference.embeddings import reference_embeddings
 from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.registry import MemoryInstanceRegistry
-from chutes_subnet.wire.call import InstanceOffer, seal_call
+from chutes_subnet.wire.call import SealTarget, seal_call
 from chutes_subnet.wire.protocol import EMBEDDINGS_PATH, REFUSED_PATHS, chute_id_for_model
 from tests.miner_fixtures import miner_record, start_real_miner
 from tests.servers import UvicornThread
@@ -57,7 +57,7 @@ def _call(env: Env, path: str, payload: dict, *, stream: bool = False):
     auth = {"Authorization": f"Bearer {env.key}"}
     info = httpx.get(f"{env.gw}/e2e/instances/{CHUTE}", headers=auth, timeout=10).json()[
         "instances"][0]
-    offer = InstanceOffer(info["instance_id"], base64.b64decode(info["e2e_pubkey"]), (2,))
+    offer = SealTarget(info["instance_id"], base64.b64decode(info["e2e_pubkey"]), (2,))
     call = seal_call(offer, chute_id=CHUTE, nonce=info["nonces"][0], path=path, stream=stream,
                      payload=payload, version=2, api_key=env.key)
     assert SECRET_TEXT.encode() not in call.body
