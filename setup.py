@@ -37,6 +37,7 @@ setup(
         "prometheus-client>=0.20",
         "openai>=1.40",
         "filelock>=3.12",
+        "orjson>=3.10",  # envelope JSON (only used if it enforces a depth limit)
         # PostgreSQL backend of the gateway's ledger and stores (binary wheel: no libpq needed)
         "psycopg[binary]>=3.2,<4",
         "psycopg-pool>=3.2,<4",

@@ -42,9 +42,9 @@ def _farm(spec: dict[str, Any]) -> None:
     import torch
     import uvicorn
 
-    from chutes_subnet.asgi import read_body
+    from chutes_subnet.asgi import invoke_headers, read_body
     from chutes_subnet.attestation import SimulatedProvider
-    from chutes_subnet.e2ee import KeyPair, RequestContext, v2
+    from chutes_subnet.e2ee import KeyPair, v2
     from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
     from chutes_subnet.sse import DONE_EVENT, format_event
     from chutes_subnet.wire.messages import AttestResponse
@@ -79,7 +79,7 @@ def _farm(spec: dict[str, Any]) -> None:
             return
         h = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         path = h["x-e2e-path"]
-        ctx = RequestContext(h["x-chute-id"], h["x-instance-id"], h["x-e2e-nonce"], path, True)
+        ctx = invoke_headers(h).context()
         payload, session = v2.open_request(key, ctx, body)
         result = await asyncio.to_thread(run_generation, path, payload, seed=DEFAULT_SEED)
         sealer = session.stream_sealer()

@@ -7,8 +7,9 @@ grouped by the boundary where it happens::
     ├── E2EEError                     envelope / stream layer (chutes_subnet.e2ee)
     │   ├── EnvelopeFormatError       malformed bytes (length, framing, base64, JSON)
     │   ├── PayloadTooLargeError      compressed or decompressed size over the limit
-    │   └── DecryptionError           authentication failed; deliberately message-less
-    │       └── StreamIntegrityError  reorder, drop, duplicate or truncation of a stream
+    │   ├── DecryptionError           authentication failed; deliberately message-less
+    │   │   └── StreamIntegrityError  reorder, drop, duplicate or truncation of a stream
+    │   └── ReceiptError              answer receipt missing, malformed or not matching
     ├── WireError                     wire contract (chutes_subnet.wire); also a ValueError
     │   ├── HeaderError               invoke header missing/malformed (reason code)
     │   └── UsageError                usage report not bounded non-negative integers
@@ -57,6 +58,7 @@ __all__ = [
     "PayloadTooLargeError",
     "DecryptionError",
     "StreamIntegrityError",
+    "ReceiptError",
     "WireError",
     "HeaderError",
     "UsageError",
@@ -111,6 +113,18 @@ class StreamIntegrityError(DecryptionError):
 
     def __init__(self, reason: str = "stream integrity check failed") -> None:
         Exception.__init__(self, reason)
+        self.reason = reason
+
+
+class ReceiptError(E2EEError):
+    """An answer's signed receipt is missing, malformed, wrongly signed or for another answer.
+
+    ``reason`` is one short code (``missing``, ``malformed``, ``bad_signature``,
+    ``wrong_request``, ``wrong_answer``, ``wrong_instance``, ``stale``, ``no_key``).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
         self.reason = reason
 
 

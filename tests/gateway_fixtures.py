@@ -62,7 +62,7 @@ def echo_miner_app(kp: KeyPair, *, fail_status: int | None = None,
         usage = None
         if h.get("x-e2e-version") == "2":
             ctx = RequestContext(h["x-chute-id"], h["x-instance-id"], h["x-e2e-nonce"],
-                                 h["x-e2e-path"], stream)
+                                 h["x-e2e-path"], stream, int(h.get("x-e2e-padding", "0")))
             payload, session = v2.open_request(kp, ctx, body)
             text = chat_reply(payload)
             usage = {"prompt_tokens": 3, "completion_tokens": len(text.split()),

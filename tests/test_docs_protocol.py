@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chutes_subnet.attestation.binding import build_report_data
-from chutes_subnet.e2ee import KeyPair, RequestContext, _kem, v1, v2
+from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, KeyPair, RequestContext, _kem, v1, v2
 from chutes_subnet.gateway.invoke import NONCE_REFUSALS
 from chutes_subnet.nonces import SeenNonceCache, new_nonce
 from chutes_subnet.wire import headers, protocol
@@ -104,17 +104,19 @@ def test_v2_labels_and_version_byte() -> None:
 
 def test_v2_stream_frames_carry_no_nonce_as_documented() -> None:
     kp = KeyPair.generate()
-    ctx = RequestContext("chute", "inst", new_nonce(), "/v1/chat/completions", True)
-    body, client = v2.seal_request(kp.public_bytes, ctx, {"model": "m"})
-    _, server = v2.open_request(kp, ctx, body)
-    sealer, opener = server.stream_sealer(), client.stream_opener()
     line = b'data: {"x":1}'
-    frame = sealer.seal(line)
-    assert len(base64.b64decode(frame)) == len(line) + 16  # ciphertext || tag only
-    assert opener.open(frame) == line
-    final = opener.open_final(sealer.finish({"completion_tokens": 1}))
-    assert final == {"chunks": 1, "usage": {"completion_tokens": 1}}
+    for padding, size in ((PADDING_NONE, len(line)), (PADDING_PADME, 512)):
+        ctx = RequestContext("chute", "inst", new_nonce(), "/v1/chat/completions", True, padding)
+        body, client = v2.seal_request(kp.public_bytes, ctx, {"model": "m"})
+        _, server = v2.open_request(kp, ctx, body)
+        sealer, opener = server.stream_sealer(), client.stream_opener()
+        frame = sealer.seal(line)
+        assert len(base64.b64decode(frame)) == size + 16  # ciphertext || tag only
+        assert opener.open(frame) == line
+        final = opener.open_final(sealer.finish({"completion_tokens": 1}))
+        assert final == {"chunks": 1, "usage": {"completion_tokens": 1}}
     assert '{"chunks": n, "usage": {…} or null}' in DOC
+    assert "multiple of 512 bytes" in DOC
 
 
 def test_nonce_refusal_table_matches_the_gateway() -> None:

@@ -152,7 +152,7 @@ def test_aad_encoding_is_injective_on_field_boundaries():
 
 @settings(max_examples=150, deadline=None)
 @given(payload=st.dictionaries(st.text(max_size=20), st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=200),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=200),
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=20),
     max_size=8), stream=st.booleans(), nonce=st.text(min_size=1, max_size=40))
 def test_property_round_trip(payload, stream, nonce):

@@ -7,6 +7,7 @@ time, with memory bounded by the configured limits.
 from __future__ import annotations
 
 import base64
+import gzip
 import socket
 import time
 import tracemalloc
@@ -16,8 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from chutes_subnet.e2ee import KeyPair, RequestContext, _kem, v2
-from chutes_subnet.e2ee._codec import compress
+from chutes_subnet.e2ee import PADDING_NONE, KeyPair, RequestContext, _kem, v2
 from chutes_subnet.e2ee._symmetric import Aead
 from chutes_subnet.errors import PayloadTooLargeError
 from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES
@@ -97,11 +97,17 @@ def test_chunked_oversize_body_is_413(stack: Stack, server: str) -> None:
     assert r.json()["reason"] == "too_large"
 
 
+def compress(data: bytes) -> bytes:
+    """Real deflate (what a hostile peer sends; this project itself writes stored blocks)."""
+    return gzip.compress(data, compresslevel=1)
+
+
 def _bomb(s: Stack, nonce: str, size: int) -> bytes:
-    """A correctly encrypted v2 envelope whose plaintext gunzips to ``size`` bytes."""
-    ctx = RequestContext(s.inst.chute_id, s.inst.instance_id, nonce, CHAT, False)
+    """A correctly encrypted unpadded v2 envelope whose plaintext gunzips to ``size`` bytes
+    (padded v2 has no gzip to inflate)."""
+    ctx = RequestContext(s.inst.chute_id, s.inst.instance_id, nonce, CHAT, False, PADDING_NONE)
     kem_ct, secret = _kem.encapsulate(base64.b64decode(s.inst.e2e_pubkey))
-    keys = v2._Keys(secret, kem_ct, ctx.aad())
+    keys = v2._Keys(secret, kem_ct, ctx.aad(), False)
     sealed = Aead(keys.req).seal(bytes(12), compress(b" " * size), ctx.aad())
     return v2.VERSION_BYTE + kem_ct + sealed
 
@@ -119,9 +125,9 @@ def test_decompression_bomb_through_gateway_and_miner_is_413(stack: Stack) -> No
 
 def test_decompression_bomb_memory_is_bounded_by_the_limit() -> None:
     kp = KeyPair.generate()
-    ctx = RequestContext("c", "i", "n", CHAT, False)
+    ctx = RequestContext("c", "i", "n", CHAT, False, PADDING_NONE)
     kem_ct, secret = _kem.encapsulate(kp.public_bytes)
-    keys = v2._Keys(secret, kem_ct, ctx.aad())
+    keys = v2._Keys(secret, kem_ct, ctx.aad(), False)
     inflated = 8 * MAX_DECOMPRESSED_BYTES  # 128 MiB of plaintext in ~130 KB
     blob = v2.VERSION_BYTE + kem_ct + Aead(keys.req).seal(
         bytes(12), compress(b"\0" * inflated), ctx.aad())

@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chutes_subnet.validator as validator_pkg
-from chutes_subnet.asgi import read_body
+from chutes_subnet.asgi import invoke_headers, read_body
 from chutes_subnet.attestation import Policy, Verifier
 from chutes_subnet.chain import Neuron, WeightsResult
-from chutes_subnet.e2ee import KeyPair, RequestContext, v2
+from chutes_subnet.e2ee import KeyPair, v2
 from chutes_subnet.inference import prepare
 from chutes_subnet.sse import format_event
 from chutes_subnet.validator import (
@@ -247,8 +247,7 @@ def _miner(mode: str):
             await send({"type": "http.response.start", "status": 500, "headers": []})
             await send({"type": "http.response.body", "body": b"{}"})
             return
-        ctx = RequestContext(h["x-chute-id"], h["x-instance-id"], h["x-e2e-nonce"],
-                             h["x-e2e-path"], True)
+        ctx = invoke_headers(h).context()
         _payload, session = v2.open_request(KEY, ctx, body)
         sealer = session.stream_sealer()
         content = os.urandom(4).hex() if mode == "random" else "hi"

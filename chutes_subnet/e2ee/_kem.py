@@ -7,6 +7,7 @@ handles and are never serialised.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from chutes_subnet.errors import EnvelopeFormatError
@@ -40,16 +41,21 @@ def generate(backend: str | None = None) -> tuple[Any, bytes]:
     return ("pqcrypto", sk), bytes(pk)
 
 
+@lru_cache(maxsize=256)
+def _parsed(public_key: bytes) -> Any:
+    """The parsed key object, cached per instance key: parsing costs as much as encapsulating."""
+    try:
+        return _ossl.MLKEM768PublicKey.from_public_bytes(public_key)
+    except ValueError as exc:  # not cached: lru_cache keeps only results
+        raise EnvelopeFormatError("invalid ML-KEM-768 public key") from exc
+
+
 def encapsulate(public_key: bytes, backend: str | None = None) -> tuple[bytes, bytes]:
     """Encapsulate to ``public_key``; return ``(kem_ciphertext, shared_secret)``."""
     if len(public_key) != PUBLIC_KEY_SIZE:
         raise EnvelopeFormatError("ML-KEM-768 public key must be 1184 bytes")
     if (backend or BACKEND) == "cryptography":
-        try:
-            pub = _ossl.MLKEM768PublicKey.from_public_bytes(public_key)
-        except ValueError as exc:
-            raise EnvelopeFormatError("invalid ML-KEM-768 public key") from exc
-        secret, ct = pub.encapsulate()
+        secret, ct = _parsed(bytes(public_key)).encapsulate()
         return ct, secret
     ct, secret = _pq().encaps(public_key)
     return bytes(ct), bytes(secret)

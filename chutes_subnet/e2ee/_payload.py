@@ -1,23 +1,65 @@
-"""JSON payload <-> compressed bytes, with the protocol's size limits."""
+"""JSON payload <-> sealed plaintext bytes, with the protocol's size limits.
+
+Two plaintext encodings (see :mod:`chutes_subnet.e2ee._codec` for why neither compresses):
+
+* padded (v2 default): ``_padding.pad(JSON)``;
+* gzip (v1, unpadded v2): one gzip member of stored blocks around the JSON.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
-from chutes_subnet.e2ee import _codec
+from chutes_subnet.e2ee import _codec, _json, _padding
 from chutes_subnet.errors import EnvelopeFormatError, PayloadTooLargeError
-from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES, MAX_ENVELOPE_BYTES, parse_json
+from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES, MAX_ENVELOPE_BYTES
+
+__all__ = [
+    "b64decode",
+    "b64encode",
+    "check_envelope_size",
+    "decode",
+    "dump",
+    "encode",
+    "inflate",
+    "load",
+    "parse",
+]
+
+
+def _serialise(payload: dict[str, Any] | bytes) -> bytes:
+    if isinstance(payload, bytes):
+        raw = payload
+    else:
+        try:
+            raw = _json.dumps(payload)
+        except ValueError as exc:
+            raise EnvelopeFormatError(str(exc)) from None
+    if len(raw) > MAX_DECOMPRESSED_BYTES:
+        raise PayloadTooLargeError(f"payload exceeds {MAX_DECOMPRESSED_BYTES} bytes")
+    return raw
 
 
 def dump(payload: dict[str, Any] | bytes) -> bytes:
-    """Serialise (unless already bytes) and gzip a payload, enforcing the size limit."""
-    raw = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
-    if len(raw) > MAX_DECOMPRESSED_BYTES:
-        raise PayloadTooLargeError(f"payload exceeds {MAX_DECOMPRESSED_BYTES} bytes")
-    return _codec.compress(raw)
+    """Serialise (unless already bytes) into a gzip member, enforcing the size limit."""
+    return _codec.compress(_serialise(payload))
+
+
+def encode(payload: dict[str, Any] | bytes, padded: bool) -> bytes:
+    """The plaintext to seal: padded JSON, or the gzip member when ``padded`` is false."""
+    if not padded:
+        return dump(payload)
+    raw = _serialise(payload)
+    if _padding.padded_size(len(raw)) > MAX_ENVELOPE_BYTES:
+        raise PayloadTooLargeError(f"padded payload exceeds {MAX_ENVELOPE_BYTES} bytes")
+    return _padding.pad(raw)
+
+
+def decode(plain: bytes, padded: bool) -> bytes | memoryview:
+    """The JSON bytes inside an opened plaintext (a view for padded plaintext)."""
+    return _padding.unpad(plain) if padded else inflate(plain)
 
 
 def load(compressed: bytes) -> dict[str, Any]:
@@ -30,10 +72,10 @@ def inflate(compressed: bytes) -> bytes:
     return _codec.decompress(compressed, MAX_DECOMPRESSED_BYTES)
 
 
-def parse(raw: bytes) -> dict[str, Any]:
-    """Parse a JSON object payload."""
+def parse(raw: bytes | memoryview) -> dict[str, Any]:
+    """Parse a JSON object payload (bounded depth, strict)."""
     try:
-        obj = parse_json(raw)
+        obj = _json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EnvelopeFormatError("payload is not valid JSON") from exc
     if not isinstance(obj, dict):
@@ -52,7 +94,7 @@ def b64decode(text: str, what: str) -> bytes:
     if not isinstance(text, str):
         raise EnvelopeFormatError(f"{what} must be a base64 string")
     try:
-        return base64.b64decode(text, validate=True)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise EnvelopeFormatError(f"{what} is not valid base64") from exc
 

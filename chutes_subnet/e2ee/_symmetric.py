@@ -61,6 +61,11 @@ class Aead:
     def __init__(self, key: bytes) -> None:
         self._c = ChaCha20Poly1305(key)
 
+    @property
+    def raw(self) -> ChaCha20Poly1305:
+        """The underlying cipher, for hot loops that bind its methods once (stream frames)."""
+        return self._c
+
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes | None) -> bytes:
         return self._c.encrypt(nonce, plaintext, aad)
 

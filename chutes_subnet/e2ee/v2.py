@@ -2,11 +2,17 @@
 
 Request (client -> instance)::
 
-    0x02 || kem_ct (1088) || ChaCha20-Poly1305(key_req, nonce=0^12, gzip(JSON), aad=AAD_req) || tag (16)
+    0x02 || kem_ct (1088) || ChaCha20-Poly1305(key_req, nonce=0^12, plaintext, aad=AAD_req) || tag (16)
 
 ``AAD_req = RequestContext.aad()`` (see :mod:`chutes_subnet.e2ee.context`) binds the
-version, chute id, instance id, gateway nonce, invoked path and stream flag: a router
-that swaps any header makes decryption fail.
+version, chute id, instance id, gateway nonce, invoked path, stream flag and padding
+scheme: a router that swaps or strips any of them makes decryption fail.
+
+Plaintext (request and non-stream response), by the context's padding scheme
+(:mod:`chutes_subnet.e2ee._padding`, :mod:`chutes_subnet.e2ee._codec`)::
+
+    PADDING_PADME (default): len(JSON)[4 BE] || JSON || zeros to the Padmé bucket
+    PADDING_NONE           : one gzip member (stored blocks) holding the JSON
 
 Key schedule (one ML-KEM encapsulation per request, HPKE-style)::
 
@@ -19,41 +25,48 @@ Key schedule (one ML-KEM encapsulation per request, HPKE-style)::
 Each key encrypts under its own nonce space: the request and the non-stream response
 are single messages (nonce 0). Responses are therefore bound to exactly one request
 (a response replayed from another request does not authenticate) and their AAD also
-carries ``binding``.
+carries ``binding``. ``key_resp`` and ``key_stream`` are expanded only when used (a
+call needs one of them), which saves an HMAC per side.
 
 Stream frames (base64 of ``ct || tag``, nonce never sent)::
 
     chunk i : nonce = 0x00 || i (11 bytes BE),  aad = "chunk" || binding
     final   : nonce = 0x01 || n (11 bytes BE),  aad = "final" || binding,
-              plaintext = JSON {"chunks": n, "usage": {...} | null}
+              content = JSON {"chunks": n, "usage": {...} | null}
 
-A dropped, duplicated or reordered chunk fails authentication at the next frame; a
-stream without a valid final frame (truncation) fails at ``close``.
+With padding a frame's plaintext is one or more length-prefixed SSE lines padded to a
+multiple of 512 bytes (the final frame's JSON likewise); without padding it is one
+line (or the final JSON) as is. A dropped, duplicated or reordered chunk fails
+authentication at the next frame; a stream without a valid final frame (truncation)
+fails at ``close``.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
-import json
 from typing import Any
 
-from chutes_subnet.e2ee import _kem, _payload
+from cryptography.exceptions import InvalidTag
+
+from chutes_subnet.e2ee import _json, _kem, _padding, _payload
 from chutes_subnet.e2ee._symmetric import TAG_SIZE, Aead, hkdf_expand, hkdf_extract
-from chutes_subnet.e2ee.context import RequestContext
+from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_PADME, RequestContext
 from chutes_subnet.e2ee.keys import KeyPair
-from chutes_subnet.errors import DecryptionError, EnvelopeFormatError, StreamIntegrityError
-from chutes_subnet.wire.protocol import parse_json
+from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
 
 __all__ = [
+    "PADDING_NONE",
+    "PADDING_PADME",
     "VERSION_BYTE",
     "ClientSession",
     "ServerSession",
-    "StreamSealer",
     "StreamOpener",
-    "seal_request",
+    "StreamSealer",
     "open_request",
     "open_request_raw",
     "request_kem_ciphertext",
+    "seal_request",
 ]
 
 VERSION_BYTE = b"\x02"
@@ -62,63 +75,117 @@ _LABEL_REQ = b"chutes-e2ee/v2 request"
 _LABEL_RESP = b"chutes-e2ee/v2 response"
 _LABEL_STREAM = b"chutes-e2ee/v2 stream"
 _HEADER = 1 + _kem.CIPHERTEXT_SIZE
-_MAX_FRAMES = 2**64
+_MAX_FRAMES = 1 << 88
+_FINAL_FLAG = 1 << 88
+_b64encode = binascii.b2a_base64
 
 
 class _Keys:
-    __slots__ = ("req", "resp", "stream", "binding")
+    """The request's PRK and binding; response and stream keys expanded on first use."""
 
-    def __init__(self, secret: bytes, kem_ct: bytes, aad: bytes) -> None:
+    __slots__ = ("_prk", "_resp", "_stream", "binding", "padded")
+
+    def __init__(self, secret: bytes, kem_ct: bytes, aad: bytes, padded: bool) -> None:
         ct_hash = hashlib.sha256(kem_ct).digest()
-        prk = hkdf_extract(secret, salt=ct_hash)
-        self.req = hkdf_expand(prk, info=_LABEL_REQ)
-        self.resp = hkdf_expand(prk, info=_LABEL_RESP)
-        self.stream = hkdf_expand(prk, info=_LABEL_STREAM)
+        self._prk = hkdf_extract(secret, salt=ct_hash)
         self.binding = ct_hash + hashlib.sha256(aad).digest()
+        self.padded = padded
+        self._resp: bytes | None = None
+        self._stream: bytes | None = None
+
+    @property
+    def req(self) -> bytes:
+        return hkdf_expand(self._prk, info=_LABEL_REQ)
+
+    @property
+    def resp(self) -> bytes:
+        if self._resp is None:
+            self._resp = hkdf_expand(self._prk, info=_LABEL_RESP)
+        return self._resp
+
+    @property
+    def stream(self) -> bytes:
+        if self._stream is None:
+            self._stream = hkdf_expand(self._prk, info=_LABEL_STREAM)
+        return self._stream
+
+    @property
+    def request_binding(self) -> bytes:
+        """SHA256(binding): what a receipt names the request by (:mod:`.receipts`)."""
+        return hashlib.sha256(self.binding).digest()
 
 
-def _frame_nonce(final: bool, counter: int) -> bytes:
-    return (b"\x01" if final else b"\x00") + counter.to_bytes(11, "big")
+def _final_body(n: int, usage: dict[str, Any] | None, padded: bool) -> bytes:
+    body = _json.dumps({"chunks": n, "usage": usage})
+    return _padding.pack_lines([body]) if padded else body
 
 
 class StreamSealer:
     """Instance side of a v2 stream: counter nonces and an authenticated final frame."""
 
-    __slots__ = ("_aead", "_chunk_aad", "_final_aad", "_n", "_done")
+    __slots__ = ("_chunk_aad", "_done", "_encrypt", "_final_aad", "_n", "_padded")
 
     def __init__(self, keys: _Keys) -> None:
-        self._aead = Aead(keys.stream)
+        self._encrypt = Aead(keys.stream).raw.encrypt
         self._chunk_aad = b"chunk" + keys.binding
         self._final_aad = b"final" + keys.binding
+        self._padded = keys.padded
         self._n = 0
         self._done = False
 
-    def seal(self, data: bytes) -> str:
-        """Encrypt the next chunk; returns the base64 frame."""
+    @property
+    def padded(self) -> bool:
+        return self._padded
+
+    def seal_lines(self, lines: list[bytes]) -> bytes:
+        """Encrypt the next frame holding ``lines``; returns its base64 (ASCII bytes).
+
+        Several lines (coalesced tokens) need padding; unpadded frames hold one line.
+        """
         if self._done:
             raise EnvelopeFormatError("stream already finished")
-        frame = self._aead.seal(_frame_nonce(False, self._n), data, self._chunk_aad)
-        self._n += 1
-        return _payload.b64encode(frame)
+        if self._padded:
+            data = _padding.pack_lines(lines)
+        elif len(lines) == 1:
+            data = lines[0]
+        else:
+            raise EnvelopeFormatError("coalescing lines needs a padded stream")
+        n = self._n
+        if n >= _MAX_FRAMES:
+            raise EnvelopeFormatError("too many stream frames")
+        frame = self._encrypt(n.to_bytes(12, "big"), data, self._chunk_aad)
+        self._n = n + 1
+        return _b64encode(frame, newline=False)
+
+    def seal(self, data: bytes) -> str:
+        """Encrypt the next chunk (one line); returns the base64 frame."""
+        if self._padded or self._done or self._n >= _MAX_FRAMES:
+            return self.seal_lines([data]).decode("ascii")
+        n = self._n
+        frame = self._encrypt(n.to_bytes(12, "big"), data, self._chunk_aad)
+        self._n = n + 1
+        return _b64encode(frame, newline=False).decode("ascii")
 
     def finish(self, usage: dict[str, Any] | None = None) -> str:
         """The final frame: authenticates the chunk count (and the usage, if given)."""
         if self._done:
             raise EnvelopeFormatError("stream already finished")
         self._done = True
-        body = json.dumps({"chunks": self._n, "usage": usage}, separators=(",", ":")).encode()
-        return _payload.b64encode(self._aead.seal(_frame_nonce(True, self._n), body, self._final_aad))
+        body = _final_body(self._n, usage, self._padded)
+        frame = self._encrypt((_FINAL_FLAG | self._n).to_bytes(12, "big"), body, self._final_aad)
+        return _b64encode(frame, newline=False).decode("ascii")
 
 
 class StreamOpener:
     """Client side of a v2 stream. Every failure is a :class:`StreamIntegrityError`."""
 
-    __slots__ = ("_aead", "_chunk_aad", "_final_aad", "_n", "_final", "_broken")
+    __slots__ = ("_broken", "_chunk_aad", "_decrypt", "_final", "_final_aad", "_n", "_padded")
 
     def __init__(self, keys: _Keys) -> None:
-        self._aead = Aead(keys.stream)
+        self._decrypt = Aead(keys.stream).raw.decrypt
         self._chunk_aad = b"chunk" + keys.binding
         self._final_aad = b"final" + keys.binding
+        self._padded = keys.padded
         self._n = 0
         self._final: dict[str, Any] | None = None
         self._broken = False
@@ -129,33 +196,48 @@ class StreamOpener:
         if self._final is not None:
             raise StreamIntegrityError("data after the final frame")
 
-    def open(self, frame_b64: str) -> bytes:
-        """Decrypt the next chunk in order."""
-        self._check_open()
-        try:
-            data = self._aead.open(
-                _frame_nonce(False, self._n), _payload.b64decode(frame_b64, "frame"), self._chunk_aad
-            )
-        except (DecryptionError, EnvelopeFormatError):
-            self._broken = True
-            raise StreamIntegrityError("stream chunk failed authentication (tampered, reordered or dropped)") from None
-        self._n += 1
-        return data
+    def _fail(self, message: str) -> StreamIntegrityError:
+        self._broken = True
+        return StreamIntegrityError(message)
 
-    def open_final(self, frame_b64: str) -> dict[str, Any]:
+    def open_lines(self, frame_b64: str | bytes) -> list[bytes]:
+        """Decrypt the next frame in order; returns the line(s) it carries."""
+        if self._broken or self._final is not None:
+            self._check_open()
+        try:
+            sealed = binascii.a2b_base64(frame_b64, strict_mode=True)
+            if len(sealed) < TAG_SIZE:
+                raise ValueError
+            data = self._decrypt(self._n.to_bytes(12, "big"), sealed, self._chunk_aad)
+        except (InvalidTag, ValueError, TypeError):  # binascii.Error is a ValueError: one failure
+            raise self._fail("stream chunk failed authentication (tampered, reordered or dropped)") from None
+        self._n += 1
+        if not self._padded:
+            return [data]
+        try:
+            return _padding.unpack_lines(data)
+        except EnvelopeFormatError:
+            raise self._fail("stream chunk is not a well-formed padded frame") from None
+
+    def open(self, frame_b64: str | bytes) -> bytes:
+        """Decrypt the next frame in order; several coalesced lines come back joined by a blank line."""
+        return b"\n\n".join(self.open_lines(frame_b64))
+
+    def open_final(self, frame_b64: str | bytes) -> dict[str, Any]:
         """Verify the final frame; returns ``{"chunks": n, "usage": ...}``."""
         self._check_open()
         try:
-            body = self._aead.open(
-                _frame_nonce(True, self._n), _payload.b64decode(frame_b64, "final frame"), self._final_aad
-            )
-            final = parse_json(body)
-        except (DecryptionError, EnvelopeFormatError, ValueError):
-            self._broken = True
-            raise StreamIntegrityError("final frame failed authentication (stream truncated or tampered)") from None
+            sealed = binascii.a2b_base64(frame_b64, strict_mode=True)
+            if len(sealed) < TAG_SIZE:
+                raise ValueError
+            body = self._decrypt((_FINAL_FLAG | self._n).to_bytes(12, "big"), sealed, self._final_aad)
+            if self._padded:
+                (body,) = _padding.unpack_lines(body)
+            final = _json.loads(body)
+        except (InvalidTag, ValueError, TypeError, EnvelopeFormatError):  # one failure
+            raise self._fail("final frame failed authentication (stream truncated or tampered)") from None
         if not isinstance(final, dict) or final.get("chunks") != self._n:
-            self._broken = True
-            raise StreamIntegrityError("chunk count mismatch")
+            raise self._fail("chunk count mismatch")
         self._final = final
         return final
 
@@ -178,9 +260,18 @@ class ServerSession:
     def __init__(self, keys: _Keys) -> None:
         self._keys = keys
 
-    def seal_response(self, payload: dict[str, Any]) -> bytes:
+    @property
+    def padded(self) -> bool:
+        return self._keys.padded
+
+    @property
+    def request_binding(self) -> bytes:
+        """The 32-byte request binding a receipt for this request carries."""
+        return self._keys.request_binding
+
+    def seal_response(self, payload: dict[str, Any] | bytes) -> bytes:
         """Encrypt the (single) non-stream response."""
-        plain = _payload.dump(payload)
+        plain = _payload.encode(payload, self._keys.padded)
         return Aead(self._keys.resp).seal(_ZERO_NONCE, plain, b"response" + self._keys.binding)
 
     def stream_sealer(self) -> StreamSealer:
@@ -195,13 +286,18 @@ class ClientSession:
     def __init__(self, keys: _Keys) -> None:
         self._keys = keys
 
+    @property
+    def request_binding(self) -> bytes:
+        """The 32-byte request binding the instance's receipt must carry."""
+        return self._keys.request_binding
+
     def open_response(self, blob: bytes) -> dict[str, Any]:
         """Decrypt the non-stream response; fails for any response not made for this request."""
         _payload.check_envelope_size(blob)
         if len(blob) < TAG_SIZE:
             raise EnvelopeFormatError("v2 response is too short")
         plain = Aead(self._keys.resp).open(_ZERO_NONCE, blob, b"response" + self._keys.binding)
-        return _payload.load(plain)
+        return _payload.parse(_payload.decode(plain, self._keys.padded))
 
     def stream_opener(self) -> StreamOpener:
         return StreamOpener(self._keys)
@@ -212,10 +308,11 @@ def seal_request(
 ) -> tuple[bytes, ClientSession]:
     """Client: encrypt ``payload`` for ``ctx``; returns the body and the session for the response."""
     aad = ctx.aad()
+    plain = _payload.encode(payload, ctx.padded)
     kem_ct, secret = _kem.encapsulate(instance_pk)
-    keys = _Keys(secret, kem_ct, aad)
-    sealed = Aead(keys.req).seal(_ZERO_NONCE, _payload.dump(payload), aad)
-    return VERSION_BYTE + kem_ct + sealed, ClientSession(keys)
+    keys = _Keys(secret, kem_ct, aad, ctx.padded)
+    sealed = Aead(keys.req).seal(_ZERO_NONCE, plain, aad)
+    return b"".join((VERSION_BYTE, kem_ct, sealed)), ClientSession(keys)
 
 
 def open_request(
@@ -226,18 +323,22 @@ def open_request(
     return _payload.parse(raw), session
 
 
-def open_request_raw(instance_key: KeyPair, ctx: RequestContext, blob: bytes) -> tuple[bytes, ServerSession]:
-    """Like :func:`open_request` but returns the decompressed payload bytes unparsed."""
+def open_request_raw(
+    instance_key: KeyPair, ctx: RequestContext, blob: bytes
+) -> tuple[bytes | memoryview, ServerSession]:
+    """Like :func:`open_request` but returns the payload's JSON bytes unparsed (padded
+    payloads come back as a memoryview over the plaintext: no copy)."""
     _payload.check_envelope_size(blob)
     if len(blob) < _HEADER + TAG_SIZE:
         raise EnvelopeFormatError("v2 envelope is too short")
     if blob[:1] != VERSION_BYTE:
         raise EnvelopeFormatError("not a v2 envelope")
     aad = ctx.aad()
-    kem_ct = blob[1:_HEADER]
-    keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad)
-    plain = Aead(keys.req).open(_ZERO_NONCE, blob[_HEADER:], aad)
-    return _payload.inflate(plain), ServerSession(keys)
+    view = memoryview(blob)
+    kem_ct = bytes(view[1:_HEADER])
+    keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad, ctx.padded)
+    plain = Aead(keys.req).open(_ZERO_NONCE, view[_HEADER:], aad)
+    return _payload.decode(plain, ctx.padded), ServerSession(keys)
 
 
 def request_kem_ciphertext(blob: bytes) -> bytes:

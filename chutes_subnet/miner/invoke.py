@@ -175,8 +175,7 @@ class InvokeEndpoint:
                           {H_RETRY_AFTER: str(cfg.retry_after)})
         st.metrics.in_flight.inc()
         try:
-            opened = self._open(version, RequestContext(chute_id, instance_id, nonce, path, stream),
-                                body)
+            opened = self._open(version, inv.context(), body)
             if not (st.seen.check_and_add("n:" + nonce) and st.seen.check_and_add(opened.replay_id)):
                 raise Refusal(409, "replayed", "nonce or request already served")
             log.debug("%s opened v%d stream=%s bytes=%d", self.route, version, stream, len(body))

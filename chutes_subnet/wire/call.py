@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from chutes_subnet.e2ee import RequestContext, v1, v2
+from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, v1, v2
 from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
 from chutes_subnet.sse import DONE, SSEParser
 from chutes_subnet.wire.headers import H_AUTHORIZATION, InvokeHeaders
@@ -85,17 +85,19 @@ class SealedCall:
 
 
 def seal_call(target: SealTarget, *, chute_id: str, nonce: str, path: str, stream: bool,
-              payload: dict[str, Any], version: int, api_key: str | None = None) -> SealedCall:
+              payload: dict[str, Any], version: int, api_key: str | None = None,
+              padding: int = PADDING_PADME) -> SealedCall:
     """Encrypt ``payload`` for ``target`` and build the ``/e2e/invoke`` headers
-    (with ``Authorization: Bearer`` when ``api_key`` is given)."""
+    (with ``Authorization: Bearer`` when ``api_key`` is given). v2 is padded unless
+    ``padding=PADDING_NONE``; v1 never is."""
     routing = InvokeHeaders(chute_id, target.instance_id, nonce, path, stream, version,
-                            version_explicit=version != E2EE_VERSION_V1)
+                            version_explicit=version != E2EE_VERSION_V1,
+                            padding=padding if version == E2EE_VERSION_V2 else PADDING_NONE)
     headers = routing.to_headers()
     if api_key is not None:
         headers[H_AUTHORIZATION] = f"Bearer {api_key}"
     if version == E2EE_VERSION_V2:
-        ctx = RequestContext(chute_id, target.instance_id, nonce, path, stream)
-        body, session = v2.seal_request(target.e2e_pubkey, ctx, payload)
+        body, session = v2.seal_request(target.e2e_pubkey, routing.context(), payload)
         return SealedCall(body, headers, version, session)
     if version == E2EE_VERSION_V1:
         body, key = v1.seal_request(target.e2e_pubkey, payload)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_SCHEMES, RequestContext
 from chutes_subnet.errors import HeaderError, UsageError
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V1,
@@ -40,6 +41,8 @@ __all__ = [
     "H_STREAM",
     "H_PATH",
     "H_VERSION",
+    "H_PADDING",
+    "H_RECEIPT",
     "H_USAGE",
     "H_RETRY",
     "RETRY_INSTANCE",
@@ -63,7 +66,13 @@ H_NONCE = "X-E2E-Nonce"
 H_STREAM = "X-E2E-Stream"
 H_PATH = "X-E2E-Path"
 H_VERSION = "X-E2E-Version"
-#: Plaintext usage counts a miner reports for a non-stream response (for metering).
+#: v2 padding negotiation ("1" = Padmé envelopes and bucketed stream frames), bound into
+#: the AAD; absent or "0" = unpadded.
+H_PADDING = "X-E2E-Padding"
+#: The instance's signed receipt of a non-stream answer (:mod:`chutes_subnet.e2ee.receipts`).
+H_RECEIPT = "X-E2E-Receipt"
+#: Usage counts of a non-stream answer: informative from a miner (never billed: the
+#: gateway bills the receipt's counts); the client sets it from the verified receipt.
 H_USAGE = "X-E2E-Usage"
 #: Set by the gateway when the chosen instance failed before any byte: retry elsewhere.
 H_RETRY = "X-E2E-Retry"
@@ -76,6 +85,7 @@ MAX_USAGE_HEADER_CHARS = 4096
 #: Largest token count a usage report may state (far above any real request).
 MAX_USAGE_TOKENS = 1 << 40
 _VERSION_VALUES = {str(v): v for v in SUPPORTED_E2EE_VERSIONS}
+_PADDING_VALUES = {str(p): p for p in PADDING_SCHEMES}
 
 
 def _required(h: Mapping[str, str], name: str) -> str:
@@ -98,6 +108,13 @@ class InvokeHeaders:
     #: False when ``X-E2E-Version`` was absent (a v1 client that predates the header);
     #: such a request is forwarded without the header too.
     version_explicit: bool = True
+    #: ``X-E2E-Padding`` (v2 only): the padding scheme, bound into the v2 AAD
+    padding: int = PADDING_NONE
+
+    def context(self) -> RequestContext:
+        """The request context these headers describe (the v2 AAD, a receipt's binding)."""
+        return RequestContext(self.chute_id, self.instance_id, self.nonce, self.path,
+                              self.stream, self.padding)
 
     @classmethod
     def parse(cls, h: Mapping[str, str]) -> InvokeHeaders:
@@ -118,8 +135,11 @@ class InvokeHeaders:
         if raw is not None and raw not in _VERSION_VALUES:
             raise HeaderError("bad_version", f"unsupported {H_VERSION}")
         version = _VERSION_VALUES[raw] if raw is not None else E2EE_VERSION_V1
+        padding = _PADDING_VALUES.get(h.get(H_PADDING.lower(), "0"))
+        if padding is None or (padding != PADDING_NONE and version != E2EE_VERSION_V2):
+            raise HeaderError("bad_header", f"{H_PADDING} must be 0 or 1 (1 only with v2)")
         return cls(chute_id, instance_id, nonce, path, stream_flag == "true", version,
-                   raw is not None)
+                   raw is not None, padding)
 
     def to_headers(self) -> dict[str, str]:
         """The headers to send (with the envelope's content type)."""
@@ -133,6 +153,8 @@ class InvokeHeaders:
         }
         if self.version_explicit:
             out[H_VERSION] = str(self.version)
+        if self.padding != PADDING_NONE:
+            out[H_PADDING] = str(self.padding)
         return out
 
 
