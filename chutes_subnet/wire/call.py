@@ -135,58 +135,58 @@ class StreamDecoder:
 
     def lines(self, chunk: bytes) -> list[bytes]:
         """The plaintext SSE lines ``chunk`` completes."""
-        return [line for data in self._parser.feed(chunk) if (line := self._event(data))]
+        return [line for data in self._parser.feed(chunk) for line in self._event(data)]
 
     def finish_lines(self) -> list[bytes]:
         """End of input: the last lines; for v2 raises unless the final frame arrived."""
-        out = [line for data in self._parser.close() if (line := self._event(data))]
+        out = [line for data in self._parser.close() for line in self._event(data)]
         if self._v2 is not None and not self._ended:
             self._v2.close()  # raises StreamIntegrityError unless the final frame arrived
         return out
 
-    def _event(self, data: str) -> bytes:
+    def _event(self, data: str) -> list[bytes]:
         if self._ended:
             if self._v2 is not None and data != DONE and '"usage"' not in data:
                 raise StreamIntegrityError("data after the end of the stream")
-            return b""
+            return []
         if data == DONE:
             if self._v2 is not None and not self._v2.finished:
                 raise StreamIntegrityError("stream ended without its final frame (truncated)")
             self._ended = self.done = True
-            return _DONE_LINE
+            return [_DONE_LINE]
         try:
             event = parse_json(data)
         except ValueError:
             if self._v2 is not None:
                 raise StreamIntegrityError("unexpected event in an encrypted stream") from None
-            return b""
+            return []
         if not isinstance(event, dict):
             if self._v2 is not None:
                 raise StreamIntegrityError("unexpected event in an encrypted stream")
-            return b""
+            return []
         if "e2e_error" in event:
             self._ended = True
             self.error = str(event["e2e_error"])[:64]
-            return b"data: " + json.dumps({"error": event["e2e_error"]}).encode()
+            return [b"data: " + json.dumps({"error": event["e2e_error"]}).encode()]
         if self._v2 is not None:
             return self._event_v2(event)
         return self._event_v1(event)
 
-    def _event_v1(self, event: dict[str, Any]) -> bytes:
+    def _event_v1(self, event: dict[str, Any]) -> list[bytes]:
         assert self._v1 is not None
         if "e2e_init" in event:
             self._v1.open_init(str(event["e2e_init"]))
         elif "e2e" in event:
-            return self._v1.open_line(str(event["e2e"])).encode("utf-8")
-        return b""
+            return [self._v1.open_line(str(event["e2e"])).encode("utf-8")]
+        return []
 
-    def _event_v2(self, event: dict[str, Any]) -> bytes:
+    def _event_v2(self, event: dict[str, Any]) -> list[bytes]:
         assert self._v2 is not None
         if "e2e" in event:
-            return self._v2.open(str(event["e2e"]))
+            return self._v2.open_lines(str(event["e2e"]))
         if "e2e_final" in event:
             self.final_usage = self._v2.open_final(str(event["e2e_final"])).get("usage")
-            return b""
+            return []
         if "usage" in event:
-            return b""
+            return []
         raise StreamIntegrityError("unexpected event in an encrypted stream")

@@ -25,6 +25,7 @@ from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_SCHEMES, RequestCon
 from chutes_subnet.errors import HeaderError, UsageError
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V1,
+    E2EE_VERSION_V2,
     INVOKE_PATHS,
     STREAM_PATHS,
     SUPPORTED_E2EE_VERSIONS,
