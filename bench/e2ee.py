@@ -233,7 +233,7 @@ def bench_stream(repeats: int) -> dict[str, float]:
 
 def bench_receipts(repeats: int) -> dict[str, float]:
     try:
-        from chutes_subnet.e2ee import receipts
+        from chutes_subnet import receipts
     except ImportError:
         return {}
     signer = receipts.ReceiptSigner.generate()

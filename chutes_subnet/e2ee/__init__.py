@@ -3,14 +3,13 @@
 * :mod:`.v1` — byte-compatible with the public Chutes client (``chutes-e2ee`` 0.1.0).
 * :mod:`.v2` — hardened: AAD-bound requests, request-bound responses, counter-nonce
   stream frames with an authenticated final frame, padding negotiated in the AAD.
-* :mod:`.receipts` — the instance's signed receipt for each answer (metering, audit).
 
 Everything here is a pure function of its inputs (plus fresh randomness): no I/O,
 no clock, no logging. Failures raise :mod:`chutes_subnet.errors` types; a failed
 authentication is always the message-less :class:`~chutes_subnet.errors.DecryptionError`.
 """
 
-from chutes_subnet.e2ee import receipts, v1, v2
+from chutes_subnet.e2ee import v1, v2
 from chutes_subnet.e2ee._codec import GZIP_IMPL
 from chutes_subnet.e2ee._json import IMPL as JSON_IMPL
 from chutes_subnet.e2ee._kem import BACKEND as KEM_BACKEND
@@ -28,7 +27,6 @@ __all__ = [
     "RequestContext",
     "decode_public_key",
     "parse_payload",
-    "receipts",
     "v1",
     "v2",
 ]

@@ -1,71 +1,12 @@
-"""The request context a v2 envelope is bound to, and its canonical AAD encoding."""
+"""The request context a v2 envelope is bound to: defined in :mod:`chutes_subnet.wire.context`
+(the gateway builds it too, and must not load this package), re-exported here."""
 
-from __future__ import annotations
+from chutes_subnet.wire.context import (
+    AAD_LABEL,
+    PADDING_NONE,
+    PADDING_PADME,
+    PADDING_SCHEMES,
+    RequestContext,
+)
 
-from dataclasses import dataclass, replace
-
-from chutes_subnet.errors import EnvelopeFormatError
-
-__all__ = ["AAD_LABEL", "PADDING_NONE", "PADDING_PADME", "RequestContext"]
-
-AAD_LABEL = b"chutes-e2ee/v2"
-_MAX_FIELD = 0xFFFF
-
-#: No padding: the plaintext is a gzip member (v2 as first specified).
-PADDING_NONE = 0
-#: Padmé-padded envelopes and 512-byte stream buckets (:mod:`chutes_subnet.e2ee._padding`).
-PADDING_PADME = 1
-PADDING_SCHEMES = (PADDING_NONE, PADDING_PADME)
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """Routing facts both ends must agree on: chute, instance, gateway nonce, path, stream
-    flag, and the negotiated padding scheme.
-
-    ``padding`` defaults to what an absent ``X-E2E-Padding`` header means (none); the
-    client and the validator's benchmark ask for :data:`PADDING_PADME` by default.
-    """
-
-    chute_id: str
-    instance_id: str
-    nonce: str
-    path: str
-    stream: bool
-    padding: int = PADDING_NONE
-
-    def __post_init__(self) -> None:
-        if self.padding not in PADDING_SCHEMES:
-            raise EnvelopeFormatError("unknown padding scheme")
-
-    @property
-    def padded(self) -> bool:
-        return self.padding != PADDING_NONE
-
-    def with_padding(self, padding: int) -> RequestContext:
-        """The same context with another padding scheme."""
-        return replace(self, padding=padding)
-
-    def aad(self) -> bytes:
-        """Canonical AAD::
-
-            "chutes-e2ee/v2" || 0x00 || version (1 byte = 2)
-            || for chute_id, instance_id, nonce, path: len (2 bytes BE) || UTF-8 bytes
-            || stream (1 byte: 0 or 1)
-            || padding (1 byte), present only when not PADDING_NONE
-
-        Length prefixes make the encoding injective (no two contexts share an AAD); the
-        padding byte is what binds the negotiation, so a router that strips the padding
-        header makes the request fail to open. Unpadded contexts keep the original AAD.
-        """
-        out = bytearray(AAD_LABEL)
-        out += b"\x00\x02"
-        for field in (self.chute_id, self.instance_id, self.nonce, self.path):
-            raw = field.encode("utf-8")
-            if len(raw) > _MAX_FIELD:
-                raise EnvelopeFormatError("request context field too long")
-            out += len(raw).to_bytes(2, "big") + raw
-        out += b"\x01" if self.stream else b"\x00"
-        if self.padding != PADDING_NONE:
-            out.append(self.padding)
-        return bytes(out)
+__all__ = ["AAD_LABEL", "PADDING_NONE", "PADDING_PADME", "PADDING_SCHEMES", "RequestContext"]

@@ -4,7 +4,7 @@ Request (client -> instance)::
 
     0x02 || kem_ct (1088) || ChaCha20-Poly1305(key_req, nonce=0^12, plaintext, aad=AAD_req) || tag (16)
 
-``AAD_req = RequestContext.aad()`` (see :mod:`chutes_subnet.e2ee.context`) binds the
+``AAD_req = RequestContext.aad()`` (see :mod:`chutes_subnet.wire.context`) binds the
 version, chute id, instance id, gateway nonce, invoked path, stream flag and padding
 scheme: a router that swaps or strips any of them makes decryption fail.
 

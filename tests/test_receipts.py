@@ -1,4 +1,4 @@
-"""Answer receipts: the signed layout, every reject path, and the stream tap."""
+"""Answer receipts (chutes_subnet.receipts): the signed layout, every reject path, the stream tap."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chutes_subnet.e2ee import KeyPair, RequestContext, receipts, v2
-from chutes_subnet.errors import ReceiptError
+from chutes_subnet import receipts
+from chutes_subnet.e2ee import KeyPair, RequestContext, _kem, v1, v2
+from chutes_subnet.errors import EnvelopeFormatError, ReceiptError
 
 SIGNER = receipts.ReceiptSigner.generate()
 BINDING = hashlib.sha256(b"request").digest()
@@ -45,6 +46,22 @@ def test_request_binding_builder_matches_the_v2_session() -> None:
     _, server = v2.open_request(kp, ctx, blob)
     expected = receipts.request_binding(v2.request_kem_ciphertext(blob), ctx.aad())
     assert client.request_binding == server.request_binding == expected
+
+
+def test_request_binding_for_reads_the_kem_ciphertext_of_either_version() -> None:
+    assert receipts.KEM_CIPHERTEXT_SIZE == _kem.CIPHERTEXT_SIZE
+    kp = KeyPair.generate()
+    ctx = RequestContext("c", "i", "n", "/v1/chat/completions", True)
+    blob2, _ = v2.seal_request(kp.public_bytes, ctx, {"a": 1})
+    blob1, _ = v1.seal_request(kp.public_bytes, {"a": 1})
+    assert receipts.request_binding_for(2, blob2, ctx) == receipts.request_binding(
+        v2.request_kem_ciphertext(blob2), ctx.aad())
+    assert receipts.request_binding_for(1, blob1, ctx) == receipts.request_binding(
+        v1.request_kem_ciphertext(blob1), ctx.aad())
+    with pytest.raises(EnvelopeFormatError):
+        receipts.request_binding_for(2, b"\x02short", ctx)
+    with pytest.raises(EnvelopeFormatError):
+        receipts.request_binding_for(3, blob2, ctx)
 
 
 def _flip(wire: str, index: int) -> str:
