@@ -1,5 +1,8 @@
 """Three gateway processes on one PostgreSQL and one Redis behave as one gateway.
 
+PostgreSQL holds keys, usage, the journal and the instance registry; Redis holds the
+nonces and the rate-limit buckets.
+
 Shown against the real miner (embedded model): a nonce is consumed exactly once however
 many replicas see it concurrently; a rate limit and a token quota hold across
 replicas; usage totals in PostgreSQL equal what clients received; and a replica killed
@@ -24,7 +27,7 @@ import pytest
 
 from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
-from chutes_subnet.registry import SQLiteInstanceRegistry
+from chutes_subnet.registry import open_registry
 from chutes_subnet.stores import open_database, open_gateway_stores
 from chutes_subnet.wire.call import SealTarget, seal_call
 from chutes_subnet.wire.messages import DiscoveredInstance
@@ -52,12 +55,11 @@ class Fleet:
     key_ids: dict[str, str] = field(default_factory=dict)
 
 
-def _start_gateway(port: int, *, db: str, redis: str, registry: Path,
-                   home: Path) -> subprocess.Popen[bytes]:
+def _start_gateway(port: int, *, db: str, redis: str, home: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "chutes_subnet.gateway", "gateway",
          "--listen", f"127.0.0.1:{port}", "--db", db, "--nonces", redis,
-         "--rate-limits", redis, "--registry", f"sqlite://{registry}",
+         "--rate-limits", redis, "--registry", db,
          "--log-level", "warning", "--dangerous-unsigned-forwards"],
         env={**os.environ, "CHUTES_SUBNET_HOME": str(home)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -92,11 +94,11 @@ def fleet(postgres_server, redis_server, tmp_path_factory) -> Iterator[Fleet]:
     }
     stores.close()
     miner, inst = start_real_miner(MODEL, max_concurrency=64)
-    registry = tmp / "registry.db"
-    SQLiteInstanceRegistry(registry).upsert(miner_record(inst, miner.url, ttl=3600))
+    registry = open_registry(db_url)  # what the validator writes, in the same database
+    registry.upsert(miner_record(inst, miner.url, ttl=3600))
+    registry.close()
     ports = [free_port() for _ in range(3)]
-    procs = [_start_gateway(p, db=db_url, redis=redis_server.url, registry=registry, home=tmp)
-             for p in ports]
+    procs = [_start_gateway(p, db=db_url, redis=redis_server.url, home=tmp) for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         for url, proc in zip(urls, procs):

@@ -1,5 +1,5 @@
 """The instance registry (DESIGN B1): ids derived from the attested key, records held by
-the hotkey that registered them; memory and SQLite stores behave the same."""
+the hotkey that registered them; memory, SQLite and PostgreSQL stores behave the same."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ from chutes_subnet.registry import (
     InstanceRecord,
     InvalidInstanceRecord,
     MemoryInstanceRegistry,
+    SQLInstanceRegistry,
     SQLiteInstanceRegistry,
     open_registry,
 )
+from chutes_subnet.stores.sql import PostgresDatabase
 
 HONEST, THIEF = "5Honest", "5Thief"
 
@@ -35,14 +37,18 @@ def record(kp: KeyPair, *, hotkey: str = HONEST, uid: int = 1, expires: float = 
                           expires_at=expires, score=1.0)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def reg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     if request.param == "memory":
         yield MemoryInstanceRegistry()
-    else:
+        return
+    if request.param == "sqlite":
         r = SQLiteInstanceRegistry(tmp_path / "r.db", cache_seconds=0)
-        yield r
-        r.close()
+    else:
+        r = SQLInstanceRegistry(PostgresDatabase(request.getfixturevalue("postgres_url")),
+                                cache_seconds=0, owns_db=True)
+    yield r
+    r.close()
 
 
 def test_instance_id_is_the_first_128_bits_of_sha256_of_the_key() -> None:
@@ -143,6 +149,50 @@ def test_sqlite_conflict_holds_across_processes_views(tmp_path: Path) -> None:
     first.upsert(record(kp))
     with pytest.raises(InstanceConflict):
         second.upsert(record(kp, hotkey=THIEF, uid=2))
+
+
+def test_a_claim_racing_an_uncommitted_one_on_postgres_is_refused(postgres_url: str) -> None:
+    """Validator A has inserted the key for its hotkey but not committed; B's upsert for
+    another hotkey reads no holder, then waits on A's row: once A commits, B is refused
+    (the ON CONFLICT guard), never a silent takeover."""
+    import threading
+
+    import psycopg
+
+    kp = KeyPair.generate()
+    b = SQLInstanceRegistry(PostgresDatabase(postgres_url), cache_seconds=0, owns_db=True)
+    honest = record(kp)
+    outcome: list[BaseException | None] = []
+    with psycopg.connect(postgres_url) as a:  # a transaction left open
+        a.execute("INSERT INTO instance_records VALUES (%s, %s, %s, %s, %s)",
+                  (kp.instance_id, HONEST, "c1", 100.0, json.dumps(dataclasses.asdict(honest))))
+
+        def claim() -> None:
+            try:
+                b.upsert(record(kp, hotkey=THIEF, uid=2, url="http://thief:8091"))
+                outcome.append(None)
+            except InstanceConflict as exc:
+                outcome.append(exc)
+
+        t = threading.Thread(target=claim)
+        t.start()
+        t.join(timeout=1.0)
+        assert t.is_alive()  # B waits on A's uncommitted row
+        a.commit()
+        t.join(timeout=10)
+    assert isinstance(outcome[0], InstanceConflict)
+    assert b.get(kp.instance_id) == honest
+    b.close()
+
+
+def test_open_registry_postgres(postgres_url: str) -> None:
+    writer, reader = open_registry(postgres_url), open_registry(postgres_url)
+    kp = KeyPair.generate()
+    writer.upsert(record(kp))
+    reader.refresh()  # what the gateway's flush loop does once a second
+    assert [r.instance_id for r in reader.list_verified(now=0)] == [kp.instance_id]
+    writer.close()
+    reader.close()
 
 
 def test_open_registry_urls(tmp_path: Path) -> None:

@@ -220,8 +220,11 @@ class _GatewayApp(FastAPI):
 
 
 async def _flush(state: GatewayState) -> None:
-    """Write buffered usage and journal entries (off the event loop for remote stores)."""
-    for store in (state.usage, state.journal):
+    """Write buffered usage and journal entries and refresh the registry's read cache
+    (off the event loop for remote stores)."""
+    for store in (state.usage, state.journal, state.registry):
+        if not hasattr(store, "flush"):
+            continue
         try:
             await off_loop(store, store.flush)
         except Exception as exc:  # noqa: BLE001 - a failed flush keeps its rows; try again

@@ -3,7 +3,9 @@
 * :mod:`.instances` — the attested-instance record, its store protocol and the
   ownership rules (DESIGN B1: an instance is named by its attested key);
 * :mod:`.memory`, :mod:`.sqlite` — the embedded stores;
-* :func:`open_registry` — a store from a URL (``memory://``, ``sqlite:///path``).
+* :mod:`.sql` — the same store on PostgreSQL for validators and gateway fleets;
+* :func:`open_registry` — a store from a URL (``memory://``, ``sqlite:///path``,
+  ``postgresql://…``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from chutes_subnet.registry.instances import (
     check_record,
 )
 from chutes_subnet.registry.memory import MemoryInstanceRegistry
+from chutes_subnet.registry.sql import SQLInstanceRegistry
 from chutes_subnet.registry.sqlite import SQLiteInstanceRegistry
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "InvalidInstanceRecord",
     "MemoryInstanceRegistry",
     "RegistryError",
+    "SQLInstanceRegistry",
     "SQLiteInstanceRegistry",
     "check_record",
     "open_registry",
@@ -37,10 +41,16 @@ __all__ = [
 
 
 def open_registry(url: str) -> InstanceRegistry:
-    """``memory://`` or ``sqlite:///abs/path.db`` -> an instance registry."""
+    """``memory://``, ``sqlite:///abs/path.db`` or ``postgresql://…`` -> a registry."""
     if url.startswith("memory://"):
         return MemoryInstanceRegistry()
+    if url.startswith(("postgresql://", "postgres://")):
+        from chutes_subnet.stores.sql import PostgresDatabase
+
+        # the gateway refreshes it every second off its event loop; the longer cache
+        # window only matters if that stalls
+        return SQLInstanceRegistry(PostgresDatabase(url), cache_seconds=5.0, owns_db=True)
     if url.startswith("sqlite://") and url[len("sqlite://"):]:
         return SQLiteInstanceRegistry(Path(url[len("sqlite://"):]))
     raise ValueError(f"registry URL {url!r} is not supported: use sqlite:///path/registry.db "
-                     "(shared with the validator) or memory://")
+                     "(shared with the validator), postgresql://user@host/db or memory://")

@@ -146,6 +146,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                 extrinsic TEXT, message TEXT NOT NULL)""",
         ),
     ),
+    Migration(
+        4, "instance registry",
+        sqlite=(
+            """CREATE TABLE IF NOT EXISTS instance_records (
+                instance_id TEXT PRIMARY KEY, hotkey TEXT NOT NULL, chute_id TEXT NOT NULL,
+                expires_at REAL NOT NULL, record TEXT NOT NULL)""",
+            "CREATE INDEX IF NOT EXISTS instance_records_chute ON instance_records (chute_id, expires_at)",
+        ),
+        postgresql=(
+            """CREATE TABLE instance_records (
+                instance_id TEXT PRIMARY KEY, hotkey TEXT NOT NULL, chute_id TEXT NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL, record TEXT NOT NULL)""",
+            "CREATE INDEX instance_records_chute ON instance_records (chute_id, expires_at)",
+        ),
+    ),
 )
 
 _TABLE = {

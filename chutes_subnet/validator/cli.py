@@ -123,8 +123,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add(g, "--gateway.rate_limits", dest="gateway_rate_limits", default=None,
          help="gateway rate-limit buckets: memory:// (default) or redis://host:port/0")
     _add(g, "--gateway.registry", dest="gateway_registry", default=None,
-         help="instance registry the validator publishes to: sqlite:///path, memory:// or "
-              "none (default sqlite:///<data-dir>/registry.db)")
+         help="instance registry the validator publishes to: sqlite:///path, "
+              "postgresql://user@host/db (gateway fleets), memory:// or none "
+              "(default sqlite:///<data-dir>/registry.db)")
     _add(g, "--gateway.nonces", dest="gateway_nonces", default=None,
          help="gateway nonce store URL (default sqlite:///<data-dir>/nonces.db)")
     _add(g, "--scoring.organic_weight", dest="organic_weight", type=float, default=0.0,
