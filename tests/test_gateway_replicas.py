@@ -118,7 +118,7 @@ async def _discover(http: httpx.AsyncClient, url: str, secret: str) -> tuple[Sea
     r = await http.get(f"{url}/e2e/instances/{CHUTE}", headers={"Authorization": f"Bearer {secret}"})
     r.raise_for_status()
     info = DiscoveredInstance(**r.json()["instances"][0])
-    return SealTarget.from_info(info), list(info.nonces)
+    return SealTarget.from_discovery(info), list(info.nonces)
 
 
 async def _call(http: httpx.AsyncClient, url: str, secret: str, i: int) -> tuple[int, str | None]:
