@@ -38,6 +38,7 @@ from bittensor import http_auth
 
 from .chain import Chain, Metagraph, Neuron
 from .errors import AuthenticationError, ChainError, PermissionDenied
+from .single_use import Use
 
 __all__ = [
     "AUTH_HEADERS",
@@ -127,8 +128,11 @@ class BoundedNonceStore:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        key = (hotkey_ss58, int(nonce_ns))
+    def consume(self, token: tuple[str, int]) -> Use:
+        """ACCEPTED the first time ``(hotkey, nonce_ns)`` is seen within the retention;
+        USED on a replay; FULL when full of live entries (a
+        :class:`~chutes_subnet.single_use.SingleUse` recorder)."""
+        key = (token[0], int(token[1]))
         now = time.monotonic()
         with self._lock:
             while self._seen:
@@ -137,12 +141,16 @@ class BoundedNonceStore:
                     break
                 del self._seen[oldest_key]
             if key in self._seen:
-                return False
+                return Use.USED
             if len(self._seen) >= self.max_entries:
                 log.warning("btauth replay cache is full; refusing new requests until it drains")
-                return False
+                return Use.FULL
             self._seen[key] = now + self.retention
-            return True
+            return Use.ACCEPTED
+
+    def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
+        """``bittensor.http_auth.NonceStore``'s method: :meth:`consume` as a bool."""
+        return self.consume((hotkey_ss58, nonce_ns)).ok
 
 
 class ValidatorGate:
@@ -204,13 +212,10 @@ class ValidatorGate:
             )
         except http_auth.AuthError as exc:
             reason = next((r for t, r in _REASONS.items() if isinstance(exc, t)), "invalid")
-            error = AuthenticationError(f"btauth/1 {reason}: {exc}")
-            error.reason = reason  # type: ignore[attr-defined]
-            raise error from None
+            raise AuthenticationError(f"btauth/1 {reason}: {exc}", reason=reason) from None
         except (ValueError, TypeError, UnicodeError):
-            error = AuthenticationError("btauth/1 malformed: unreadable authentication headers")
-            error.reason = "malformed"  # type: ignore[attr-defined]
-            raise error from None
+            raise AuthenticationError("btauth/1 malformed: unreadable authentication headers",
+                                      reason="malformed") from None
         return caller.hotkey_ss58
 
     def authorize(

@@ -13,8 +13,8 @@ grouped by the boundary where it happens::
     ├── WireError                     wire contract (chutes_subnet.wire); also a ValueError
     │   ├── HeaderError               invoke header missing/malformed (reason code)
     │   └── UsageError                usage report not bounded non-negative integers
-    ├── NonceError                    single-use nonces (chutes_subnet.nonces)
-    │   ├── NonceRejected             unknown, used, expired or bound elsewhere
+    ├── NonceError                    single-use nonces (chutes_subnet.nonces); a
+    │   │                             rejected nonce is a ``single_use.Use``, not an error
     │   └── NonceStoreUnavailable     backend down (maps to HTTP 503)
     ├── AuthError                     btauth/1 and API keys
     │   ├── AuthenticationError       bad/missing signature or key (HTTP 401)
@@ -63,7 +63,6 @@ __all__ = [
     "HeaderError",
     "UsageError",
     "NonceError",
-    "NonceRejected",
     "NonceStoreUnavailable",
     "AuthError",
     "AuthenticationError",
@@ -149,10 +148,6 @@ class NonceError(ChutesSubnetError):
     """Single-use nonce handling failed."""
 
 
-class NonceRejected(NonceError):
-    """The nonce is unknown, already used, expired, or bound to another scope."""
-
-
 class NonceStoreUnavailable(NonceError):
     """The nonce backend cannot be reached; callers should answer 503."""
 
@@ -162,7 +157,12 @@ class AuthError(ChutesSubnetError):
 
 
 class AuthenticationError(AuthError):
-    """The caller could not be authenticated (HTTP 401)."""
+    """The caller could not be authenticated (HTTP 401); ``reason`` is a stable code
+    (btauth/1: ``malformed``, ``stale``, ``replayed``, ...)."""
+
+    def __init__(self, message: str, *, reason: str = "unauthenticated") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PermissionDenied(AuthError):

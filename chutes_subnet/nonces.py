@@ -3,10 +3,11 @@
 A nonce is 128 random bits (32 hex digits) bound to a :class:`NonceScope`
 (api-key/user, chute id, instance id) with a server-side TTL. ``consume`` succeeds for
 exactly one caller, however many present the same nonce concurrently, and only with
-the scope it was issued for, before it expires. Failures raise
-:class:`~chutes_subnet.errors.NonceRejected` (``.reason`` is ``"unknown"`` — never
-issued or already used; ``"expired"``; or ``"scope"`` — issued for another
-user/chute/instance) or :class:`~chutes_subnet.errors.NonceStoreUnavailable`.
+the scope it was issued for, before it expires. It returns a
+:class:`~chutes_subnet.single_use.Use` (``ACCEPTED``; ``UNKNOWN`` — never issued or
+already used; ``EXPIRED``; or ``SCOPE`` — issued for another user/chute/instance); only
+a store that cannot answer raises :class:`~chutes_subnet.errors.NonceStoreUnavailable`.
+This is the consume semantics of every single-use store (:mod:`chutes_subnet.single_use`).
 
 A nonce presented with the wrong scope is *not* burned: otherwise anyone who saw a
 nonce in transit could void it for its owner.
@@ -22,7 +23,8 @@ The TTL told to clients (``NONCE_TTL_CLIENT_SECONDS``) is shorter than the serve
 (``NONCE_TTL_SERVER_SECONDS``) so a nonce never dies server-side while a client still
 believes it valid.
 
-:class:`SeenNonceCache` is the miner's replay cache: it remembers every nonce the
+:class:`SeenNonceCache` is the miner's replay cache (a
+:class:`~chutes_subnet.single_use.SingleUse` recorder): it remembers every nonce the
 instance has served for the nonce TTL and refuses a second use.
 """
 
@@ -36,7 +38,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.errors import NonceStoreUnavailable
+from chutes_subnet.single_use import Use
 from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
 
 __all__ = [
@@ -70,20 +73,21 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def _rejected(reason: str) -> NonceRejected:
-    err = NonceRejected(f"nonce rejected: {reason}")
-    err.reason = reason  # type: ignore[attr-defined]
-    return err
-
-
 def _check_count(count: int) -> None:
     if not 1 <= count <= MAX_ISSUE:
         raise ValueError(f"count must be between 1 and {MAX_ISSUE}")
 
 
 class NonceStore(Protocol):
-    async def issue(self, scope: NonceScope, count: int, ttl: float = NONCE_TTL_SERVER_SECONDS) -> list[str]: ...
-    async def consume(self, nonce: str, scope: NonceScope) -> None: ...
+    """Issues nonces bound to a scope; the async single-use store of invoke nonces."""
+
+    async def issue(self, scope: NonceScope, count: int,
+                    ttl: float = NONCE_TTL_SERVER_SECONDS) -> list[str]: ...
+
+    async def consume(self, nonce: str, scope: NonceScope) -> Use:
+        """:attr:`Use.ACCEPTED` exactly once for an issued, unexpired nonce of ``scope``."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -106,18 +110,17 @@ class MemoryNonceStore:
                 self._items[n] = (scope.encode(), now + ttl)
         return nonces
 
-    async def consume(self, nonce: str, scope: NonceScope) -> None:
+    async def consume(self, nonce: str, scope: NonceScope) -> Use:
         now = self._clock()
         with self._lock:
             item = self._items.get(nonce)
             if item is None:
-                raise _rejected("unknown")
+                return Use.UNKNOWN
             bound, expires = item
             if not secrets.compare_digest(bound, scope.encode()):
-                raise _rejected("scope")
+                return Use.SCOPE
             del self._items[nonce]
-        if expires <= now:
-            raise _rejected("expired")
+        return Use.EXPIRED if expires <= now else Use.ACCEPTED
 
     def _sweep(self, now: float) -> None:
         if now < self._next_sweep:
@@ -191,7 +194,7 @@ class SQLiteNonceStore:
         self._run(write)
         return nonces
 
-    async def consume(self, nonce: str, scope: NonceScope) -> None:
+    async def consume(self, nonce: str, scope: NonceScope) -> Use:
         now = self._clock()
         enc = scope.encode()
 
@@ -205,9 +208,8 @@ class SQLiteNonceStore:
 
         taken, exists = self._run(take)
         if taken is None:
-            raise _rejected("scope" if exists else "unknown")
-        if taken[0] <= now:
-            raise _rejected("expired")
+            return Use.SCOPE if exists else Use.UNKNOWN
+        return Use.EXPIRED if taken[0] <= now else Use.ACCEPTED
 
     async def aclose(self) -> None:
         with self._lock:
@@ -257,14 +259,12 @@ class RedisNonceStore:
             raise NonceStoreUnavailable("nonce store unavailable") from exc
         return nonces
 
-    async def consume(self, nonce: str, scope: NonceScope) -> None:
+    async def consume(self, nonce: str, scope: NonceScope) -> Use:
         try:
             res = await self._script(keys=[self._prefix + nonce], args=[scope.encode().encode()])
         except self._errors as exc:
             raise NonceStoreUnavailable("nonce store unavailable") from exc
-        if res == 1:
-            return
-        raise _rejected("scope" if res == -1 else "unknown")
+        return {1: Use.ACCEPTED, -1: Use.SCOPE}.get(res, Use.UNKNOWN)
 
     async def aclose(self) -> None:
         await self._r.aclose()
@@ -296,8 +296,9 @@ class SeenNonceCache:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check_and_add(self, nonce: str) -> bool:
-        """True the first time ``nonce`` is seen within the TTL, False on a replay or when full."""
+    def consume(self, token: str) -> Use:
+        """ACCEPTED the first time ``token`` is seen within the TTL; USED on a replay;
+        FULL when full of live entries."""
         now = self._clock()
         with self._lock:
             while self._seen:
@@ -305,10 +306,12 @@ class SeenNonceCache:
                 if exp > now:
                     break
                 del self._seen[oldest]
-            if nonce in self._seen or len(self._seen) >= self._max:
-                return False
-            self._seen[nonce] = now + self._ttl
-            return True
+            if token in self._seen:
+                return Use.USED
+            if len(self._seen) >= self._max:
+                return Use.FULL
+            self._seen[token] = now + self._ttl
+            return Use.ACCEPTED
 
     def __len__(self) -> int:
         return len(self._seen)

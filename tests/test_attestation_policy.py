@@ -26,6 +26,7 @@ from chutes_subnet.attestation import (
 import chutes_subnet.attestation as attestation
 from chutes_subnet.attestation.quote import parse_quote
 from chutes_subnet.errors import AttestationError, CollateralError, PolicyFileError
+from chutes_subnet.single_use import Use
 from tests.vector_files import VECTORS_DIR as VECTORS
 
 HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
@@ -114,17 +115,18 @@ def test_challenge_book_single_use_and_expiry():
     book = ChallengeBook(ttl=60, clock=lambda: now[0])
     a, b = book.issue(), book.issue()
     assert len(a) == 32 and a != b
-    assert book.consume(a) and not book.consume(a)
+    assert book.consume(a) is Use.ACCEPTED and book.consume(a) is Use.UNKNOWN
     now[0] += 61
-    assert not book.consume(b)
-    assert not book.consume(os.urandom(32)) and not book.consume(b"x")
+    assert book.consume(b) is Use.EXPIRED
+    assert book.consume(os.urandom(32)) is Use.UNKNOWN and book.consume(b"x") is Use.UNKNOWN
 
 
 def test_challenge_book_is_thread_safe():
     book = ChallengeBook()
     nonce = book.issue()
     wins = []
-    threads = [threading.Thread(target=lambda: wins.append(book.consume(nonce))) for _ in range(16)]
+    threads = [threading.Thread(target=lambda: wins.append(book.consume(nonce).ok))
+               for _ in range(16)]
     for t in threads:
         t.start()
     for t in threads:

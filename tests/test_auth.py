@@ -11,6 +11,7 @@ from bittensor import http_auth
 from chutes_subnet.auth import BoundedNonceStore, MetagraphCache, ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain, Metagraph, Neuron
 from chutes_subnet.errors import AuthenticationError, ChainError, PermissionDenied
+from chutes_subnet.single_use import Use
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 
 PATH = "/attest"
@@ -53,7 +54,7 @@ def _signed(keys, sender="validator", receiver="miner", body=BODY, path=PATH, me
 
 
 def _reason(excinfo) -> str:
-    return getattr(excinfo.value, "reason", "")
+    return excinfo.value.reason
 
 
 def test_good_signature_from_a_permitted_validator_is_accepted(gate, keys):
@@ -168,9 +169,10 @@ def test_gate_configuration_is_checked(keys, metagraph):
 
 def test_bounded_nonce_store_expires_and_caps():
     store = BoundedNonceStore(retention=0.05, max_entries=3)
-    assert store.check_and_store("a", 1) and not store.check_and_store("a", 1)
-    assert store.check_and_store("a", 2) and store.check_and_store("b", 1)
-    assert not store.check_and_store("c", 1)  # full of live entries: fail closed
+    assert store.consume(("a", 1)) is Use.ACCEPTED and store.consume(("a", 1)) is Use.USED
+    assert store.check_and_store("a", 2) and store.check_and_store("b", 1)  # the SDK's view
+    assert store.consume(("c", 1)) is Use.FULL  # full of live entries: fail closed
+    assert not store.check_and_store("c", 1)
     time.sleep(0.06)
     assert store.check_and_store("c", 1) and len(store) == 1
 

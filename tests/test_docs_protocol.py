@@ -16,6 +16,7 @@ from chutes_subnet.attestation.binding import build_report_data
 from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, KeyPair, RequestContext, _kem, v1, v2
 from chutes_subnet.gateway.invoke import NONCE_REFUSALS
 from chutes_subnet.nonces import SeenNonceCache, new_nonce
+from chutes_subnet.single_use import Use
 from chutes_subnet.wire import headers, protocol
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text(encoding="utf-8")
@@ -121,10 +122,8 @@ def test_v2_stream_frames_carry_no_nonce_as_documented() -> None:
 
 def test_nonce_refusal_table_matches_the_gateway() -> None:
     section = _section("## 4. Nonces")
-    for reason, (status, code, _) in NONCE_REFUSALS.items():
-        if reason == "used":
-            continue  # alias of "unknown"
-        assert f"`{reason}`" in section and f"{status} `{code}`" in section
+    for use, (status, code, _) in NONCE_REFUSALS.items():
+        assert f"`{use.value}`" in section and f"{status} `{code}`" in section
 
 
 def test_report_data_layout_is_the_documented_one() -> None:
@@ -150,6 +149,6 @@ def test_btauth_defaults_are_the_documented_ones() -> None:
 
 def test_replay_cache_refuses_a_second_use_as_documented() -> None:
     cache = SeenNonceCache(ttl=90)
-    assert cache.check_and_add("n:abc") is True
-    assert cache.check_and_add("n:abc") is False
+    assert cache.consume("n:abc") is Use.ACCEPTED
+    assert cache.consume("n:abc") is Use.USED
     assert "409 `replayed`" in DOC

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable
+from chutes_subnet.errors import NonceStoreUnavailable
 from chutes_subnet.nonces import (
     MemoryNonceStore,
     NonceScope,
@@ -17,6 +17,7 @@ from chutes_subnet.nonces import (
     SQLiteNonceStore,
     open_nonce_store,
 )
+from chutes_subnet.single_use import Use
 
 SCOPE = NonceScope("key-1", "chute-1", "inst-1")
 #: One loop for the test thread, so a Redis handle keeps its connections between calls.
@@ -57,11 +58,9 @@ def make_store(request, tmp_path: Path):
 
 
 def _rejected_reason(coro) -> str:
-    try:
-        _RUN(coro)
-    except NonceRejected as exc:
-        return exc.reason
-    return "accepted"
+    use = _RUN(coro)
+    assert isinstance(use, Use)
+    return use.value
 
 
 def test_exactly_once_under_concurrent_consumers(make_store):
@@ -91,9 +90,9 @@ def test_exactly_once_under_concurrent_consumers(make_store):
 
         for n, res in zip(nonces, asyncio.run(run())):
             with lock:
-                if res is None:
+                if res is Use.ACCEPTED:
                     wins[n] += 1
-                elif not isinstance(res, NonceRejected):
+                elif res is not Use.UNKNOWN:
                     errors.append(res)
 
     threads = [threading.Thread(target=consumer, args=(i,)) for i in range(CONSUMERS)]
@@ -183,8 +182,8 @@ def test_server_ttl_longer_than_client_ttl():
 def test_seen_cache_replay_expiry_and_fail_closed():
     clock = Clock()
     cache = SeenNonceCache(ttl=5, max_entries=2, clock=clock)
-    assert cache.check_and_add("a") and not cache.check_and_add("a")
-    assert cache.check_and_add("b")
-    assert not cache.check_and_add("c")  # full of live entries: refuse rather than forget
+    assert cache.consume("a") is Use.ACCEPTED and cache.consume("a") is Use.USED
+    assert cache.consume("b") is Use.ACCEPTED
+    assert cache.consume("c") is Use.FULL  # full of live entries: refuse rather than forget
     clock.t += 6
-    assert cache.check_and_add("c") and cache.check_and_add("a")
+    assert cache.consume("c").ok and cache.consume("a").ok

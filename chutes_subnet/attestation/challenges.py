@@ -1,7 +1,7 @@
 """In-memory single-use attestation challenge nonces (validator side).
 
 ``issue()`` hands out a fresh 32-byte nonce; ``consume()`` accepts it exactly once and
-only before it expires. Thread-safe; the clock is injectable for tests. For state
+only before it expires (an issued :class:`~chutes_subnet.single_use.SingleUse` store). Thread-safe; the clock is injectable for tests. For state
 shared across validator replicas use :mod:`chutes_subnet.nonces` instead.
 """
 
@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from chutes_subnet.single_use import Use
 from chutes_subnet.wire.protocol import ATTEST_NONCE_BYTES
 
 __all__ = ["ChallengeBook"]
@@ -54,10 +55,12 @@ class ChallengeBook:
             self._expiry[nonce] = now + self._ttl
         return nonce
 
-    def consume(self, nonce: bytes) -> bool:
-        """True exactly once for an issued, unexpired nonce; False otherwise."""
-        if not isinstance(nonce, (bytes, bytearray)) or len(nonce) != ATTEST_NONCE_BYTES:
-            return False
+    def consume(self, token: bytes) -> Use:
+        """ACCEPTED exactly once for an issued, unexpired nonce; UNKNOWN or EXPIRED otherwise."""
+        if not isinstance(token, (bytes, bytearray)) or len(token) != ATTEST_NONCE_BYTES:
+            return Use.UNKNOWN
         with self._lock:
-            expiry = self._expiry.pop(bytes(nonce), None)
-            return expiry is not None and self._clock() < expiry
+            expiry = self._expiry.pop(bytes(token), None)
+            if expiry is None:
+                return Use.UNKNOWN
+            return Use.ACCEPTED if self._clock() < expiry else Use.EXPIRED

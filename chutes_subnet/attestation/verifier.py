@@ -212,7 +212,7 @@ class Verifier:
     def _verify(self, evidence: Evidence, nonce: bytes, e2e_pubkey: bytes, hotkey: str,
                 now: int, state: dict[str, object]) -> Verdict:
         quote = self._shape(evidence, nonce, state)
-        if self.challenges is not None and not self.challenges.consume(bytes(nonce)):
+        if self.challenges is not None and not self.challenges.consume(bytes(nonce)).ok:
             raise _Stop(Reason.of(ReasonCode.NONCE_UNKNOWN, "challenge nonce is unknown, used or expired"))
         self._crypto(quote, bytes(nonce), now, state)
         gpus = state["gpus"]

@@ -34,13 +34,14 @@ from chutes_subnet.asgi import (
     request_headers,
     send_refusal,
 )
-from chutes_subnet.errors import NonceRejected, NonceStoreUnavailable, UsageError
+from chutes_subnet.errors import NonceStoreUnavailable, UsageError
 from chutes_subnet.gateway.journal import JournalEntry
 from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.gateway.miners import MinerConnectionError, MinerResponse
 from chutes_subnet.gateway.state import GatewayState, off_loop, resolve_signer_headers
 from chutes_subnet.nonces import NonceScope
 from chutes_subnet.registry import InstanceRecord
+from chutes_subnet.single_use import Use
 from chutes_subnet.wire.headers import (
     ENVELOPE_MEDIA_TYPE,
     H_CONTENT_TYPE,
@@ -57,12 +58,11 @@ from chutes_subnet.wire.protocol import INVOKE_PATH, SUPPORTED_E2EE_VERSIONS
 __all__ = ["InvokeEndpoint", "NONCE_REFUSALS"]
 
 
-#: NonceRejected.reason -> (HTTP status, reason code, message)
-NONCE_REFUSALS: dict[str, tuple[int, str, str]] = {
-    "scope": (403, "nonce_scope", "nonce was issued for another key, chute or instance"),
-    "unknown": (409, "nonce_used", "nonce unknown or already used"),
-    "used": (409, "nonce_used", "nonce unknown or already used"),
-    "expired": (410, "nonce_expired", "nonce expired"),
+#: a refused nonce's :class:`Use` -> (HTTP status, reason code, message)
+NONCE_REFUSALS: dict[Use, tuple[int, str, str]] = {
+    Use.SCOPE: (403, "nonce_scope", "nonce was issued for another key, chute or instance"),
+    Use.UNKNOWN: (409, "nonce_used", "nonce unknown or already used"),
+    Use.EXPIRED: (410, "nonce_expired", "nonce expired"),
 }
 
 #: Tells the client to pick another instance and re-seal.
@@ -116,14 +116,12 @@ class InvokeEndpoint:
             raise Refusal(400, "bad_version", "instance does not support this E2EE version")
         await st.admit_payment(key, rec.model)
         try:
-            await st.nonce_store.consume(nonce, NonceScope(key.key_id, chute_id, instance_id))
-        except NonceRejected as exc:
-            status, reason, message = NONCE_REFUSALS.get(
-                getattr(exc, "reason", "unknown"), NONCE_REFUSALS["unknown"])
-            raise Refusal(status, reason, message) from None
+            use = await st.nonce_store.consume(nonce, NonceScope(key.key_id, chute_id, instance_id))
         except NonceStoreUnavailable:
             raise Refusal(503, "nonce_store_unavailable", "nonce store unavailable",
                           {H_RETRY_AFTER: "1"}) from None
+        if not use.ok:
+            raise Refusal(*NONCE_REFUSALS.get(use, NONCE_REFUSALS[Use.UNKNOWN]))
 
         fwd = inv.to_headers()
         fwd.update(await resolve_signer_headers(st.forward_signer, "POST", INVOKE_PATH,

@@ -176,7 +176,7 @@ class InvokeEndpoint:
         st.metrics.in_flight.inc()
         try:
             opened = self._open(version, inv.context(), body)
-            if not (st.seen.check_and_add("n:" + nonce) and st.seen.check_and_add(opened.replay_id)):
+            if not (st.seen.consume("n:" + nonce).ok and st.seen.consume(opened.replay_id).ok):
                 raise Refusal(409, "replayed", "nonce or request already served")
             log.debug("%s opened v%d stream=%s bytes=%d", self.route, version, stream, len(body))
             if stream:

@@ -180,7 +180,7 @@ class Attestor:
             raise EvaluationFailure("bad_response", f"attest: miner answered HTTP {status}")
         response, evidence, pubkey = self._parse(raw)
         now = self._clock()
-        if self._own_book and not self.challenges.consume(nonce):
+        if self._own_book and not self.challenges.consume(nonce).ok:
             raise EvaluationFailure("timeout", "attest: answer arrived after the nonce expired")
         verdict = await asyncio.to_thread(
             self.verifier.verify, evidence, nonce=nonce, e2e_pubkey=pubkey,
