@@ -6,6 +6,9 @@
 * :mod:`.sql` — the same store on PostgreSQL for validators and gateway fleets;
 * :func:`open_registry` — a store from a URL (``memory://``, ``sqlite:///path``,
   ``postgresql://…``).
+* :mod:`.chutes` — chutes as deployments (spec, validation, the store protocol) and
+  :mod:`.chute_store` — the chute registry on SQLite / PostgreSQL;
+* :mod:`.demand` — per-chute demand, targets and the supply multiplier.
 """
 
 from __future__ import annotations

@@ -161,6 +161,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX instance_records_chute ON instance_records (chute_id, expires_at)",
         ),
     ),
+    Migration(
+        5, "chute registry: current chutes and their audit log",
+        sqlite=(
+            """CREATE TABLE chutes (
+                chute_id TEXT PRIMARY KEY, owner TEXT NOT NULL, version INTEGER NOT NULL,
+                retired INTEGER NOT NULL, spec TEXT NOT NULL, created_at REAL NOT NULL,
+                updated_at REAL NOT NULL)""",
+            """CREATE TABLE chute_versions (
+                chute_id TEXT NOT NULL, version INTEGER NOT NULL, action TEXT NOT NULL,
+                actor TEXT NOT NULL, at REAL NOT NULL, spec TEXT NOT NULL,
+                PRIMARY KEY (chute_id, version))""",
+        ),
+        postgresql=(
+            """CREATE TABLE chutes (
+                chute_id TEXT PRIMARY KEY, owner TEXT NOT NULL, version INTEGER NOT NULL,
+                retired BOOLEAN NOT NULL, spec TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL)""",
+            """CREATE TABLE chute_versions (
+                chute_id TEXT NOT NULL, version INTEGER NOT NULL, action TEXT NOT NULL,
+                actor TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, spec TEXT NOT NULL,
+                PRIMARY KEY (chute_id, version))""",
+        ),
+    ),
 )
 
 _TABLE = {
