@@ -75,7 +75,7 @@ def subnet(tiny_engine, inflator, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def references(tiny_model_dir):
-    return ReferenceBook({MODEL_NAME: ChuteReference(ReferenceModel(tiny_model_dir))})
+    return ReferenceBook({MODEL_NAME: ChuteReference(ReferenceModel(tiny_model_dir, torch_threads=1))})
 
 
 def _config(**kw) -> ValidatorConfig:

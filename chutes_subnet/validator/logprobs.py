@@ -101,13 +101,18 @@ def sample_positions(n_tokens: int, k: int, rng: random.Random) -> list[int]:
     return sorted(rng.sample(range(n_tokens), k))
 
 
+def _gap(value: float) -> float:
+    """A NaN gap (a reference that cannot score the token) counts as infinitely far."""
+    return math.inf if math.isnan(value) else max(0.0, value)
+
+
 def judge(scores: Sequence[TokenScore], policy: LogprobPolicy) -> LogprobVerdict:
     """Apply ``policy`` to the scored sample (see module doc)."""
     if not scores:
         return LogprobVerdict(False, "empty", 0, 0.0, 0.0, 0)
     n = len(scores)
     unlikely = sum(1 for s in scores if s.rank > policy.max_rank) / n
-    mean_gap = sum(max(0.0, s.gap) for s in scores) / n
+    mean_gap = sum(_gap(s.gap) for s in scores) / n
     worst = max(s.rank for s in scores)
     reason = None
     if unlikely > policy.max_unlikely_share:
