@@ -153,7 +153,7 @@ async def drive(gateway_url: str, api_key: str, *, requests: int, clients: int,
         limits = httpx.Limits(max_connections=4, max_keepalive_connections=4,
                               keepalive_expiry=keepalive_expiry)
         by_version = {v: httpx.AsyncClient(transport=AsyncE2EETransport(
-            versions=(v,), inner=httpx.AsyncHTTPTransport(limits=limits)),
+            versions=(v,), inner=httpx.AsyncHTTPTransport(limits=limits), verify="gateway"),
             headers=headers, timeout=timeout) for v in (1, 2)}
         try:
             while True:

@@ -250,11 +250,15 @@ class Demo:
         import httpx
         from openai import OpenAI
 
-        from chutes_subnet.client import E2EETransport
+        from chutes_subnet.client import ClientPolicy, E2EETransport
         from chutes_subnet.inference import DEFAULT_MODEL_ID
 
-        t0 = self.steps.begin("Client: OpenAI SDK + E2EE transport -> gateway -> miner (v2)")
-        http = httpx.Client(transport=E2EETransport(), timeout=60)
+        t0 = self.steps.begin("Client: verifies the instance itself, then OpenAI SDK + E2EE "
+                              "transport -> gateway -> miner (v2)")
+        # The demo's miners run simulated TEEs: the client must opt in explicitly.
+        policy = ClientPolicy.development(dangerous_accept_simulated_tee=True)
+        transport = E2EETransport(policy=policy)
+        http = httpx.Client(transport=transport, timeout=60)
         client = OpenAI(base_url=f"{gateway}/v1", api_key=secret, http_client=http, max_retries=0)
         messages = [{"role": "user", "content": QUESTION}]
         resp = client.chat.completions.create(model=DEFAULT_MODEL_ID, messages=messages,
@@ -266,6 +270,9 @@ class Demo:
                                                         max_tokens=self.opts.max_tokens, stream=True)
             if chunk.choices)
         http.close()
+        refused = transport.rejected
+        print("      client challenged the instance through the gateway with its own nonce and "
+              f"verified it (SIMULATED TEE accepted by dev opt-in); refused: {len(refused)}")
         print(f"      question: {QUESTION}")
         print(f"      answer (decrypted on the client; the tiny demo model babbles): {answer!r}")
         self.steps.done(t0, f"stream == non-stream: {streamed == answer}, "

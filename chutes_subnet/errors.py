@@ -32,7 +32,12 @@ grouped by the boundary where it happens::
     ├── InferenceError                model backend failures
     └── ClientError                   client-side transport
         ├── NoInstancesError          discovery returned nothing usable
-        └── NoncesExhaustedError      every nonce offered was rejected
+        │   └── NoVerifiedInstanceError   every instance offered failed verification
+        ├── NoncesExhaustedError      every nonce offered was rejected
+        ├── InstanceVerificationError one instance failed the client's own attestation check
+        ├── AttestationRateLimited    the gateway refused to relay a challenge (HTTP 429)
+        ├── DowngradeError            no instance offers an allowed E2EE version (v2 by default)
+        └── PlaintextRefusedError     the request would leave the machine unencrypted
 
 Subclasses that belong to one component live next to it and derive from the
 bases above: ``attestation.evidence.EvidenceFormatError``, ``attestation.dcap.
@@ -81,6 +86,11 @@ __all__ = [
     "ClientError",
     "NoInstancesError",
     "NoncesExhaustedError",
+    "NoVerifiedInstanceError",
+    "InstanceVerificationError",
+    "AttestationRateLimited",
+    "DowngradeError",
+    "PlaintextRefusedError",
 ]
 
 
@@ -227,3 +237,44 @@ class NoInstancesError(ClientError):
 
 class NoncesExhaustedError(ClientError):
     """Every nonce tried was rejected by the gateway."""
+
+
+class InstanceVerificationError(ClientError):
+    """An instance failed the client's attestation check; nothing was sent to it.
+
+    ``instance_id`` names the instance, ``reason`` is a stable code (a verifier
+    :class:`~chutes_subnet.attestation.ReasonCode` value or a client code such as
+    ``key_mismatch``, ``instance_id_mismatch``, ``relay_timeout``).
+    """
+
+    def __init__(self, instance_id: str, reason: str, message: str) -> None:
+        super().__init__(f"instance {instance_id[:40]}: {reason}: {message}")
+        self.instance_id = instance_id
+        self.reason = reason
+        self.detail = message
+
+
+class NoVerifiedInstanceError(NoInstancesError):
+    """Every instance offered for the model failed verification (``failures`` says why)."""
+
+    def __init__(self, failures: tuple[InstanceVerificationError, ...]) -> None:
+        first = f": {failures[0]}" if failures else ""
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        super().__init__(f"no instance passed attestation verification{first}{more}")
+        self.failures = failures
+
+
+class AttestationRateLimited(ClientError):
+    """The gateway refused to relay an attestation challenge (HTTP 429)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"attestation relay rate limited; retry after {retry_after:g} s")
+        self.retry_after = retry_after
+
+
+class DowngradeError(ClientError):
+    """Discovery offers no E2EE version the client allows (v1 needs an explicit opt-in)."""
+
+
+class PlaintextRefusedError(ClientError):
+    """The request cannot be end-to-end encrypted, so it was not sent at all."""

@@ -16,6 +16,7 @@ from chutes_subnet.client import AsyncE2EETransport, E2EETransport
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import (
     DecryptionError,
+    DowngradeError,
     NoInstancesError,
     NoncesExhaustedError,
     StreamIntegrityError,
@@ -65,7 +66,7 @@ def env() -> Iterator[Env]:
 
 
 def sdk(env: Env, **kw: object) -> openai.OpenAI:
-    http = httpx.Client(transport=E2EETransport(**kw))  # type: ignore[arg-type]
+    http = httpx.Client(transport=E2EETransport(**{"verify": "gateway", **kw}))  # type: ignore[arg-type]
     return openai.OpenAI(base_url=env.gw + "/v1", api_key=env.key, http_client=http,
                          max_retries=0)
 
@@ -93,9 +94,9 @@ def test_many_calls_refresh_the_nonce_pool(env: Env) -> None:
         assert out.choices[0].message.content == f"echo: {i}"
 
 
-def test_falls_back_to_v1_for_v1_only_instances(env: Env) -> None:
+def test_v1_only_instances_need_the_explicit_opt_in(env: Env) -> None:
     env.seen.clear()
-    client = sdk(env)
+    client = sdk(env, versions=(2, 1))
     out = client.chat.completions.create(model=V1_MODEL, messages=MSG)
     assert out.choices[0].message.content == "echo: tell me a secret"
     text = "".join(c.choices[0].delta.content or ""
@@ -105,9 +106,9 @@ def test_falls_back_to_v1_for_v1_only_instances(env: Env) -> None:
     assert all("x-e2e-version" not in h for h in env.seen)
 
 
-def test_v2_only_client_refuses_v1_only_instance(env: Env) -> None:
-    with pytest.raises(NoInstancesError):
-        sdk(env, versions=(2,)).chat.completions.create(model=V1_MODEL, messages=MSG)
+def test_default_client_refuses_v1_only_instance(env: Env) -> None:
+    with pytest.raises(DowngradeError, match=r"versions=\(2, 1\)"):
+        sdk(env).chat.completions.create(model=V1_MODEL, messages=MSG)
 
 
 def test_non_model_requests_pass_through(env: Env) -> None:
@@ -116,13 +117,13 @@ def test_non_model_requests_pass_through(env: Env) -> None:
 
 
 def test_unknown_model_is_a_clear_error(env: Env) -> None:
-    with httpx.Client(transport=E2EETransport(env.key)) as http:
+    with httpx.Client(transport=E2EETransport(env.key, verify="gateway")) as http:
         with pytest.raises(NoInstancesError):
             http.post(env.gw + "/v1/chat/completions", json={"model": "nope", "messages": MSG})
 
 
 def test_unknown_key_surfaces_as_sdk_authentication_error(env: Env) -> None:
-    http = httpx.Client(transport=E2EETransport())
+    http = httpx.Client(transport=E2EETransport(verify="gateway"))
     client = openai.OpenAI(base_url=env.gw + "/v1", api_key="csk_wrong", http_client=http,
                            max_retries=0)
     with pytest.raises(openai.AuthenticationError):
@@ -157,7 +158,7 @@ class NonceEater(httpx.BaseTransport):
 
 def test_all_nonces_rejected_is_a_clear_error(env: Env) -> None:
     eater = NonceEater()
-    with httpx.Client(transport=E2EETransport(env.key, inner=eater, max_attempts=3)) as http:
+    with httpx.Client(transport=E2EETransport(env.key, inner=eater, max_attempts=3, verify="gateway")) as http:
         with pytest.raises(NoncesExhaustedError):
             http.post(env.gw + "/v1/chat/completions", json={"model": MODEL, "messages": MSG})
     assert eater.invokes == 3
@@ -200,7 +201,7 @@ class TamperingBox(httpx.BaseTransport):
 @pytest.mark.parametrize("mode", ["reorder", "drop", "duplicate", "truncate",
                                   "truncate_with_done", "flip"])
 def test_v2_detects_a_tampering_middle_box(env: Env, mode: str) -> None:
-    http = httpx.Client(transport=E2EETransport(inner=TamperingBox(mode)))
+    http = httpx.Client(transport=E2EETransport(inner=TamperingBox(mode), verify="gateway"))
     client = openai.OpenAI(base_url=env.gw + "/v1", api_key=env.key, http_client=http,
                            max_retries=0)
     with pytest.raises(StreamIntegrityError):
@@ -210,13 +211,15 @@ def test_v2_detects_a_tampering_middle_box(env: Env, mode: str) -> None:
 
 def test_v1_misses_reorder_but_catches_bit_flips(env: Env) -> None:
     """Documents v1's known weakness (the reason v2 exists)."""
-    http = httpx.Client(transport=E2EETransport(inner=TamperingBox("reorder")))
+    http = httpx.Client(transport=E2EETransport(inner=TamperingBox("reorder"), verify="gateway",
+                                                versions=(2, 1)))
     client = openai.OpenAI(base_url=env.gw + "/v1", api_key=env.key, http_client=http,
                            max_retries=0)
     text = "".join(c.choices[0].delta.content or "" for c in
                    client.chat.completions.create(model=V1_MODEL, messages=MSG, stream=True))
     assert text != "echo: tell me a secret" and sorted(text) == sorted("echo: tell me a secret")
-    http = httpx.Client(transport=E2EETransport(inner=TamperingBox("flip")))
+    http = httpx.Client(transport=E2EETransport(inner=TamperingBox("flip"), verify="gateway",
+                                                versions=(2, 1)))
     client = openai.OpenAI(base_url=env.gw + "/v1", api_key=env.key, http_client=http,
                            max_retries=0)
     with pytest.raises(DecryptionError):
@@ -225,7 +228,7 @@ def test_v1_misses_reorder_but_catches_bit_flips(env: Env) -> None:
 
 
 async def test_async_sdk_non_stream_and_stream(env: Env) -> None:
-    http = httpx.AsyncClient(transport=AsyncE2EETransport(env.key))
+    http = httpx.AsyncClient(transport=AsyncE2EETransport(env.key, verify="gateway"))
     client = openai.AsyncOpenAI(base_url=env.gw + "/v1", api_key=env.key, http_client=http,
                                 max_retries=0)
     out = await client.chat.completions.create(model=MODEL, messages=MSG)

@@ -34,7 +34,7 @@ def _messages(tag: str) -> list[dict[str, str]]:
 
 
 def _sdk(url: str, key: str, version: int) -> tuple[openai.AsyncOpenAI, httpx.AsyncClient]:
-    http = httpx.AsyncClient(transport=AsyncE2EETransport(versions=(version,)), timeout=60)
+    http = httpx.AsyncClient(transport=AsyncE2EETransport(versions=(version,), verify="gateway"), timeout=60)
     return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, http_client=http,
                               max_retries=0), http
 

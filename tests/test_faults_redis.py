@@ -84,7 +84,7 @@ class Load:
         return "ok"
 
     async def client(self, n: int) -> None:
-        transport = AsyncE2EETransport(versions=(1 + n % 2,))
+        transport = AsyncE2EETransport(versions=(1 + n % 2,), verify="gateway")
         async with httpx.AsyncClient(transport=transport, timeout=30,
                                      headers={"Authorization": f"Bearer {self.key}"}) as http:
             i = n

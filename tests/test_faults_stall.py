@@ -69,7 +69,7 @@ async def test_stalled_miner_times_out_is_scored_down_and_the_loop_continues(sub
             # the gateway: requests routed to the frozen instance time out and move over
             with UvicornThread(app) as gw:
                 async with httpx.AsyncClient(
-                        transport=AsyncE2EETransport(), timeout=30,
+                        transport=AsyncE2EETransport(verify="gateway"), timeout=30,
                         headers={"Authorization": f"Bearer {key}"}) as http:
                     took = [await _ask(http, gw.url, i) for i in range(4)]
                     # what the gateway saw, as the key owner can read it back

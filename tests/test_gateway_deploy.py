@@ -81,7 +81,7 @@ def test_keyless_gateway_process_routes_v2_end_to_end(tmp_path: Path) -> None:
             url = f"http://127.0.0.1:{port}"
             _wait_http(url, proc)
             client = openai.OpenAI(base_url=url + "/v1", api_key=secret, max_retries=0,
-                                   http_client=httpx.Client(transport=E2EETransport()))
+                                   http_client=httpx.Client(transport=E2EETransport(verify="gateway")))
             out = client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=16)
             assert out.choices[0].message.content == expected
             text = "".join(c.choices[0].delta.content or "" for c in

@@ -11,7 +11,7 @@ import pytest
 
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain
-from chutes_subnet.client import E2EETransport
+from chutes_subnet.client import ClientPolicy, E2EETransport
 from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
@@ -46,6 +46,8 @@ def test_sdk_through_a_signing_gateway_to_a_validator_only_miner(tmp_path, versi
 
     expected = reference_completion(PATH, {"messages": MSG, "max_tokens": 20}, seed=DEFAULT_SEED)
     miner, inst = start_real_miner(MODEL, hotkey=hotkey_ss58(miner_w), gate=gate)
+    # the client verifies the (simulated, 1-GPU) instance itself through the gateway's relay
+    dev = ClientPolicy.development(gpu_count=1, dangerous_accept_simulated_tee=True)
     try:
         for signing, status in ((signer, 200), (None, 401)):
             registry, keys, usage = (MemoryInstanceRegistry(), MemoryApiKeyStore(),
@@ -57,7 +59,9 @@ def test_sdk_through_a_signing_gateway_to_a_validator_only_miner(tmp_path, versi
             with UvicornThread(app) as gw:
                 client = openai.OpenAI(
                     base_url=gw.url + "/v1", api_key=secret, max_retries=0,
-                    http_client=httpx.Client(transport=E2EETransport(versions=versions)))
+                    http_client=httpx.Client(transport=E2EETransport(
+                        versions=versions, **({"policy": dev} if signing else
+                                              {"verify": "gateway"}))))
                 if status != 200:
                     with pytest.raises(openai.AuthenticationError):
                         client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=20)

@@ -57,8 +57,9 @@ def env() -> Iterator[Env]:
                         keys=keys, usage=MemoryUsageMeter())
     with UvicornThread(echo_miner_app(kp, seen=seen)) as miner, UvicornThread(gw_app) as gw:
         registry.upsert(record_for(kp, miner.url, chute_id=chute_id_for_model(MODEL), model=MODEL))
-        keyed = create_proxy_app(gw.url, api_key=secret, transport=Recorder(bodies))
-        open_ = create_proxy_app(gw.url)
+        keyed = create_proxy_app(gw.url, api_key=secret, transport=Recorder(bodies),
+                                 verify="gateway")
+        open_ = create_proxy_app(gw.url, verify="gateway")
         with UvicornThread(keyed) as p, UvicornThread(open_) as p2:
             yield Env(p.url, p2.url, seen, bodies, registry)
 

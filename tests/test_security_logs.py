@@ -107,7 +107,8 @@ def _exercise(stack: Stack) -> list[str]:
     for versions in ((2,), (1,)):
         client = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key=stack.api_key,
                                max_retries=0, http_client=httpx.Client(
-                                   transport=E2EETransport(versions=versions)))
+                                   transport=E2EETransport(versions=versions,
+                                                          verify="gateway")))
         out = client.chat.completions.create(model=stack.inst.model_id, messages=MODEL_MSG,
                                              max_tokens=24)
         answers.append(out.choices[0].message.content or "")
@@ -119,7 +120,7 @@ def _exercise(stack: Stack) -> list[str]:
             client.chat.completions.create(model=stack.inst.model_id, max_tokens=4,
                                            messages=[{"role": PROMPT, "content": PROMPT}])
     bad = openai.OpenAI(base_url=stack.gateway_url + "/v1", api_key="csk_" + PROMPT,
-                        max_retries=0, http_client=httpx.Client(transport=E2EETransport()))
+                        max_retries=0, http_client=httpx.Client(transport=E2EETransport(verify="gateway")))
     with pytest.raises(openai.APIStatusError):
         bad.chat.completions.create(model=stack.inst.model_id, messages=MODEL_MSG)
     # direct to the miner: tampered, replayed, badly signed

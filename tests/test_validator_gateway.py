@@ -80,7 +80,7 @@ def test_gateway_in_validator_serves_only_attested_miners(tmp_path):
             assert len(listed["instances"]) == 1            # the DEBUG-quote miner is not there
             body = {"model": DEFAULT_MODEL_ID, "max_tokens": 10,
                     "messages": [{"role": "user", "content": "route me"}]}
-            with httpx.Client(transport=E2EETransport(secret), timeout=30) as client:
+            with httpx.Client(transport=E2EETransport(secret, verify="gateway"), timeout=30) as client:
                 resp = client.post(f"{gateway}/v1/chat/completions", json=body)
             assert resp.status_code == 200, resp.text
             text = resp.json()["choices"][0]["message"]["content"]

@@ -32,6 +32,7 @@ __all__ = [
     "StaticCollateralSource",
     "PccsCollateralSource",
     "collateral_window",
+    "collateral_key",
 ]
 
 Fetcher = Callable[[str, bytes, float], Any]
@@ -71,6 +72,18 @@ def collateral_window(collateral: Any) -> tuple[int, int]:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CollateralError("collateral validity window is unreadable") from exc
     return max(starts), min(ends)
+
+
+def collateral_key(quote: bytes) -> str:
+    """``<FMSPC>-<ca>`` of a quote: the platform collateral it needs (cache key)."""
+    try:
+        ca = str(dcap_qvl.parse_quote(bytes(quote)).ca())
+    except (ValueError, RuntimeError) as exc:
+        raise CollateralError("cannot read the PCK CA from the quote") from exc
+    key = f"{quote_fmspc(quote)}-{ca}"
+    if not re.fullmatch(r"[0-9A-F]{12}-[a-z]{1,16}", key):
+        raise CollateralError("unexpected FMSPC/CA in quote")
+    return key
 
 
 class StaticCollateralSource:
@@ -124,16 +137,6 @@ class PccsCollateralSource:
         self._lock = threading.Lock()
         self._memory: dict[str, tuple[Any, int, int]] = {}
 
-    def _key(self, quote: bytes) -> str:
-        try:
-            ca = str(dcap_qvl.parse_quote(bytes(quote)).ca())
-        except (ValueError, RuntimeError) as exc:
-            raise CollateralError("cannot read the PCK CA from the quote") from exc
-        key = f"{quote_fmspc(quote)}-{ca}"
-        if not re.fullmatch(r"[0-9A-F]{12}-[a-z]{1,16}", key):
-            raise CollateralError("unexpected FMSPC/CA in quote")
-        return key
-
     def _load_disk(self, key: str) -> tuple[Any, int, int] | None:
         path = self.cache_dir / f"{key}.json"
         try:
@@ -150,7 +153,7 @@ class PccsCollateralSource:
         os.replace(tmp, self.cache_dir / f"{key}.json")
 
     def get(self, quote: bytes, now: int) -> Any:
-        key = self._key(quote)
+        key = collateral_key(quote)
         with self._lock:
             for entry in (self._memory.get(key), self._load_disk(key)):
                 if entry is not None and entry[1] <= now < entry[2]:

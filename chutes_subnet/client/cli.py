@@ -1,30 +1,76 @@
-"""``chutes-subnet proxy``: run the local plaintext -> E2EE proxy."""
+"""``chutes-subnet proxy`` (the local plaintext -> E2EE proxy) and ``chutes-subnet verify``
+(challenge every instance of a model through the gateway and print the verdict tree).
+
+Both verify instances themselves by default, with the packaged client policy or
+``--policy FILE``; ``--dangerous-accept-simulated-tee`` adds the simulated TD's
+profile for local development, ``--dangerous-trust-gateway`` (proxy only) skips
+verification. v1 needs ``--allow-v1``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
 
 from chutes_subnet.cli import listen_address
 
-__all__ = ["add_proxy_commands", "main"]
+__all__ = ["add_proxy_commands", "main", "run_verify"]
 
+
+def _add_trust_flags(p: Any) -> None:
+    p.add_argument("--policy", default=None,
+                   help="client policy TOML (default: the packaged policy, which allowlists "
+                        "no measurement profile and so fails closed)")
+    p.add_argument("--allow-v1", action="store_true",
+                   help="also accept E2EE v1 (no stream integrity); default is v2 only")
+    p.add_argument("--dangerous-accept-simulated-tee", action="store_true",
+                   help="DEVELOPMENT ONLY: accept forgeable simulated TEE evidence")
+    p.add_argument("--dev-gpus", type=int, default=8,
+                   help="GPUs of the simulated TD (with --dangerous-accept-simulated-tee)")
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from chutes_subnet.client.policy import ClientPolicy
+
+    if args.dangerous_accept_simulated_tee:
+        if args.policy:
+            raise SystemExit("--policy and --dangerous-accept-simulated-tee are exclusive")
+        return ClientPolicy.development(gpu_count=args.dev_gpus,
+                                        dangerous_accept_simulated_tee=True)
+    return ClientPolicy.load(args.policy) if args.policy else ClientPolicy.default()
 
 
 def add_proxy_commands(subparsers: Any) -> None:
-    """Register ``proxy`` on an argparse subparsers object."""
+    """Register ``proxy`` and ``verify`` on an argparse subparsers object."""
     p = subparsers.add_parser("proxy", help="plaintext OpenAI API on localhost, E2EE upstream")
     p.add_argument("--listen", type=listen_address, default=("127.0.0.1", 8787),
                    help="HOST:PORT (default 127.0.0.1:8787; keep it on loopback)")
     p.add_argument("--upstream", required=True, help="gateway base URL")
     p.add_argument("--api-key", default=os.environ.get("CHUTES_API_KEY"),
                    help="gateway API key (default $CHUTES_API_KEY; else callers' own bearer)")
-    p.add_argument("--v2-only", action="store_true", help="never fall back to protocol v1")
+    p.add_argument("--allow-host", action="append", default=[],
+                   help="extra Host name callers may use (e.g. a container name); "
+                        "loopback names are always allowed")
+    p.add_argument("--dangerous-trust-gateway", action="store_true",
+                   help="skip attestation verification and trust the gateway's keys")
+    _add_trust_flags(p)
     p.add_argument("--models-ttl", type=float, default=60.0)
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run_proxy)
+
+    v = subparsers.add_parser("verify", help="verify a model's instances through the gateway")
+    v.add_argument("--model", required=True, help="model name (or chute id)")
+    v.add_argument("--gateway", default=os.environ.get("CHUTES_GATEWAY_URL"), required=False,
+                   help="gateway base URL (default $CHUTES_GATEWAY_URL)")
+    v.add_argument("--api-key", default=os.environ.get("CHUTES_API_KEY"),
+                   help="gateway API key (default $CHUTES_API_KEY)")
+    v.add_argument("--json", action="store_true", help="one JSON document instead of the tree")
+    v.add_argument("--timeout", type=float, default=60.0)
+    _add_trust_flags(v)
+    v.set_defaults(func=run_verify)
 
 
 def run_proxy(args: argparse.Namespace) -> int:
@@ -33,12 +79,39 @@ def run_proxy(args: argparse.Namespace) -> int:
 
     from chutes_subnet.client.proxy import create_proxy_app
 
-    app = create_proxy_app(args.upstream, api_key=args.api_key, models_ttl=args.models_ttl,
-                           versions=(2,) if args.v2_only else (2, 1))
     host, port = args.listen
+    trust = args.dangerous_trust_gateway
+    app = create_proxy_app(args.upstream, api_key=args.api_key, models_ttl=args.models_ttl,
+                           versions=(2, 1) if args.allow_v1 else (2,),
+                           verify="gateway" if trust else "full",
+                           policy=None if trust else _policy(args),
+                           port=port, allowed_hosts=args.allow_host)
     uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
                                   access_log=False)).run()
     return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Print the verdict of every instance; exit 0 iff at least one verified."""
+    from chutes_subnet.client.check import verify_model
+
+    if not args.gateway or not args.api_key:
+        print("verify needs --gateway URL and --api-key KEY", file=sys.stderr)
+        return 2
+    try:
+        verdicts = verify_model(args.gateway, args.api_key, args.model, policy=_policy(args),
+                                allow_v1=args.allow_v1, timeout=args.timeout)
+    except Exception as exc:  # noqa: BLE001 - one clear line for any failure
+        print(f"verify: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"model": args.model, "instances": [v.to_dict() for v in verdicts]}))
+    else:
+        print(f"model {args.model}: {sum(v.ok for v in verdicts)}/{len(verdicts)} "
+              "instance(s) verified")
+        for v in verdicts:
+            print("\n".join(v.tree()))
+    return 0 if any(v.ok for v in verdicts) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,17 +6,32 @@ Usage with the OpenAI SDK (sync; :class:`AsyncE2EETransport` for ``AsyncOpenAI``
     client = OpenAI(base_url="https://gateway.example/v1", api_key="csk_...", http_client=http)
     client.chat.completions.create(model="...", messages=[...], stream=True)
 
-A ``POST`` to ``.../v1/chat/completions`` or ``.../v1/completions`` with a JSON body
+A ``POST`` to one of :data:`~chutes_subnet.wire.protocol.INVOKE_PATHS` with a JSON body
 naming a ``model`` is resolved to a chute (``/v1/models``, cached), given an instance
-and a nonce (``/e2e/instances/{chute_id}``, pooled until expiry or exhaustion), sealed
-(v2 by default, v1 when the instance only speaks v1), sent to ``/e2e/invoke``, and the
-answer is decrypted — JSON as JSON, SSE as SSE — so the SDK sees an ordinary response.
-Everything else passes through to the inner transport unchanged.
+and a nonce (``/e2e/instances/{chute_id}``, pooled until expiry or exhaustion), the
+instance is **verified by this client** (``verify="full"``, the default: a challenge
+with the client's own nonce relayed by the gateway, checked with the validator's
+verifier and the client's :class:`~chutes_subnet.client.policy.ClientPolicy`, then
+pinned; see :mod:`chutes_subnet.client.attest`), the body is sealed (E2EE v2 only
+unless ``versions`` opts into v1), sent to ``/e2e/invoke``, and the answer is
+decrypted — JSON as JSON, SSE as SSE — so the SDK sees an ordinary response.
+
+Never plaintext: any other request with a body (``/v1/embeddings`` before the
+gateway serves it encrypted, ``/v1/responses``, files, a model call whose body is not
+a JSON object with a model) raises :class:`~chutes_subnet.errors.PlaintextRefusedError`
+before a byte leaves the machine. Body-less reads (``GET /v1/models``) pass through.
+
+``verify="gateway"`` trusts whatever key the gateway lists (the pre-verification
+behaviour; opt-in, logged as a warning). ``verify="quorum"`` is not implemented yet.
 
 Retries (each with a fresh nonce and a freshly sealed envelope): a refused nonce
 (403/409/410) drops the pool and rediscovers; a gateway answer carrying
 ``X-E2E-Retry: instance`` (miner failed before any byte, or instance gone) moves to
-another instance. Errors: :class:`~chutes_subnet.errors.NoInstancesError`,
+another instance; an instance that fails verification is skipped (and listed in
+``transport.rejected``). Errors: :class:`~chutes_subnet.errors.NoInstancesError`
+(:class:`~chutes_subnet.errors.NoVerifiedInstanceError` when every instance failed
+verification, with ``failures``), :class:`~chutes_subnet.errors.DowngradeError`,
+:class:`~chutes_subnet.errors.AttestationRateLimited`,
 :class:`~chutes_subnet.errors.NoncesExhaustedError`, and while iterating a stream
 :class:`~chutes_subnet.errors.StreamIntegrityError` /
 :class:`~chutes_subnet.errors.DecryptionError`. Other gateway answers (401, 429, ...)
@@ -29,37 +44,47 @@ it needs); only the driving loop differs.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Generator, Iterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from chutes_subnet.client._flow import Flow, Step, drive_async, drive_sync
+from chutes_subnet.client.attest import InstanceVerifier
 from chutes_subnet.client.discovery import DiscoveryCache, parse_instances, parse_models
-from chutes_subnet.errors import NoInstancesError, NoncesExhaustedError, PayloadTooLargeError
+from chutes_subnet.client.policy import ClientPolicy
+from chutes_subnet.errors import (
+    DowngradeError,
+    InstanceVerificationError,
+    NoInstancesError,
+    NoncesExhaustedError,
+    NoVerifiedInstanceError,
+    PlaintextRefusedError,
+)
 from chutes_subnet.wire.call import SealedCall, StreamDecoder, choose_version, seal_call
 from chutes_subnet.wire.headers import H_AUTHORIZATION, H_RETRY, RETRY_INSTANCE
-from chutes_subnet.wire.protocol import INVOKE_PATH, INVOKE_PATHS, MAX_ENVELOPE_BYTES
+from chutes_subnet.wire.protocol import INVOKE_PATH, INVOKE_PATHS
 
-__all__ = ["E2EETransport", "AsyncE2EETransport"]
+__all__ = ["VERIFY_MODES", "AsyncE2EETransport", "E2EETransport", "plaintext_refusal"]
+
+log = logging.getLogger("chutes_subnet.client")
 
 _DISCOVERY_TIMEOUT = {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": 10.0}
 _NONCE_STATUSES = (403, 409, 410)
-
-
-@dataclass
-class _Step:
-    request: httpx.Request
-    read_body: bool
+#: ``full``: the client verifies every instance itself (default); ``gateway``: trust the
+#: gateway's list (opt-in); ``quorum``: validator-signed statements (not implemented yet)
+VERIFY_MODES = ("full", "gateway")
+#: instances one request may try to verify before giving up (the gateway offers <= 5)
+_MAX_VERIFICATIONS = 16
+_BODYLESS_METHODS = ("GET", "HEAD", "OPTIONS", "DELETE")
 
 
 @dataclass
 class _StreamResult:
     upstream: httpx.Response
     decoder: StreamDecoder
-
-
-_Flow = Generator[_Step, httpx.Response, "httpx.Response | _StreamResult"]
 
 
 def _model_call(request: httpx.Request) -> tuple[dict[str, Any], str] | None:
@@ -79,6 +104,16 @@ def _model_call(request: httpx.Request) -> tuple[dict[str, Any], str] | None:
     return payload, invoke_path
 
 
+def plaintext_refusal(method: str, path: str, body: bytes) -> str | None:
+    """Why a request that is not a sealable model call must not be sent (None: it may)."""
+    if method.upper() in _BODYLESS_METHODS and not body:
+        return None
+    if any(path.endswith(p) for p in INVOKE_PATHS):
+        return f"{method} {path}: body must be a JSON object naming a model to be encrypted"
+    return (f"{method} {path} cannot be end-to-end encrypted, so it is not sent "
+            f"(encrypted paths: {', '.join(INVOKE_PATHS)})")
+
+
 def _reason(resp: httpx.Response) -> str:
     try:
         body = resp.json()
@@ -91,14 +126,28 @@ class _Core:
     """Configuration, caches and the shared request flow."""
 
     def __init__(self, api_key: str | None, api_base: str | None,
-                 versions: tuple[int, ...], max_attempts: int) -> None:
+                 versions: tuple[int, ...], max_attempts: int, verify: str,
+                 policy: ClientPolicy | None) -> None:
         if not versions or any(v not in (1, 2) for v in versions):
             raise ValueError("versions must be a non-empty subset of (1, 2), in preference order")
+        if verify == "quorum":
+            raise ValueError("verify='quorum' is not implemented yet; use 'full'")
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}")
+        if verify == "gateway":
+            if policy is not None:
+                raise ValueError("a policy needs verify='full'")
+            log.warning("E2EE client with verify='gateway': encrypting to whatever key the "
+                        "gateway lists, WITHOUT checking attestation")
+        if 1 in versions:
+            log.info("E2EE v1 allowed by explicit opt-in (no stream integrity, no AAD)")
         self.api_key = api_key
         self.api_base = api_base.rstrip("/") if api_base else None
         self.versions = versions
         self.max_attempts = max(1, max_attempts)
         self.cache = DiscoveryCache()
+        self.verifier = None if verify == "gateway" else InstanceVerifier(
+            policy or ClientPolicy.default(), require_v2=1 not in versions)
 
     def _base(self, request: httpx.Request, invoke_path: str) -> str:
         if self.api_base:
@@ -115,56 +164,77 @@ class _Core:
             raise NoInstancesError("no api key: pass api_key= or send Authorization: Bearer")
         return token.strip()
 
+    def _chute(self, model: str, base: str, auth: dict[str, str]) -> Flow[str | httpx.Response]:
+        chute = self.cache.chute_for(model)
+        if chute is not None:
+            return chute
+        resp = yield Step(httpx.Request("GET", f"{base}/v1/models", headers=auth,
+                                        extensions={"timeout": _DISCOVERY_TIMEOUT}), True)
+        if resp.status_code != 200:
+            return resp
+        self.cache.set_models(parse_models(resp.json()))
+        chute = self.cache.lookup_after_refresh(model)
+        if chute is None:
+            raise NoInstancesError("the gateway serves no model of that name")
+        return chute
+
+    def _refill(self, chute: str, base: str, auth: dict[str, str]) -> Flow[httpx.Response | None]:
+        resp = yield Step(httpx.Request("GET", f"{base}/e2e/instances/{chute}", headers=auth,
+                                        extensions={"timeout": _DISCOVERY_TIMEOUT}), True)
+        if resp.status_code == 503 and _reason(resp) == "no_instances":
+            raise NoInstancesError("no attested instance serves this model now")
+        if resp.status_code == 404 and _reason(resp) == "unknown_chute":
+            raise NoInstancesError("the gateway knows no instance of this model")
+        if resp.status_code != 200:
+            return resp
+        offers, ttl = parse_instances(resp.json())
+        self.cache.refill(chute, offers, ttl)
+        return None
+
     def flow(self, request: httpx.Request, payload: dict[str, Any],
-             invoke_path: str) -> _Flow:
+             invoke_path: str) -> Flow[httpx.Response | _StreamResult]:
         """The whole model call; yields requests, receives responses."""
         base, key = self._base(request, invoke_path), self._key(request)
         auth = {H_AUTHORIZATION: f"Bearer {key}"}
-        model, stream = payload["model"], bool(payload.get("stream", False))
-        chute = self.cache.chute_for(model)
-        if chute is None:
-            resp = yield _Step(httpx.Request("GET", f"{base}/v1/models", headers=auth,
-                                             extensions={"timeout": _DISCOVERY_TIMEOUT}), True)
-            if resp.status_code != 200:
-                return resp
-            self.cache.set_models(parse_models(resp.json()))
-            chute = self.cache.lookup_after_refresh(model)
-            if chute is None:
-                raise NoInstancesError("the gateway serves no model of that name")
+        stream = bool(payload.get("stream", False))
+        chute = yield from self._chute(payload["model"], base, auth)
+        if isinstance(chute, httpx.Response):
+            return chute
         avoid: set[str] = set()
         last: httpx.Response | None = None
-        nonce_refusals = 0
-        for _ in range(self.max_attempts):
+        failures: list[InstanceVerificationError] = []
+        downgraded: list[str] = []
+        nonce_refusals = attempts = 0
+        while attempts < self.max_attempts and len(failures) + len(downgraded) < _MAX_VERIFICATIONS:
             got = self.cache.take(chute, avoid)
             if got is None:
-                resp = yield _Step(httpx.Request(
-                    "GET", f"{base}/e2e/instances/{chute}", headers=auth,
-                    extensions={"timeout": _DISCOVERY_TIMEOUT}), True)
-                if resp.status_code == 503 and _reason(resp) == "no_instances":
-                    raise NoInstancesError("no attested instance serves this model now")
-                if resp.status_code == 404 and _reason(resp) == "unknown_chute":
-                    raise NoInstancesError("the gateway knows no instance of this model")
-                if resp.status_code != 200:
-                    return resp
-                offers, ttl = parse_instances(resp.json())
-                self.cache.refill(chute, offers, ttl)
+                refused = yield from self._refill(chute, base, auth)
+                if refused is not None:
+                    return refused
                 got = self.cache.take(chute, avoid)
                 if got is None:
-                    if last is not None:
-                        return last  # every instance offered failed: report the last failure
-                    raise NoInstancesError("no usable instance for this model")
+                    break
             offer, nonce = got
             version = choose_version(offer, self.versions)
             if version is None:
                 avoid.add(offer.instance_id)
+                downgraded.append(f"{offer.instance_id[:40]} offers {list(offer.e2e_versions)}")
                 continue
+            if self.verifier is not None:
+                verdict = yield from self.verifier.flow(base, auth, offer, chute)
+                if not verdict.ok:
+                    failures.append(verdict.error())
+                    avoid.add(offer.instance_id)
+                    self.cache.drop_instance(chute, offer.instance_id)
+                    continue
+            attempts += 1
             call = seal_call(offer, chute_id=chute, nonce=nonce, path=invoke_path,
                              stream=stream, payload=payload, api_key=key, version=version)
             invoke = httpx.Request("POST", base + INVOKE_PATH, headers=call.headers,
                                    content=call.body,
                                    extensions={"timeout": request.extensions.get("timeout")}
                                    if "timeout" in request.extensions else {})
-            resp = yield _Step(invoke, not stream)
+            resp = yield Step(invoke, not stream)
             if resp.status_code == 200:
                 return self._success(call, resp, stream)
             last = resp
@@ -179,9 +249,15 @@ class _Core:
             return resp
         if nonce_refusals and last is not None and last.status_code in _NONCE_STATUSES:
             raise NoncesExhaustedError("the gateway rejected every nonce it offered")
-        if last is None:
-            raise NoInstancesError("no instance speaks an allowed E2EE version")
-        return last
+        if last is not None:
+            return last  # every instance tried failed: report the last failure
+        if failures:
+            raise NoVerifiedInstanceError(tuple(failures))
+        if downgraded:
+            raise DowngradeError(
+                f"no instance offers an allowed E2EE version {list(self.versions)} "
+                f"({'; '.join(downgraded[:3])}); v1 needs an explicit opt-in: versions=(2, 1)")
+        raise NoInstancesError("no usable instance for this model")
 
     @staticmethod
     def _success(call: SealedCall, resp: httpx.Response,
@@ -203,6 +279,12 @@ def _finish(result: httpx.Response | _StreamResult, stream_cls: Any,
     # stream=True / aiter_raw() on non-stream answers too.
     return httpx.Response(result.status_code, headers=result.headers,
                           stream=httpx.ByteStream(result.content), request=original)
+
+
+def _refuse_plaintext(request: httpx.Request) -> None:
+    why = plaintext_refusal(request.method, request.url.path, request.content)
+    if why is not None:
+        raise PlaintextRefusedError(why)
 
 
 class _SyncDecrypted(httpx.SyncByteStream):
@@ -239,57 +321,37 @@ class _AsyncDecrypted(httpx.AsyncByteStream):
         await self._up.aclose()
 
 
-def _read_bounded_sync(resp: httpx.Response) -> None:
-    body = bytearray()
-    for chunk in resp.stream:  # type: ignore[union-attr]
-        body += chunk
-        if len(body) > MAX_ENVELOPE_BYTES:
-            resp.close()
-            raise PayloadTooLargeError("gateway answer exceeds the size limit")
-    resp.close()
-    resp._content = bytes(body)  # noqa: SLF001 - httpx's own read() does the same
-
-
-async def _read_bounded_async(resp: httpx.Response) -> None:
-    body = bytearray()
-    async for chunk in resp.stream:  # type: ignore[union-attr]
-        body += chunk
-        if len(body) > MAX_ENVELOPE_BYTES:
-            await resp.aclose()
-            raise PayloadTooLargeError("gateway answer exceeds the size limit")
-    await resp.aclose()
-    resp._content = bytes(body)  # noqa: SLF001
-
-
 class E2EETransport(httpx.BaseTransport):
-    """Sync transport: encrypts model calls end to end, passes everything else through.
+    """Sync transport: verifies, encrypts model calls end to end, refuses plaintext.
 
     ``api_key`` defaults to the request's own ``Authorization: Bearer`` value;
     ``api_base`` (the gateway URL) defaults to the request URL minus the model path.
-    ``versions`` lists allowed E2EE versions in preference order.
+    ``versions`` lists allowed E2EE versions in preference order (default v2 only;
+    ``(2, 1)`` opts into v1). ``verify`` is ``"full"`` (default) or ``"gateway"``;
+    ``policy`` is the :class:`ClientPolicy` (default: the packaged one).
+    ``rejected`` lists the latest instances refused by verification, with reasons.
     """
 
     def __init__(self, api_key: str | None = None, api_base: str | None = None, *,
-                 inner: httpx.BaseTransport | None = None, versions: tuple[int, ...] = (2, 1),
-                 max_attempts: int = 4) -> None:
-        self._core = _Core(api_key, api_base, versions, max_attempts)
+                 inner: httpx.BaseTransport | None = None, versions: tuple[int, ...] = (2,),
+                 max_attempts: int = 4, verify: str = "full",
+                 policy: ClientPolicy | None = None) -> None:
+        self._core = _Core(api_key, api_base, versions, max_attempts, verify, policy)
         self._inner = inner or httpx.HTTPTransport()
+
+    @property
+    def rejected(self) -> list[InstanceVerificationError]:
+        v = self._core.verifier
+        return list(v.rejected) if v is not None else []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         request.read()
         call = _model_call(request)
         if call is None:
+            _refuse_plaintext(request)
             return self._inner.handle_request(request)
-        flow = self._core.flow(request, *call)
-        try:
-            step = next(flow)
-            while True:
-                resp = self._inner.handle_request(step.request)
-                if step.read_body or resp.status_code != 200:
-                    _read_bounded_sync(resp)
-                step = flow.send(resp)
-        except StopIteration as done:
-            return _finish(done.value, _SyncDecrypted, request)
+        result = drive_sync(self._core.flow(request, *call), self._inner)
+        return _finish(result, _SyncDecrypted, request)
 
     def close(self) -> None:
         self._inner.close()
@@ -300,25 +362,24 @@ class AsyncE2EETransport(httpx.AsyncBaseTransport):
 
     def __init__(self, api_key: str | None = None, api_base: str | None = None, *,
                  inner: httpx.AsyncBaseTransport | None = None,
-                 versions: tuple[int, ...] = (2, 1), max_attempts: int = 4) -> None:
-        self._core = _Core(api_key, api_base, versions, max_attempts)
+                 versions: tuple[int, ...] = (2,), max_attempts: int = 4,
+                 verify: str = "full", policy: ClientPolicy | None = None) -> None:
+        self._core = _Core(api_key, api_base, versions, max_attempts, verify, policy)
         self._inner = inner or httpx.AsyncHTTPTransport()
+
+    @property
+    def rejected(self) -> list[InstanceVerificationError]:
+        v = self._core.verifier
+        return list(v.rejected) if v is not None else []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
         call = _model_call(request)
         if call is None:
+            _refuse_plaintext(request)
             return await self._inner.handle_async_request(request)
-        flow = self._core.flow(request, *call)
-        try:
-            step = next(flow)
-            while True:
-                resp = await self._inner.handle_async_request(step.request)
-                if step.read_body or resp.status_code != 200:
-                    await _read_bounded_async(resp)
-                step = flow.send(resp)
-        except StopIteration as done:
-            return _finish(done.value, _AsyncDecrypted, request)
+        result = await drive_async(self._core.flow(request, *call), self._inner)
+        return _finish(result, _AsyncDecrypted, request)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

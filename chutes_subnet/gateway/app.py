@@ -7,6 +7,9 @@ Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
   load, each with its e2e public key and fresh nonces bound to (caller's key, chute,
   instance);
 * ``POST /e2e/invoke`` — see :mod:`chutes_subnet.gateway.invoke`;
+* ``POST /e2e/attest/{instance_id}``, ``POST /e2e/collateral`` — a client's own
+  challenge relayed to the miner, and Intel collateral from the gateway's cache
+  (see :mod:`chutes_subnet.gateway.attest`);
 * ``GET /v1/usage`` — the caller's own metered usage;
 * ``GET /v1/balance``, ``POST /v1/plans/{plan_id}/buy`` — the caller's prepaid balance,
   deposit address and plan (when the payment gate is on; see docs/billing.md);
@@ -32,6 +35,7 @@ from starlette.routing import Route
 from chutes_subnet.asgi import Refusal
 from chutes_subnet.errors import NonceStoreUnavailable, StoreUnavailable
 from chutes_subnet.gateway.api_keys import ApiKeyStore
+from chutes_subnet.gateway.attest import add_attest_routes
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.invoke import InvokeEndpoint
@@ -51,6 +55,7 @@ from chutes_subnet.wire.messages import (
 
 if TYPE_CHECKING:
     from chutes_subnet.billing.gate import BillingGate
+    from chutes_subnet.gateway.collateral import GatewayCollateral
     from chutes_subnet.nonces import NonceStore
 
 __all__ = ["create_app"]
@@ -64,15 +69,17 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
                keys: ApiKeyStore, usage: UsageMeter,
                forward_signer: ForwardSigner | None = None,
                journal: Journal | None = None, limiter: Limiter | None = None,
-               billing: BillingGate | None = None) -> FastAPI:
+               billing: BillingGate | None = None,
+               collateral: GatewayCollateral | None = None) -> FastAPI:
     """Build one gateway replica around the given stores.
 
     ``forward_signer(method, path, body, receiver_hotkey)`` may return extra headers
-    (e.g. btauth/1 signed by the validator hotkey) added to every forwarded request.
-    ``journal`` defaults to an in-memory one and ``limiter`` to per-replica buckets;
-    replicas that must act as one pass SQL/Redis ones (:mod:`chutes_subnet.stores`).
-    ``billing`` turns the payment gate on: 402 without balance or plan, every answer
-    debited.
+    (e.g. btauth/1 signed by the validator hotkey) added to every forwarded request
+    and relayed challenge. ``journal`` defaults to an in-memory one and ``limiter`` to
+    per-replica buckets; replicas that must act as one pass SQL/Redis ones
+    (:mod:`chutes_subnet.stores`). ``billing`` turns the payment gate on: 402 without
+    balance or plan, every answer debited. ``collateral`` serves Intel DCAP collateral
+    to clients (``POST /e2e/collateral``); without it clients need their own PCCS.
     """
     state = GatewayState(
         config=config, registry=registry, nonce_store=nonce_store, keys=keys, usage=usage,
@@ -105,6 +112,8 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
     async def _refusal(_request: Request, exc: Refusal) -> Response:
         return JSONResponse({"error": exc.message, "reason": exc.reason},
                             status_code=exc.status, headers=exc.headers)
+
+    add_attest_routes(app, state, collateral)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:

@@ -20,6 +20,10 @@ from chutes_subnet.cli import listen_address
 __all__ = ["add_gateway_commands", "app_from_env", "build_gateway", "default_data_dir", "main"]
 
 
+#: Intel's Provisioning Certification Service (the validator's default too)
+DEFAULT_PCS_URL = "https://api.trustedservices.intel.com"
+
+
 def default_data_dir() -> Path:
     """``$CHUTES_SUBNET_HOME`` or ``~/.chutes-subnet``."""
     return Path(os.environ.get("CHUTES_SUBNET_HOME", Path.home() / ".chutes-subnet"))
@@ -78,6 +82,9 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.add_argument("--deposit-seed-file", default=None,
                     help="deposit master seed (64 hex, mode 600): gives every key a TAO "
                          "deposit address")
+    gw.add_argument("--collateral.url", dest="collateral_url", default=DEFAULT_PCS_URL,
+                    help="PCCS or Intel PCS base URL whose DCAP collateral is cached and served "
+                         "to clients at POST /e2e/collateral ('' disables; default Intel PCS)")
     gw.add_argument("--log-level", default="info")
     gw.set_defaults(func=run_gateway)
 
@@ -187,16 +194,18 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
         "wallet": [args.wallet_name, args.wallet_hotkey, args.wallet_path] if args.wallet_name else None,
         "billing": None if not args.prices else {
             "prices": args.prices, "plans": args.plans, "seed_file": args.deposit_seed_file},
+        "collateral": args.collateral_url or None,
     }
 
 
 def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None,
                   rate_limits: str | None = None, billing: dict[str, Any] | None = None,
-                  **config: Any) -> tuple[Any, list[Any]]:
+                  collateral: Any = None, **config: Any) -> tuple[Any, list[Any]]:
     """A gateway app over the keys/usage/journal database ``db`` (a SQLite path or a
     ``postgresql://`` URL), the nonce store at ``nonces_url`` and the rate limiter at
     ``rate_limits`` (``None``: per replica). ``billing`` (``prices``, ``plans``,
     ``seed_file``) turns the payment gate on, its ledger in the same database.
+    ``collateral`` is the DCAP collateral source served to clients (or None).
 
     Returns the app and the resources to close. Used by ``chutes-subnet gateway`` and
     by the validator's in-process gateway.
@@ -217,7 +226,8 @@ def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None
         gate = open_billing(stores.db, **billing)
     app = create_app(GatewayConfig(**config), registry=registry, nonce_store=nonces,
                      keys=stores.keys, usage=stores.usage, journal=stores.journal,
-                     limiter=limiter, forward_signer=signer, billing=gate)
+                     limiter=limiter, forward_signer=signer, billing=gate,
+                     collateral=collateral)
     return app, [nonces, limiter, stores]
 
 
@@ -232,8 +242,14 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
         signer = forward_signer(load_wallet(name, hotkey, path or DEFAULT_WALLET_PATH))
     from chutes_subnet.registry import open_registry
 
+    collateral = None
+    if settings.get("collateral"):
+        from chutes_subnet.gateway.collateral import PcsCollateralCache
+
+        collateral = PcsCollateralCache(settings["collateral"])
     return build_gateway(registry=open_registry(settings["registry"]), nonces_url=settings["nonces"],
                          db=settings["db"], signer=signer, billing=settings.get("billing"),
+                         collateral=collateral,
                          rate_limits=settings.get("rate_limits"),
                          nonces_per_instance=settings["nonces_per_instance"],
                          max_instances=settings["max_instances"])

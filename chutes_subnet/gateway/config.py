@@ -39,3 +39,9 @@ class GatewayConfig:
     upstream_connections: int = 512
     #: seconds between usage-meter flushes to disk
     usage_flush_interval: float = 1.0
+    #: client challenges relayed to miners (``POST /e2e/attest/{id}``): per-key rate
+    #: (per second) and burst, relays in flight per instance, and the relay timeout
+    attest_rate: float = 1.0
+    attest_burst: int = 10
+    attest_per_instance: int = 2
+    attest_timeout: float = 30.0

@@ -38,6 +38,7 @@ from chutes_subnet.wire.messages import AttestRequest, AttestResponse
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V2,
     SUPPORTED_E2EE_VERSIONS,
+    MAX_ATTEST_RESPONSE_BYTES,
     chute_id_for_model,
     parse_json,
 )
@@ -46,8 +47,6 @@ from .failures import EvaluationFailure, from_http_error, read_bounded
 from .results import AttestationSummary
 
 __all__ = ["AttestedInstance", "Attestor", "miner_url", "MAX_ATTEST_RESPONSE_BYTES"]
-
-MAX_ATTEST_RESPONSE_BYTES = 1024 * 1024
 
 
 def miner_url(axon: str) -> str:

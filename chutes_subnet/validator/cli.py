@@ -192,14 +192,16 @@ def _registry(args: argparse.Namespace) -> Any:
 def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[Any, list[Any]]:
     from chutes_subnet.auth import forward_signer
     from chutes_subnet.gateway.cli import build_gateway
+    from chutes_subnet.gateway.collateral import PcsCollateralCache
 
     data = _data_dir()
     data.mkdir(parents=True, exist_ok=True)
+    collateral = PcsCollateralCache(args.collateral_url) if args.collateral_url else None
     return build_gateway(registry=registry,
                          nonces_url=args.gateway_nonces or f"sqlite://{data / 'nonces.db'}",
                          db=args.gateway_db or str(data / "gateway.db"),
                          rate_limits=args.gateway_rate_limits,
-                         signer=forward_signer(wallet))
+                         signer=forward_signer(wallet), collateral=collateral)
 
 
 async def _serve(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:

@@ -6,6 +6,9 @@ Gateway (public, clients talk to it):
     GET  /v1/models                     -> ModelsResponse
     GET  /e2e/instances/{chute_id}      -> InstancesResponse
     POST /e2e/invoke                    E2EE envelope in, E2EE envelope / SSE out
+    POST /e2e/attest/{instance_id}      AttestRequest (the client's own nonce) -> the
+                                        miner's AttestResponse, relayed verbatim
+    POST /e2e/collateral                raw TDX quote -> DCAP collateral JSON (cached)
 Miner (one instance):
     POST /attest                        AttestRequest (btauth/1 signed) -> AttestResponse
     POST /e2e/invoke                    same headers as the gateway's invoke
@@ -39,6 +42,8 @@ __all__ = [
     "MAX_DECOMPRESSED_BYTES",
     "MAX_ATTEST_BODY_BYTES",
     "ATTEST_NONCE_BYTES",
+    "MAX_ATTEST_RESPONSE_BYTES",
+    "MAX_COLLATERAL_BYTES",
     "NONCE_TTL_CLIENT_SECONDS",
     "NONCE_TTL_SERVER_SECONDS",
     "CHUTE_NAMESPACE",
@@ -73,6 +78,10 @@ REFUSED_PATHS = {
 MAX_ENVELOPE_BYTES = 4 * 1024 * 1024          # compressed request/response body
 MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024     # after gunzip
 MAX_ATTEST_BODY_BYTES = 4 * 1024
+#: largest attestation answer (quote + 8 GPU evidence entries + metadata) a verifier reads
+MAX_ATTEST_RESPONSE_BYTES = 1024 * 1024
+#: largest DCAP collateral document a client reads from the gateway
+MAX_COLLATERAL_BYTES = 256 * 1024
 ATTEST_NONCE_BYTES = 32
 
 #: Nonce lifetime told to clients; the server keeps nonces longer (grace for clock
