@@ -40,8 +40,10 @@ __all__ = [
     "gateway",
     "vector_collateral_text",
     "vector_gpu_nonce",
+    "vector_gpus",
     "vector_miner_app",
     "vector_quote",
+    "vector_record",
 ]
 
 VECTOR_NOW = 1751624191  # inside the stored v4 collateral's validity window
