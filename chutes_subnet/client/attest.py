@@ -42,6 +42,7 @@ from chutes_subnet.errors import (
     InstanceVerificationError,
     PayloadTooLargeError,
 )
+from chutes_subnet.wire.call import SealTarget
 from chutes_subnet.wire.protocol import (
     ATTEST_NONCE_BYTES,
     MAX_ATTEST_RESPONSE_BYTES,
@@ -49,7 +50,6 @@ from chutes_subnet.wire.protocol import (
 )
 
 from ._flow import Flow, Step, Work
-from .discovery import InstanceOffer
 from .pins import CollateralCache, PinStore
 from .policy import ClientPolicy
 from .verify import ClientVerdict, ParsedAnswer, check_instance, parse_answer
@@ -96,7 +96,7 @@ class InstanceVerifier:
         #: the latest refusals, newest last (what the application may inspect)
         self.rejected: deque[InstanceVerificationError] = deque(maxlen=_MAX_REMEMBERED_REJECTIONS)
 
-    def flow(self, base: str, auth: dict[str, str], offer: InstanceOffer,
+    def flow(self, base: str, auth: dict[str, str], offer: SealTarget,
              chute_id: str | None = None) -> Flow[ClientVerdict]:
         """Verdict for ``offer`` serving ``chute_id`` (pinned, or from a fresh
         challenge); see module doc."""

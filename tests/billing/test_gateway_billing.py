@@ -79,7 +79,7 @@ def test_deposit_spend_402_topup_plan(miner, tmp_path, ledger_url) -> None:
         http = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {secret}"})
         assert http.get("/v1/balance").json()["balance_rao"] == 1_000_000
         client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0,
-                               http_client=httpx.Client(transport=E2EETransport()))
+                               http_client=httpx.Client(transport=E2EETransport(verify="gateway")))
 
         def ask() -> openai.types.chat.ChatCompletion:
             return client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=24)
@@ -148,7 +148,7 @@ def test_unpriced_models_and_gateways_without_billing(miner) -> None:
             http = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {secret}"})
             assert http.get("/v1/balance").status_code == balance_status
             client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0,
-                                   http_client=httpx.Client(transport=E2EETransport()))
+                                   http_client=httpx.Client(transport=E2EETransport(verify="gateway")))
             if billing is None:
                 client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=4)
                 continue
