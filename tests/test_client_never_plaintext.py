@@ -62,20 +62,28 @@ def env() -> Iterator[Env]:
 
 @pytest.mark.parametrize("call", ["embeddings", "responses"])
 def test_sdk_calls_without_an_envelope_never_leave_in_plaintext(env: Env, call: str) -> None:
+    """Sealed when the path is an invoke path (embeddings), else refused locally."""
     rec = Recorder()
     client = openai.OpenAI(base_url=env.gw.url + "/v1", api_key=env.gw.key, max_retries=0,
                            http_client=httpx.Client(transport=E2EETransport(inner=rec,
                                                                             policy=DEV)))
     path = f"/v1/{call}"
-    try:
+
+    def send() -> object:
         if call == "embeddings":
-            client.embeddings.create(model=MODEL, input=SECRET)
-        else:
-            client.responses.create(model=MODEL, input=SECRET)
-    except Exception as exc:  # noqa: BLE001 - what matters is the cause and the wire
-        if path not in INVOKE_PATHS:
-            assert isinstance(cause(exc), PlaintextRefusedError)
-            assert path in str(cause(exc))
+            return client.embeddings.create(model=MODEL, input=SECRET)
+        return client.responses.create(model=MODEL, input=SECRET)
+
+    if path in INVOKE_PATHS:
+        before = env.gw.log.count("/e2e/invoke")
+        out = send()
+        assert out.data and out.data[0].embedding  # type: ignore[attr-defined]
+        assert env.gw.log.count("/e2e/invoke") == before + 1
+    else:
+        with pytest.raises(Exception) as info:
+            send()
+        assert isinstance(cause(info.value), PlaintextRefusedError)
+        assert path in str(cause(info.value))
     assert all(SECRET.encode() not in body for _m, _p, body in rec.sent)
     assert all(p != path for _m, p, _b in rec.sent)
     assert env.gw.log.count(path) == 0
