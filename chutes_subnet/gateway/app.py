@@ -37,6 +37,7 @@ from chutes_subnet.errors import NonceStoreUnavailable, StoreUnavailable
 from chutes_subnet.gateway.api_keys import ApiKeyStore
 from chutes_subnet.gateway.attest import add_attest_routes
 from chutes_subnet.gateway.balancer import LoadBalancer
+from chutes_subnet.gateway.chute_api import add_chute_routes, check_chute
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.invoke import InvokeEndpoint
 from chutes_subnet.gateway.journal import Journal, RequestJournal
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from chutes_subnet.billing.gate import BillingGate
     from chutes_subnet.gateway.collateral import GatewayCollateral
     from chutes_subnet.nonces import NonceStore
+    from chutes_subnet.registry.chutes import ChuteStore
 
 __all__ = ["create_app"]
 
@@ -70,7 +72,8 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
                forward_signer: ForwardSigner | None = None,
                journal: Journal | None = None, limiter: Limiter | None = None,
                billing: BillingGate | None = None,
-               collateral: GatewayCollateral | None = None) -> FastAPI:
+               collateral: GatewayCollateral | None = None,
+               chutes: ChuteStore | None = None) -> FastAPI:
     """Build one gateway replica around the given stores.
 
     ``forward_signer(method, path, body, receiver_hotkey)`` may return extra headers
@@ -80,10 +83,13 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
     (:mod:`chutes_subnet.stores`). ``billing`` turns the payment gate on: 402 without
     balance or plan, every answer debited. ``collateral`` serves Intel DCAP collateral
     to clients (``POST /e2e/collateral``); without it clients need their own PCCS.
+    ``chutes`` turns the chute registry on (:mod:`.chute_api`): only registered, live
+    chutes are discovered, attested through and invoked, private ones only by their
+    allowlist.
     """
     state = GatewayState(
         config=config, registry=registry, nonce_store=nonce_store, keys=keys, usage=usage,
-        forward_signer=forward_signer, billing=billing,
+        forward_signer=forward_signer, billing=billing, chutes=chutes,
         journal=journal if journal is not None else RequestJournal(),
         limiter=limiter if limiter is not None else RateLimiter(),
         balancer=LoadBalancer(cooldown=config.failure_cooldown),
@@ -114,10 +120,17 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
                             status_code=exc.status, headers=exc.headers)
 
     add_attest_routes(app, state, collateral)
+    add_chute_routes(app, state)
 
     @app.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        cards = [ModelCard(id=m, chute_id=c) for m, c in registry.models()]
+    async def list_models(request: Request) -> dict[str, Any]:
+        models = registry.models()
+        if chutes is not None:  # registered, live and (private ones) allowed to the caller
+            key_id = await _optional_key_id(state, request)
+            allowed = {c.chute_id for c in await asyncio.to_thread(chutes.all)
+                       if not c.retired and c.visible_to(key_id)}
+            models = [(m, c) for m, c in models if c in allowed]
+        cards = [ModelCard(id=m, chute_id=c) for m, c in models]
         return ModelsResponse(data=cards).model_dump()
 
     @app.get("/e2e/instances/{chute_id}")
@@ -125,10 +138,12 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
         key = await state.admit(request.headers.get("authorization"), check_quota=False)
         if len(chute_id) > _MAX_CHUTE_ID:
             raise Refusal(400, "bad_chute", "malformed chute id")
+        await check_chute(state, key.key_id, chute_id)
         live = registry.list_verified(chute_id)
         if not live:
-            if not registry.knows_chute(chute_id):
+            if chutes is None and not registry.knows_chute(chute_id):
                 raise Refusal(404, "unknown_chute", "no instance has ever served this chute")
+            state.demand.refused(chute_id)  # demand without capacity
             raise Refusal(503, "no_instances", "no attested instance serves this chute",
                           {"Retry-After": "5"})
         await state.admit_payment(key, live[0].model)
@@ -205,6 +220,17 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
         return {"status": "ok", "instances": len(registry.list_verified())}
 
     return app
+
+
+async def _optional_key_id(state: GatewayState, request: Request) -> str | None:
+    """The caller's key id when it sent a valid key (``/v1/models`` needs none)."""
+    if request.headers.get("authorization") is None:
+        return None
+    try:
+        return (await state.admit(request.headers.get("authorization"),
+                                  check_quota=False)).key_id
+    except Refusal:
+        return None
 
 
 class _GatewayApp(FastAPI):

@@ -9,7 +9,8 @@ nonce). Order of checks (first failure answers ``{"error", "reason"}``):
 2. the per-key challenge rate limit, ``attest_rate``/s up to ``attest_burst``
    (429 ``attest_rate_limited`` + Retry-After): each relay costs the miner a quote;
 3. instance id length (400), body size (413) and shape ``AttestRequest`` (400);
-4. the instance is live in the registry (404 ``unknown_instance``);
+4. the instance is live in the registry and, with a chute registry, its chute is live
+   and visible to the key (else the same 404 ``unknown_instance``);
 5. at most ``attest_per_instance`` relays in flight per instance (429 ``instance_busy``);
 6. relay to the miner's ``POST /attest``, signed like the validator's challenges
    (btauth/1 via the forward signer), within ``attest_timeout`` (504
@@ -37,6 +38,8 @@ from pydantic import ValidationError
 
 from chutes_subnet.asgi import Refusal, read_body
 from chutes_subnet.errors import CollateralError, StoreUnavailable
+from chutes_subnet.gateway.api_keys import ApiKey
+from chutes_subnet.gateway.chute_api import check_chute
 from chutes_subnet.gateway.collateral import GatewayCollateral
 from chutes_subnet.gateway.miners import MinerConnectionError
 from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers, store_down
@@ -88,7 +91,7 @@ def add_attest_routes(app: FastAPI, state: GatewayState,
     cfg = state.config
     in_flight = _InFlight(cfg.attest_per_instance)
 
-    async def admit(request: Request) -> None:
+    async def admit(request: Request) -> ApiKey:
         key = await state.admit(request.headers.get("authorization"), check_quota=False)
         try:  # the replica's limiter (Redis when configured), in its own bucket per key
             decision = await state.limiter.acquire(f"attest:{key.key_id}", cfg.attest_rate,
@@ -98,6 +101,7 @@ def add_attest_routes(app: FastAPI, state: GatewayState,
         if not decision.allowed:
             raise Refusal(429, "attest_rate_limited", "attestation challenge rate limit exceeded",
                           {"Retry-After": str(max(1, math.ceil(decision.retry_after)))})
+        return key
 
     async def relay(rec: InstanceRecord, body: bytes) -> bytes:
         headers = {"Content-Type": "application/json"}
@@ -116,7 +120,7 @@ def add_attest_routes(app: FastAPI, state: GatewayState,
 
     @app.post("/e2e/attest/{instance_id}")
     async def attest(instance_id: str, request: Request) -> Response:
-        await admit(request)
+        key = await admit(request)
         if not instance_id or len(instance_id) > _MAX_INSTANCE_ID:
             raise Refusal(400, "bad_instance", "malformed instance id")
         raw = await read_body(request.receive, MAX_ATTEST_BODY_BYTES, cfg.body_timeout,
@@ -126,6 +130,10 @@ def add_attest_routes(app: FastAPI, state: GatewayState,
         except ValidationError:
             raise Refusal(400, "bad_request", 'body must be {"nonce": <64 hex digits>}') from None
         rec = _find(state, instance_id)
+        try:  # an instance of a private chute is unknown to keys outside its allowlist
+            await check_chute(state, key.key_id, rec.chute_id)
+        except Refusal:
+            raise Refusal(404, "unknown_instance", "no live instance has this id") from None
         body = challenge.model_dump_json().encode()
         with in_flight.slot(instance_id):
             try:

@@ -60,6 +60,10 @@ def add_gateway_commands(subparsers: Any) -> None:
     gw.add_argument("--rate-limits", default=None,
                     help="rate-limit buckets: memory:// (default, per replica) or "
                          "redis://host:port/0 (one limit across every replica)")
+    gw.add_argument("--chutes", action="store_true",
+                    help="serve only chutes deployed in the chute registry (POST /v1/chutes, "
+                         "chutes-subnet chutes deploy); without it every model a miner names "
+                         "is an open public chute")
     gw.add_argument("--nonces-per-instance", type=int, default=8)
     gw.add_argument("--max-instances", type=int, default=5)
     gw.add_argument("--workers", type=int, default=1,
@@ -189,6 +193,7 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
         "nonces": args.nonces or f"sqlite://{data / 'nonces.db'}",
         "db": _db_url(args),
         "rate_limits": args.rate_limits,
+        "chutes": bool(args.chutes),
         "nonces_per_instance": args.nonces_per_instance,
         "max_instances": args.max_instances,
         "wallet": [args.wallet_name, args.wallet_hotkey, args.wallet_path] if args.wallet_name else None,
@@ -200,12 +205,14 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None,
                   rate_limits: str | None = None, billing: dict[str, Any] | None = None,
-                  collateral: Any = None, **config: Any) -> tuple[Any, list[Any]]:
+                  collateral: Any = None, chutes: bool = False,
+                  **config: Any) -> tuple[Any, list[Any]]:
     """A gateway app over the keys/usage/journal database ``db`` (a SQLite path or a
     ``postgresql://`` URL), the nonce store at ``nonces_url`` and the rate limiter at
     ``rate_limits`` (``None``: per replica). ``billing`` (``prices``, ``plans``,
     ``seed_file``) turns the payment gate on, its ledger in the same database.
-    ``collateral`` is the DCAP collateral source served to clients (or None).
+    ``collateral`` is the DCAP collateral source served to clients (or None);
+    ``chutes`` turns the chute registry on, in the same database.
 
     Returns the app and the resources to close. Used by ``chutes-subnet gateway`` and
     by the validator's in-process gateway.
@@ -224,10 +231,15 @@ def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None
         from chutes_subnet.billing.gate import open_billing
 
         gate = open_billing(stores.db, **billing)
+    chute_store = None
+    if chutes:
+        from chutes_subnet.registry.chute_store import SQLChuteStore
+
+        chute_store = SQLChuteStore(stores.db)
     app = create_app(GatewayConfig(**config), registry=registry, nonce_store=nonces,
                      keys=stores.keys, usage=stores.usage, journal=stores.journal,
                      limiter=limiter, forward_signer=signer, billing=gate,
-                     collateral=collateral)
+                     collateral=collateral, chutes=chute_store)
     return app, [nonces, limiter, stores]
 
 
@@ -251,6 +263,7 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
                          db=settings["db"], signer=signer, billing=settings.get("billing"),
                          collateral=collateral,
                          rate_limits=settings.get("rate_limits"),
+                         chutes=bool(settings.get("chutes")),
                          nonces_per_instance=settings["nonces_per_instance"],
                          max_instances=settings["max_instances"])
 

@@ -45,3 +45,6 @@ class GatewayConfig:
     attest_burst: int = 10
     attest_per_instance: int = 2
     attest_timeout: float = 30.0
+    #: requests one instance serves at once, assumed when planning chute targets
+    #: (the miner's default ``max_concurrency``)
+    instance_capacity: int = 4

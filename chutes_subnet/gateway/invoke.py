@@ -8,6 +8,8 @@ the miner reports. Order of checks (first failure answers):
 1. API key (401), token quota and rate limit (429 + Retry-After);
 2. invoke headers present and well-formed, path allowed, version known (400);
 3. body size (413);
+3b. with a chute registry: the chute is registered, live and (if private) allowed to
+   the key, else the unknown-chute 404 (:func:`~.chute_api.check_chute`);
 4. the instance is live in the registry and serves the chute (503, retry elsewhere)
    and speaks the requested E2EE version (400);
 5. the nonce is consumed atomically for (key, chute, instance): bound elsewhere 403,
@@ -35,6 +37,7 @@ from chutes_subnet.asgi import (
     send_refusal,
 )
 from chutes_subnet.errors import NonceStoreUnavailable, UsageError
+from chutes_subnet.gateway.chute_api import check_chute
 from chutes_subnet.gateway.journal import JournalEntry
 from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.gateway.miners import MinerConnectionError, MinerResponse
@@ -111,6 +114,7 @@ class InvokeEndpoint:
             raise Refusal(400, "empty_body", "empty request envelope")
         chute_id, instance_id, nonce, version = inv.chute_id, inv.instance_id, inv.nonce, inv.version
 
+        await check_chute(st, key.key_id, chute_id)
         rec = self._live_instance(chute_id, instance_id)
         if version not in rec.e2e_versions:
             raise Refusal(400, "bad_version", "instance does not support this E2EE version")
@@ -145,6 +149,7 @@ class InvokeEndpoint:
         st = self.state
         stream = trace.stream
         st.balancer.acquire(rec.instance_id)
+        st.demand.started(trace.chute_id)
         # A stream whose client left is cancelled so the miner stops generating; a
         # non-stream call runs to completion (a watcher task would cost ~5% per request).
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, asyncio.current_task())) \
@@ -173,9 +178,12 @@ class InvokeEndpoint:
             if resp is not None:
                 resp.release()
             st.balancer.release(rec.instance_id)
+            st.demand.finished(trace.chute_id, trace.prompt_tokens + trace.completion_tokens)
 
     async def _relay_failure(self, rec: InstanceRecord, resp: MinerResponse,
                              send: Send) -> None:
+        if resp.status == 429:  # every slot of the instance busy: demand over capacity
+            self.state.demand.refused(rec.chute_id)
         if resp.status >= 500:
             self.state.balancer.mark_failed(rec.instance_id)
             raise Refusal(502, "miner_error", "miner failed before responding",

@@ -20,10 +20,12 @@ from chutes_subnet.gateway.miners import MinerClient
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.registry import InstanceRegistry
+from chutes_subnet.registry.demand import DemandMeter
 
 if TYPE_CHECKING:
     from chutes_subnet.billing.gate import BillingGate
     from chutes_subnet.nonces import NonceStore
+    from chutes_subnet.registry.chutes import ChuteStore
 
 __all__ = ["ForwardSigner", "GatewayState", "off_loop", "resolve_signer_headers", "store_down"]
 
@@ -86,6 +88,11 @@ class GatewayState:
     served: dict[str, int] = field(default_factory=dict)
     #: the payment gate (None: no balances, every key with quota is served)
     billing: "BillingGate | None" = None
+    #: the chute registry (None: every chute a miner names is open, as before chutes
+    #: were deployments); with one, unknown, retired and foreign private chutes are 404
+    chutes: "ChuteStore | None" = None
+    #: per-chute demand over a sliding window (feeds the published targets)
+    demand: DemandMeter = field(default_factory=DemandMeter)
 
     def take_served(self) -> dict[str, int]:
         """Organic traffic per instance since the previous call (then reset)."""
