@@ -136,6 +136,11 @@ def test_a_private_chute_is_invisible_outside_its_allowlist(env: Env) -> None:
     _, invoked = _invoke(env, cid, env.outsider, target=owner_view["instances"][0])
     assert (invoked.status_code, invoked.json()) == (404, unknown)
     assert httpx.delete(f"{env.gw}/v1/chutes/{cid}", headers=env.outsider).status_code == 404
+    iid, challenge = owner_view["instances"][0]["instance_id"], {"nonce": "ab" * 32}
+    relayed = httpx.post(f"{env.gw}/e2e/attest/{iid}", json=challenge, headers=env.outsider)
+    assert relayed.status_code == 404 and relayed.json()["reason"] == "unknown_instance"
+    ok = httpx.post(f"{env.gw}/e2e/attest/{iid}", json=challenge, headers=env.friend, timeout=30)
+    assert ok.status_code == 200 and ok.json()["instance_id"] == iid
     hijack = _deploy(env, spec, env.outsider)
     assert (hijack.status_code, hijack.json()) == (404, unknown)
     names = lambda who: {c["name"] for c in httpx.get(env.gw + "/v1/chutes", headers=who)
