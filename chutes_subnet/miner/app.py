@@ -5,6 +5,9 @@ Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
 * ``POST /attest`` — :mod:`chutes_subnet.miner.attest` (btauth/1, validators only);
 * ``POST /e2e/invoke`` — :mod:`chutes_subnet.miner.invoke` (v1 and v2 envelopes);
 * ``GET /health`` — public status (ids, key fingerprint, load; nothing secret);
+* ``GET /ready`` — 200 when the instance can serve now (not draining, and the
+  backend is loaded: an OpenAI-compatible upstream lists its models), else 503 —
+  what a Kubernetes readiness probe or a load balancer asks;
 * ``GET /metrics`` — Prometheus text (counts and timings only);
 * ``POST /dangerous/plaintext/invoke`` — only with ``dangerous_plaintext_endpoint``
   and the simulated TEE: the same path without the envelope, for the bench.
@@ -126,6 +129,15 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
     async def health() -> Any:
         body = state.describe()
         return JSONResponse(body, status_code=503 if state.draining else 200)
+
+    @app.get("/ready")
+    async def ready() -> Any:
+        if state.draining:
+            return JSONResponse({"ready": False, "reason": "draining"}, status_code=503)
+        probe = getattr(backend, "ready", None)
+        if probe is not None and not await probe():
+            return JSONResponse({"ready": False, "reason": "backend_not_ready"}, status_code=503)
+        return JSONResponse({"ready": True})
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
