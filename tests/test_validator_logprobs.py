@@ -74,7 +74,8 @@ def test_usage_tolerance():
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir):
-    return ChuteReference(ReferenceModel(tiny_model_dir, torch_threads=1), LogprobPolicy(sample_tokens=16))
+    return ChuteReference(ReferenceModel(tiny_model_dir, torch_threads=1),
+                          LogprobPolicy(sample_tokens=16))
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +142,18 @@ async def test_usage_is_checked_on_every_answer_and_bounded(reference):
         with pytest.raises(EvaluationFailure) as info:
             await check_real_answer(reference, prompt, text, claimed)
         assert info.value.reason == "wrong_output:usage" and needle in info.value.detail
+
+
+def test_reference_book_from_the_cli_spec(tiny_model_dir):
+    from chutes_subnet.validator.reference import ReferenceBook
+
+    book = ReferenceBook.from_spec(f"org/a={tiny_model_dir}, org/b={tiny_model_dir}")
+    assert len(book) == 2 and "org/a" in book and book.get("org/c") is None
+    assert book.get("org/b").model.count_tokens("abc") == 3
+    assert len(ReferenceBook.from_spec("")) == 0
+    for bad in ("org/a", "=dir", f"org/a={tiny_model_dir},org/a={tiny_model_dir}"):
+        with pytest.raises(ValueError):
+            ReferenceBook.from_spec(bad)
 
 
 def test_tokenizer_identity(tiny_model_dir, tmp_path):

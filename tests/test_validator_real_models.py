@@ -42,7 +42,8 @@ async def _inflating_upstream(scope, receive, send):
     kind = "chat.completion.chunk" if chat else "text_completion"
     choice = {"index": 0, "delta": {"content": "x"}} if chat else {"index": 0, "text": "x"}
     events = [
-        {"id": "c", "object": kind, "created": 1, "choices": [{**choice, "finish_reason": "length"}]},
+        {"id": "c", "object": kind, "created": 1,
+         "choices": [{**choice, "finish_reason": "length"}]},
         {"id": "c", "object": kind, "created": 1, "choices": [],
          "usage": {"prompt_tokens": 5, "completion_tokens": request["max_tokens"]}},
     ]
@@ -75,7 +76,8 @@ def subnet(tiny_engine, inflator, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def references(tiny_model_dir):
-    return ReferenceBook({MODEL_NAME: ChuteReference(ReferenceModel(tiny_model_dir, torch_threads=1))})
+    model = ReferenceModel(tiny_model_dir, torch_threads=1)
+    return ReferenceBook({MODEL_NAME: ChuteReference(model)})
 
 
 def _config(**kw) -> ValidatorConfig:

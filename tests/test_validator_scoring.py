@@ -190,3 +190,20 @@ def test_weights_normalized_and_sdk_consistent(scores):
         return
     assert math.fsum(weights.values()) == pytest.approx(1.0)
     assert weights == plan_weights(scores)
+
+
+def test_docs_worked_example_compares_within_a_chute():
+    """The worked example of docs/validator.md ("Scoring"), number for number."""
+    import dataclasses
+
+    from chutes_subnet.validator.results import MinerResult
+
+    rows = [MinerResult(1, "h1", "c1", "a", True, requests=4, successes=4, tokens_per_s=40,
+                        ttft_s=0.5, chute_id="A"),
+            MinerResult(2, "h2", "c2", "a", True, requests=4, successes=4, tokens_per_s=30,
+                        ttft_s=0.4, chute_id="A"),
+            MinerResult(3, "h3", "c3", "a", True, requests=4, successes=3, tokens_per_s=200,
+                        ttft_s=0.1, chute_id="B")]
+    assert score_round(rows, ScoringConfig()) == pytest.approx({1: 0.94, 2: 0.825, 3: 0.5625})
+    mixed = [dataclasses.replace(r, chute_id=None) for r in rows]  # one pool: the old rule
+    assert score_round(mixed, ScoringConfig()) == pytest.approx({1: 0.2, 2: 0.18, 3: 0.5625})

@@ -87,6 +87,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="benchmark prompts per miner per round")
     _add(g, "--neuron.max_tokens", dest="max_tokens", type=int, default=b.max_tokens)
     _add(g, "--neuron.verify_sample", dest="verify_sample", type=int, default=b.verify_sample)
+    _add(g, "--neuron.references", dest="references", default="",
+         help="reference models for real chutes: MODEL_ID=DIR[,MODEL_ID=DIR...] (local "
+              "model directories; token counting and logprob verification)")
     _add(g, "--neuron.attestation_ttl", dest="attestation_ttl", type=float,
          default=d.attestation_ttl)
     _add(g, "--neuron.version_key", dest="version_key", type=int, default=d.version_key)
@@ -231,8 +234,12 @@ async def _run(args: argparse.Namespace) -> int:
     state = ValidatorState(args.state_path or _data_dir() / "validator.sqlite")
     registry = _registry(args)
     metrics = ValidatorMetrics()
+    from .reference import ReferenceBook
+
+    references = ReferenceBook.from_spec(args.references)
     validator = Validator(config, chain=chain, wallet=wallet, verifier=_verifier(args),
-                          state=state, registry=registry, metrics=metrics)
+                          state=state, registry=registry, metrics=metrics,
+                          references=references)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

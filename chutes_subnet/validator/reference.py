@@ -153,6 +153,20 @@ class ReferenceBook:
     def __init__(self, references: Mapping[str, ChuteReference] | None = None) -> None:
         self._by_model = dict(references or {})
 
+    @classmethod
+    def from_spec(cls, spec: str) -> ReferenceBook:
+        """``"MODEL_ID=DIR[,MODEL_ID=DIR...]"`` (the CLI's ``--neuron.references``) with
+        default thresholds; an empty spec is an empty book."""
+        refs: dict[str, ChuteReference] = {}
+        for item in filter(None, (part.strip() for part in spec.split(","))):
+            model_id, sep, path = item.partition("=")
+            if not sep or not model_id or not path:
+                raise ValueError(f"reference {item!r} is not MODEL_ID=DIR")
+            if model_id in refs:
+                raise ValueError(f"reference for {model_id!r} given twice")
+            refs[model_id] = ChuteReference(ReferenceModel(path))
+        return cls(refs)
+
     def get(self, model_id: str) -> ChuteReference | None:
         return self._by_model.get(model_id)
 

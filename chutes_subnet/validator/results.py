@@ -93,7 +93,8 @@ class MinerResult:
     ttft_s: float | None = None  #: median time to first token
     completion_tokens: int = 0  #: counted by the validator with the chute's tokenizer
     duration_s: float = 0.0
-    chute_id: str | None = None  #: the chute the attested instance serves (scores compare within it)
+    #: the chute the attested instance serves (scores compare within it)
+    chute_id: str | None = None
 
     @property
     def success_rate(self) -> float:
