@@ -13,10 +13,12 @@ WORKDIR /src
 COPY setup.py README.md ./
 COPY chutes_subnet ./chutes_subnet
 # The proxy needs only the client side; skip the heavy miner/validator dependencies
-# (torch, bittensor, dcap-qvl) by installing the package without deps.
+# (torch, bittensor) by installing the package without deps. dcap-qvl stays: the proxy
+# verifies every instance's TDX quote itself before it encrypts to its key.
 RUN pip install --no-deps . \
  && pip install "httpx>=0.27,<1" "starlette>=0.37" "uvicorn[standard]>=0.29,<1" \
         "pydantic>=2.6,<3" "cryptography>=44" "pqcrypto>=1.0,<2" "isal>=1.6" \
+        "dcap-qvl>=0.7,<0.8" \
  && useradd --system --uid 10001 proxy
 
 USER proxy

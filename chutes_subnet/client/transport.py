@@ -65,7 +65,7 @@ from chutes_subnet.errors import (
 )
 from chutes_subnet.wire.call import SealedCall, StreamDecoder, choose_version, seal_call
 from chutes_subnet.wire.headers import H_AUTHORIZATION, H_RETRY, RETRY_INSTANCE
-from chutes_subnet.wire.protocol import INVOKE_PATH, INVOKE_PATHS
+from chutes_subnet.wire.protocol import INVOKE_PATH, INVOKE_PATHS, REFUSED_PATHS
 
 __all__ = ["VERIFY_MODES", "AsyncE2EETransport", "E2EETransport", "plaintext_refusal"]
 
@@ -110,6 +110,9 @@ def plaintext_refusal(method: str, path: str, body: bytes) -> str | None:
         return None
     if any(path.endswith(p) for p in INVOKE_PATHS):
         return f"{method} {path}: body must be a JSON object naming a model to be encrypted"
+    refused = next((why for p, why in REFUSED_PATHS.items() if path.endswith(p)), None)
+    if refused is not None:
+        return f"{method} {path} is not served end to end: {refused}"
     return (f"{method} {path} cannot be end-to-end encrypted, so it is not sent "
             f"(encrypted paths: {', '.join(INVOKE_PATHS)})")
 
