@@ -57,8 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from chutes_subnet.operator_errors import run_command
 
-    args = build_parser().parse_args(argv)
-    return run_command(f"chutes-subnet {args.command}", lambda: args.func(args), argv)
+    from chutes_subnet.configfile import apply_command_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        return int(args.func(apply_command_config(parser, args, argv)) or 0)
+
+    return run_command(f"chutes-subnet {args.command}", run, argv)
 
 
 if __name__ == "__main__":

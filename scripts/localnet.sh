@@ -150,7 +150,8 @@ start_neurons() {
   echo $! > "$STATE_DIR/miner.pid"
   log "starting the validator"
   (cd "$REPO_ROOT" && CHUTES_SUBNET_HOME="$STATE_DIR/validator" exec "$PYTHON" \
-    neurons/validator.py "${common[@]}" --wallet.name validator --dev) \
+    neurons/validator.py "${common[@]}" --wallet.name validator --dev \
+    --neuron.wait_for_permit "$WEIGHTS_WAIT_SECONDS") \
     > "$STATE_DIR/validator.log" 2>&1 &
   echo $! > "$STATE_DIR/validator.pid"
   log "logs: $STATE_DIR/miner.log, $STATE_DIR/validator.log"

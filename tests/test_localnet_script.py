@@ -182,7 +182,8 @@ def test_dev_wallet_helper_prints_addresses_and_no_secrets(tmp_path):
 # --- the neuron commands the script starts (issue 17, item 1) ---------------------------
 
 _PLACEHOLDERS = {"NETUID": "2", "WALLET_PATH": "/tmp/localnet-wallets", "MINER_PORT": "8091",
-                 "ENDPOINT": "ws://127.0.0.1:9944", "STATE_DIR": "/tmp/localnet"}
+                 "ENDPOINT": "ws://127.0.0.1:9944", "STATE_DIR": "/tmp/localnet",
+                 "WEIGHTS_WAIT_SECONDS": "900"}
 
 
 def neuron_commands(text: str) -> dict[str, list[str]]:
@@ -231,4 +232,5 @@ def test_script_validator_command_parses_in_dev_mode():
     except SystemExit as exc:
         pytest.fail(f"neurons/validator.py rejects the script's flags {argv}: exit {exc.code}")
     assert args.dev and args.netuid == 2 and args.wallet_name == "validator"
+    assert args.wait_for_permit == 900  # the permit arrives at the first epoch
     assert _config(args).dangerous_accept_simulated_tee

@@ -62,8 +62,9 @@ class TdxConfigfsProvider:
     def __init__(self, tsm_dir: str | Path = TSM_REPORT_DIR) -> None:
         self.tsm_dir = Path(tsm_dir)
         if not self.tsm_dir.is_dir():
-            raise AttestationError(f"no configfs-tsm TDX quote interface at {self.tsm_dir}; "
-                                   "is this a TDX guest? use kind='simulated' for development")
+            raise AttestationError(
+                f"no configfs-tsm TDX quote interface at {self.tsm_dir}; is this a TDX guest? "
+                "for development only, run the miner with --tee simulated (forgeable evidence)")
 
     def quote(self, report_data: bytes) -> bytes:
         """One quote over ``report_data`` (64 bytes)."""
@@ -146,7 +147,8 @@ def _tdx_quoter(tsm_dir: str | Path, device: str | Path, qgs_address: str | None
         return TdxGuestDeviceProvider(device, QgsClient(address, timeout=qgs_timeout))
     raise AttestationError(
         f"no TDX quote interface: neither configfs-tsm ({tsm_dir}) nor the TDX guest device "
-        f"({device}) exists; is this a TDX guest? use kind='simulated' for development")
+        f"({device}) exists; is this a TDX guest? for development only, run the miner with "
+        "--tee simulated (forgeable evidence)")
 
 
 def make_provider(kind: str, **opts: Any) -> EvidenceProvider:

@@ -119,7 +119,9 @@ class BittensorChain:
         try:
             self._client = bt.Client(chain_endpoint or network, substrate=substrate, **pinned)
         except (ValueError, BittensorError) as exc:
-            raise ChainError(f"unknown network or endpoint: {exc}") from exc
+            raise ChainError(f"unknown network or endpoint {chain_endpoint or network!r}: {exc} "
+                             "Fix --subtensor.network / --subtensor.chain_endpoint (a dev chain "
+                             "file is local:/path/chain.sqlite).") from exc
         self._connected = False
         self._connect_lock = asyncio.Lock()
 
@@ -151,9 +153,13 @@ class BittensorChain:
             try:
                 await asyncio.wait_for(self._client.connect(), self.timeout)
             except (TimeoutError, asyncio.TimeoutError) as exc:
-                raise ChainError(f"cannot connect to {self.endpoint}: timed out") from exc
+                raise ChainError(f"cannot connect to {self.endpoint}: timed out after "
+                                 f"{self.timeout:g}s; check --subtensor.chain_endpoint and the "
+                                 "network path to the node") from exc
             except (BittensorError, OSError) as exc:
-                raise ChainError(f"cannot connect to {self.endpoint}: {exc}") from exc
+                raise ChainError(f"cannot connect to {self.endpoint}: {exc}; is the node "
+                                 "running, and are --subtensor.network / "
+                                 "--subtensor.chain_endpoint right?") from exc
             self._connected = True
 
     def _own_hotkey(self, hotkey: str) -> None:
@@ -185,7 +191,8 @@ class BittensorChain:
             lambda: self._client.subnets.metagraph(self.netuid, commitments=False),
         )
         if graph is None:
-            raise ChainError(f"subnet {self.netuid} does not exist")
+            raise ChainError(f"subnet {self.netuid} does not exist on {self.endpoint}: check "
+                             "--netuid (btcli subnets list)")
         return to_metagraph(self.netuid, graph)
 
     async def block(self) -> int:

@@ -16,8 +16,38 @@ import sys
 from typing import Any
 
 from chutes_subnet.cli import listen_address
+from chutes_subnet.configfile import add_config_argument
 
-__all__ = ["add_proxy_commands", "main", "run_verify"]
+__all__ = ["add_proxy_commands", "check_upstream", "main", "run_verify", "upstream_url"]
+
+
+def upstream_url(value: str) -> str:
+    """argparse type for ``--upstream``: an http(s) base URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a URL: give the gateway's base URL with its scheme, e.g. "
+            f"https://{value.strip() or 'gateway.example'}")
+    if parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError("the gateway URL must not carry a query or fragment")
+    return value.strip().rstrip("/")
+
+
+def check_upstream(base: str, *, timeout: float = 10.0) -> None:
+    """Fail with one line when the gateway at ``base`` cannot be reached at all."""
+    import httpx
+
+    from chutes_subnet.errors import ConfigError
+
+    try:
+        httpx.get(f"{base}/v1/models", timeout=timeout, follow_redirects=False,
+                  trust_env=False)
+    except httpx.TransportError as exc:
+        raise ConfigError(
+            f"gateway {base} is unreachable ({type(exc).__name__}): check --upstream and that "
+            f"the gateway runs (or pass --skip-upstream-check to start anyway)") from None
 
 
 def _add_trust_flags(p: Any) -> None:
@@ -48,7 +78,10 @@ def add_proxy_commands(subparsers: Any) -> None:
     p = subparsers.add_parser("proxy", help="plaintext OpenAI API on localhost, E2EE upstream")
     p.add_argument("--listen", type=listen_address, default=("127.0.0.1", 8787),
                    help="HOST:PORT (default 127.0.0.1:8787; keep it on loopback)")
-    p.add_argument("--upstream", required=True, help="gateway base URL")
+    p.add_argument("--upstream", type=upstream_url,
+                   help="gateway base URL, e.g. https://gateway.example")
+    p.add_argument("--skip-upstream-check", action="store_true",
+                   help="start even if the gateway does not answer yet")
     p.add_argument("--api-key", default=os.environ.get("CHUTES_API_KEY"),
                    help="gateway API key (default $CHUTES_API_KEY; else callers' own bearer)")
     p.add_argument("--allow-host", action="append", default=[],
@@ -59,6 +92,13 @@ def add_proxy_commands(subparsers: Any) -> None:
     _add_trust_flags(p)
     p.add_argument("--models-ttl", type=float, default=60.0)
     p.add_argument("--log-level", default="info")
+    p.add_argument("--logging.debug", dest="logging_debug", action="store_true",
+                   help="debug logs, and tracebacks with errors")
+    p.add_argument("--logging.json", dest="logging_json", action="store_true",
+                   help="log JSON lines instead of text")
+    p.add_argument("--logging.logging_dir", dest="logging_dir", default=None,
+                   help="also write logs to DIR/proxy.log (0600)")
+    add_config_argument(p)
     p.set_defaults(func=run_proxy)
 
     v = subparsers.add_parser("verify", help="verify a model's instances through the gateway")
@@ -78,16 +118,30 @@ def run_proxy(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chutes_subnet.client.proxy import create_proxy_app
+    from chutes_subnet.errors import ConfigError
+    from chutes_subnet.httpserver import bind_listen_socket
+    from chutes_subnet.logsetup import setup_logging
 
+    if not args.upstream:
+        raise ConfigError("no gateway: pass --upstream https://gateway.example (or upstream = "
+                          "in the --config file)")
+    setup_logging(debug=args.logging_debug, json_lines=args.logging_json,
+                  logging_dir=args.logging_dir, name="proxy")
     host, port = args.listen
     trust = args.dangerous_trust_gateway
-    app = create_proxy_app(args.upstream, api_key=args.api_key, models_ttl=args.models_ttl,
-                           versions=(2, 1) if args.allow_v1 else (2,),
-                           verify="gateway" if trust else "full",
-                           policy=None if trust else _policy(args),
-                           port=port, allowed_hosts=args.allow_host)
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level,
-                                  access_log=False)).run()
+    policy = None if trust else _policy(args)
+    sock = bind_listen_socket(host, port, flag="--listen")  # port in use: one line, exit 1
+    try:
+        if not args.skip_upstream_check:
+            check_upstream(args.upstream)
+        app = create_proxy_app(args.upstream, api_key=args.api_key, models_ttl=args.models_ttl,
+                               versions=(2, 1) if args.allow_v1 else (2,),
+                               verify="gateway" if trust else "full", policy=policy,
+                               port=port, allowed_hosts=args.allow_host)
+        uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, access_log=False,
+                                      log_config=None)).run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -120,8 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = ArgumentParser(prog="python -m chutes_subnet.client")
     add_proxy_commands(parser.add_subparsers(dest="command", required=True))
+    from chutes_subnet.configfile import apply_command_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    return run_command("chutes-subnet proxy", lambda: args.func(args), argv)
+    return run_command(f"chutes-subnet {args.command}",
+                       lambda: args.func(apply_command_config(parser, args, argv)), argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from chutes_subnet.cli import listen_address
+from chutes_subnet.configfile import add_config_argument
 
 __all__ = ["add_gateway_commands", "app_from_env", "build_gateway", "default_data_dir", "main"]
 
@@ -90,6 +91,13 @@ def add_gateway_commands(subparsers: Any) -> None:
                     help="PCCS or Intel PCS base URL whose DCAP collateral is cached and served "
                          "to clients at POST /e2e/collateral ('' disables; default Intel PCS)")
     gw.add_argument("--log-level", default="info")
+    gw.add_argument("--logging.debug", dest="logging_debug", action="store_true",
+                    help="debug logs, and tracebacks with errors")
+    gw.add_argument("--logging.json", dest="logging_json", action="store_true",
+                    help="log JSON lines instead of text")
+    gw.add_argument("--logging.logging_dir", dest="logging_dir", default=None,
+                    help="also write logs to DIR/gateway.log (0600)")
+    add_config_argument(gw)
     gw.set_defaults(func=run_gateway)
 
     keys = subparsers.add_parser("keys", help="manage gateway API keys")
@@ -278,25 +286,39 @@ def run_gateway(args: argparse.Namespace) -> int:
     """Serve the gateway until interrupted."""
     import uvicorn
 
-    settings = _gateway_settings(args)
-    host, port = args.listen
-    from chutes_subnet.httpserver import server_options
+    from chutes_subnet.httpserver import bind_listen_socket, server_options
+    from chutes_subnet.logsetup import setup_logging
 
-    common = {"host": host, "port": port, "log_level": args.log_level,
+    settings = _gateway_settings(args)
+    setup_logging(debug=args.logging_debug, json_lines=args.logging_json,
+                  logging_dir=args.logging_dir, name="gateway")
+    host, port = args.listen
+    sock = bind_listen_socket(host, port, flag="--listen")  # port in use: one line, exit 1
+
+    common = {"host": host, "port": port, "log_level": args.log_level, "log_config": None,
               **server_options()}
     if args.workers > 1:
+        sock.close()  # uvicorn's supervisor binds it again for its workers
         if "memory://" in (settings["registry"], settings["nonces"]):
-            print("--workers needs shared stores (sqlite:// or redis://)", file=sys.stderr)
-            return 2
+            from chutes_subnet.errors import ConfigError
+
+            raise ConfigError("--workers > 1 needs shared stores: give --registry and "
+                              "--nonces as sqlite:///path or redis://host:port/0, not memory://")
         os.environ[_ENV_ARGS] = json.dumps(settings)
         uvicorn.run("chutes_subnet.gateway.cli:app_from_env", factory=True,
                     workers=args.workers, **common)
         return 0
-    app, resources = _build(settings)
+    try:
+        app, resources = _build(settings)
+    except BaseException:
+        sock.close()
+        raise
     nonces, limiter, stores = resources
     try:
-        uvicorn.Server(uvicorn.Config(app, lifespan="on", **common)).run()
+        common.pop("host"), common.pop("port")
+        uvicorn.Server(uvicorn.Config(app, lifespan="on", **common)).run(sockets=[sock])
     finally:
+        sock.close()
         async def _close() -> None:
             await nonces.aclose()
             await limiter.aclose()
@@ -312,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = ArgumentParser(prog="python -m chutes_subnet.gateway")
     add_gateway_commands(parser.add_subparsers(dest="command", required=True))
+    from chutes_subnet.configfile import apply_command_config
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    return run_command(f"chutes-subnet {args.command}", lambda: args.func(args), argv)
+    return run_command(f"chutes-subnet {args.command}", lambda: args.func(apply_command_config(parser, args, argv)),
+                       argv)
 
 
 if __name__ == "__main__":

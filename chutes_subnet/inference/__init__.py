@@ -10,6 +10,11 @@ Both implement :class:`Backend`; build one with :func:`make_backend`.
 See docs/inference.md.
 """
 
+from __future__ import annotations
+
+import importlib as _importlib
+from typing import Any as _Any
+
 from chutes_subnet.inference.base import (
     DEFAULT_MODEL_ID,
     DEFAULT_SEED,
@@ -17,26 +22,30 @@ from chutes_subnet.inference.base import (
     InvalidRequestError,
     UpstreamError,
 )
-from chutes_subnet.inference.embedded import EmbeddedBackend
-from chutes_subnet.inference.factory import BACKEND_KINDS, make_backend
-from chutes_subnet.inference.generation import (
-    GenerationResult,
-    default_device,
-    get_model,
-    prepare,
-    reference_completion,
-    run_generation,
-)
-from chutes_subnet.inference.model import DEFAULT_CONFIG, ModelConfig, weights_digest
-from chutes_subnet.inference.requests import (
-    DEFAULT_MAX_TOKENS,
-    MAX_TOKENS_LIMIT,
-    ChatCompletionRequest,
-    CompletionRequest,
-    parse_request,
-)
-from chutes_subnet.inference.tokenizer import Utf8StreamDecoder, render_chat
-from chutes_subnet.inference.upstream import OpenAIUpstreamBackend
+
+# Lazy exports: the torch-backed modules load on first use, so command-line start-up
+# (flags, help, configuration errors) does not pay for torch.
+_LAZY = {
+    "EmbeddedBackend": "embedded", "BACKEND_KINDS": "factory", "make_backend": "factory",
+    "GenerationResult": "generation", "default_device": "generation",
+    "get_model": "generation", "prepare": "generation",
+    "reference_completion": "generation", "run_generation": "generation",
+    "DEFAULT_CONFIG": "model", "ModelConfig": "model", "weights_digest": "model",
+    "DEFAULT_MAX_TOKENS": "requests", "MAX_TOKENS_LIMIT": "requests",
+    "ChatCompletionRequest": "requests", "CompletionRequest": "requests",
+    "parse_request": "requests", "Utf8StreamDecoder": "tokenizer", "render_chat": "tokenizer",
+    "OpenAIUpstreamBackend": "upstream",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MODEL_ID",
@@ -65,3 +74,7 @@ __all__ = [
     "render_chat",
     "Utf8StreamDecoder",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("_")})

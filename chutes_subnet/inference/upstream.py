@@ -235,13 +235,15 @@ class OpenAIUpstreamBackend:
 def _check_base_url(url: str, allow_non_loopback: bool) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("upstream url must be http(s)://host[:port]")
+        raise ValueError(f"upstream url {url!r} must be http(s)://host[:port], e.g. "
+                         "--backend.url http://127.0.0.1:8000")
     if parts.query or parts.fragment:
         raise ValueError("upstream url must not carry a query or fragment")
     if not allow_non_loopback and not _is_loopback(parts.hostname):
         raise ValueError(
-            "upstream must listen on loopback inside the TEE; "
-            "set dangerous_allow_non_loopback=True to override"
+            f"upstream {url} is not on loopback: it must listen on 127.0.0.1 inside the TEE "
+            "(vllm serve ... --host 127.0.0.1); to override, pass "
+            "--backend.dangerous_allow_non_loopback (dangerous_allow_non_loopback=True)"
         )
     return url.rstrip("/")
 

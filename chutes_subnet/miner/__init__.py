@@ -8,10 +8,17 @@
 See docs/miner.md.
 """
 
-from chutes_subnet.miner.app import PLAINTEXT_PATH, create_app
-from chutes_subnet.miner.config import FAULTS, MinerConfig
-from chutes_subnet.miner.runner import build_provider, publish_axon, serve_miner
-from chutes_subnet.miner.state import MinerInstance
+from __future__ import annotations
+
+import importlib as _importlib
+from typing import Any as _Any
+
+# Lazy exports: ``neurons/miner.py --help`` and start-up errors must not wait for torch.
+_EXPORTS = {
+    "MinerConfig": "config", "FAULTS": "config", "MinerInstance": "state",
+    "create_app": "app", "PLAINTEXT_PATH": "app", "serve_miner": "runner",
+    "build_provider": "runner", "publish_axon": "runner",
+}
 
 __all__ = [
     "MinerConfig",
@@ -23,3 +30,16 @@ __all__ = [
     "publish_axon",
     "PLAINTEXT_PATH",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("_")})

@@ -16,7 +16,9 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
+from chutes_subnet.configfile import add_config_argument, apply_config_file
 from chutes_subnet.inference import DEFAULT_MODEL_ID
+from chutes_subnet.logsetup import setup_logging
 from chutes_subnet.miner.config import FAULTS, INVOKE_AUTH_MODES, TEE_KINDS, MinerConfig
 from chutes_subnet.wallets import DEFAULT_WALLET_PATH
 
@@ -81,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--backend.url", help="OpenAI-compatible server root inside the TD, e.g. "
          "http://127.0.0.1:8000 (vLLM/SGLang; --backend openai)")
     _add(p, "--backend.model", help="model name the upstream serves (default: --model)")
+    _add(p, "--backend.api_key", help="bearer token the upstream requires (prefer the env var)")
+    _add(p, "--backend.dangerous_allow_non_loopback", type=bool,
+         help="allow a --backend.url that is not on loopback (it sees plaintext: only for an "
+              "upstream inside the same TD, e.g. a container network)")
     _add(p, "--backend.seed", type=int, help="weights seed of the embedded model")
     _add(p, "--model", default=DEFAULT_MODEL_ID, help="model id served (names the chute)")
     _add(p, "--tee", default="tdx", choices=TEE_KINDS,
@@ -105,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
          help="seconds in-flight streams may finish on shutdown")
     _add(p, "--fault", choices=FAULTS, help="DEV/TEST ONLY (simulated TEE): misbehave on purpose")
     _add(p, "--logging.debug", type=bool, help="debug logging (never logs request content)")
+    _add(p, "--logging.json", type=bool, help="log JSON lines instead of text")
+    _add(p, "--logging.logging_dir", help="also write logs to DIR/miner.log (0600)")
+    add_config_argument(p, ENV_PREFIX)
     return p
 
 
@@ -150,9 +159,13 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
 def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.backend == "openai":
         if not getattr(args, "backend.url"):
-            raise SystemExit("--backend openai needs --backend.url")
+            raise SystemExit("--backend openai needs --backend.url (the OpenAI-compatible server "
+                             "inside the TD, e.g. http://127.0.0.1:8000)")
         return {"url": getattr(args, "backend.url"), "model_id": args.model,
-                "upstream_model": getattr(args, "backend.model")}
+                "upstream_model": getattr(args, "backend.model"),
+                "api_key": getattr(args, "backend.api_key"),
+                "dangerous_allow_non_loopback":
+                    getattr(args, "backend.dangerous_allow_non_loopback") or None}
     return {"model_id": args.model, "seed": getattr(args, "backend.seed")}
 
 
@@ -164,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "logging.debug") else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = apply_config_file(parser, parser.parse_args(argv), argv)
+    setup_logging(debug=getattr(args, "logging.debug"), json_lines=getattr(args, "logging.json"),
+                  logging_dir=getattr(args, "logging.logging_dir"), name="miner")
     config = config_from_args(args)
     if config.invoke_auth == "none" and not is_local_chain(chain_spec(args)):
         logging.getLogger("chutes_subnet.miner").warning(
@@ -187,9 +201,14 @@ def _main(argv: list[str] | None) -> int:
             provider_opts["gpus"] = False
         if getattr(args, "tee.qgs_address"):
             provider_opts["qgs_address"] = getattr(args, "tee.qgs_address")
-    provider = make_provider(config.tee, **provider_opts)
-    backend = make_backend(args.backend, **_backend_options(args))
-    chain = open_chain(chain_spec(args), netuid=args.netuid, wallet=wallet)
+    backend_options = _backend_options(args)
+    chain = open_chain(chain_spec(args), netuid=args.netuid, wallet=wallet)  # cheap checks first
+    try:
+        provider = make_provider(config.tee, **provider_opts)
+        backend = make_backend(args.backend, **backend_options)
+    except BaseException:
+        asyncio.run(chain.aclose())
+        raise
 
     async def run() -> None:
         try:

@@ -87,8 +87,18 @@ def _target(scope: Scope) -> str:
 
 
 
+def safe_cause(exc: BaseException) -> str:
+    """The operator-facing cause of a backend failure: the exception class, plus the
+    message of an ``UpstreamError`` (built from status codes and class names only, never
+    from request or response content)."""
+    if isinstance(exc, UpstreamError):
+        return f"UpstreamError: {exc}"
+    return type(exc).__name__
+
+
 def _backend_refusal(exc: BaseException) -> Refusal:
     """Map a backend failure (before any byte was sent) to a plaintext-free refusal."""
+    log.warning("backend failed before the first byte: %s", safe_cause(exc))
     if isinstance(exc, InvalidRequestError):
         return Refusal(400, "invalid_request", "the model backend rejected the request")
     if isinstance(exc, TimeoutError):
@@ -101,6 +111,7 @@ def _backend_refusal(exc: BaseException) -> Refusal:
 
 
 def _stream_error_reason(exc: BaseException) -> str:
+    log.warning("backend failed mid-stream: %s", safe_cause(exc))
     if isinstance(exc, TimeoutError):
         return "timeout"
     if isinstance(exc, UpstreamError):

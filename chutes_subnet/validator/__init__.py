@@ -13,24 +13,58 @@ See docs/validator.md.
 
 from __future__ import annotations
 
-from .attest import AttestedInstance, Attestor
-from .benchmark import BenchmarkOutcome, ReferenceCache, RequestSample, run_benchmark, stream_prompt
-from .config import BenchmarkConfig, ScoringConfig, ValidatorConfig
-from .failures import EvaluationFailure
-from .metrics import ValidatorMetrics, create_metrics_app
-from .neuron import OrganicSource, Validator
-from .prompts import BenchPrompt, miner_prompts, new_round_seed
-from .results import REASON_KINDS, AttestationSummary, MinerResult, RoundReport, reason_kind
-from .scoring import (
-    ScoreEntry,
-    dedupe_by_coldkey,
-    reset_uids,
-    score_round,
-    update_ema,
-    weights_from_scores,
-)
-from .state import StateSnapshot, ValidatorState, ValidatorStateError
-from .table import ScoreRow, build_score_table, format_score_table, score_table_json
+import importlib as _importlib
+from typing import Any as _Any
+
+# Lazy exports: ``neurons/validator.py --help`` and start-up errors do not wait for torch.
+_EXPORTS = {
+    "AttestedInstance": "attest",
+    "Attestor": "attest",
+    "BenchmarkOutcome": "benchmark",
+    "ReferenceCache": "benchmark",
+    "RequestSample": "benchmark",
+    "run_benchmark": "benchmark",
+    "stream_prompt": "benchmark",
+    "BenchmarkConfig": "config",
+    "ScoringConfig": "config",
+    "ValidatorConfig": "config",
+    "EvaluationFailure": "failures",
+    "ValidatorMetrics": "metrics",
+    "create_metrics_app": "metrics",
+    "OrganicSource": "neuron",
+    "Validator": "neuron",
+    "BenchPrompt": "prompts",
+    "miner_prompts": "prompts",
+    "new_round_seed": "prompts",
+    "AttestationSummary": "results",
+    "MinerResult": "results",
+    "REASON_KINDS": "results",
+    "RoundReport": "results",
+    "reason_kind": "results",
+    "ScoreEntry": "scoring",
+    "dedupe_by_coldkey": "scoring",
+    "reset_uids": "scoring",
+    "score_round": "scoring",
+    "update_ema": "scoring",
+    "weights_from_scores": "scoring",
+    "StateSnapshot": "state",
+    "ValidatorState": "state",
+    "ValidatorStateError": "state",
+    "ScoreRow": "table",
+    "build_score_table": "table",
+    "format_score_table": "table",
+    "score_table_json": "table",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Validator",
@@ -70,3 +104,7 @@ __all__ = [
     "format_score_table",
     "score_table_json",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("_")})

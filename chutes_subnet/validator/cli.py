@@ -56,8 +56,11 @@ def _add(group: Any, flag: str, *aliases: str, **kw: Any) -> None:
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Every flag of the validator neuron."""
+    from chutes_subnet.configfile import add_config_argument
+
     from .config import BenchmarkConfig, ValidatorConfig
 
+    add_config_argument(parser, ENV_PREFIX)
     d, b = ValidatorConfig(), BenchmarkConfig()
     g = parser.add_argument_group("chain")
     _add(g, "--netuid", type=int, default=1, help="subnet uid")
@@ -95,6 +98,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add(g, "--neuron.version_key", dest="version_key", type=int, default=d.version_key)
     _add(g, "--neuron.rounds", dest="rounds", type=int, default=0,
          help="stop after this many rounds (0 = run forever)")
+    _add(g, "--neuron.wait_for_permit", dest="wait_for_permit", type=float, default=0.0,
+         help="seconds to wait at start for a validator permit (0 = stop at once without one)")
     g = parser.add_argument_group("attestation")
     _add(g, "--dev", "--allow-insecure-simulated-tee", dest="dev", action="store_true",
          help="DEVELOPMENT ONLY: accept simulated (forgeable) TEE evidence")
@@ -115,7 +120,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add(g, "--metrics.port", dest="metrics_port", type=int, default=9101,
          help="port of GET /metrics and /scores (0 = off)")
     _add(g, "--metrics.host", dest="metrics_host", default="127.0.0.1")
-    _add(g, "--logging.debug", dest="logging_debug", action="store_true")
+    _add(g, "--logging.debug", dest="logging_debug", action="store_true",
+         help="debug logs, and tracebacks with errors")
+    _add(g, "--logging.json", dest="logging_json", action="store_true",
+         help="log JSON lines instead of text")
+    _add(g, "--logging.logging_dir", dest="logging_dir", default=None,
+         help="also write logs to DIR/validator.log (0600)")
     g = parser.add_argument_group("in-process gateway")
     _add(g, "--gateway.port", dest="gateway_port", type=int, default=0,
          help="serve the E2EE gateway in this process on this port (0 = off)")
@@ -207,37 +217,49 @@ def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[
                          signer=forward_signer(wallet), collateral=collateral)
 
 
-async def _serve(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
+async def _serve(app: Any, host: str, port: int, flag: str) -> tuple[Any, asyncio.Task[None]]:
     import uvicorn
 
-    from chutes_subnet.httpserver import server_options
+    from chutes_subnet.httpserver import bind_listen_socket, server_options
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                           lifespan="on", **server_options()))
+    sock = bind_listen_socket(host, port, flag=flag)  # port in use: one-line ConfigError
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           **server_options()))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task.add_done_callback(lambda _t: sock.close())
     return server, task
 
 
 async def _run(args: argparse.Namespace) -> int:
     from chutes_subnet.chain import open_chain
-    from chutes_subnet.wallets import load_wallet
+    from chutes_subnet.errors import ConfigError
+    from chutes_subnet.wallets import hotkey_ss58, load_wallet
 
-    from .metrics import ValidatorMetrics, create_metrics_app
-    from .neuron import Validator
-    from .state import ValidatorState
+    from .preflight import check_validator
 
+    # Cheap checks first (flags, wallet, files, chain, permit), heavy imports after.
     config = _config(args)
     wallet = load_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
     spec = args.chain or args.subtensor_chain_endpoint or args.subtensor_network
     chain = open_chain(spec, netuid=args.netuid, wallet=wallet, dry_run=args.weights_dry_run)
+    try:
+        verifier = _verifier(args)
+        await check_validator(chain, hotkey_ss58(wallet), wait_for_permit=args.wait_for_permit)
+    except BaseException:
+        await chain.aclose()
+        raise
+
+    from .metrics import ValidatorMetrics, create_metrics_app
+    from .neuron import Validator
+    from .state import ValidatorState
     state = ValidatorState(args.state_path or _data_dir() / "validator.sqlite")
     registry = _registry(args)
     metrics = ValidatorMetrics()
     from .reference import ReferenceBook
 
     references = ReferenceBook.from_spec(args.references)
-    validator = Validator(config, chain=chain, wallet=wallet, verifier=_verifier(args),
+    validator = Validator(config, chain=chain, wallet=wallet, verifier=verifier,
                           state=state, registry=registry, metrics=metrics,
                           references=references)
     stop = asyncio.Event()
@@ -247,22 +269,24 @@ async def _run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     servers: list[tuple[Any, asyncio.Task[None]]] = []
     resources: list[Any] = []
-    if args.metrics_port:
-        app = create_metrics_app(metrics, validator.score_table)
-        servers.append(await _serve(app, args.metrics_host, args.metrics_port))
-    if args.gateway_port:
-        if registry is None:
-            print("--gateway.port needs an instance registry (not 'none')", file=sys.stderr)
-            return 2
-        app, resources = _gateway_app(args, registry, wallet)
-        servers.append(await _serve(app, args.gateway_host, args.gateway_port))
-        if config.scoring.organic_weight > 0:
-            from .organic import GatewayOrganicSource
-
-            validator.organic = GatewayOrganicSource(app.state.gateway, validator.published)
-    log.info("validator %s on netuid %d (%s)%s", validator.hotkey, args.netuid, spec,
-             " [DEVELOPMENT MODE: simulated TEE accepted]" if args.dev else "")
     try:
+        if args.metrics_port:
+            app = create_metrics_app(metrics, validator.score_table)
+            servers.append(await _serve(app, args.metrics_host, args.metrics_port,
+                                        "--metrics.port"))
+        if args.gateway_port:
+            if registry is None:
+                raise ConfigError("--gateway.port needs an instance registry: drop "
+                                  "--gateway.registry none or give sqlite:///path")
+            app, resources = _gateway_app(args, registry, wallet)
+            servers.append(await _serve(app, args.gateway_host, args.gateway_port,
+                                        "--gateway.port"))
+            if config.scoring.organic_weight > 0:
+                from .organic import GatewayOrganicSource
+
+                validator.organic = GatewayOrganicSource(app.state.gateway, validator.published)
+        log.info("validator %s on netuid %d (%s)%s", validator.hotkey, args.netuid, spec,
+                 " [DEVELOPMENT MODE: simulated TEE accepted]" if args.dev else "")
         if args.rounds:
             for _ in range(args.rounds):
                 if stop.is_set():
@@ -288,8 +312,10 @@ async def _run(args: argparse.Namespace) -> int:
 
 def run_validator(args: argparse.Namespace) -> int:
     """Run the validator neuron until interrupted (or ``--neuron.rounds`` rounds)."""
-    logging.basicConfig(level=logging.DEBUG if args.logging_debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from chutes_subnet.logsetup import setup_logging
+
+    setup_logging(debug=args.logging_debug, json_lines=args.logging_json,
+                  logging_dir=args.logging_dir, name="validator")
     return asyncio.run(_run(args))
 
 
@@ -298,17 +324,18 @@ def print_scores(args: argparse.Namespace) -> int:
     from .state import ValidatorState, ValidatorStateError
     from .table import build_score_table, format_score_table, score_table_json
 
+    from chutes_subnet.errors import ConfigError
+
     path = Path(args.state_path or _data_dir() / "validator.sqlite")
     if not path.is_file():
-        print(f"no validator state at {path}", file=sys.stderr)
-        return 1
+        raise ConfigError(f"no validator state at {path}: the validator has not finished a "
+                          "round there yet; pass the validator's --state.path")
     try:
         state = ValidatorState(path)
         snapshot = state.load()
         state.close()
     except ValidatorStateError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+        raise ConfigError(f"{exc} ({path})") from None
     rows = build_score_table(snapshot)
     if args.json:
         print(score_table_json(rows))
@@ -344,5 +371,10 @@ def main(argv: list[str] | None = None) -> int:
         _add_scores_arguments(parser)
         args = parser.parse_args(argv[1:])
         return run_command("validator scores", lambda: print_scores(args), argv)
-    return run_command("validator", lambda: run_validator(build_parser().parse_args(argv)),
-                       argv)
+    def run() -> int:
+        from chutes_subnet.configfile import apply_config_file
+
+        parser = build_parser()
+        return run_validator(apply_config_file(parser, parser.parse_args(argv), argv))
+
+    return run_command("validator", run, argv)
