@@ -19,10 +19,12 @@ Checks per entry, in order (each failure is one :class:`ReasonCode`):
    matches ``arch``                                                  -> gpu_metadata_mismatch
 
 Across entries, two entries with the same device key are one GPU -> gpu_duplicate.
-The GPUs of one machine share their upper chain (NVIDIA's CAs): within one
-:func:`verify_gpu_evidence` call a (certificate, issuer) pair whose signature was
-already checked is not checked again, and the pinned root (compared by hash) is
-not asked to verify itself — about half the ECDSA P-384 work for 8 GPUs.
+The GPUs of one machine share their upper chain (NVIDIA's CAs): a (certificate,
+issuer) pair whose signature was already checked is not checked again — within one
+:func:`verify_gpu_evidence` call and, through the process-wide
+:data:`~chutes_subnet.attestation._linkcache.SHARED_LINKS`, across calls (a validator
+re-attests the same GPUs every round) — and the pinned root (compared by hash) is not
+asked to verify itself. Validity windows and CA flags are checked on every call.
 Revocation (OCSP) and reference measurements (RIM) need NVIDIA's services; see
 :mod:`chutes_subnet.attestation.ocsp` (revocation, optional) and the RIM
 comparison (not implemented).
@@ -50,6 +52,7 @@ from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError
 
 from ._pem import split_pem_chain
 from .reasons import Reason, ReasonCode
+from ._linkcache import SHARED_LINKS, VerifiedLinkCache
 from .spdm import SpdmMeasurements, parse_spdm_measurements
 
 __all__ = [
@@ -180,8 +183,9 @@ def _load_chain(chain_der: tuple[bytes, ...]) -> list[x509.Certificate]:
         ) from exc
 
 
-#: (certificate DER, issuer DER) pairs whose signature one call already verified
-VerifiedLinks = set[tuple[bytes, bytes]]
+#: (certificate DER, issuer DER) pairs whose signature was already verified: a set,
+#: or a :class:`~chutes_subnet.attestation._linkcache.VerifiedLinkCache`
+VerifiedLinks = set[tuple[bytes, bytes]] | VerifiedLinkCache
 
 
 def _check_chain(certs: list[x509.Certificate], chain_der: tuple[bytes, ...], root_der: bytes,
@@ -272,13 +276,18 @@ def verify_gpu_entry(
 
 
 def verify_gpu_evidence(
-    entries: list[GpuEvidenceEntry], nonce: bytes, *, root_der: bytes, now: int
+    entries: list[GpuEvidenceEntry], nonce: bytes, *, root_der: bytes, now: int,
+    link_cache: VerifiedLinkCache | None = SHARED_LINKS,
 ) -> GpuCheckResult:
-    """Verify every entry; collect one reason per failing GPU and for duplicates."""
+    """Verify every entry; collect one reason per failing GPU and for duplicates.
+
+    ``link_cache`` remembers verified certificate links across calls (module doc);
+    ``None`` checks every link of this call afresh.
+    """
     reports: list[GpuReport] = []
     reasons: list[Reason] = []
     seen: set[str] = set()
-    links: VerifiedLinks = set()
+    links: VerifiedLinks = link_cache if link_cache is not None else set()
     for i, entry in enumerate(entries):
         try:
             report = verify_gpu_entry(entry, nonce, root_der=root_der, now=now,
