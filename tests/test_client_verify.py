@@ -111,6 +111,22 @@ def test_async_transport_verifies_too(miners: Miners) -> None:
         assert gw.log.count("/e2e/attest/") == 1 and gw.log.count("/e2e/invoke") == 1
 
 
+def test_concurrent_cold_requests_share_one_verification(miners: Miners) -> None:
+    """A burst at start-up (e.g. through the proxy): one relay in flight per instance is
+    allowed, the others wait for its pin instead of failing with a 429."""
+    async def burst(url: str, key: str) -> list[int]:
+        t = AsyncE2EETransport(key, policy=DEV)
+        async with httpx.AsyncClient(transport=t, timeout=60) as http:
+            rs = await asyncio.gather(*(http.post(url + "/v1/chat/completions", json={
+                "model": MODEL, "messages": MSG, "max_tokens": 2}) for _ in range(6)))
+        assert t.rejected == []
+        return [r.status_code for r in rs]
+
+    with gateway([miner_record(miners.a, miners.a_url)], attest_per_instance=1) as gw:
+        assert asyncio.run(burst(gw.url, gw.key)) == [200] * 6
+        assert gw.log.count("/e2e/invoke") == 6
+
+
 @pytest.mark.parametrize("listed", ["unattested_key", "other_instances_key"])
 def test_gateway_listing_a_key_that_is_not_the_attested_one_is_caught(
         miners: Miners, listed: str) -> None:

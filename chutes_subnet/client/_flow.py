@@ -1,8 +1,9 @@
 """The sans-I/O seam of the client: flows yield steps, two small loops drive them.
 
-A flow is a generator that yields :class:`Step` (an HTTP request to send) or
+A flow is a generator that yields :class:`Step` (an HTTP request to send),
 :class:`Work` (CPU-bound work, e.g. verifying a quote, run off the event loop by the
-async driver) and receives the response or the work's result. A ``Step`` marked
+async driver) or :class:`Sleep` (a pause before a retry) and receives the response,
+the work's result, or None. A ``Step`` marked
 ``soft`` gets transport failures (timeouts, refused connections) thrown into the
 flow, which decides what they mean; otherwise they propagate to the caller.
 """
@@ -10,6 +11,7 @@ flow, which decides what they mean; otherwise they propagate to the caller.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,7 +21,7 @@ import httpx
 from chutes_subnet.errors import PayloadTooLargeError
 from chutes_subnet.wire.protocol import MAX_ENVELOPE_BYTES
 
-__all__ = ["Flow", "Step", "Work", "drive_async", "drive_sync"]
+__all__ = ["Flow", "Sleep", "Step", "Work", "drive_async", "drive_sync"]
 
 T = TypeVar("T")
 
@@ -41,7 +43,14 @@ class Work:
     fn: Callable[[], Any]
 
 
-Flow = Generator["Step | Work", Any, T]
+@dataclass
+class Sleep:
+    """Pause ``seconds`` (bounded by the flow) before the flow continues."""
+
+    seconds: float
+
+
+Flow = Generator["Step | Work | Sleep", Any, T]
 
 
 def _read_bounded_sync(resp: httpx.Response, limit: int) -> None:
@@ -74,6 +83,10 @@ def drive_sync(flow: Flow[T], inner: httpx.BaseTransport) -> T:
             if isinstance(item, Work):
                 item = flow.send(item.fn())
                 continue
+            if isinstance(item, Sleep):
+                time.sleep(item.seconds)
+                item = flow.send(None)
+                continue
             try:
                 resp = inner.handle_request(item.request)
                 if item.read_body or resp.status_code != 200:
@@ -95,6 +108,10 @@ async def drive_async(flow: Flow[T], inner: httpx.AsyncBaseTransport) -> T:
         while True:
             if isinstance(item, Work):
                 item = flow.send(await asyncio.to_thread(item.fn))
+                continue
+            if isinstance(item, Sleep):
+                await asyncio.sleep(item.seconds)
+                item = flow.send(None)
                 continue
             try:
                 resp = await inner.handle_async_request(item.request)

@@ -5,8 +5,10 @@ one offered instance:
 
 1. a fresh pin for exactly the listed key -> use it; a recent failure -> skip;
 2. ``POST {gateway}/e2e/attest/{instance_id}`` with a fresh 32-byte nonce chosen
-   here (the gateway relays it to the miner, btauth-signed); 429 raises
-   :class:`~chutes_subnet.errors.AttestationRateLimited`, a timeout or other refusal
+   here (the gateway relays it to the miner, btauth-signed); 429 ``instance_busy``
+   (challenges of this instance already in flight, e.g. concurrent cold requests)
+   waits and looks for the pin again; any other 429 raises
+   :class:`~chutes_subnet.errors.AttestationRateLimited`; a timeout or other refusal
    fails the instance (``relay_timeout`` / ``relay_error``);
 3. for a real quote whose platform collateral is not cached: ``POST
    {gateway}/e2e/collateral`` with the quote (Intel-signed data, so the relay
@@ -49,7 +51,7 @@ from chutes_subnet.wire.protocol import (
     MAX_COLLATERAL_BYTES,
 )
 
-from ._flow import Flow, Step, Work
+from ._flow import Flow, Sleep, Step, Work
 from .pins import CollateralCache, PinStore
 from .policy import ClientPolicy
 from .verify import ClientVerdict, ParsedAnswer, check_instance, parse_answer
@@ -61,6 +63,9 @@ log = logging.getLogger("chutes_subnet.client.attest")
 #: seconds for one relayed challenge (evidence collection on real hardware takes seconds)
 ATTEST_TIMEOUT = {"connect": 10.0, "read": 60.0, "write": 10.0, "pool": 10.0}
 _MAX_REMEMBERED_REJECTIONS = 64
+#: retries (with backoff, 50 ms .. 1 s) while the gateway says a challenge of this
+#: instance is already in flight: concurrent cold requests share the first one's pin
+_BUSY_RETRIES = 6
 
 
 def _refused(instance_id: str, code: str, message: str) -> ClientVerdict:
@@ -106,26 +111,33 @@ class InstanceVerifier:
         except E2EEError:
             return self._remember(b"", _refused(iid, "malformed_key",
                                                 "the listed key is not an ML-KEM-768 key"))
-        pinned = self.pins.verified(iid, listed) or self.pins.failed(iid, listed)
-        if pinned is not None:
-            if pinned.ok and chute_id is not None and pinned.chute_id != chute_id:
-                return _refused(iid, "chute_mismatch", "the instance does not serve the "
-                                "requested model")
-            return pinned
-        nonce = self._nonce()
-        request = httpx.Request(
-            "POST", f"{base}/e2e/attest/{urlquote(iid, safe='')}",
-            headers={**auth, "Content-Type": "application/json"},
-            content=b'{"nonce":"' + nonce.hex().encode() + b'"}',
-            extensions={"timeout": ATTEST_TIMEOUT})
-        try:
-            resp = yield Step(request, True, soft=True, limit=MAX_ATTEST_RESPONSE_BYTES)
-        except httpx.TimeoutException:
-            return self._remember(listed, _refused(iid, "relay_timeout",
-                                                   "the attestation relay timed out"))
-        except (httpx.TransportError, PayloadTooLargeError):
-            return self._remember(listed, _refused(iid, "relay_error",
-                                                   "the attestation relay failed"))
+        for attempt in range(_BUSY_RETRIES + 1):
+            pinned = self.pins.verified(iid, listed) or self.pins.failed(iid, listed)
+            if pinned is not None:
+                if pinned.ok and chute_id is not None and pinned.chute_id != chute_id:
+                    return _refused(iid, "chute_mismatch", "the instance does not serve the "
+                                    "requested model")
+                return pinned
+            nonce = self._nonce()
+            request = httpx.Request(
+                "POST", f"{base}/e2e/attest/{urlquote(iid, safe='')}",
+                headers={**auth, "Content-Type": "application/json"},
+                content=b'{"nonce":"' + nonce.hex().encode() + b'"}',
+                extensions={"timeout": ATTEST_TIMEOUT})
+            try:
+                resp = yield Step(request, True, soft=True, limit=MAX_ATTEST_RESPONSE_BYTES)
+            except httpx.TimeoutException:
+                return self._remember(listed, _refused(iid, "relay_timeout",
+                                                       "the attestation relay timed out"))
+            except (httpx.TransportError, PayloadTooLargeError):
+                return self._remember(listed, _refused(iid, "relay_error",
+                                                       "the attestation relay failed"))
+            if resp.status_code == 429 and _relay_reason(resp) == "instance_busy" \
+                    and attempt < _BUSY_RETRIES:
+                # another request of ours is challenging it right now: its pin will do
+                yield Sleep(min(1.0, 0.05 * 2 ** attempt))
+                continue
+            break
         if resp.status_code == 429:
             try:
                 retry = float(resp.headers.get("retry-after", "1"))

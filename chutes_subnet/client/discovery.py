@@ -23,8 +23,13 @@ from chutes_subnet.errors import EnvelopeFormatError
 from chutes_subnet.wire.call import SealTarget
 from chutes_subnet.wire.messages import InstancesResponse, ModelCard
 
-__all__ = ["NoncePool", "DiscoveryCache", "parse_models", "parse_instances",
-           "looks_like_chute_id"]
+__all__ = [
+    "DiscoveryCache",
+    "NoncePool",
+    "looks_like_chute_id",
+    "parse_instances",
+    "parse_models",
+]
 
 #: seconds shaved off the announced nonce lifetime (clock skew, request in flight)
 EXPIRY_MARGIN = 5.0
