@@ -16,6 +16,7 @@ from chutes_subnet.gateway.api_keys import ApiKey, ApiKeyStore, parse_bearer
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.journal import Journal, RequestJournal
+from chutes_subnet.gateway.shapes import RequestShapes
 from chutes_subnet.gateway.miners import MinerClient
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
 from chutes_subnet.gateway.usage import UsageMeter
@@ -84,6 +85,8 @@ class GatewayState:
     balancer: LoadBalancer = field(default_factory=LoadBalancer)
     miners: MinerClient = field(default_factory=MinerClient)
     journal: Journal = field(default_factory=RequestJournal)
+    #: sizes and stream flags of organic requests (the validator's benchmark copies them)
+    shapes: RequestShapes = field(default_factory=RequestShapes)
     #: completion tokens served per instance since the last :meth:`take_served`
     served: dict[str, int] = field(default_factory=dict)
     #: the payment gate (None: no balances, every key with quota is served)

@@ -27,9 +27,10 @@ import hashlib
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
 
 import httpx
 
@@ -45,7 +46,7 @@ from chutes_subnet.wire.protocol import E2EE_VERSION_V2, INVOKE_PATH, parse_json
 from .attest import AttestedInstance
 from .config import BenchmarkConfig
 from .failures import EvaluationFailure, from_http_error
-from .prompts import BenchPrompt
+from .prompts import BenchPrompt, lengthen
 from .real_answers import check_real_answer
 from .reference import ChuteReference
 from .results import reason_kind
@@ -54,6 +55,15 @@ __all__ = ["RequestSample", "ReferenceCache", "StreamedAnswer", "stream_prompt",
            "run_benchmark", "BenchmarkOutcome"]
 
 MAX_STREAM_BYTES = 8 * 1024 * 1024
+_MAX_SIZE_STEPS = 12
+
+
+class BenchHTTP(Protocol):
+    """What the benchmark needs of an HTTP client: ``httpx.AsyncClient`` or
+    :class:`~.transport.GatewayPath` (the organic path)."""
+
+    def stream(self, method: str, url: str, *, content: bytes,
+               headers: dict[str, str]) -> AbstractAsyncContextManager[Any]: ...
 _KINDS = {"/v1/chat/completions": "chat.completion.chunk", "/v1/completions": "text_completion"}
 
 
@@ -65,6 +75,8 @@ class StreamedAnswer:
     completion_tokens: int
     ttft_s: float | None
     duration_s: float
+    #: the prompt as sent (lengthened to an organic size; checks use this one)
+    prompt: BenchPrompt | None = None
 
 
 @dataclass(frozen=True)
@@ -215,13 +227,30 @@ async def _read_stream(resp: httpx.Response, decoder: StreamDecoder, answer: _An
     answer.note_usage(decoder.final_usage)
 
 
-async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: AttestedInstance,
-                        prompt: BenchPrompt, *, timeout: float,
-                        clock: Callable[[], float] = time.perf_counter) -> StreamedAnswer:
-    """Send one prompt encrypted to ``instance`` and read its stream (see module doc)."""
+def _seal_sized(instance: AttestedInstance, prompt: BenchPrompt,
+                size: int | None) -> tuple[SealedCall, BenchPrompt]:
+    """Seal ``prompt``; with ``size`` (an organic request's sealed size), lengthen its
+    text until the envelope is that size (padding buckets make this exact) or larger."""
     offer = SealTarget(instance.instance_id, instance.e2e_pubkey, (E2EE_VERSION_V2,))
-    call = seal_call(offer, chute_id=instance.chute_id, nonce=new_nonce(), path=prompt.path,
-                     stream=True, payload=prompt.body, version=E2EE_VERSION_V2)
+    for _ in range(_MAX_SIZE_STEPS):
+        call = seal_call(offer, chute_id=instance.chute_id, nonce=new_nonce(),
+                         path=prompt.path, stream=True, payload=prompt.body,
+                         version=E2EE_VERSION_V2)
+        if size is None or len(call.body) >= size:
+            break
+        body = lengthen(prompt.path, prompt.body, size - len(call.body))
+        prompt = BenchPrompt(prompt.path, body, prompt.verify, prompt.canary)
+    return call, prompt
+
+
+async def stream_prompt(http: BenchHTTP, wallet: Any, instance: AttestedInstance,
+                        prompt: BenchPrompt, *, timeout: float, size: int | None = None,
+                        clock: Callable[[], float] = time.perf_counter) -> StreamedAnswer:
+    """Send one prompt encrypted to ``instance`` and read its stream (see module doc).
+
+    ``size``: make the sealed request this many bytes (drawn from organic traffic).
+    """
+    call, prompt = _seal_sized(instance, prompt, size)
     headers = call.headers | sign_headers(wallet, method="POST", path=INVOKE_PATH,
                                           body=call.body, receiver_ss58=instance.hotkey)
     answer = _Answer(prompt.path, clock)
@@ -250,7 +279,7 @@ async def stream_prompt(http: httpx.AsyncClient, wallet: Any, instance: Attested
     tokens = answer.usage_tokens if answer.usage_tokens is not None else sum(1 for p in parts if p)
     if tokens < 0 or (max_tokens and tokens > max_tokens):
         raise EvaluationFailure("bad_response", "usage: completion_tokens exceeds max_tokens")
-    return StreamedAnswer("".join(parts), tokens, answer.ttft, duration)
+    return StreamedAnswer("".join(parts), tokens, answer.ttft, duration, prompt)
 
 
 async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCache | None,
@@ -282,25 +311,33 @@ async def _check_embedded(prompt: BenchPrompt, answer: StreamedAnswer,
     return True
 
 
-async def run_benchmark(http: httpx.AsyncClient, wallet: Any, instance: AttestedInstance,
+async def run_benchmark(http: BenchHTTP, wallet: Any, instance: AttestedInstance,
                         prompts: list[BenchPrompt], config: BenchmarkConfig, *,
                         timeout: float, refs: ReferenceCache | None,
-                        reference: ChuteReference | None = None) -> BenchmarkOutcome:
+                        reference: ChuteReference | None = None,
+                        sizes: Sequence[int | None] = ()) -> BenchmarkOutcome:
     """Run ``prompts`` one after the other against ``instance``.
 
     ``refs`` recomputes embedded-model answers; ``reference`` counts and scores a real
-    model's answers (:mod:`.real_answers`). Stops early after a timeout or an unreachable miner (the rest count as failed,
-    so one stalled miner costs about one timeout) and at the first wrong answer.
+    model's answers (:mod:`.real_answers`); ``sizes[i]`` is the sealed size prompt ``i``
+    is lengthened to (organic sizes; prompts of one canary share the first one's).
+    Stops early after a timeout or an unreachable miner (the rest count as failed, so
+    one stalled miner costs about one timeout) and at the first wrong answer.
     """
     del config  # the prompts already carry every benchmark parameter
     samples: list[RequestSample] = []
     canaries: dict[int, str] = {}
     reason: str | None = None
     detail = ""
+    canary_sizes: dict[int, int | None] = {}
     for i, prompt in enumerate(prompts):
+        size = sizes[i] if i < len(sizes) else None
+        if prompt.canary is not None:
+            size = canary_sizes.setdefault(prompt.canary, size)
         try:
-            answer = await stream_prompt(http, wallet, instance, prompt, timeout=timeout)
-            tokens, verified = await _check(prompt, answer, refs, reference)
+            answer = await stream_prompt(http, wallet, instance, prompt, timeout=timeout,
+                                         size=size)
+            tokens, verified = await _check(answer.prompt or prompt, answer, refs, reference)
             if prompt.canary is not None:
                 seen = canaries.setdefault(prompt.canary, answer.text)
                 if seen != answer.text:

@@ -281,6 +281,7 @@ async def _run(args: argparse.Namespace) -> int:
             app, resources = _gateway_app(args, registry, wallet)
             servers.append(await _serve(app, args.gateway_host, args.gateway_port,
                                         "--gateway.port"))
+            validator.use_gateway(app.state.gateway)  # benchmarks on the organic path
             if config.scoring.organic_weight > 0:
                 from .organic import GatewayOrganicSource
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -34,6 +34,7 @@ from chutes_subnet.attestation import Verifier
 from chutes_subnet.auth import hotkey_signer
 from chutes_subnet.chain import Chain, Metagraph, Neuron, WeightsResult
 from chutes_subnet.errors import ChainError
+from chutes_subnet.gateway.shapes import RequestShape
 from chutes_subnet.registry import (
     EXPIRED_RETENTION_SECONDS,
     InstanceRecord,
@@ -43,7 +44,7 @@ from chutes_subnet.registry import (
 from chutes_subnet.wallets import hotkey_ss58
 
 from .attest import AttestedInstance, Attestor
-from .benchmark import BenchmarkOutcome, ReferenceCache, run_benchmark
+from .benchmark import BenchHTTP, BenchmarkOutcome, ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
 from .identity import DUPLICATE_REASON, holders_from, refuse_duplicate_keys
@@ -53,6 +54,7 @@ from .reference import ReferenceBook
 from .results import MinerResult, RoundReport
 from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_from_scores
 from .state import ValidatorState
+from .transport import GatewayPath
 from .table import ScoreRow, build_score_table
 
 __all__ = ["Validator", "OrganicSource", "explain_no_miners"]
@@ -98,6 +100,8 @@ class Validator:
         metrics: ValidatorMetrics | None = None,
         http: httpx.AsyncClient | None = None,
         references: ReferenceBook | None = None,
+        bench_http: BenchHTTP | None = None,
+        shapes: Callable[[], Sequence[RequestShape]] | None = None,
     ) -> None:
         self.config = config
         #: reference models by model id: token counting and logprob verification
@@ -116,6 +120,13 @@ class Validator:
             limits=httpx.Limits(max_connections=max(16, config.concurrency * 2),
                                 max_keepalive_connections=config.concurrency),
             follow_redirects=False, trust_env=False)
+        #: benchmark requests travel the organic path (the gateway's miner client);
+        #: the in-process gateway shares its own with :meth:`use_gateway`
+        self._owns_bench = bench_http is None
+        self.bench_http: BenchHTTP = bench_http or GatewayPath(
+            connect_timeout=config.connect_timeout, read_timeout=config.timeout)
+        #: organic request shapes (sizes) the benchmark copies; None = natural sizes
+        self.shapes = shapes
         self.attestor = Attestor(verifier, self._signer, self.http, ttl=config.attestation_ttl,
                                  rechallenge_probability=config.rechallenge_probability)
         snapshot = state.load()
@@ -156,9 +167,9 @@ class Validator:
                     prompts = miner_prompts(seed, neuron.uid, neuron.hotkey, cfg.benchmark,
                                             embedded=embedded, scored=reference is not None)
                     outcome = await run_benchmark(
-                        self.http, self._signer, instance, prompts, cfg.benchmark,
+                        self.bench_http, self._signer, instance, prompts, cfg.benchmark,
                         timeout=cfg.timeout, refs=refs if embedded else None,
-                        reference=reference)
+                        reference=reference, sizes=self._organic_sizes(len(prompts)))
         except EvaluationFailure as failure:
             return MinerResult(**base, attested=False, reason=failure.reason,
                                detail_text=failure.detail, attestation=failure.attestation,
@@ -275,6 +286,19 @@ class Validator:
         self._log_round(report)
         return report
 
+    def use_gateway(self, gateway: Any) -> None:
+        """Send benchmarks through ``gateway``'s own miner client (same connections as
+        organic traffic) and copy its organic request sizes."""
+        self.bench_http, self._owns_bench = GatewayPath(gateway.miners), False
+        self.shapes = gateway.shapes.snapshot
+
+    def _organic_sizes(self, n: int) -> list[int | None]:
+        """Sealed sizes for ``n`` benchmark requests, drawn from organic traffic."""
+        sample = self.shapes() if self.shapes is not None else []
+        if not sample:
+            return [None] * n
+        return [self._rng.choice(sample).request_bytes for _ in range(n)]
+
     def _organic(self) -> Mapping[int, float] | None:
         """This round's organic counts; a failing source scores no organic traffic
         (the round goes on: scoring coerces every value, see ``score_round``)."""
@@ -332,4 +356,6 @@ class Validator:
         """Close the HTTP client (if owned) and the state file."""
         if self._owns_http:
             await self.http.aclose()
+        if self._owns_bench and isinstance(self.bench_http, GatewayPath):
+            await self.bench_http.aclose()
         self.state.close()

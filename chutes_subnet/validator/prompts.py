@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import BenchmarkConfig
 
-__all__ = ["BenchPrompt", "new_round_seed", "miner_prompts"]
+__all__ = ["BenchPrompt", "lengthen", "miner_prompts", "new_round_seed"]
 
 _NOUNS = (
     "river", "lantern", "protocol", "garden", "compiler", "glacier", "market", "violin",
@@ -96,4 +96,21 @@ def miner_prompts(seed: bytes, uid: int, hotkey: str, config: BenchmarkConfig,
         repeats = config.canary_repeats - 1
         out.extend(BenchPrompt(path, dict(body), canary=0) for _ in range(repeats))
     rng.shuffle(out)
+    return out
+
+
+def lengthen(path: str, body: dict[str, Any], extra: int) -> dict[str, Any]:
+    """``body`` with about ``extra`` more characters of prompt text (ASCII words, so one
+    JSON byte each), appended to the last message or the completion prompt."""
+    if extra <= 0:
+        return body
+    words = " ".join(_NOUNS[i % len(_NOUNS)] for i in range(extra // 4 + 1))
+    filler = (" " + words)[:extra]
+    out = dict(body)
+    if path == "/v1/completions":
+        out["prompt"] = str(out["prompt"]) + filler
+        return out
+    messages = [dict(m) for m in out["messages"]]
+    messages[-1]["content"] = str(messages[-1]["content"]) + filler
+    out["messages"] = messages
     return out

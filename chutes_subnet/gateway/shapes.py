@@ -1,0 +1,57 @@
+"""What organic requests look like on the wire, for the validator's benchmark to copy.
+
+The gateway sees, of every organic invoke, only what the miner's host sees too: the
+sealed body size and the stream flag. :class:`RequestShapes` keeps a bounded uniform
+sample of them (reservoir sampling, Algorithm R) so the validator can draw benchmark
+requests from the same distribution: a miner's host then cannot tell benchmark from
+organic traffic by size. Nothing else about a request is kept.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+
+__all__ = ["RequestShape", "RequestShapes"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShape:
+    """One organic request as the network sees it."""
+
+    request_bytes: int
+    stream: bool
+
+
+class RequestShapes:
+    """A uniform sample of at most ``capacity`` organic request shapes."""
+
+    def __init__(self, capacity: int = 4096, rng: random.Random | None = None) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._capacity = capacity
+        self._items: list[RequestShape] = []
+        self._seen = 0
+        self._rng = rng or random.Random()
+        self._lock = threading.Lock()
+
+    def record(self, request_bytes: int, stream: bool) -> None:
+        """Offer one organic request to the sample."""
+        shape = RequestShape(int(request_bytes), bool(stream))
+        with self._lock:
+            self._seen += 1
+            if len(self._items) < self._capacity:
+                self._items.append(shape)
+                return
+            slot = self._rng.randrange(self._seen)
+            if slot < self._capacity:
+                self._items[slot] = shape
+
+    def snapshot(self) -> list[RequestShape]:
+        """The current sample (a copy)."""
+        with self._lock:
+            return list(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
