@@ -72,6 +72,10 @@ setup(
             "atheris>=2.3; sys_platform == 'linux' and platform_machine == 'x86_64'",
             "schemathesis>=4,<5",
             "pip-audit>=2.7",
+            # lint and type gates of .ci/run (rule set and settings in pyproject.toml);
+            # pinned so a new release cannot fail CI with findings nobody introduced
+            "ruff==0.17.6",
+            "mypy==2.4.1",
         ],
     },
     entry_points={

@@ -286,7 +286,7 @@ class MetagraphCache:
             self.failures += 1
             log.warning("metagraph refresh failed (keeping last good snapshot): %s", exc)
             return False
-        except Exception as exc:  # a refresher must outlive any single failure
+        except Exception as exc:  # noqa: BLE001 - a refresher must outlive any single failure
             self.failures += 1
             log.warning("metagraph refresh failed unexpectedly (keeping last good "
                         "snapshot): %s", type(exc).__name__)
@@ -299,7 +299,8 @@ class MetagraphCache:
     async def wait_ready(self, timeout: float | None = None) -> Metagraph:
         """Wait for the first successful refresh; raises ``TimeoutError``."""
         await asyncio.wait_for(self._ready.wait(), timeout)
-        assert self._current is not None
+        if self._current is None:  # _ready is set only after a snapshot is stored
+            raise RuntimeError("metagraph marked ready without a snapshot")
         return self._current
 
     async def start(self) -> None:

@@ -150,9 +150,9 @@ class Demo:
             if m.fault:
                 cmd += ["--fault", m.fault]
             m.log_path = self.workdir / f"miner-{m.name}.log"
-            log = open(m.log_path, "wb")  # noqa: SIM115 - closed with the process
+            log = open(m.log_path, "wb")  # closed with the process
             self._cleanups.append(log.close)
-            m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+            m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,  # noqa: S603 - argv list from our own settings, no shell
                                       start_new_session=True)
         self._wait_healthy(deadline=time.monotonic() + 90)
         self.steps.done(t0, ", ".join(f"{m.name}:{m.port}" for m in self.miners))
@@ -163,10 +163,10 @@ class Demo:
         pending = {m.name: m for m in self.miners}
         while pending:
             for name, m in list(pending.items()):
-                assert m.proc is not None
-                if m.proc.poll() is not None:
+                if m.proc is None or m.proc.poll() is not None:
                     tail = m.log_path.read_text(errors="replace")[-2000:] if m.log_path else ""
-                    raise RuntimeError(f"miner {name} exited with {m.proc.returncode}:\n{tail}")
+                    code = m.proc.returncode if m.proc is not None else None
+                    raise RuntimeError(f"miner {name} exited with {code}:\n{tail}")
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(f"http://127.0.0.1:{m.port}/health", timeout=1).status_code == 200:
                         del pending[name]
@@ -258,8 +258,10 @@ class Demo:
         # The demo's miners run simulated TEEs: the client must opt in explicitly.
         policy = ClientPolicy.development(dangerous_accept_simulated_tee=True)
         transport = E2EETransport(policy=policy)
-        http = httpx.Client(transport=transport, timeout=60)
-        client = OpenAI(base_url=f"{gateway}/v1", api_key=secret, http_client=http, max_retries=0)
+        # Any: the SDK's annotations name its own vendored httpx, not the one we pass
+        http: Any = httpx.Client(transport=transport, timeout=60)
+        client: Any = OpenAI(base_url=f"{gateway}/v1", api_key=secret, http_client=http,
+                             max_retries=0)
         messages = [{"role": "user", "content": QUESTION}]
         resp = client.chat.completions.create(model=DEFAULT_MODEL_ID, messages=messages,
                                               max_tokens=self.opts.max_tokens)
@@ -292,7 +294,7 @@ class Demo:
         chain, vwallet = self._make_chain()
         self._cleanups.append(chain.close)
         self._start_miners()
-        gateway, registry, secret, key_id = await self._start_gateway(vwallet)
+        gateway, registry, secret, _key_id = await self._start_gateway(vwallet)
         validator, report = await self._run_rounds(chain, vwallet, registry)
         asked = await asyncio.to_thread(self._ask, gateway, secret)
 

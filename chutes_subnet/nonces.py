@@ -35,8 +35,9 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from chutes_subnet.errors import NonceStoreUnavailable
 from chutes_subnet.single_use import Use

@@ -21,8 +21,8 @@ from chutes_subnet.wire.headers import (  # noqa: F401
 from chutes_subnet.wire.messages import (  # noqa: F401
     AttestRequest,
     AttestResponse,
-    ErrorBody,
     DiscoveredInstance,
+    ErrorBody,
     InstancesResponse,
     ModelCard,
     ModelsResponse,

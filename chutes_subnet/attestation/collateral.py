@@ -110,7 +110,7 @@ def _fetch_with_dcap_qvl(base_url: str, quote: bytes, timeout: float) -> Any:
 
     try:
         return asyncio.run(run())
-    except (asyncio.TimeoutError, ValueError, RuntimeError, OSError) as exc:
+    except (TimeoutError, ValueError, RuntimeError, OSError) as exc:
         raise CollateralError("collateral fetch from PCCS/PCS failed") from exc
 
 

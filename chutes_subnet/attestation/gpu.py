@@ -37,7 +37,7 @@ import binascii
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 
@@ -196,7 +196,7 @@ def _check_chain(certs: list[x509.Certificate], chain_der: tuple[bytes, ...], ro
         hashlib.sha256(root_der).digest(),
     ):
         raise GpuVerificationError(bad, "GPU certificate chain does not end in the pinned root")
-    when = datetime.fromtimestamp(now, tz=timezone.utc)
+    when = datetime.fromtimestamp(now, tz=UTC)
     for i, cert in enumerate(certs):
         if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
             raise GpuVerificationError(bad, "a GPU certificate is outside its validity window")

@@ -115,7 +115,7 @@ def build_ocsp_request(cert: x509.Certificate, issuer: x509.Certificate, nonce: 
 
 def _key_sha1(cert: x509.Certificate) -> bytes:
     """SHA-1 of the certificate's public key BIT STRING (OCSP KeyHash, RFC 6960 4.2.1)."""
-    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest  # type: ignore[arg-type]
+    return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
 
 
 def _cert_id(cert: x509.Certificate, issuer: x509.Certificate,

@@ -143,7 +143,7 @@ def parse_qgs_address(text: str) -> QgsAddress:
 def _connect(address: QgsAddress, timeout: float) -> socket.socket:
     if address.family == "vsock":
         sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
-        target: object = (int(address.host), address.port)
+        target: tuple[int, int] | str = (int(address.host), address.port)
     elif address.family == "unix":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         target = address.host

@@ -166,13 +166,17 @@ def parse_header(raw: bytes) -> QuoteHeader:
 
 def _parse_td_report(body: bytes) -> TdReport:
     r = _Reader(body)
-    f = [r.take(n, "TD report") for n in (16, 48, 48, 8, 8, 8, 48, 48, 48, 48)]
+    names = ("tee_tcb_svn", "mr_seam", "mr_signer_seam", "seam_attributes", "td_attributes",
+             "xfam", "mr_td", "mr_config_id", "mr_owner", "mr_owner_config")
+    sizes = (16, 48, 48, 8, 8, 8, 48, 48, 48, 48)
+    named = {name: r.take(n, "TD report") for name, n in zip(names, sizes, strict=True)}
     rtmr = (r.take(48, "RTMR"), r.take(48, "RTMR"), r.take(48, "RTMR"), r.take(48, "RTMR"))
     report_data = r.take(64, "report_data")
     svn2 = mrs = None
     if len(body) == TD_REPORT15_LEN:
         svn2, mrs = r.take(16, "TD report 1.5"), r.take(48, "TD report 1.5")
-    return TdReport(*f, rtmr=rtmr, report_data=report_data, tee_tcb_svn2=svn2, mr_service_td=mrs)
+    return TdReport(**named, rtmr=rtmr, report_data=report_data, tee_tcb_svn2=svn2,
+                    mr_service_td=mrs)
 
 
 def _parse_qe_cert_data(r: _Reader) -> QeCertData:

@@ -60,8 +60,8 @@ __all__ = [
 DEV_SEED = b"chutes-subnet/dev-attestation/v1/INSECURE-PUBLIC-SEED"
 SIM_QE_VENDOR_ID = b"CHUTES-SIMULATED"
 SIMULATED_PROFILE_NAME = "simulated-dev"
-_NOT_BEFORE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-_NOT_AFTER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+_NOT_BEFORE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+_NOT_AFTER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 
 
 class SimulatedVerificationError(AttestationError):
@@ -271,7 +271,7 @@ def verify_simulated_quote(quote: TdxQuote, now: int) -> None:
         leaf.verify_directly_issued_by(_tdx_root()[1])
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise bad_chain from exc
-    when = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc)
+    when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
     if not leaf.not_valid_before_utc <= when <= leaf.not_valid_after_utc:
         raise bad_chain
     leaf_key = leaf.public_key()

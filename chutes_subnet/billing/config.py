@@ -35,7 +35,7 @@ def load_plans(path: str | Path) -> dict[str, Plan]:
         plans = {}
         for plan_id, table in tables.items():
             if not isinstance(table, dict):
-                raise ValueError(f"[plans.{plan_id}] must be a table")  # noqa: TRY004 - operator input: one ValueError family
+                raise ValueError(f"[plans.{plan_id}] must be a table")  # operator input: ValueError
             unknown = set(table) - {"period", "tokens_per_period", "price_rao", "term_periods"}
             if unknown:
                 raise ValueError(f"[plans.{plan_id}] has unknown key(s) {', '.join(sorted(unknown))}")

@@ -151,10 +151,10 @@ class Ledger:
         """Newest entries first (of one key, or of all keys)."""
         limit = max(1, min(int(limit), 10_000))
         if key_id is None:
-            rows = self.db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY id DESC LIMIT ?",
+            rows = self.db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries ORDER BY id DESC LIMIT ?",  # noqa: S608 - column list and lock suffix are constants; values are bound
                                  (limit,))
         else:
-            rows = self.db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key_id = ?"
+            rows = self.db.query(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE key_id = ?"  # noqa: S608 - column list and lock suffix are constants; values are bound
                                  " ORDER BY id DESC LIMIT ?", (key_id, limit))
         return [Entry(*r) for r in rows]
 
@@ -221,7 +221,7 @@ class Ledger:
         return int(rows[0][0]) if rows else 0
 
     def _subscription_in(self, tx: Transaction, key_id: str, lock: bool) -> Subscription | None:
-        rows = tx.execute("SELECT plan_id, period, quota, expires_at, period_key, used_tokens"
+        rows = tx.execute("SELECT plan_id, period, quota, expires_at, period_key, used_tokens"  # noqa: S608 - column list and lock suffix are constants; values are bound
                           " FROM subscriptions WHERE key_id = ?"
                           + (self._for_update if lock else ""), (key_id,))
         return _subscription(rows[0]) if rows else None
@@ -246,7 +246,7 @@ class Ledger:
         with self.db.transaction() as tx:
             tx.execute("INSERT INTO accounts (key_id, balance_rao) VALUES (?, 0)"
                        " ON CONFLICT (key_id) DO NOTHING", (key_id,))
-            balance = int(tx.execute("SELECT balance_rao FROM accounts WHERE key_id = ?"
+            balance = int(tx.execute("SELECT balance_rao FROM accounts WHERE key_id = ?"  # noqa: S608 - column list and lock suffix are constants; values are bound
                                      + self._for_update, (key_id,))[0][0])
             if not tx.execute("SELECT 1 FROM entries WHERE ref = ?", (ref,)):
                 if balance < plan.price_rao:
@@ -264,7 +264,8 @@ class Ledger:
                            (key_id, sub.plan_id, sub.period, sub.quota, sub.expires_at,
                             sub.period_key, sub.used_tokens))
             current = self._subscription_in(tx, key_id, lock=False)
-        assert current is not None
+        if current is None:  # written in the same transaction just above
+            raise RuntimeError("subscription missing right after it was written")
         return current
 
     # --- deposit addresses and the chain cursor -----------------------------------

@@ -40,7 +40,7 @@ def parse_rao(value: object, what: str = "amount") -> int:
     Raises ``ValueError`` naming ``what`` for floats, bools, negatives, overflow.
     """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be an integer number of rao, got {type(value).__name__}")  # noqa: TRY004 - peer/operator input: ValueError
+        raise ValueError(f"{what} must be an integer number of rao, got {type(value).__name__}")  # input: ValueError
     if value < 0 or value > MAX_RAO:
         raise ValueError(f"{what} must be between 0 and {MAX_RAO} rao, got {value}")
     return value
@@ -92,7 +92,7 @@ class PriceBook:
         default = _price_table(data["default"], "[default]") if "default" in data else None
         models_raw = data.get("models", {})
         if not isinstance(models_raw, Mapping):
-            raise ValueError("[models] must be a table of model tables")  # noqa: TRY004 - operator input
+            raise ValueError("[models] must be a table of model tables")  # operator input
         models = {str(name): _price_table(table, f'[models."{name}"]')
                   for name, table in models_raw.items()}
         return cls(models=models, default=default)
@@ -111,7 +111,7 @@ class PriceBook:
 
 def _price_table(table: object, where: str) -> TokenPrice:
     if not isinstance(table, Mapping):
-        raise ValueError(f"{where} must be a table")  # noqa: TRY004 - operator input
+        raise ValueError(f"{where} must be a table")  # operator input
     keys = {"prompt_rao_per_mtok", "completion_rao_per_mtok"}
     if set(table) != keys:
         raise ValueError(f"{where} needs exactly {', '.join(sorted(keys))}")

@@ -62,7 +62,7 @@ def plan_weights(
         planned = clip_to_max_weight(values, max_weight)
     else:
         planned = [value / total for value in values]
-    return {uid: weight for uid, weight in zip(uids, planned) if weight > 0}
+    return {uid: weight for uid, weight in zip(uids, planned, strict=True) if weight > 0}
 
 
 def quantize_weights(weights: Mapping[int, float]) -> dict[int, int]:
@@ -75,4 +75,4 @@ def quantize_weights(weights: Mapping[int, float]) -> dict[int, int]:
         uids, values = normalize([uid for uid, _ in items], [value for _, value in items])
     except Exception as exc:  # the SDK raises its own BittensorError on bad input
         raise ValueError(str(exc)) from exc
-    return dict(zip(uids, values))
+    return dict(zip(uids, values, strict=True))

@@ -19,9 +19,11 @@ link faster than about 100 MB/s. So:
 from __future__ import annotations
 
 import zlib
+from types import ModuleType
 
 from chutes_subnet.errors import EnvelopeFormatError, PayloadTooLargeError
 
+_zlib_fast: ModuleType | None
 try:
     from isal import isal_zlib as _zlib_fast
 
@@ -41,7 +43,7 @@ def compress(data: bytes) -> bytes:
     """One gzip member of stored blocks holding ``data`` (no compression: see above)."""
     n = len(data)
     view = memoryview(data)
-    parts = [_GZIP_HEADER]
+    parts: list[bytes | memoryview] = [_GZIP_HEADER]
     start = 0
     while True:
         block = view[start : start + _STORED_MAX]

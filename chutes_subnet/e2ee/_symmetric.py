@@ -69,7 +69,7 @@ class Aead:
     def seal(self, nonce: bytes, plaintext: bytes, aad: bytes | None) -> bytes:
         return self._c.encrypt(nonce, plaintext, aad)
 
-    def open(self, nonce: bytes, sealed: bytes, aad: bytes | None) -> bytes:
+    def open(self, nonce: bytes, sealed: bytes | memoryview, aad: bytes | None) -> bytes:
         if len(sealed) < TAG_SIZE:
             raise DecryptionError()
         try:

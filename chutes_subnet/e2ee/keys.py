@@ -31,7 +31,7 @@ class KeyPair:
         self.public_bytes = public_bytes
 
     @classmethod
-    def generate(cls, backend: str | None = None) -> "KeyPair":
+    def generate(cls, backend: str | None = None) -> KeyPair:
         """Fresh key pair (``cryptography`` backend unless ``backend="pqcrypto"``)."""
         handle, public = _kem.generate(backend)
         return cls(handle, public)

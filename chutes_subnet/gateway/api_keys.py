@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from chutes_subnet.errors import AuthenticationError
 
@@ -241,7 +241,7 @@ class SQLiteApiKeyStore(SQLApiKeyStore):
         super().__init__(SQLiteDatabase(path), cache_seconds=cache_seconds, owns_db=True)
 
 
-def _row_to_key(row: tuple) -> ApiKey:  # type: ignore[type-arg]
+def _row_to_key(row: tuple[Any, ...]) -> ApiKey:
     key_id, name, quota, rate, burst, created_at, revoked = row
     return ApiKey(key_id=key_id, name=name, quota_tokens=quota, rate=rate, burst=burst,
                   created_at=created_at, revoked=bool(revoked))

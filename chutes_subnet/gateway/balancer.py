@@ -32,7 +32,7 @@ class LoadBalancer:
         self._cooldown = cooldown
         self._floor = score_floor
         self._clock = clock
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311 - load spreading, not a secret
 
     def inflight(self, instance_id: str) -> int:
         """Requests currently being forwarded to the instance by this replica."""
@@ -69,7 +69,7 @@ class LoadBalancer:
         return (max(rec.score, 0.0) + self._floor) / (1.0 + self.inflight(rec.instance_id))
 
     def rank(self, records: Sequence[InstanceRecord], limit: int) -> list[InstanceRecord]:
-        """Up to ``limit`` instances in weighted random order (Efraimidis–Spirakis).
+        """Up to ``limit`` instances in weighted random order (Efraimidis-Spirakis).
 
         Benched instances are left out unless nothing else is available.
         """

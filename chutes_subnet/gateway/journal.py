@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, astuple, dataclass, fields
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from chutes_subnet.stores.sql import Database
@@ -85,16 +85,16 @@ class RequestJournal:
 
 
 _COLUMNS = tuple(f.name for f in fields(JournalEntry))
-_INSERT = (f"INSERT INTO request_journal ({', '.join(_COLUMNS)})"
+_INSERT = (f"INSERT INTO request_journal ({', '.join(_COLUMNS)})"  # noqa: S608 - column list and lock suffix are constants; values are bound
            f" VALUES ({', '.join('?' * len(_COLUMNS))})")
-_SELECT = (f"SELECT {', '.join(_COLUMNS)} FROM request_journal"
+_SELECT = (f"SELECT {', '.join(_COLUMNS)} FROM request_journal"  # noqa: S608 - column list and lock suffix are constants; values are bound
            " WHERE key_id = ? ORDER BY id DESC LIMIT ?")
 
 
-def _entry(row: tuple) -> JournalEntry:  # type: ignore[type-arg]
-    data = dict(zip(_COLUMNS, row))
+def _entry(row: tuple[Any, ...]) -> JournalEntry:
+    data = dict(zip(_COLUMNS, row, strict=True))
     data["stream"], data["interrupted"] = bool(data["stream"]), bool(data["interrupted"])
-    return JournalEntry(**data)  # type: ignore[arg-type]
+    return JournalEntry(**data)
 
 
 class SQLJournal:

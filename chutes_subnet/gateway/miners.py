@@ -7,7 +7,6 @@ decompression: the bytes are ciphertext and are relayed exactly as received).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp

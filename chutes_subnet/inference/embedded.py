@@ -175,7 +175,7 @@ class EmbeddedBackend:
             try:
                 for step in generate(self._model, prepared.prompt_ids, prepared.max_tokens, cancel):
                     post(step)
-            except BaseException as exc:  # handed to the consumer, re-raised there
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
                 post(_Failed(exc))
             finally:
                 post(_END)

@@ -77,7 +77,7 @@ class SQLInstanceRegistry:
         """Create or refresh ``rec`` for its hotkey (raises on a conflict)."""
         check_record(rec)
         with self.db.transaction() as tx:
-            rows = tx.execute("SELECT record FROM instance_records WHERE instance_id = ?"
+            rows = tx.execute("SELECT record FROM instance_records WHERE instance_id = ?"  # noqa: S608 - column list and lock suffix are constants; values are bound
                               + self._lock_row, (rec.instance_id,))
             admit(_decode(rows[0][0]) if rows else None, rec)
             written = tx.execute(_UPSERT, (rec.instance_id, rec.hotkey, rec.chute_id,

@@ -75,10 +75,10 @@ class ValidatorMetrics:
             self.ttft.labels(uid).set(r.ttft_s if r.ttft_s is not None else float("nan"))
         for series in (self.score, self.weight):
             series.clear()
-        for uid, value in report.ema.items():
-            self.score.labels(str(uid)).set(value)
-        for uid, value in report.weights.items():
-            self.weight.labels(str(uid)).set(value)
+        for n, value in report.ema.items():
+            self.score.labels(str(n)).set(value)
+        for n, value in report.weights.items():
+            self.weight.labels(str(n)).set(value)
         if report.weights_result is not None:
             self.weights_submissions.labels(
                 "ok" if report.weights_result.success else "refused").inc()

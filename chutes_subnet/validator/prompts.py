@@ -48,7 +48,7 @@ def new_round_seed() -> bytes:
 def _rng(seed: bytes, uid: int, hotkey: str) -> random.Random:
     digest = hashlib.sha256(b"chutes-validator/prompts\x00" + seed + uid.to_bytes(2, "big")
                             + hotkey.encode("utf-8")).digest()
-    return random.Random(int.from_bytes(digest, "big"))
+    return random.Random(int.from_bytes(digest, "big"))  # noqa: S311 - seeded from a secret digest: reproducible prompts, not keys
 
 
 def _text(rng: random.Random) -> str:

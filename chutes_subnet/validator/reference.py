@@ -135,7 +135,7 @@ class ReferenceModel:
             token_lp = logp.gather(1, chosen[:, None])[:, 0]
             ranks = (logp > token_lp[:, None]).sum(dim=-1) + 1
             gaps = logp.max(dim=-1).values - token_lp
-        return [TokenScore(int(r), float(g)) for r, g in zip(ranks.tolist(), gaps.tolist())]
+        return [TokenScore(int(r), float(g)) for r, g in zip(ranks.tolist(), gaps.tolist(), strict=True)]
 
 
 @dataclass(frozen=True)

@@ -98,8 +98,7 @@ def score_round(
         ttft_term = best_ttft / ttft if ttft > 0 and best_ttft > 0 else 0.0
         quality = w * tps_term + (1.0 - w) * ttft_term
         bench = (r.success_rate ** config.success_exponent) * quality
-        if use_organic:
-            assert organic is not None
+        if use_organic and organic is not None:
             org = _finite_nonneg(organic.get(r.uid, 0.0))
             org_term = org / best_organic if best_organic > 0 else 0.0
             bench = (1.0 - config.organic_weight) * bench + config.organic_weight * org_term

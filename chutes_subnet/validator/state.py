@@ -158,7 +158,7 @@ class ValidatorState:
                 (int(limit),)).fetchall()
         keys = ("round_index", "block", "started_at", "duration_s", "miners", "weights_ok",
                 "weights_message")
-        return [dict(zip(keys, row)) for row in rows]
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def close(self) -> None:
         """Close the file (idempotent)."""

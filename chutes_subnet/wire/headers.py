@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from chutes_subnet.wire.context import PADDING_NONE, PADDING_SCHEMES, RequestContext
 from chutes_subnet.errors import HeaderError, UsageError
+from chutes_subnet.wire.context import PADDING_NONE, PADDING_SCHEMES, RequestContext
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V1,
     E2EE_VERSION_V2,
