@@ -28,8 +28,8 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
@@ -39,7 +39,7 @@ from chutes_subnet.errors import E2EEError, InferenceError, UsageError
 from chutes_subnet.inference import run_generation
 from chutes_subnet.nonces import new_nonce
 from chutes_subnet.sse import DONE
-from chutes_subnet.wire.call import SealTarget, StreamDecoder, seal_call
+from chutes_subnet.wire.call import SealedCall, SealTarget, StreamDecoder, seal_call
 from chutes_subnet.wire.headers import parse_usage
 from chutes_subnet.wire.protocol import E2EE_VERSION_V2, INVOKE_PATH, parse_json
 
