@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -332,10 +333,17 @@ def test_real_quote_and_gpus_with_collateral_from_the_gateway_cache() -> None:
         assert gw.log.count("/e2e/attest/") == 2
 
 
-def test_without_gateway_collateral_a_real_quote_fails_closed() -> None:
+@pytest.mark.parametrize("served", ["none", "expired"])
+def test_without_valid_collateral_a_real_quote_fails_closed(served: str) -> None:
+    """No collateral at the gateway, or collateral outside its window at the client's
+    time (the stored vector's collateral today): refused, nothing sent."""
     kp = KeyPair.generate()
+    collateral = StaticCollateral(vector_collateral_text()) if served == "expired" else None
     with UvicornThread(vector_miner_app(kp, MODEL)) as m, \
-            gateway([vector_record(kp, m.url, MODEL)]) as gw:
-        verifier = InstanceVerifier(ClientPolicy.default(), clock=lambda: VECTOR_NOW)
+            gateway([vector_record(kp, m.url, MODEL)], collateral=collateral) as gw:
+        clock = (lambda: VECTOR_NOW) if served == "none" else time.time
+        verifier = InstanceVerifier(ClientPolicy.default(), clock=clock)
         [verdict] = verify_model(gw.url, gw.key, MODEL, verifier=verifier)
         assert [r.code for r in verdict.reasons] == ["collateral_unavailable"]
+        assert gw.log.count("/e2e/collateral") == 1  # asked; 503 or unusable
+        assert gw.log.count("/e2e/invoke") == 0
