@@ -10,6 +10,7 @@ Subcommands (each module registers its own; imports are lazy so ``--help`` is fa
     chutes-subnet localchain  create subnets / register hotkeys on the local dev chain
     chutes-subnet proxy     plaintext OpenAI API on localhost, E2EE upstream
     chutes-subnet scores    print the validator's score table
+    chutes-subnet measure   RTMR3 and digests of a workload release (policy authors)
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main", "listen_address", "build_parser"]
+__all__ = ["build_parser", "listen_address", "main"]
 
 #: (module, registering function) — each adds its subcommands with ``func(args) -> int``.
 _COMMAND_SOURCES = (
@@ -29,6 +31,7 @@ _COMMAND_SOURCES = (
     ("chutes_subnet.validator.cli", "add_validator_commands"),
     ("chutes_subnet.chain.cli", "add_localchain_commands"),
     ("chutes_subnet.billing.cli", "add_billing_commands"),
+    ("chutes_subnet.attestation.measure_cli", "add_measure_commands"),
 )
 
 

@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
@@ -60,13 +59,16 @@ def verifier(policy) -> Verifier:
 
 
 def test_real_v4_quote_passes_dcap_and_policy_and_fails_only_binding(verifier, v4, gpus, gpu_nonce):
+    """Every TD field rule of the default policy holds for the real quote; it is no
+    miner's quote, so it measures no workload and binds another challenge."""
     verdict = verifier.verify(Evidence(v4, gpus), nonce=gpu_nonce, e2e_pubkey=b"k" * 1184,
                               hotkey_ss58=HOTKEY, now=V4_NOW)
-    assert verdict.reason_codes == (ReasonCode.BINDING_MISMATCH.value,)
+    assert verdict.reason_codes == (ReasonCode.WORKLOAD_EVENT_MISSING.value,
+                                    ReasonCode.BINDING_MISMATCH.value)
     assert verdict.tcb_status == "UpToDate" and verdict.advisories == ()
     assert (verdict.gpu_count, verdict.gpu_model, verdict.profile) == (8, "H100", "public-vector-h100x8")
     assert not verdict.ok and not verdict.simulated
-    assert verdict.to_dict()["reasons"][0]["code"] == "binding_mismatch"
+    assert verdict.to_dict()["reasons"][1]["code"] == "binding_mismatch"
 
 
 def test_real_v4_report_data_is_the_published_value(v4):
@@ -156,7 +158,7 @@ def test_gpu_evidence_one_flipped_byte_fails(gpus, gpu_nonce, field, positions):
         entry[field] = base64.b64encode(bytes(raw)).decode()
         try:
             result = _gpu_check([entry], gpu_nonce)
-        except Exception as exc:  # format errors are our own type
+        except Exception as exc:  # noqa: BLE001 - format errors are our own type
             assert type(exc).__name__ == "GpuEvidenceFormatError", pos
             continue
         assert result.count == 0 and result.reasons, (field, pos)
@@ -183,12 +185,14 @@ def test_policy_gpu_expectations(v4, gpus, gpu_nonce, count, model, code):
     v = Verifier(policy, StaticCollateralSource(_collateral("tdx_v4_quote")))
     verdict = v.verify(Evidence(v4, gpus), nonce=gpu_nonce, e2e_pubkey=b"k", hotkey_ss58=HOTKEY,
                        now=V4_NOW)
-    assert verdict.reason_codes == (code.value, ReasonCode.BINDING_MISMATCH.value)
+    assert verdict.reason_codes == (code.value, ReasonCode.WORKLOAD_EVENT_MISSING.value,
+                                    ReasonCode.BINDING_MISMATCH.value)
 
 
 def test_measurement_not_in_allowlist(v4, gpu_nonce):
     v = Verifier(Policy.default(), StaticCollateralSource(_collateral("tdx_v4_quote")))
     verdict = v.verify(Evidence(v4, []), nonce=gpu_nonce, e2e_pubkey=b"k", hotkey_ss58=HOTKEY,
                        now=V4_NOW)
-    assert verdict.reason_codes == ("measurement_not_allowed", "binding_mismatch")
+    assert verdict.reason_codes == ("measurement_not_allowed", "workload_event_missing",
+                                    "binding_mismatch")
     assert verdict.profile is None

@@ -141,8 +141,10 @@ def test_attest_round_trip_is_accepted_by_the_dev_mode_verifier(env: Env) -> Non
     verifier = Verifier(Policy.development(gpu_count=1), dangerous_accept_simulated_tee=True)
     evidence = Evidence.from_wire(body)
     pk = base64.b64decode(body["e2e_pubkey"])
-    verdict = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=body["hotkey"])
+    verdict = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=body["hotkey"],
+                              chute_id=body["chute_id"])
     assert verdict.ok and verdict.simulated, verdict.reasons
+    assert verdict.manifest_sha384 is not None  # the embedded model's manifest is in RTMR3
     other = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk,
                             hotkey_ss58=hotkey_ss58(env.wallets["validator"]))
     assert not other.ok and "binding_mismatch" in {str(r.code) for r in other.reasons}
@@ -438,7 +440,8 @@ def test_attestation_faults_are_caught_by_the_verifier(wallets, fault: str, reas
         r = httpx.post(server.url + "/attest", json={"nonce": nonce.hex()})
         verdict = Verifier(Policy.development(gpu_count=1), dangerous_accept_simulated_tee=True) \
             .verify(Evidence.from_wire(r.json()), nonce=nonce,
-                    e2e_pubkey=base64.b64decode(inst.e2e_pubkey), hotkey_ss58=inst.hotkey)
+                    e2e_pubkey=base64.b64decode(inst.e2e_pubkey), hotkey_ss58=inst.hotkey,
+                    chute_id=inst.chute_id)
         assert not verdict.ok and reason in {str(x.code) for x in verdict.reasons}
     finally:
         server.stop()

@@ -150,7 +150,9 @@ def test_attestation_challenge_nonce_is_single_use(stack: Stack) -> None:
                         challenges=book)
     evidence = Evidence.from_wire(wire)
     pk = base64.b64decode(wire["e2e_pubkey"])
-    first = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=wire["hotkey"])
-    second = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=wire["hotkey"])
+    first = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=wire["hotkey"],
+                            chute_id=wire["chute_id"])
+    second = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=wire["hotkey"],
+                             chute_id=wire["chute_id"])
     assert first.ok, first.reasons
     assert not second.ok

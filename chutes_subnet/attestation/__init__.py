@@ -4,7 +4,8 @@ Validator side: :class:`Verifier` (TDX quote via DCAP + NVIDIA GPU evidence + op
 :class:`Policy` + report_data binding) returning a frozen :class:`Verdict`, fed by a
 :class:`CollateralSource` and guarded by a :class:`ChallengeBook`. Miner side:
 :func:`make_provider` returns an :class:`EvidenceProvider` (real TDX/NVIDIA hardware,
-or the INSECURE simulated provider for development). See ``docs/attestation.md``.
+or the INSECURE simulated provider for development), which also measures the
+instance's :class:`WorkloadManifest` into RTMR3. See ``docs/attestation.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from .binding import build_report_data
 from .challenges import ChallengeBook
 from .collateral import CollateralSource, PccsCollateralSource, StaticCollateralSource
 from .dcap import collateral_from_json
+from .eventlog import RuntimeEvent, expected_rtmr3
 from .evidence import Evidence, EvidenceFormatError
+from .manifest import ManifestError, WorkloadManifest, load_manifest, parse_manifest
 from .ocsp import NVIDIA_OCSP_URL, GpuOnlineChecker
 from .policy import EvidenceFacts, MeasurementProfile, Policy
 from .providers import (
@@ -28,38 +31,51 @@ from .providers import (
 from .qgs import QgsClient, QgsError
 from .quote import Measurements, TdxQuote, parse_quote
 from .reasons import Reason, ReasonCode, Verdict
+from .rtmr import RuntimeLog
 from .simulated import measure_simulated_profile
+from .td_policy import TdPolicy
 from .verifier import Verifier
+from .workload import ManifestSource, StaticManifestSource
 
 __all__ = [
-    "build_report_data",
+    "NVIDIA_OCSP_URL",
     "ChallengeBook",
     "CollateralSource",
-    "PccsCollateralSource",
-    "StaticCollateralSource",
-    "collateral_from_json",
     "Evidence",
-    "EvidenceFormatError",
-    "NVIDIA_OCSP_URL",
-    "GpuOnlineChecker",
     "EvidenceFacts",
-    "MeasurementProfile",
-    "Policy",
+    "EvidenceFormatError",
     "EvidenceProvider",
+    "GpuOnlineChecker",
     "HardwareProvider",
+    "ManifestError",
+    "ManifestSource",
+    "MeasurementProfile",
+    "Measurements",
     "NvidiaGpuProvider",
-    "SimulatedProvider",
-    "TdxConfigfsProvider",
-    "TdxGuestDeviceProvider",
+    "PccsCollateralSource",
+    "Policy",
     "QgsClient",
     "QgsError",
-    "make_provider",
-    "Measurements",
-    "TdxQuote",
-    "parse_quote",
     "Reason",
     "ReasonCode",
+    "RuntimeEvent",
+    "RuntimeLog",
+    "SimulatedProvider",
+    "StaticCollateralSource",
+    "StaticManifestSource",
+    "TdPolicy",
+    "TdxConfigfsProvider",
+    "TdxGuestDeviceProvider",
+    "TdxQuote",
     "Verdict",
-    "measure_simulated_profile",
     "Verifier",
+    "WorkloadManifest",
+    "build_report_data",
+    "collateral_from_json",
+    "expected_rtmr3",
+    "load_manifest",
+    "make_provider",
+    "measure_simulated_profile",
+    "parse_manifest",
+    "parse_quote",
 ]

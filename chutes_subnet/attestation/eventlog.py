@@ -26,6 +26,7 @@ event whose digest follows the rule, so no RTMR3 payload is unbound.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -95,8 +96,8 @@ class RuntimeEvent:
 
     @property
     def follows_digest_rule(self) -> bool:
-        return (self.event_type == RUNTIME_EVENT_TYPE
-                and event_digest(self.event_type, self.name, self.payload) == self.digest)
+        return self.event_type == RUNTIME_EVENT_TYPE and hmac.compare_digest(
+            event_digest(self.event_type, self.name, self.payload), self.digest)
 
     @property
     def is_workload(self) -> bool:

@@ -3,9 +3,13 @@
 Wire form (the ``tdx_quote``/``gpu_evidence``/``simulated`` fields of
 :class:`chutes_subnet.wire.messages.AttestResponse`)::
 
-    {"tdx_quote": base64(quote bytes), "gpu_evidence": [entry, ...], "simulated": bool}
+    {"tdx_quote": base64(quote bytes), "gpu_evidence": [entry, ...], "simulated": bool,
+     "event_log": [event, ...], "workload_manifest": {manifest} | null}
 
 ``simulated`` is only a claim by the miner; the verifier decides from the quote itself.
+``event_log`` (RTMR3 events, :mod:`.eventlog`) and ``workload_manifest``
+(:mod:`.manifest`) are only bounded here; the verifier's workload step parses them so
+each defect gets its own reason code.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, Quote
 from .gpu import MAX_GPUS
 from .quote import MAX_QUOTE_BYTES
 
-__all__ = ["Evidence", "EvidenceFormatError", "MAX_GPU_ENTRY_BYTES"]
+__all__ = ["MAX_EVENT_LOG_BYTES", "MAX_GPU_ENTRY_BYTES", "Evidence", "EvidenceFormatError"]
 
 MAX_GPU_ENTRY_BYTES = 64 * 1024
+MAX_EVENT_LOG_BYTES = 64 * 1024
 
 
 class EvidenceFormatError(AttestationError):
@@ -37,6 +42,8 @@ class Evidence:
     tdx_quote: bytes
     gpu_evidence: list[dict[str, Any]] = field(default_factory=list)
     simulated: bool = False
+    event_log: list[dict[str, Any]] = field(default_factory=list)
+    workload_manifest: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """JSON-ready dict matching ``AttestResponse``'s evidence fields."""
@@ -44,6 +51,9 @@ class Evidence:
             "tdx_quote": base64.b64encode(self.tdx_quote).decode("ascii"),
             "gpu_evidence": [dict(e) for e in self.gpu_evidence],
             "simulated": bool(self.simulated),
+            "event_log": [dict(e) for e in self.event_log],
+            "workload_manifest": dict(self.workload_manifest)
+            if self.workload_manifest is not None else None,
         }
 
     @classmethod
@@ -75,4 +85,14 @@ class Evidence:
         simulated = d.get("simulated", False)
         if not isinstance(simulated, bool):
             raise EvidenceFormatError("simulated must be a boolean")
-        return cls(quote, [dict(e) for e in gpus], simulated)
+        events, manifest = d.get("event_log", []), d.get("workload_manifest")
+        if not isinstance(events, list) or not (manifest is None or isinstance(manifest, dict)):
+            raise EvidenceFormatError("event_log must be a list and workload_manifest an object")
+        try:
+            size = len(json.dumps([events, manifest]))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise EvidenceFormatError("event_log / workload_manifest are not JSON") from exc
+        if size > MAX_EVENT_LOG_BYTES:
+            raise EvidenceFormatError("event_log / workload_manifest too large")
+        return cls(quote, [dict(e) for e in gpus], simulated, list(events),
+                   dict(manifest) if manifest is not None else None)

@@ -1,10 +1,13 @@
 """Operator attestation policy: data loaded from a TOML file, judged by ``check()``.
 
 The policy decides what *verified* evidence is acceptable: TCB statuses and
-advisories, the DEBUG attribute, which measurement profiles (MRTD + RTMR0-3) may
-run, and the GPUs each profile must bring. ``check()`` returns violations and fails
-closed: a missing input is a violation, never a skip. The file format is documented
-in ``default_policy.toml`` and ``docs/attestation.md``.
+advisories, the DEBUG attribute, the other TD fields (:mod:`.td_policy`), which
+measurement profiles (MRTD + RTMR0-2, and RTMR3 when a profile pins it) may run, the
+GPUs each profile must bring, and the published workload manifests (``[[manifests]]``,
+checked against RTMR3 through the event log, :mod:`.workload`). ``check()`` and
+``check_td()`` return violations and fail closed: a missing input is a violation,
+never a skip. The file format is documented in ``default_policy.toml`` and
+``docs/attestation.md``.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from typing import Any
 
 from chutes_subnet.errors import PolicyFileError
 
-from .quote import Measurements
+from .manifest import ManifestError, WorkloadManifest
+from .quote import Measurements, TdReport
 from .reasons import Reason, ReasonCode
+from .td_policy import TdPolicy
+from .workload import StaticManifestSource
 
-__all__ = ["TCB_STATUSES", "MeasurementProfile", "EvidenceFacts", "Policy"]
+__all__ = ["TCB_STATUSES", "EvidenceFacts", "MeasurementProfile", "Policy"]
 
 TCB_STATUSES = (
     "UpToDate",
@@ -31,6 +37,7 @@ TCB_STATUSES = (
     "OutOfDateConfigurationNeeded",
 )
 _REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")
+_TD_KEYS = ("mrseam", "attributes", "xfam", "mrconfigid", "mrowner", "mrownerconfig")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,15 @@ class MeasurementProfile:
     measurements: Measurements
     gpu_model: str | None = None
     gpu_count: int = 0
+    #: False: RTMR3 is not compared here; the workload event log accounts for it
+    pin_rtmr3: bool = True
+
+    def matches(self, measurements: Measurements) -> bool:
+        """MRTD and RTMR0-2 equal, and RTMR3 too when pinned."""
+        m = self.measurements
+        same = (m.mrtd, m.rtmr0, m.rtmr1, m.rtmr2) == (
+            measurements.mrtd, measurements.rtmr0, measurements.rtmr1, measurements.rtmr2)
+        return same and (not self.pin_rtmr3 or m.rtmr3 == measurements.rtmr3)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MeasurementProfile:
@@ -49,7 +65,11 @@ class MeasurementProfile:
         if not isinstance(name, str) or not name:
             raise PolicyFileError("every profile needs a non-empty name")
         regs: list[bytes] = []
+        pin_rtmr3 = "rtmr3" in d
         for reg in _REGISTERS:
+            if reg == "rtmr3" and not pin_rtmr3:
+                regs.append(bytes(48))
+                continue
             try:
                 value = bytes.fromhex(str(d[reg]))
             except (KeyError, ValueError) as exc:
@@ -66,7 +86,7 @@ class MeasurementProfile:
         unknown = set(d) - {"name", "gpu_model", "gpu_count", *_REGISTERS}
         if unknown:
             raise PolicyFileError(f"profile {name!r}: unknown keys {sorted(unknown)}")
-        return cls(name, Measurements(*regs), model if count else None, count)
+        return cls(name, Measurements(*regs), model if count else None, count, pin_rtmr3)
 
 
 @dataclass(frozen=True)
@@ -89,12 +109,24 @@ class Policy:
     accepted_advisories: frozenset[str] = frozenset()
     dangerous_allow_debug: bool = False
     profiles: tuple[MeasurementProfile, ...] = field(default=())
+    td: TdPolicy = field(default_factory=TdPolicy)
+    #: published workload manifests (the chute registry replaces this source later)
+    manifests: tuple[WorkloadManifest, ...] = field(default=())
+    #: False only in development: evidence without a workload event passes with a note
+    workload_required: bool = True
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Policy:
-        """Build from the parsed TOML document; raises ``PolicyFileError``."""
+    def from_dict(cls, d: dict[str, Any], *, td_defaults: TdPolicy | None = None) -> Policy:
+        """Build from the parsed TOML document; raises ``PolicyFileError``.
+
+        ``[td]`` keys the document leaves out take ``td_defaults`` (the packaged
+        defaults when loading an operator's file).
+        """
         if d.get("version") != 1:
             raise PolicyFileError("policy file must declare version = 1")
+        unknown = set(d) - {"version", "tcb", "td", "profiles", "workload", "manifests"}
+        if unknown:
+            raise PolicyFileError(f"unknown policy sections {sorted(unknown)}")
         tcb, td = d.get("tcb", {}), d.get("td", {})
         statuses = tcb.get("accepted_statuses", ["UpToDate"])
         if not isinstance(statuses, list) or not statuses:
@@ -115,7 +147,25 @@ class Policy:
         names = [p.name for p in profiles]
         if len(set(names)) != len(names):
             raise PolicyFileError("profile names must be unique")
-        return cls(frozenset(statuses), frozenset(advisories), allow_debug, profiles)
+        unknown = set(td) - {"dangerous_allow_debug", "min_tee_tcb_svn", *_TD_KEYS}
+        if unknown:
+            raise PolicyFileError(f"td: unknown keys {sorted(unknown)}")
+        workload = d.get("workload", {})
+        required = workload.get("required", True) if isinstance(workload, dict) else None
+        if not isinstance(required, bool) or set(workload) - {"required"}:
+            raise PolicyFileError("[workload] takes only required = true|false")
+        if not required and any(not p.pin_rtmr3 for p in profiles):
+            raise PolicyFileError("a profile without rtmr3 needs [workload] required = true "
+                                  "(RTMR3 would be checked by nothing)")
+        raw_manifests = d.get("manifests", [])
+        if not isinstance(raw_manifests, list):
+            raise PolicyFileError("manifests must be an array of tables ([[manifests]])")
+        try:
+            manifests = tuple(WorkloadManifest.from_dict(m) for m in raw_manifests)
+        except ManifestError as exc:
+            raise PolicyFileError(f"[[manifests]]: {exc}") from exc
+        return cls(frozenset(statuses), frozenset(advisories), allow_debug, profiles,
+                   TdPolicy.from_dict(td, td_defaults), manifests, required)
 
     @classmethod
     def load(cls, path: str | Path) -> Policy:
@@ -124,7 +174,7 @@ class Policy:
             data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise PolicyFileError(f"cannot read policy file {path}: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, td_defaults=cls.default().td)
 
     @classmethod
     def default(cls) -> Policy:
@@ -134,25 +184,44 @@ class Policy:
 
     @classmethod
     def development(cls, *, gpu_model: str = "H100", gpu_count: int = 8) -> Policy:
-        """Defaults plus the ``simulated-dev`` profile (pair with a dev-mode verifier)."""
-        from .simulated import measure_simulated_profile
+        """Defaults plus the simulated TD (pair with a dev-mode verifier): the
+        ``simulated-dev`` profile, its TD field values, and workloads that need not be
+        published (a measured one is still replayed and checked)."""
+        return replace(cls.default().with_simulated(gpu_model=gpu_model, gpu_count=gpu_count),
+                       workload_required=False)
 
-        base = cls.default()
+    def with_simulated(self, *, gpu_model: str = "H100", gpu_count: int = 8) -> Policy:
+        """A copy that also accepts the simulated TD's profile and TD field values."""
+        from .simulated import measure_simulated_profile, simulated_td_fields
+
         sim = measure_simulated_profile(gpu_model=gpu_model, gpu_count=gpu_count)
-        return replace(base, profiles=(*base.profiles, sim))
+        return replace(self, profiles=(*self.profiles, sim),
+                       td=self.td.accepting(**simulated_td_fields()))
 
     def with_profiles(self, *profiles: MeasurementProfile) -> Policy:
         """A copy with extra allowlisted profiles."""
         return replace(self, profiles=(*self.profiles, *profiles))
 
+    def with_manifests(self, *manifests: WorkloadManifest) -> Policy:
+        """A copy with extra published workload manifests."""
+        return replace(self, manifests=(*self.manifests, *manifests))
+
+    def manifest_source(self) -> StaticManifestSource:
+        """The published manifests as the verifier's :class:`ManifestSource`."""
+        return StaticManifestSource(self.manifests)
+
     def match_profile(self, measurements: Measurements | None) -> MeasurementProfile | None:
-        """The first profile whose five registers all equal ``measurements``."""
+        """The first profile matching ``measurements`` (:meth:`MeasurementProfile.matches`)."""
         if measurements is None:
             return None
         for profile in self.profiles:
-            if profile.measurements == measurements:
+            if profile.matches(measurements):
                 return profile
         return None
+
+    def check_td(self, report: TdReport) -> list[Reason]:
+        """Violations of the ``[td]`` field rules (:mod:`.td_policy`) by a TD report."""
+        return self.td.check(report, allow_debug=self.dangerous_allow_debug)
 
     def check(self, facts: EvidenceFacts) -> list[Reason]:
         """Violations of this policy (empty list = acceptable). Fails closed."""

@@ -3,6 +3,9 @@ GPUs, and the INSECURE simulated provider for local development.
 
 Every provider builds ``report_data`` with :func:`build_report_data` so the binding
 is identical everywhere. ``collect`` is synchronous (the miner runs it in a thread).
+``measure_workload(manifest)`` extends RTMR3 with the workload event once, at
+instance start, before the E2EE key exists (:mod:`.rtmr`); ``collect`` then returns
+the RTMR3 event log and the manifest next to the quote.
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ from chutes_subnet.errors import AttestationError
 
 from .binding import build_report_data
 from .evidence import Evidence
+from .manifest import WorkloadManifest
 from .qgs import DEFAULT_QGS_ADDRESS, QgsClient
+from .rtmr import DEFAULT_EVENT_LOG, SYSFS_MEASUREMENTS, RuntimeLog, SimulatedRtmr, rtmr_device
 from .simulated import SimulatedDevice
 from .tdx_guest import LEGACY_TDX_DEVICE, TdxGuestDeviceProvider
 
 __all__ = [
     "EvidenceProvider",
-    "TdxQuoter",
+    "HardwareProvider",
+    "NvidiaGpuProvider",
+    "SimulatedProvider",
     "TdxConfigfsProvider",
     "TdxGuestDeviceProvider",
-    "NvidiaGpuProvider",
-    "HardwareProvider",
-    "SimulatedProvider",
+    "TdxQuoter",
     "make_provider",
 ]
 
@@ -103,38 +108,64 @@ class NvidiaGpuProvider:
         """One entry per GPU, each made for ``nonce`` (32 bytes)."""
         try:
             entries = self._cc_admin.collect_gpu_evidence_remote(nonce.hex())
-        except Exception as exc:  # noqa: BLE001 - foreign SDK, translated here
+        except Exception as exc:
             raise AttestationError("NVIDIA GPU evidence collection failed") from exc
         return [dict(e, nonce=nonce.hex()) for e in entries]
 
 
-class HardwareProvider:
-    """A real TDX quote plus (optionally) NVIDIA GPU evidence."""
+class _Workload:
+    """The measured manifest and RTMR3 log shared by both providers."""
 
-    def __init__(self, tdx: TdxQuoter, gpu: NvidiaGpuProvider | None = None) -> None:
-        self.tdx, self.gpu = tdx, gpu
+    runtime: RuntimeLog | None
+    manifest: WorkloadManifest | None = None
+
+    def measure_workload(self, manifest: WorkloadManifest) -> None:
+        """Extend RTMR3 with ``manifest`` (before the instance's E2EE key exists)."""
+        if self.runtime is None:
+            raise AttestationError("this TD exposes no runtime RTMR interface (needs Linux >= "
+                                   "6.16 tsm-mr sysfs or the TDX_CMD_EXTEND_RTMR ioctl)")
+        self.runtime.measure_workload(manifest)
+        self.manifest = manifest
+
+    def _workload_wire(self) -> dict[str, object]:
+        return {"event_log": self.runtime.to_wire() if self.runtime is not None else [],
+                "workload_manifest": self.manifest.to_dict() if self.manifest else None}
+
+
+class HardwareProvider(_Workload):
+    """A real TDX quote plus (optionally) NVIDIA GPU evidence and the RTMR3 log."""
+
+    def __init__(self, tdx: TdxQuoter, gpu: NvidiaGpuProvider | None = None,
+                 runtime: RuntimeLog | None = None) -> None:
+        self.tdx, self.gpu, self.runtime = tdx, gpu, runtime
 
     def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
         quote = self.tdx.quote(build_report_data(nonce, e2e_pubkey, hotkey_ss58))
         gpus = self.gpu.collect(nonce) if self.gpu else []
-        return Evidence(quote, gpus, simulated=False)
+        return Evidence(quote, gpus, simulated=False, **self._workload_wire())  # type: ignore[arg-type]
 
 
-class SimulatedProvider:
-    """INSECURE development evidence: real layouts, publicly known signing keys."""
+class SimulatedProvider(_Workload):
+    """INSECURE development evidence: real layouts, publicly known signing keys.
+
+    RTMR3 is a simulated register (zeros at start) moved only by ``measure_workload``.
+    """
 
     def __init__(self, *, debug: bool = False, gpu_count: int = 8, gpu_model: str = "H100",
                  bind_hotkey: str | None = None, seed: bytes | None = None) -> None:
         self.debug, self.bind_hotkey = debug, bind_hotkey
         self.device = SimulatedDevice(seed if seed is not None else os.urandom(32),
                                       gpu_model=gpu_model, gpu_count=gpu_count)
+        self.rtmr = SimulatedRtmr()
+        self.runtime = RuntimeLog(self.rtmr)
         log.warning("SIMULATED attestation provider in use: evidence is forgeable, "
                     "nothing is confidential (development only)")
 
     def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
         report_data = build_report_data(nonce, e2e_pubkey, self.bind_hotkey or hotkey_ss58)
-        return Evidence(self.device.quote(report_data, debug=self.debug),
-                        self.device.gpu_evidence(nonce), simulated=True)
+        quote = self.device.quote(report_data, debug=self.debug, rtmr3=self.rtmr.read(3))
+        return Evidence(quote, self.device.gpu_evidence(nonce), simulated=True,
+                        **self._workload_wire())  # type: ignore[arg-type]
 
 
 def _tdx_quoter(tsm_dir: str | Path, device: str | Path, qgs_address: str | None,
@@ -155,17 +186,27 @@ def make_provider(kind: str, **opts: Any) -> EvidenceProvider:
     """``"tdx"`` or ``"simulated"`` (opts: those of :class:`SimulatedProvider`).
 
     ``"tdx"`` opts: ``gpus: bool = True``, ``tsm_dir``, ``tdx_device``,
-    ``qgs_address`` (default ``$CHUTES_QGS_ADDRESS`` or ``vsock:2:4050``) and
-    ``qgs_timeout``. It uses configfs-tsm when present, else ``/dev/tdx_guest`` with
-    the host QGS. Fails at startup, not per challenge.
+    ``qgs_address`` (default ``$CHUTES_QGS_ADDRESS`` or ``vsock:2:4050``),
+    ``qgs_timeout``, ``rtmr_sysfs`` and ``event_log`` (the RTMR3 log file). It uses
+    configfs-tsm when present, else ``/dev/tdx_guest`` with the host QGS; RTMR3 is
+    extended through tsm-mr sysfs when present, else the ``/dev/tdx_guest`` ioctl.
+    Fails at startup, not per challenge.
     """
     if kind == "simulated":
         return SimulatedProvider(**opts)
     if kind == "tdx":
         gpus = opts.pop("gpus", True)
-        tdx = _tdx_quoter(opts.pop("tsm_dir", TSM_REPORT_DIR), opts.pop("tdx_device", LEGACY_TDX_DEVICE),
+        device = opts.pop("tdx_device", LEGACY_TDX_DEVICE)
+        tdx = _tdx_quoter(opts.pop("tsm_dir", TSM_REPORT_DIR), device,
                           opts.pop("qgs_address", None), float(opts.pop("qgs_timeout", 30.0)))
+        sysfs, event_log = opts.pop("rtmr_sysfs", SYSFS_MEASUREMENTS), opts.pop("event_log", None)
         if opts:
             raise AttestationError(f"unknown TDX provider options: {sorted(opts)}")
-        return HardwareProvider(tdx, NvidiaGpuProvider() if gpus else None)
+        try:
+            runtime: RuntimeLog | None = RuntimeLog(rtmr_device(sysfs, device),
+                                                    event_log or DEFAULT_EVENT_LOG)
+        except AttestationError as exc:
+            log.warning("%s: the workload cannot be measured into RTMR3", exc)
+            runtime = None
+        return HardwareProvider(tdx, NvidiaGpuProvider() if gpus else None, runtime)
     raise AttestationError(f"unknown evidence provider kind {kind!r} (use 'tdx' or 'simulated')")

@@ -104,6 +104,12 @@ class Verdict:
     gpu_model: str | None
     profile: str | None
     notes: tuple[str, ...] = field(default=())
+    #: SHA-384 (hex) of the verified workload manifest measured into RTMR3
+    manifest_sha384: str | None = None
+    #: hardware identities (hex digests) so a round can count each machine once:
+    #: the TDX platform (PCK certificate key) and every verified GPU device key
+    platform_id: str | None = None
+    gpu_ids: tuple[str, ...] = field(default=())
 
     @property
     def reason_codes(self) -> tuple[str, ...]:
@@ -122,6 +128,9 @@ class Verdict:
             "gpu_model": self.gpu_model,
             "profile": self.profile,
             "notes": list(self.notes),
+            "manifest_sha384": self.manifest_sha384,
+            "platform_id": self.platform_id,
+            "gpu_ids": list(self.gpu_ids),
         }
         if self.simulated:
             out["warning"] = "SIMULATED evidence: no TEE, no confidentiality; development only"

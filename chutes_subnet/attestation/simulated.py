@@ -45,8 +45,8 @@ from .reasons import ReasonCode
 
 __all__ = [
     "DEV_SEED",
-    "SIM_QE_VENDOR_ID",
     "SIMULATED_PROFILE_NAME",
+    "SIM_QE_VENDOR_ID",
     "SimulatedDevice",
     "SimulatedVerificationError",
     "dev_gpu_root_der",
@@ -54,6 +54,7 @@ __all__ = [
     "is_simulated_quote",
     "measure_simulated_profile",
     "simulated_measurements",
+    "simulated_td_fields",
     "verify_simulated_quote",
 ]
 
@@ -132,9 +133,24 @@ def simulated_measurements() -> Measurements:
 
 
 def measure_simulated_profile(*, gpu_model: str = "H100", gpu_count: int = 8) -> MeasurementProfile:
-    """The ``simulated-dev`` profile that :meth:`Policy.development` allowlists."""
+    """The ``simulated-dev`` profile that :meth:`Policy.development` allowlists.
+
+    RTMR3 is not pinned: the simulated TD extends it with the workload event."""
     return MeasurementProfile(SIMULATED_PROFILE_NAME, simulated_measurements(),
-                              gpu_model if gpu_count else None, gpu_count)
+                              gpu_model if gpu_count else None, gpu_count, pin_rtmr3=False)
+
+
+#: TD fields of every simulated quote (a made-up TDX module; XFAM/SVN like a real TD)
+SIM_MRSEAM = hashlib.sha384(DEV_SEED + b"/mrseam").digest()
+SIM_XFAM = bytes.fromhex("e702060000000000")
+SIM_TEE_TCB_SVN = bytes.fromhex("06010300") + bytes(12)
+
+
+def simulated_td_fields() -> dict[str, bytes]:
+    """The ``[td]`` values a simulated quote carries (for :meth:`Policy.with_simulated`)."""
+    return {"mrseam": SIM_MRSEAM, "attributes": TD_ATTR_SEPT_VE_DISABLE.to_bytes(8, "little"),
+            "xfam": SIM_XFAM, "mrconfigid": bytes(48), "mrowner": bytes(48),
+            "mrownerconfig": bytes(48), "min_tee_tcb_svn": SIM_TEE_TCB_SVN}
 
 
 def _raw_sig(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
@@ -195,17 +211,23 @@ class SimulatedDevice:
             self.gpus.append((key, b"".join(to_pem(c.public_bytes(serialization.Encoding.DER))
                                             for c in (cert, device)) + root_pem))
 
-    def quote(self, report_data: bytes, *, debug: bool = False) -> bytes:
-        """A TDX v4 quote over ``report_data`` signed with the development keys."""
+    def quote(self, report_data: bytes, *, debug: bool = False, rtmr3: bytes | None = None) -> bytes:
+        """A TDX v4 quote over ``report_data`` signed with the development keys.
+
+        ``rtmr3`` is the simulated TD's runtime register (default: the fixed value of
+        :func:`simulated_measurements`).
+        """
         if len(report_data) != 64:
             raise ValueError("report_data must be 64 bytes")
+        if rtmr3 is not None and len(rtmr3) != 48:
+            raise ValueError("rtmr3 must be 48 bytes")
         header = struct.pack("<HHI4s16s20s", 4, 2, 0x81, bytes(4), SIM_QE_VENDOR_ID, bytes(20))
         attrs = TD_ATTR_SEPT_VE_DISABLE | (TD_ATTR_DEBUG if debug else 0)
         m = simulated_measurements()
         body = b"".join([
-            bytes(16), bytes(48), bytes(48), bytes(8), attrs.to_bytes(8, "little"),
-            (0xE7).to_bytes(8, "little"), m.mrtd, bytes(48), bytes(48), bytes(48),
-            m.rtmr0, m.rtmr1, m.rtmr2, m.rtmr3, report_data,
+            SIM_TEE_TCB_SVN, SIM_MRSEAM, bytes(48), bytes(8), attrs.to_bytes(8, "little"),
+            SIM_XFAM, m.mrtd, bytes(48), bytes(48), bytes(48),
+            m.rtmr0, m.rtmr1, m.rtmr2, m.rtmr3 if rtmr3 is None else rtmr3, report_data,
         ])
         pub = self.att_key.public_key().public_numbers()
         att_pub = pub.x.to_bytes(32, "big") + pub.y.to_bytes(32, "big")

@@ -10,10 +10,14 @@ Steps (each ends in :class:`ReasonCode` members; a failing step 1-3 stops early)
             development root for simulated quotes), embedded Intel root pinned;
             each GPU entry: chain to the pinned NVIDIA root, nonce, signature;
             with ``gpu_online``: OCSP revocation of every GPU chain certificate
-4. policy   TCB status/advisories, DEBUG, measurement profile, GPU model/count
-5. binding  report_data == build_report_data(nonce, e2e_pubkey, hotkey)
+4. policy   TCB status/advisories, DEBUG, TD fields (MRSEAM, attributes, XFAM,
+            MRCONFIGID/MROWNER/MROWNERCONFIG, TEE_TCB_SVN), measurement profile,
+            GPU model/count
+5. workload RTMR3 event log replays to the quote's RTMR3 and measures exactly one
+            manifest, published for the claimed chute (:mod:`.workload`)
+6. binding  report_data == build_report_data(nonce, e2e_pubkey, hotkey)
 
-Steps 4 and 5 run on verified data only, and all their violations are reported.
+Steps 4-6 run on verified data only, and all their violations are reported.
 """
 
 from __future__ import annotations
@@ -56,11 +60,13 @@ from .simulated import (
     is_simulated_quote,
     verify_simulated_quote,
 )
+from .workload import ManifestSource, check_workload
 
 __all__ = ["Verifier"]
 
 log = logging.getLogger(__name__)
 RIM_NOTE = "gpu reference measurements (RIM) not checked"
+WORKLOAD_NOTE = "workload not attested (development policy: no RTMR3 workload event)"
 
 
 class _Stop(Exception):
@@ -76,7 +82,8 @@ class Verifier:
     consumed for every verification so a nonce can only ever be used once.
     ``gpu_online``, when given, checks GPU certificate revocation over OCSP; without
     it (or when the responder is unreachable) verdicts carry
-    :data:`REVOCATION_SKIPPED_NOTE`.
+    :data:`REVOCATION_SKIPPED_NOTE`. ``manifests`` supplies each chute's published
+    workload manifests (default: the policy's ``[[manifests]]``).
     """
 
     def __init__(
@@ -88,8 +95,10 @@ class Verifier:
         challenges: ChallengeBook | None = None,
         gpu_root_der: bytes | None = None,
         gpu_online: GpuOnlineChecker | None = None,
+        manifests: ManifestSource | None = None,
     ) -> None:
         self.policy = policy
+        self.manifests = manifests if manifests is not None else policy.manifest_source()
         self.collateral = collateral
         self.dangerous_accept_simulated_tee = dangerous_accept_simulated_tee
         self.challenges = challenges
@@ -100,15 +109,19 @@ class Verifier:
                         "will be accepted; never use this on a real network")
 
     def verify(self, evidence: Evidence, *, nonce: bytes, e2e_pubkey: bytes,
-               hotkey_ss58: str, now: int | None = None) -> Verdict:
-        """Run every step at ``now`` (Unix seconds, default: wall clock)."""
+               hotkey_ss58: str, now: int | None = None, chute_id: str | None = None) -> Verdict:
+        """Run every step at ``now`` (Unix seconds, default: wall clock).
+
+        ``chute_id`` is the chute the instance claims to serve; its measured workload
+        manifest must name it and be published for it.
+        """
         when = int(time.time()) if now is None else int(now)
-        state: dict[str, object] = {"simulated": False}
+        state: dict[str, object] = {"simulated": False, "chute_id": chute_id}
         try:
             return self._verify(evidence, nonce, e2e_pubkey, hotkey_ss58, when, state)
         except _Stop as stop:
             return self._verdict(stop.reasons, state)
-        except Exception:  # noqa: BLE001 - the verifier must never raise on evidence
+        except Exception:
             log.exception("unexpected error while verifying evidence")
             return self._verdict(
                 (Reason.of(ReasonCode.MALFORMED_EVIDENCE, "evidence could not be verified"),), state)
@@ -126,6 +139,8 @@ class Verifier:
             elif revocation in (None, RevocationStatus.SKIPPED_OFFLINE):
                 notes.append(REVOCATION_SKIPPED_NOTE)
             notes.append(RIM_NOTE)
+        if state.get("workload_skipped"):
+            notes.append(WORKLOAD_NOTE)
         verdict = Verdict(
             ok=not reasons,
             reasons=tuple(reasons),
@@ -136,6 +151,7 @@ class Verifier:
             gpu_model=gpus.model if isinstance(gpus, GpuCheckResult) else None,
             profile=state.get("profile"),  # type: ignore[arg-type]
             notes=tuple(notes),
+            manifest_sha384=state.get("manifest_sha384"),  # type: ignore[arg-type]
         )
         if simulated and verdict.ok:
             log.warning("accepted SIMULATED attestation evidence (INSECURE, development mode)")
@@ -225,9 +241,26 @@ class Verifier:
             gpu_model=gpus.model, gpu_count=gpus.count,
         )
         reasons = self.policy.check(facts)
+        reasons.extend(self.policy.check_td(report))
         profile = self.policy.match_profile(report.measurements)
         state["profile"] = profile.name if profile else None
+        workload = self._workload(evidence, report.rtmr[3], state)
+        if workload is not None:
+            reasons.append(workload)
         if not binding_matches(report.report_data, nonce, e2e_pubkey, hotkey):
             reasons.append(Reason.of(ReasonCode.BINDING_MISMATCH,
                                      "report_data does not bind this nonce, E2EE key and hotkey"))
         return self._verdict(tuple(reasons), state)
+
+    def _workload(self, evidence: Evidence, rtmr3: bytes, state: dict[str, object]) -> Reason | None:
+        required = self.policy.workload_required
+        if not required and not evidence.event_log and evidence.workload_manifest is None:
+            state["workload_skipped"] = True
+            return None
+        chute = state.get("chute_id")
+        outcome = check_workload(evidence.event_log, evidence.workload_manifest, rtmr3,
+                                 chute if isinstance(chute, str) else None, self.manifests,
+                                 require_published=required)
+        if outcome.manifest is not None:
+            state["manifest_sha384"] = outcome.manifest.sha384().hex()
+        return outcome.reason

@@ -44,10 +44,11 @@ from chutes_subnet.miner.invoke import InvokeEndpoint
 from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import CONTENT_TYPE_LATEST, MinerMetrics
 from chutes_subnet.miner.state import MinerInstance, MinerState
+from chutes_subnet.miner.workload import instance_manifest, measure_workload
 from chutes_subnet.nonces import SeenNonceCache
 from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
 
-__all__ = ["create_app", "PLAINTEXT_PATH"]
+__all__ = ["PLAINTEXT_PATH", "create_app"]
 
 log = logging.getLogger("chutes_subnet.miner")
 
@@ -73,6 +74,8 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
         raise ValueError("faults and the plaintext endpoint need the simulated TEE provider")
     if not hotkey_ss58:
         raise ValueError("hotkey_ss58 is required")
+    # the workload is measured into RTMR3 before the instance key exists
+    measure_workload(provider, instance_manifest(config, backend), simulated=simulated)
     keypair = keypair or KeyPair.generate()
     instance = MinerInstance(
         instance_id=keypair.instance_id,

@@ -22,7 +22,7 @@ from chutes_subnet.logsetup import setup_logging
 from chutes_subnet.miner.config import FAULTS, INVOKE_AUTH_MODES, TEE_KINDS, MinerConfig
 from chutes_subnet.wallets import DEFAULT_WALLET_PATH
 
-__all__ = ["build_parser", "config_from_args", "chain_spec", "is_local_chain", "main", "ENV_PREFIX"]
+__all__ = ["ENV_PREFIX", "build_parser", "chain_spec", "config_from_args", "is_local_chain", "main"]
 
 ENV_PREFIX = "CHUTES_MINER_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
          "(/dev/tdx_guest): vsock:CID:PORT, tcp:HOST:PORT or unix:PATH (default vsock:2:4050)")
     _add(p, "--allow-insecure-simulated-tee", type=bool,
          help="allow --tee simulated on a non-local network (nothing is confidential)")
+    _add(p, "--workload.manifest", help="workload manifest JSON of the release served "
+         "(required with --backend openai; the embedded model derives its own)")
+    _add(p, "--workload.model_dir", help="the upstream engine's model directory: its weights "
+         "and tokenizer digests must equal the manifest's")
     # refused (flag or env) by config_from_args: the id is derived from the attested key
     p.add_argument("--instance_id", default=os.environ.get(env_name("--instance_id")),
                    help=argparse.SUPPRESS)
@@ -151,7 +155,8 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
             max_concurrency=g("max_concurrency"), request_timeout=g("request_timeout"),
             invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),
             metagraph_refresh=g("metagraph_refresh"), shutdown_grace=g("shutdown_grace"),
-            tee=g("tee"), serve_axon=not g("axon.no_serve"), fault=g("fault"))
+            tee=g("tee"), serve_axon=not g("axon.no_serve"), fault=g("fault"),
+            workload_manifest=g("workload.manifest"), workload_model_dir=g("workload.model_dir"))
     except ValueError as exc:
         raise SystemExit(f"invalid configuration: {exc}") from None
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from chutes_subnet import inference, protocol
 
-__all__ = ["MinerConfig", "FAULTS", "TEE_KINDS", "INVOKE_AUTH_MODES"]
+__all__ = ["FAULTS", "INVOKE_AUTH_MODES", "TEE_KINDS", "MinerConfig"]
 
 #: Deliberate misbehaviours for validator tests (simulated TEE only).
 FAULTS = ("wrong-tokens", "stall", "debug-quote", "foreign-hotkey")
@@ -58,6 +58,10 @@ class MinerConfig:
     tee: str = "tdx"
     #: publish ip:port on chain at start
     serve_axon: bool = True
+    #: workload manifest file of an upstream engine's release (embedded: derived)
+    workload_manifest: str | None = None
+    #: the upstream engine's model directory, re-hashed against the manifest at start
+    workload_model_dir: str | None = None
     #: DEV/TEST ONLY (simulated TEE): "wrong-tokens", "stall", "debug-quote", "foreign-hotkey"
     fault: str | None = None
     #: BENCH ONLY (simulated TEE): POST /dangerous/plaintext/invoke serves plaintext

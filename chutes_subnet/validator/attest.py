@@ -46,7 +46,7 @@ from chutes_subnet.wire.protocol import (
 from .failures import EvaluationFailure, from_http_error, read_bounded
 from .results import AttestationSummary
 
-__all__ = ["AttestedInstance", "Attestor", "miner_url", "MAX_ATTEST_RESPONSE_BYTES"]
+__all__ = ["MAX_ATTEST_RESPONSE_BYTES", "AttestedInstance", "Attestor", "miner_url"]
 
 
 def miner_url(axon: str) -> str:
@@ -183,7 +183,7 @@ class Attestor:
             raise EvaluationFailure("timeout", "attest: answer arrived after the nonce expired")
         verdict = await asyncio.to_thread(
             self.verifier.verify, evidence, nonce=nonce, e2e_pubkey=pubkey,
-            hotkey_ss58=neuron.hotkey, now=int(now))
+            hotkey_ss58=neuron.hotkey, now=int(now), chute_id=response.chute_id)
         summary = _summary(verdict, response, now, self.ttl)
         if not verdict.ok:
             first = verdict.reasons[0]

@@ -4,7 +4,9 @@ Flags are bittensor-style (``--netuid``, ``--wallet.name``, ``--subtensor.networ
 ``--neuron.timeout`` ...). Every flag can also come from the environment as
 ``CHUTES_VALIDATOR_<FLAG>`` with dots and dashes turned into underscores, e.g.
 ``CHUTES_VALIDATOR_WALLET_NAME=validator`` or ``CHUTES_VALIDATOR_NEURON_TIMEOUT=20``;
-a flag on the command line wins over the environment.
+a flag on the command line wins over the environment. Dangerous switches are the
+exception: ``--dangerous.accept_simulated_tee`` is read from the command line only,
+and is refused unless the chain is a development chain (:func:`is_development_chain`).
 
 The lead's top-level CLI calls :func:`add_validator_commands` (``validator`` and
 ``scores``); :func:`main` is the ``chutes-validator`` entry point.
@@ -19,11 +21,13 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_validator_commands", "build_parser", "add_run_arguments", "main", "run_validator",
-           "print_scores", "ENV_PREFIX"]
+__all__ = ["ENV_PREFIX", "add_run_arguments", "add_validator_commands", "build_parser",
+           "check_dangerous_flags", "is_development_chain", "main", "print_scores",
+           "run_validator"]
 
 ENV_PREFIX = "CHUTES_VALIDATOR_"
 DEFAULT_PCS_URL = "https://api.trustedservices.intel.com"
@@ -40,8 +44,28 @@ def _data_dir() -> Path:
 
 
 
-def _add(group: Any, flag: str, *aliases: str, **kw: Any) -> None:
-    for name in (flag, *aliases):
+def is_development_chain(spec: str) -> bool:
+    """True for the in-process chain, ``local``, or an endpoint on a loopback or private
+    address; False for finney, test, archive and every public endpoint."""
+    import ipaddress
+    from urllib.parse import urlparse
+
+    from chutes_subnet.miner.cli import is_local_chain
+
+    if is_local_chain(spec):
+        return True
+    if not spec.startswith(("ws://", "wss://")):
+        return False
+    host = urlparse(spec).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_private or address.is_loopback
+
+
+def _add(group: Any, flag: str, *aliases: str, env: bool = True, **kw: Any) -> None:
+    for name in (flag, *aliases) if env else ():
         env = os.environ.get(_env_name(name))
         if env is None:
             continue
@@ -50,7 +74,7 @@ def _add(group: Any, flag: str, *aliases: str, **kw: Any) -> None:
         else:
             kw["default"] = kw.get("type", str)(env)
     help_text = kw.get("help", "")
-    kw["help"] = f"{help_text} [env {_env_name(flag)}]".strip()
+    kw["help"] = f"{help_text} [env {_env_name(flag)}]".strip() if env else help_text
     group.add_argument(flag, *aliases, **kw)
 
 
@@ -101,8 +125,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add(g, "--neuron.wait_for_permit", dest="wait_for_permit", type=float, default=0.0,
          help="seconds to wait at start for a validator permit (0 = stop at once without one)")
     g = parser.add_argument_group("attestation")
-    _add(g, "--dev", "--allow-insecure-simulated-tee", dest="dev", action="store_true",
-         help="DEVELOPMENT ONLY: accept simulated (forgeable) TEE evidence")
+    _add(g, "--dangerous.accept_simulated_tee", "--dev", "--allow-insecure-simulated-tee",
+         dest="dev", action="store_true", env=False,
+         help="DEVELOPMENT ONLY: accept simulated (forgeable) TEE evidence; command line only "
+              "(no environment variable), refused on finney/test/public endpoints")
     _add(g, "--policy.path", dest="policy_path", default=None, help="attestation policy TOML")
     _add(g, "--collateral.url", dest="collateral_url", default=DEFAULT_PCS_URL,
          help="PCCS or Intel PCS base URL")
@@ -156,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_dangerous_flags(args: argparse.Namespace) -> str | None:
+    """Why the dangerous flags cannot be honoured here (None: they can)."""
+    spec = args.chain or args.subtensor_chain_endpoint or args.subtensor_network
+    if args.dev and not is_development_chain(spec):
+        return (f"refusing --dangerous.accept_simulated_tee on network {spec!r}: simulated "
+                "evidence is forgeable; it is accepted only on a local or private devnet")
+    for name in ("DEV", "ALLOW_INSECURE_SIMULATED_TEE", "DANGEROUS_ACCEPT_SIMULATED_TEE"):
+        if os.environ.get(ENV_PREFIX + name):
+            log.warning("%s%s is ignored: dangerous switches are command-line flags only",
+                        ENV_PREFIX, name)
+    return None
+
+
 def _config(args: argparse.Namespace) -> Any:
     from .config import BenchmarkConfig, ScoringConfig, ValidatorConfig
 
@@ -175,12 +214,15 @@ def _verifier(args: argparse.Namespace) -> Any:
         PccsCollateralSource,
         Policy,
         Verifier,
-        measure_simulated_profile,
     )
 
     policy = Policy.load(args.policy_path) if args.policy_path else Policy.default()
     if args.dev:
-        policy = policy.with_profiles(measure_simulated_profile())
+        policy = policy.with_simulated()
+        if not policy.manifests:
+            log.warning("development mode: no published workload manifests; measured "
+                        "workloads are replayed and checked but need not be published")
+            policy = replace(policy, workload_required=False)
     cache = args.collateral_cache or str(_data_dir() / "collateral")
     collateral = PccsCollateralSource(args.collateral_url, cache) if args.collateral_url else None
     gpu_online = None
@@ -239,6 +281,10 @@ async def _run(args: argparse.Namespace) -> int:
     from .preflight import check_validator
 
     # Cheap checks first (flags, wallet, files, chain, permit), heavy imports after.
+    refusal = check_dangerous_flags(args)
+    if refusal:
+        print(refusal, file=sys.stderr)
+        return 2
     config = _config(args)
     wallet = load_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
     spec = args.chain or args.subtensor_chain_endpoint or args.subtensor_network
@@ -301,7 +347,7 @@ async def _run(args: argparse.Namespace) -> int:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
         for res in resources:
-            close = getattr(res, "aclose", None) or getattr(res, "close")
+            close = getattr(res, "aclose", None) or res.close
             with contextlib.suppress(Exception):
                 out = close()
                 if asyncio.iscoroutine(out):

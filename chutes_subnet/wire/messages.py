@@ -49,6 +49,8 @@ class DiscoveredInstance(_Model):
     nonces: list[str]
     #: An instance that announces no versions predates the field: it speaks v1 only.
     e2e_versions: list[int] = Field(default_factory=lambda: [E2EE_VERSION_V1])
+    simulated: bool = Field(default=False, description="attested with SIMULATED (forgeable) "
+                            "evidence by a development validator: never confidential")
 
 
 class InstancesResponse(_Model):
@@ -73,6 +75,10 @@ class AttestResponse(_Model):
     simulated: bool = False
     e2e_versions: list[int] = Field(default_factory=lambda: list(SUPPORTED_E2EE_VERSIONS),
                                     description="E2EE protocol versions this instance serves")
+    event_log: list[dict[str, Any]] = Field(
+        default_factory=list, description="RTMR3 runtime events (attestation.eventlog)")
+    workload_manifest: dict[str, Any] | None = Field(
+        default=None, description="the workload manifest measured into RTMR3")
 
 
 class ErrorBody(_Model):
