@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -16,14 +17,14 @@ import pytest
 from chutes_subnet.attestation import SimulatedProvider, WorkloadManifest
 from chutes_subnet.attestation.eventlog import workload_event
 from chutes_subnet.e2ee import KeyPair
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.keys import MemoryApiKeyStore
-from chutes_subnet.gateway.registry import MemoryInstanceRegistry
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
-from chutes_subnet.protocol import chute_id_for_model
+from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.validator import cli as vcli
+from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.gateway_fixtures import record_for
 
 HOTKEY = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
@@ -94,12 +95,10 @@ def test_discovery_marks_simulated_instances():
     secret, _ = keys.create("t")
     model = "test/m"
     chute = chute_id_for_model(model)
-    real = record_for(KeyPair.generate(), "http://127.0.0.1:1", instance_id="real",
-                      chute_id=chute, model=model)
-    from dataclasses import replace
+    kp_real, kp_sim = KeyPair.generate(), KeyPair.generate()
+    real = record_for(kp_real, "http://127.0.0.1:1", chute_id=chute, model=model, uid=1)
     registry.upsert(replace(real, simulated=False))
-    registry.upsert(record_for(KeyPair.generate(), "http://127.0.0.1:2", instance_id="sim",
-                               chute_id=chute, model=model))
+    registry.upsert(record_for(kp_sim, "http://127.0.0.1:2", chute_id=chute, model=model, uid=2))
     app = create_app(GatewayConfig(), registry=registry, nonce_store=MemoryNonceStore(),
                      keys=keys, usage=MemoryUsageMeter())
 
@@ -112,7 +111,7 @@ def test_discovery_marks_simulated_instances():
     r = asyncio.run(discover())
     assert r.status_code == 200, r.text
     flags = {i["instance_id"]: i["simulated"] for i in r.json()["instances"]}
-    assert flags == {"real": False, "sim": True}
+    assert flags == {kp_real.instance_id: False, kp_sim.instance_id: True}
 
 
 def test_workload_event_is_what_the_dev_verifier_replays():

@@ -181,10 +181,11 @@ def test_cli_flags_from_environment(monkeypatch):
     monkeypatch.setenv("CHUTES_VALIDATOR_ALLOW_INSECURE_SIMULATED_TEE", "1")
     args = build_parser().parse_args(["--neuron.concurrency", "3", "--neuron.prompts", "1"])
     cfg = _config(args)
-    assert cfg.timeout == 7.5 and cfg.concurrency == 3 and cfg.dangerous_accept_simulated_tee
+    assert cfg.timeout == 7.5 and cfg.concurrency == 3
+    # dangerous switches are never read from the environment (tests/test_validator_dev_mode.py)
+    assert not cfg.dangerous_accept_simulated_tee
     assert cfg.benchmark.prompts_per_miner == 1 and cfg.benchmark.verify_sample == 1
-    monkeypatch.delenv("CHUTES_VALIDATOR_ALLOW_INSECURE_SIMULATED_TEE")
-    assert not _config(build_parser().parse_args([])).dangerous_accept_simulated_tee
+    assert _config(build_parser().parse_args(["--dev"])).dangerous_accept_simulated_tee
 
 
 def test_config_validation():
