@@ -368,10 +368,10 @@ def run_validator(args: argparse.Namespace) -> int:
 
 def print_scores(args: argparse.Namespace) -> int:
     """Print the committed score table of a (possibly running) validator."""
+    from chutes_subnet.errors import ConfigError
+
     from .state import ValidatorState, ValidatorStateError
     from .table import build_score_table, format_score_table, score_table_json
-
-    from chutes_subnet.errors import ConfigError
 
     path = Path(args.state_path or _data_dir() / "validator.sqlite")
     if not path.is_file():
