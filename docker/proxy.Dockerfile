@@ -18,7 +18,7 @@ COPY chutes_subnet ./chutes_subnet
 RUN pip install --no-deps . \
  && pip install "httpx>=0.27,<1" "starlette>=0.37" "uvicorn[standard]>=0.29,<1" \
         "pydantic>=2.6,<3" "cryptography>=44" "pqcrypto>=1.0,<2" "isal>=1.6" \
-        "dcap-qvl>=0.7,<0.8" \
+        "dcap-qvl>=0.7,<0.8" "prometheus-client>=0.20" \
  && useradd --system --uid 10001 proxy
 
 USER proxy

@@ -227,6 +227,22 @@ async def test_transient_failures_are_retried_with_exponential_backoff(node, wal
     assert sleeps == [0.5, 1.0]
 
 
+async def test_a_timed_out_submission_that_landed_is_success(node, wallets):
+    """Issue 17: the extrinsic was included but its confirmation timed out."""
+    submit = node.submit
+
+    async def landed_then_timeout(call, keypair, **kwargs):
+        await submit(call, keypair, **kwargs)
+        node.storage[("LastUpdate", (NETUID,))] = [BLOCK, 0, 0]
+        raise asyncio.TimeoutError
+
+    node.submit = landed_then_timeout
+    chain, sleeps = _chain(node, wallets["validator"], max_attempts=3)
+    result = await chain.set_weights(hotkey_ss58(wallets["validator"]), {1: 1.0}, 1)
+    assert result.success and f"landed at block {BLOCK}" in result.message
+    assert len(node.submitted) == 1 and sleeps == []    # not submitted twice
+
+
 async def test_retries_are_bounded(node, wallets):
     node.outcomes = [ExtrinsicResult(False, "Transaction is outdated")] * 5
     chain, sleeps = _chain(node, wallets["validator"], max_attempts=2)

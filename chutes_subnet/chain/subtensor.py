@@ -252,6 +252,10 @@ class BittensorChain:
             try:
                 return await self._submit_weights(intent, block)
             except _Transient as exc:
+                landed = await self._landed_since(hotkey, last)
+                if landed is not None and not self.dry_run:
+                    return WeightsResult(True, f"weights landed at block {landed} (the "
+                                         f"confirmation failed: {exc})", block)
                 if attempt == self.max_attempts:
                     return WeightsResult(False, f"gave up after {attempt} attempts: {exc}", block)
                 delay = self.backoff * 2 ** (attempt - 1)
@@ -259,6 +263,15 @@ class BittensorChain:
                             attempt, exc, delay)
                 await self._sleep(delay)
         raise AssertionError("unreachable")
+
+    async def _landed_since(self, hotkey: str, last: int) -> int | None:
+        """The new ``LastUpdate`` if a submission landed after all (e.g. its confirmation
+        timed out), else None; a failed read counts as "not known to have landed"."""
+        try:
+            _block, now = await self._last_update(hotkey)
+        except ChainError:
+            return None
+        return now if now > last else None
 
     async def _submit_weights(self, intent: Any, block: int) -> WeightsResult:
         """One attempt. Raises _Transient for retryable failures."""

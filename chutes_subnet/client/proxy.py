@@ -6,7 +6,8 @@ lets any language or SDK use the subnet: point its base URL at
 are verified and sealed by :class:`AsyncE2EETransport` before they leave the machine
 (same ``verify``/``policy``/``versions`` semantics: full verification and v2 only by
 default). ``GET /v1/models`` is cached for ``models_ttl`` seconds; ``GET /health``
-reports liveness; ``GET /v1/usage`` and the gateway's request journal
+reports liveness, ``GET /ready`` readiness (the gateway answers) and ``GET /metrics``
+Prometheus counts of model calls by status; ``GET /v1/usage`` and the gateway's request journal
 ``GET /v1/requests`` are relayed only to a caller presenting the proxy's own key
 (when one is configured). Every other path is refused: nothing is forwarded in
 plaintext.
@@ -33,6 +34,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import httpx
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -150,6 +152,18 @@ def _client_error(exc: ClientError | E2EEError) -> Response:
     return _openai_error(502, "end-to-end encryption failed", "upstream_error")
 
 
+class ProxyMetrics:
+    """Prometheus series of the proxy: model calls by answered HTTP status."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("chutes_proxy_requests", "Model calls by answered HTTP status",
+                                ["status"], registry=self.registry)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
 def create_proxy_app(upstream: str, *, api_key: str | None = None, models_ttl: float = 60.0,
                      versions: tuple[int, ...] = (2,), timeout: float = 600.0,
                      transport: httpx.AsyncBaseTransport | None = None,
@@ -172,8 +186,25 @@ def create_proxy_app(upstream: str, *, api_key: str | None = None, models_ttl: f
             out["authorization"] = f"Bearer {api_key}"
         return out
 
+    metrics = ProxyMetrics()
+
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok", "upstream": base})
+
+    async def ready(_request: Request) -> Response:
+        """200 when the gateway answers (any status below 500) within 2 s."""
+        try:
+            resp = await client.get(f"{base}/v1/models", timeout=2.0)
+        except httpx.TransportError as exc:
+            return JSONResponse({"ready": False, "reason": "gateway_unreachable",
+                                 "error": type(exc).__name__}, status_code=503)
+        if resp.status_code >= 500:
+            return JSONResponse({"ready": False, "reason": "gateway_error",
+                                 "status": resp.status_code}, status_code=503)
+        return JSONResponse({"ready": True, "upstream": base})
+
+    async def metrics_text(_request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def models(request: Request) -> Response:
         now = time.monotonic()
@@ -198,7 +229,9 @@ def create_proxy_app(upstream: str, *, api_key: str | None = None, models_ttl: f
         return await forward(request)
 
     async def invoke(request: Request) -> Response:
-        return await forward(request)
+        resp = await forward(request)
+        metrics.requests.labels(str(resp.status_code)).inc()
+        return resp
 
     async def refuse(request: Request) -> Response:
         why = plaintext_refusal(request.method, request.url.path, b"x") or "not served"
@@ -243,6 +276,8 @@ def create_proxy_app(upstream: str, *, api_key: str | None = None, models_ttl: f
 
     app = Starlette(lifespan=lifespan, routes=[
         Route("/health", health, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         *(Route(p, account, methods=["GET"]) for p in _ACCOUNT_PATHS),
         *(Route(p, invoke, methods=["POST"]) for p in INVOKE_PATHS),

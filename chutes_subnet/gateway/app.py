@@ -13,7 +13,8 @@ Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
 * ``GET /v1/usage`` — the caller's own metered usage;
 * ``GET /v1/balance``, ``POST /v1/plans/{plan_id}/buy`` — the caller's prepaid balance,
   deposit address and plan (when the payment gate is on; see docs/billing.md);
-* ``GET /health``.
+* ``GET /health`` (liveness), ``GET /ready`` (readiness), ``GET /metrics`` (Prometheus;
+  see :mod:`chutes_subnet.gateway.health`).
 
 The app is given a registry, a nonce store, a key store and a usage meter; it owns
 only its HTTP pool to miners. It is given no key material and never decrypts.
@@ -39,6 +40,7 @@ from chutes_subnet.gateway.attest import add_attest_routes
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.chute_api import add_chute_routes, check_chute
 from chutes_subnet.gateway.config import GatewayConfig
+from chutes_subnet.gateway.health import add_health_routes
 from chutes_subnet.gateway.invoke import InvokeEndpoint
 from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.miners import MinerClient
@@ -116,10 +118,12 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
 
     @app.exception_handler(Refusal)
     async def _refusal(_request: Request, exc: Refusal) -> Response:
+        state.metrics.refusals.labels(exc.reason).inc()
         return JSONResponse({"error": exc.message, "reason": exc.reason},
                             status_code=exc.status, headers=exc.headers)
 
     add_attest_routes(app, state, collateral)
+    add_health_routes(app, state, state.metrics)
     add_chute_routes(app, state)
 
     @app.get("/v1/models")

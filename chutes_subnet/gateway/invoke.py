@@ -101,6 +101,8 @@ class InvokeEndpoint:
         try:
             await self._handle(scope, receive, send)
         except Refusal as exc:
+            self.state.metrics.refusals.labels(exc.reason).inc()
+            self.state.metrics.invokes.labels(str(exc.status)).inc()
             await send_refusal(send, exc)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,6 +139,8 @@ class InvokeEndpoint:
             await self._forward(rec, fwd, body, trace, receive, send)
         finally:
             st.journal.record(trace.entry())
+            if trace.status:
+                st.metrics.invokes.labels(str(trace.status)).inc()
 
     def _live_instance(self, chute_id: str, instance_id: str) -> InstanceRecord:
         for rec in self.state.registry.list_verified(chute_id):

@@ -15,6 +15,7 @@ from chutes_subnet.errors import AuthenticationError, StoreUnavailable
 from chutes_subnet.gateway.api_keys import ApiKey, ApiKeyStore, parse_bearer
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
+from chutes_subnet.gateway.health import GatewayMetrics
 from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.shapes import RequestShapes
 from chutes_subnet.gateway.miners import MinerClient
@@ -96,6 +97,8 @@ class GatewayState:
     chutes: "ChuteStore | None" = None
     #: per-chute demand over a sliding window (feeds the published targets)
     demand: DemandMeter = field(default_factory=DemandMeter)
+    #: Prometheus series served at GET /metrics
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
 
     def take_served(self) -> dict[str, int]:
         """Organic traffic per instance since the previous call (then reset)."""

@@ -96,6 +96,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="chain spec, e.g. local:/path/chain.sqlite (overrides --subtensor.*)")
     _add(g, "--weights.dry_run", dest="weights_dry_run", action="store_true",
          help="plan weight submissions through the SDK without submitting them")
+    _add(g, "--weights.fallback_uid", dest="fallback_uid", type=int, default=0,
+         help="uid weighted when no miner passes (0: the subnet owner, i.e. burn; -1: set "
+              "nothing)")
     g = parser.add_argument_group("wallet")
     _add(g, "--wallet.name", dest="wallet_name", default="default")
     _add(g, "--wallet.hotkey", dest="wallet_hotkey", default="default")
@@ -205,6 +208,7 @@ def _config(args: argparse.Namespace) -> Any:
         dangerous_accept_simulated_tee=args.dev, attestation_ttl=args.attestation_ttl,
         round_blocks=args.round_blocks, poll_interval=args.poll_interval,
         version_key=args.version_key, benchmark=bench,
+        fallback_uid=None if args.fallback_uid < 0 else args.fallback_uid,
         scoring=ScoringConfig(organic_weight=args.organic_weight))
 
 

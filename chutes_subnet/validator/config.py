@@ -95,6 +95,10 @@ class ValidatorConfig:
     #: here. Leave it None on chain: SetWeights clips at the subnet's max_weight_limit
     #: itself, and clip_to_max_weight is not idempotent, so clipping here too clips twice.
     max_weight: float | None = None
+    #: uid weighted 1.0 when no miner has a positive score (None: set nothing). uid 0 is
+    #: the subnet owner's hotkey on dynamic-TAO subnets, so this burns the miners' share
+    #: instead of letting the validator's weights age out (docs/validator.md)
+    fallback_uid: int | None = 0
     #: skip the validator's own uid and other validator-permit holders without an axon
     evaluate_validators: bool = False
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
@@ -111,5 +115,7 @@ class ValidatorConfig:
             raise ValueError("rechallenge_probability must be in [0, 1]")
         if self.round_blocks < 1 or self.poll_interval <= 0:
             raise ValueError("round_blocks >= 1 and poll_interval > 0 required")
+        if self.fallback_uid is not None and self.fallback_uid < 0:
+            raise ValueError("fallback_uid must be >= 0 (None disables the fallback)")
         if self.max_weight is not None and not 0.0 < self.max_weight <= 1.0:
             raise ValueError("max_weight must be in (0, 1]")

@@ -3,11 +3,14 @@
 Each :class:`ValidatorMetrics` owns its own ``CollectorRegistry`` (several validators
 can live in one test process). Labels are uids, reason codes and outcome names only:
 bounded, and never secret. :func:`create_metrics_app` serves ``GET /metrics``,
-``GET /scores`` (the score table as JSON) and ``GET /health``.
+``GET /scores`` (the score table as JSON), ``GET /health`` (liveness) and ``GET /ready``
+(a round completed recently). Chain health: the time and block of the last successful
+weight submission, blocks since it, and the last round's duration.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from fastapi import FastAPI
@@ -57,10 +60,38 @@ class ValidatorMetrics:
                           "Median time to first token in the last round", ["uid"], registry=r)
         self.weights_submissions = Counter("chutes_validator_weight_submissions",
                                            "set_weights outcomes", ["outcome"], registry=r)
+        # chain health: is this validator still moving its weights?
+        self.last_weights_set_time = Gauge(
+            "chutes_validator_last_weights_set_timestamp_seconds",
+            "Unix time of the last successful weight submission (0: none yet)", registry=r)
+        self.last_weights_set_block = Gauge(
+            "chutes_validator_last_weights_set_block",
+            "Block of the last successful weight submission (0: none yet)", registry=r)
+        self.blocks_since_weights = Gauge(
+            "chutes_validator_blocks_since_weights_set",
+            "Blocks from the last successful weight submission to the last round "
+            "(NaN before the first)", registry=r)
+        self.last_round_duration = Gauge("chutes_validator_last_round_duration_seconds",
+                                         "Wall time of the last round", registry=r)
+        self.last_round_time = Gauge("chutes_validator_last_round_timestamp_seconds",
+                                     "Unix time the last round ended (0: none yet)", registry=r)
+        self.blocks_since_weights.set(float("nan"))
+        self._weights_block: int | None = None
+        self.last_round_at: float | None = None
 
     def observe_round(self, report: RoundReport) -> None:
         """Update every series from one round's report."""
+        now = time.time()
         self.rounds.inc()
+        self.last_round_at = now
+        self.last_round_time.set(now)
+        self.last_round_duration.set(report.duration_s)
+        if report.weights_result is not None and report.weights_result.success:
+            self._weights_block = report.weights_result.block or report.block
+            self.last_weights_set_time.set(now)
+            self.last_weights_set_block.set(self._weights_block)
+        if self._weights_block is not None:
+            self.blocks_since_weights.set(max(0, report.block - self._weights_block))
         self.round_seconds.observe(report.duration_s)
         self.last_round_block.set(report.block)
         self.miners_evaluated.set(len(report.results))
@@ -89,8 +120,13 @@ class ValidatorMetrics:
 
 
 def create_metrics_app(metrics: ValidatorMetrics,
-                       score_rows: Callable[[], list[ScoreRow]]) -> FastAPI:
-    """``/metrics``, ``/scores`` and ``/health`` for one validator."""
+                       score_rows: Callable[[], list[ScoreRow]], *,
+                       stale_after: float = 7200.0) -> FastAPI:
+    """``/metrics``, ``/scores``, ``/health`` (liveness) and ``/ready`` for one validator.
+
+    ``/ready`` is 200 once a round has completed and the last one ended less than
+    ``stale_after`` seconds ago (a stuck loop turns it 503).
+    """
     app = FastAPI(title="chutes-subnet validator", docs_url=None, redoc_url=None,
                   openapi_url=None)
 
@@ -107,5 +143,16 @@ def create_metrics_app(metrics: ValidatorMetrics,
     @app.get("/health")
     def get_health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/ready")
+    def get_ready() -> JSONResponse:
+        last = metrics.last_round_at
+        if last is None:
+            return JSONResponse({"ready": False, "reason": "no_round_yet"}, status_code=503)
+        age = time.time() - last
+        if age > stale_after:
+            return JSONResponse({"ready": False, "reason": "rounds_stalled",
+                                 "last_round_age_s": round(age, 1)}, status_code=503)
+        return JSONResponse({"ready": True, "last_round_age_s": round(age, 1)})
 
     return app

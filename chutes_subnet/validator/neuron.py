@@ -57,7 +57,7 @@ from .state import ValidatorState
 from .transport import GatewayPath
 from .table import ScoreRow, build_score_table
 
-__all__ = ["Validator", "OrganicSource", "explain_no_miners"]
+__all__ = ["Validator", "OrganicSource", "explain_no_miners", "fallback_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ class OrganicSource(Protocol):
     """Organic traffic served per uid since the previous call (e.g. from the gateway)."""
 
     def served_tokens(self) -> Mapping[int, float]: ...
+
+
+def fallback_weights(weights: dict[int, float], metagraph: Metagraph,
+                     fallback_uid: int | None) -> dict[int, float]:
+    """``weights``, or ``{fallback_uid: 1.0}`` when no miner has a positive weight.
+
+    Without a fallback a validator whose miners all fail sets nothing, its old weights
+    age out and its vtrust drops. The default fallback is uid 0, which on a dynamic-TAO
+    subnet is the owner's hotkey registered at creation: weight there burns the miners'
+    share instead of rewarding anyone. ``None`` (``--weights.fallback_uid -1``) or a uid
+    not in the metagraph keeps the old behaviour (nothing is set).
+    """
+    if any(w > 0 for w in weights.values()) or fallback_uid is None \
+            or metagraph.by_uid(fallback_uid) is None:
+        return weights
+    return {fallback_uid: 1.0}
 
 
 def explain_no_miners(metagraph: Metagraph, own_hotkey: str) -> str:
@@ -213,7 +229,8 @@ class Validator:
         if not self.config.set_weights:
             return None
         if not weights:
-            return WeightsResult(False, "no miner has a positive score; nothing to set")
+            return WeightsResult(False, "no miner has a positive score and no fallback uid; "
+                                 "nothing to set")
         try:
             block = await self.chain.block()
             since = await self.chain.blocks_since_last_update(self.hotkey)
@@ -272,7 +289,11 @@ class Validator:
         ema = update_ema(self.scores, round_scores, alpha=self.config.scoring.ema_alpha,
                          neurons=neurons, resets=reset_uids(results, self.config.scoring))
         weights = weights_from_scores(ema, max_weight=self.config.max_weight)
-        weights_result = await self._submit_weights(weights)
+        to_submit = fallback_weights(weights, metagraph, self.config.fallback_uid)
+        if to_submit is not weights:
+            log.warning("no miner has a positive score: weight 1.0 on fallback uid %d (burn)",
+                        self.config.fallback_uid)
+        weights_result = await self._submit_weights(to_submit)
         report = RoundReport(
             round_index=self.round_index + 1, block=metagraph.block, started_at=started_wall,
             duration_s=time.perf_counter() - started, results=tuple(results),
