@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,7 @@ def _convert(path: str, key: str, value: Any, action: argparse.Action) -> Any:
         return value if isinstance(action, argparse._StoreTrueAction) else not value
     if isinstance(value, (dict, list)):
         raise ConfigError(f"config file {path}: {key} must be a single value")
-    kind = action.type or str
+    kind: Callable[[str], Any] = action.type if callable(action.type) else str
     try:
         converted = kind(value if isinstance(value, str) else str(value))
     except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
@@ -88,8 +88,8 @@ def _convert(path: str, key: str, value: Any, action: argparse.Action) -> Any:
 def apply_command_config(parser: argparse.ArgumentParser, args: argparse.Namespace,
                          argv: Sequence[str]) -> argparse.Namespace:
     """:func:`apply_config_file` for the subcommand ``args.command`` of ``parser``."""
-    sub = parser._subparsers._group_actions[0].choices[args.command] \
-        if parser._subparsers is not None else parser
+    choices = parser._subparsers._group_actions[0].choices if parser._subparsers else None
+    sub = choices[args.command] if isinstance(choices, Mapping) else parser
     return apply_config_file(sub, args, argv)
 
 

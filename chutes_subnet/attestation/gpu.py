@@ -50,9 +50,9 @@ from cryptography.x509.oid import NameOID
 
 from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError
 
+from ._linkcache import SHARED_LINKS, VerifiedLinkCache
 from ._pem import split_pem_chain
 from .reasons import Reason, ReasonCode
-from ._linkcache import SHARED_LINKS, VerifiedLinkCache
 from .spdm import SpdmMeasurements, parse_spdm_measurements
 
 __all__ = [

@@ -108,7 +108,7 @@ class NvidiaGpuProvider:
         """One entry per GPU, each made for ``nonce`` (32 bytes)."""
         try:
             entries = self._cc_admin.collect_gpu_evidence_remote(nonce.hex())
-        except Exception as exc:
+        except Exception as exc:  # foreign SDK, translated here
             raise AttestationError("NVIDIA GPU evidence collection failed") from exc
         return [dict(e, nonce=nonce.hex()) for e in entries]
 

@@ -121,7 +121,7 @@ class Verifier:
             return self._verify(evidence, nonce, e2e_pubkey, hotkey_ss58, when, state)
         except _Stop as stop:
             return self._verdict(stop.reasons, state)
-        except Exception:
+        except Exception:  # the verifier must never raise on evidence (logged)
             log.exception("unexpected error while verifying evidence")
             return self._verdict(
                 (Reason.of(ReasonCode.MALFORMED_EVIDENCE, "evidence could not be verified"),), state)
@@ -232,7 +232,8 @@ class Verifier:
             raise _Stop(Reason.of(ReasonCode.NONCE_UNKNOWN, "challenge nonce is unknown, used or expired"))
         self._crypto(quote, bytes(nonce), now, state)
         gpus = state["gpus"]
-        assert isinstance(gpus, GpuCheckResult)
+        if not isinstance(gpus, GpuCheckResult):  # set by _crypto; answered as internal error
+            raise TypeError("verifier state lacks the GPU check result")
         report = quote.report
         facts = EvidenceFacts(
             tcb_status=state.get("tcb_status"),  # type: ignore[arg-type]

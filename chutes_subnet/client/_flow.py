@@ -98,7 +98,7 @@ def drive_sync(flow: Flow[T], inner: httpx.BaseTransport) -> T:
                 continue
             item = flow.send(resp)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value
 
 
 async def drive_async(flow: Flow[T], inner: httpx.AsyncBaseTransport) -> T:
@@ -124,4 +124,4 @@ async def drive_async(flow: Flow[T], inner: httpx.AsyncBaseTransport) -> T:
                 continue
             item = flow.send(resp)
     except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+        return done.value

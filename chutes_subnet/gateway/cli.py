@@ -49,7 +49,7 @@ _DB_HELP = ("gateway state (API keys, usage, request journal): a SQLite file pat
 def add_gateway_commands(subparsers: Any) -> None:
     """Register ``gateway`` and ``keys`` on an argparse subparsers object."""
     gw = subparsers.add_parser("gateway", help="run the E2EE gateway (routes ciphertext)")
-    gw.add_argument("--listen", type=listen_address, default=("0.0.0.0", 8000),
+    gw.add_argument("--listen", type=listen_address, default=("0.0.0.0", 8000),  # noqa: S104 - a server
                     help="HOST:PORT to serve on (default 0.0.0.0:8000)")
     gw.add_argument("--registry", default=None,
                     help="instance registry URL (default sqlite:///<data-dir>/registry.db, "

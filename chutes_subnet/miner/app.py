@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from chutes_subnet.attestation import EvidenceProvider, SimulatedProvider
 from chutes_subnet.auth import ValidatorGate
@@ -113,7 +113,7 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
             await backend.aclose()
             log.info("miner instance %s stopped", instance.instance_id)
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/attest", AttestEndpoint(state), methods=["POST"]),
         Route("/e2e/invoke", apply_invoke_fault(config.fault, InvokeEndpoint(state)),
               methods=["POST"]),

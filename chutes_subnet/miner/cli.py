@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
          help="finney | test | local | ws(s)://endpoint | local:/path/chain.sqlite (dev chain)")
     _add(p, "--subtensor.chain_endpoint", help="subtensor websocket endpoint; overrides "
          "--subtensor.network")
-    _add(p, "--axon.ip", default="0.0.0.0", help="address to listen on")
+    _add(p, "--axon.ip", default="0.0.0.0", help="address to listen on")  # noqa: S104 - a server
     _add(p, "--axon.port", type=int, default=8091, help="port to listen on and publish")
     _add(p, "--axon.external_ip", help="IP published on chain (required unless --axon.ip is "
          "a specific address)")

@@ -37,8 +37,8 @@ from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.wire.messages import AttestRequest, AttestResponse
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V2,
-    SUPPORTED_E2EE_VERSIONS,
     MAX_ATTEST_RESPONSE_BYTES,
+    SUPPORTED_E2EE_VERSIONS,
     chute_id_for_model,
     parse_json,
 )
@@ -148,8 +148,7 @@ class Attestor:
             or self._clock() >= entry.expires_at
             or self._rng.random() < self.rechallenge_probability
         )
-        if not fresh_needed:
-            assert entry is not None
+        if not fresh_needed and entry is not None:
             return entry, True
         try:
             instance = await self.challenge(neuron)

@@ -173,7 +173,8 @@ class StreamDecoder:
         return self._event_v1(event)
 
     def _event_v1(self, event: dict[str, Any]) -> list[bytes]:
-        assert self._v1 is not None
+        if self._v1 is None:
+            raise TypeError("not a v1 stream")
         if "e2e_init" in event:
             self._v1.open_init(str(event["e2e_init"]))
         elif "e2e" in event:
@@ -181,7 +182,8 @@ class StreamDecoder:
         return []
 
     def _event_v2(self, event: dict[str, Any]) -> list[bytes]:
-        assert self._v2 is not None
+        if self._v2 is None:
+            raise TypeError("not a v2 stream")
         if "e2e" in event:
             return self._v2.open_lines(str(event["e2e"]))
         if "e2e_final" in event:
