@@ -134,7 +134,7 @@ class InvokeEndpoint:
                                                 body, rec.hotkey))
         trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, inv.stream, len(body))
         trace.model = rec.model
-        st.shapes.record(len(body), inv.stream)
+        st.shapes.record(len(body), inv.stream, inv.path)
         try:
             await self._forward(rec, fwd, body, trace, receive, send)
         finally:

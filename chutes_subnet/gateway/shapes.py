@@ -1,10 +1,10 @@
 """What organic requests look like on the wire, for the validator's benchmark to copy.
 
 The gateway sees, of every organic invoke, only what the miner's host sees too: the
-sealed body size and the stream flag. :class:`RequestShapes` keeps a bounded uniform
-sample of them (reservoir sampling, Algorithm R) so the validator can draw benchmark
-requests from the same distribution: a miner's host then cannot tell benchmark from
-organic traffic by size. Nothing else about a request is kept.
+sealed body size, the stream flag and the invoked path. :class:`RequestShapes` keeps a
+bounded uniform sample of them (reservoir sampling, Algorithm R) so the validator can
+draw benchmark requests from the same distribution: a miner's host then cannot tell
+benchmark from organic traffic by size or path. Nothing else about a request is kept.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ class RequestShape:
 
     request_bytes: int
     stream: bool
+    path: str
 
 
 class RequestShapes:
@@ -36,9 +37,9 @@ class RequestShapes:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
 
-    def record(self, request_bytes: int, stream: bool) -> None:
+    def record(self, request_bytes: int, stream: bool, path: str) -> None:
         """Offer one organic request to the sample."""
-        shape = RequestShape(int(request_bytes), bool(stream))
+        shape = RequestShape(int(request_bytes), bool(stream), str(path))
         with self._lock:
             self._seen += 1
             if len(self._items) < self._capacity:

@@ -36,6 +36,7 @@ import httpx
 
 from chutes_subnet.auth import sign_headers
 from chutes_subnet.errors import E2EEError, InferenceError, UsageError
+from chutes_subnet.gateway.shapes import RequestShape
 from chutes_subnet.inference import run_generation
 from chutes_subnet.nonces import new_nonce
 from chutes_subnet.sse import DONE
@@ -46,7 +47,7 @@ from chutes_subnet.wire.protocol import E2EE_VERSION_V2, INVOKE_PATH, parse_json
 from .attest import AttestedInstance
 from .config import BenchmarkConfig
 from .failures import EvaluationFailure, from_http_error
-from .prompts import BenchPrompt, lengthen
+from .prompts import BenchPrompt, lengthen, on_path
 from .real_answers import check_real_answer
 from .reference import ChuteReference
 from .results import reason_kind
@@ -315,12 +316,12 @@ async def run_benchmark(http: BenchHTTP, wallet: Any, instance: AttestedInstance
                         prompts: list[BenchPrompt], config: BenchmarkConfig, *,
                         timeout: float, refs: ReferenceCache | None,
                         reference: ChuteReference | None = None,
-                        sizes: Sequence[int | None] = ()) -> BenchmarkOutcome:
+                        shapes: Sequence[RequestShape | None] = ()) -> BenchmarkOutcome:
     """Run ``prompts`` one after the other against ``instance``.
 
     ``refs`` recomputes embedded-model answers; ``reference`` counts and scores a real
-    model's answers (:mod:`.real_answers`); ``sizes[i]`` is the sealed size prompt ``i``
-    is lengthened to (organic sizes; prompts of one canary share the first one's).
+    model's answers (:mod:`.real_answers`); ``shapes[i]`` is the organic request whose
+    path and sealed size prompt ``i`` takes (prompts of one canary share the first's).
     Stops early after a timeout or an unreachable miner (the rest count as failed, so
     one stalled miner costs about one timeout) and at the first wrong answer.
     """
@@ -329,11 +330,14 @@ async def run_benchmark(http: BenchHTTP, wallet: Any, instance: AttestedInstance
     canaries: dict[int, str] = {}
     reason: str | None = None
     detail = ""
-    canary_sizes: dict[int, int | None] = {}
+    canary_shapes: dict[int, RequestShape | None] = {}
     for i, prompt in enumerate(prompts):
-        size = sizes[i] if i < len(sizes) else None
+        shape = shapes[i] if i < len(shapes) else None
         if prompt.canary is not None:
-            size = canary_sizes.setdefault(prompt.canary, size)
+            shape = canary_shapes.setdefault(prompt.canary, shape)
+        size = None
+        if shape is not None:
+            prompt, size = on_path(prompt, shape.path), shape.request_bytes
         try:
             answer = await stream_prompt(http, wallet, instance, prompt, timeout=timeout,
                                          size=size)

@@ -185,7 +185,7 @@ class Validator:
                     outcome = await run_benchmark(
                         self.bench_http, self._signer, instance, prompts, cfg.benchmark,
                         timeout=cfg.timeout, refs=refs if embedded else None,
-                        reference=reference, sizes=self._organic_sizes(len(prompts)))
+                        reference=reference, shapes=self._organic_shapes(len(prompts)))
         except EvaluationFailure as failure:
             return MinerResult(**base, attested=False, reason=failure.reason,
                                detail_text=failure.detail, attestation=failure.attestation,
@@ -313,12 +313,13 @@ class Validator:
         self.bench_http, self._owns_bench = GatewayPath(gateway.miners), False
         self.shapes = gateway.shapes.snapshot
 
-    def _organic_sizes(self, n: int) -> list[int | None]:
-        """Sealed sizes for ``n`` benchmark requests, drawn from organic traffic."""
-        sample = self.shapes() if self.shapes is not None else []
+    def _organic_shapes(self, n: int) -> list[RequestShape | None]:
+        """Paths and sealed sizes for ``n`` benchmark requests, drawn from organic
+        streamed requests (the benchmark measures streams)."""
+        sample = [s for s in self.shapes() if s.stream] if self.shapes is not None else []
         if not sample:
             return [None] * n
-        return [self._rng.choice(sample).request_bytes for _ in range(n)]
+        return [self._rng.choice(sample) for _ in range(n)]
 
     def _organic(self) -> Mapping[int, float] | None:
         """This round's organic counts; a failing source scores no organic traffic

@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import BenchmarkConfig
 
-__all__ = ["BenchPrompt", "lengthen", "miner_prompts", "new_round_seed"]
+__all__ = ["BenchPrompt", "lengthen", "miner_prompts", "new_round_seed", "on_path"]
 
 _NOUNS = (
     "river", "lantern", "protocol", "garden", "compiler", "glacier", "market", "violin",
@@ -114,3 +114,19 @@ def lengthen(path: str, body: dict[str, Any], extra: int) -> dict[str, Any]:
     messages[-1]["content"] = str(messages[-1]["content"]) + filler
     out["messages"] = messages
     return out
+
+
+def on_path(prompt: BenchPrompt, path: str) -> BenchPrompt:
+    """``prompt`` sent to ``path`` instead (the same text as a chat message or as a
+    completion prompt), so benchmark paths follow organic ones."""
+    if path == prompt.path or path not in ("/v1/chat/completions", "/v1/completions"):
+        return prompt
+    body = {k: v for k, v in prompt.body.items()
+            if k not in ("messages", "prompt", "seed", "stream_options")}
+    if path == "/v1/completions":
+        text = "\n".join(str(m["content"]) for m in prompt.body["messages"])
+        body["prompt"] = text + "\n"
+    else:
+        body["messages"] = [{"role": "user", "content": str(prompt.body["prompt"]).strip()}]
+        body.update(seed=0, stream_options={"include_usage": True})
+    return BenchPrompt(path, body, prompt.verify, prompt.canary)
