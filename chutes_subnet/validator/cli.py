@@ -64,17 +64,17 @@ def is_development_chain(spec: str) -> bool:
     return address.is_private or address.is_loopback
 
 
-def _add(group: Any, flag: str, *aliases: str, env: bool = True, **kw: Any) -> None:
-    for name in (flag, *aliases) if env else ():
-        env = os.environ.get(_env_name(name))
-        if env is None:
+def _add(group: Any, flag: str, *aliases: str, from_env: bool = True, **kw: Any) -> None:
+    for name in (flag, *aliases) if from_env else ():
+        raw = os.environ.get(_env_name(name))
+        if raw is None:
             continue
         if kw.get("action") == "store_true":
-            kw["default"] = env.strip().lower() in ("1", "true", "yes", "on")
+            kw["default"] = raw.strip().lower() in ("1", "true", "yes", "on")
         else:
-            kw["default"] = kw.get("type", str)(env)
+            kw["default"] = kw.get("type", str)(raw)
     help_text = kw.get("help", "")
-    kw["help"] = f"{help_text} [env {_env_name(flag)}]".strip() if env else help_text
+    kw["help"] = f"{help_text} [env {_env_name(flag)}]".strip() if from_env else help_text
     group.add_argument(flag, *aliases, **kw)
 
 
@@ -129,7 +129,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="seconds to wait at start for a validator permit (0 = stop at once without one)")
     g = parser.add_argument_group("attestation")
     _add(g, "--dangerous.accept_simulated_tee", "--dev", "--allow-insecure-simulated-tee",
-         dest="dev", action="store_true", env=False,
+         dest="dev", action="store_true", from_env=False,
          help="DEVELOPMENT ONLY: accept simulated (forgeable) TEE evidence; command line only "
               "(no environment variable), refused on finney/test/public endpoints")
     _add(g, "--policy.path", dest="policy_path", default=None, help="attestation policy TOML")
