@@ -45,6 +45,7 @@ from chutes_subnet.wire.protocol import (
 
 from .failures import EvaluationFailure, from_http_error, read_bounded
 from .results import AttestationSummary
+from .workers import WorkerPool
 
 __all__ = ["MAX_ATTEST_RESPONSE_BYTES", "AttestedInstance", "Attestor", "miner_url"]
 
@@ -112,12 +113,15 @@ class Attestor:
         challenges: ChallengeBook | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.verifier = verifier
         # The verifier consumes nonces from its own book when it has one; otherwise
         # this attestor keeps the book and consumes the nonce before verifying.
         self._own_book = verifier.challenges is None
         self.challenges = verifier.challenges or challenges or ChallengeBook(ttl=120.0)
+        # verification in worker processes, unless the verifier's nonce book must see it
+        self._pool = pool if pool is not None and pool.verifies and self._own_book else None
         self.wallet = wallet
         self.http = http
         self.ttl = float(ttl)
@@ -180,9 +184,14 @@ class Attestor:
         now = self._clock()
         if self._own_book and not self.challenges.consume(nonce).ok:
             raise EvaluationFailure("timeout", "attest: answer arrived after the nonce expired")
-        verdict = await asyncio.to_thread(
-            self.verifier.verify, evidence, nonce=nonce, e2e_pubkey=pubkey,
-            hotkey_ss58=neuron.hotkey, now=int(now), chute_id=response.chute_id)
+        if self._pool is not None:
+            verdict = await self._pool.verify(evidence, nonce=nonce, e2e_pubkey=pubkey,
+                                              hotkey_ss58=neuron.hotkey, now=int(now),
+                                              chute_id=response.chute_id)
+        else:
+            verdict = await asyncio.to_thread(
+                self.verifier.verify, evidence, nonce=nonce, e2e_pubkey=pubkey,
+                hotkey_ss58=neuron.hotkey, now=int(now), chute_id=response.chute_id)
         summary = _summary(verdict, response, now, self.ttl)
         if not verdict.ok:
             first = verdict.reasons[0]

@@ -51,9 +51,16 @@ from .prompts import BenchPrompt, lengthen, on_path
 from .real_answers import check_real_answer
 from .reference import ChuteReference
 from .results import reason_kind
+from .workers import WorkerPool
 
-__all__ = ["RequestSample", "ReferenceCache", "StreamedAnswer", "stream_prompt",
-           "run_benchmark", "BenchmarkOutcome"]
+__all__ = [
+    "BenchmarkOutcome",
+    "ReferenceCache",
+    "RequestSample",
+    "StreamedAnswer",
+    "run_benchmark",
+    "stream_prompt",
+]
 
 MAX_STREAM_BYTES = 8 * 1024 * 1024
 _MAX_SIZE_STEPS = 12
@@ -127,8 +134,9 @@ class BenchmarkOutcome:
 class ReferenceCache:
     """Local recomputations of embedded-model answers, shared within a round."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, pool: WorkerPool | None = None) -> None:
         self.seed = seed
+        self._pool = pool
         self._done: dict[str, tuple[str, int]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -139,8 +147,11 @@ class ReferenceCache:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self._done:
-                result = await asyncio.to_thread(run_generation, path, body, seed=self.seed)
-                self._done[key] = (result.text, result.completion_tokens)
+                if self._pool is not None:
+                    self._done[key] = await self._pool.generate(path, body, self.seed)
+                else:
+                    result = await asyncio.to_thread(run_generation, path, body, seed=self.seed)
+                    self._done[key] = (result.text, result.completion_tokens)
         return self._done[key]
 
 
@@ -185,7 +196,7 @@ def _completion_tokens(usage: Any) -> int:
 class _Answer:
     """The decrypted stream as read so far: text parts, first-text time, usage."""
 
-    __slots__ = ("path", "parts", "usage_tokens", "ttft", "start", "clock")
+    __slots__ = ("clock", "parts", "path", "start", "ttft", "usage_tokens")
 
     def __init__(self, path: str, clock: Callable[[], float]) -> None:
         self.path, self.clock = path, clock

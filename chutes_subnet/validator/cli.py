@@ -108,6 +108,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="miners per round (0 = all)")
     _add(g, "--neuron.timeout", dest="timeout", type=float, default=d.timeout,
          help="seconds per miner request")
+    _add(g, "--neuron.workers", dest="workers", type=int, default=0,
+         help="worker processes for attestation verification and reference recomputation "
+              "(0 = threads in this process; set it to the cores you can give a large "
+              "round)")
     _add(g, "--neuron.concurrency", dest="concurrency", type=int, default=d.concurrency,
          help="miners evaluated at once")
     _add(g, "--neuron.round_blocks", dest="round_blocks", type=int, default=d.round_blocks,
@@ -309,9 +313,16 @@ async def _run(args: argparse.Namespace) -> int:
     from .reference import ReferenceBook
 
     references = ReferenceBook.from_spec(args.references)
+    pool = None
+    if args.workers > 0:
+        import functools
+
+        from .workers import WorkerPool
+
+        pool = WorkerPool(args.workers, functools.partial(_verifier, args))
     validator = Validator(config, chain=chain, wallet=wallet, verifier=verifier,
                           state=state, registry=registry, metrics=metrics,
-                          references=references)
+                          references=references, pool=pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -357,6 +368,8 @@ async def _run(args: argparse.Namespace) -> int:
                 if asyncio.iscoroutine(out):
                     await out
         await validator.aclose()
+        if pool is not None:
+            pool.close()
         await chain.aclose()
     return 0
 

@@ -56,6 +56,7 @@ from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_fr
 from .state import ValidatorState
 from .transport import GatewayPath
 from .table import ScoreRow, build_score_table
+from .workers import WorkerPool
 
 __all__ = ["Validator", "OrganicSource", "explain_no_miners", "fallback_weights"]
 
@@ -118,8 +119,11 @@ class Validator:
         references: ReferenceBook | None = None,
         bench_http: BenchHTTP | None = None,
         shapes: Callable[[], Sequence[RequestShape]] | None = None,
+        pool: WorkerPool | None = None,
     ) -> None:
         self.config = config
+        #: worker processes for verification and recomputation (None: threads here)
+        self.pool = pool
         #: reference models by model id: token counting and logprob verification
         self.references = references or ReferenceBook()
         self.chain = chain
@@ -144,7 +148,8 @@ class Validator:
         #: organic request shapes (sizes) the benchmark copies; None = natural sizes
         self.shapes = shapes
         self.attestor = Attestor(verifier, self._signer, self.http, ttl=config.attestation_ttl,
-                                 rechallenge_probability=config.rechallenge_probability)
+                                 rechallenge_probability=config.rechallenge_probability,
+                                 pool=pool)
         snapshot = state.load()
         self.round_index = snapshot.round_index
         self.last_round_block = snapshot.last_block
@@ -213,7 +218,7 @@ class Validator:
             duration_s=time.perf_counter() - started, chute_id=instance.chute_id)
 
     async def _evaluate_all(self, targets: list[Neuron], seed: bytes) -> list[MinerResult]:
-        refs = ReferenceCache(self.config.benchmark.embedded_seed)
+        refs = ReferenceCache(self.config.benchmark.embedded_seed, self.pool)
         gate = asyncio.Semaphore(self.config.concurrency)
 
         async def one(neuron: Neuron) -> MinerResult:
