@@ -15,8 +15,7 @@ setup(
     license="MIT",
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["chutes_subnet", "chutes_subnet.*"]),
-    package_data={"chutes_subnet": ["py.typed", "attestation/*.toml", "attestation/*.pem",
-                                   "client/*.toml"]},
+    package_data={"chutes_subnet": ["py.typed", "attestation/*.toml", "attestation/*.pem"]},
     install_requires=[
         "bittensor==11.3.0",
         "fastapi>=0.110,<1",

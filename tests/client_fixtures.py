@@ -31,6 +31,7 @@ from tests.servers import UvicornThread
 from tests.vector_files import VECTORS_DIR
 
 __all__ = [
+    "VECTOR_REASONS",
     "VECTOR_NOW",
     "AsyncRecorder",
     "Gateway",
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 VECTOR_NOW = 1751624191  # inside the stored v4 collateral's validity window
+#: what the public v4 vector fails when everything else is allowlisted: it measures no
+#: workload manifest into RTMR3 and its report_data binds its author's nonce and key
+VECTOR_REASONS = ["workload_event_missing", "binding_mismatch"]
 
 
 def vector_quote() -> bytes:

@@ -30,6 +30,7 @@ from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.miner import MinerInstance
 from tests.client_fixtures import (
     VECTOR_NOW,
+    VECTOR_REASONS,
     Recorder,
     Rewriter,
     gateway,
@@ -193,6 +194,21 @@ def test_replayed_evidence_for_another_nonce_is_refused(miners: Miners) -> None:
         assert "/e2e/invoke" not in replay.paths
 
 
+def test_a_swapped_workload_manifest_is_refused(miners: Miners) -> None:
+    """A relay that claims another model revision than the one measured into RTMR3."""
+    def swap(answer: dict) -> dict:
+        answer["workload_manifest"] = {**answer["workload_manifest"], "model_revision": "other"}
+        return answer
+
+    with gateway([miner_record(miners.a, miners.a_url)]) as gw:
+        router = Rewriter("/e2e/attest/", swap)
+        with pytest.raises(Exception) as info:
+            sdk(gw.url, gw.key, E2EETransport(inner=router, policy=DEV)).chat.completions.create(
+                model=MODEL, messages=MSG)
+        assert cause(info.value).failures[0].reason == "manifest_not_measured"
+        assert "/e2e/invoke" not in router.paths
+
+
 def test_simulated_evidence_is_refused_without_the_explicit_opt_in(miners: Miners) -> None:
     with gateway([miner_record(miners.a, miners.a_url)]) as gw:
         with pytest.raises(Exception) as info:
@@ -286,7 +302,7 @@ def test_cli_verify_prints_the_verdict_tree(miners: Miners, capsys: pytest.Captu
         assert f"instance {miners.a.instance_id}: VERIFIED" in out
         for branch in ("quote", "tcb", "measurements", "gpu", "binding", "manifest"):
             assert f"  {branch}" in out
-        assert "SIMULATED" in out
+        assert "SIMULATED" in out and f"workload {MODEL}@" in out
         assert main(base) == 1  # the packaged policy refuses simulated evidence
         assert "simulated_tee" in capsys.readouterr().out
         assert gw.log.count("/e2e/invoke") == 0
@@ -308,8 +324,8 @@ def test_cli_verify_catches_an_unattested_key(miners: Miners,
 
 def test_real_quote_and_gpus_with_collateral_from_the_gateway_cache() -> None:
     """Real DCAP + 8 real H100 chains through the relay; collateral served by the
-    gateway (no PCCS on the client). Everything verifies except report_data, which
-    binds the vector author's nonce and key, never ours."""
+    gateway (no PCCS on the client). Everything verifies except what the public
+    vector cannot have: a workload event in RTMR3, and report_data binding our nonce."""
     kp = KeyPair.generate()
     profile = MeasurementProfile("public-vector-h100x8",
                                  parse_quote(vector_quote()).report.measurements, "H100", 8)
@@ -321,14 +337,14 @@ def test_real_quote_and_gpus_with_collateral_from_the_gateway_cache() -> None:
                                     nonce_source=vector_gpu_nonce)
         [verdict] = verify_model(gw.url, gw.key, MODEL, policy=policy,
                                  verifier=verifier)
-        assert verdict.reasons and [r.code for r in verdict.reasons] == ["binding_mismatch"]
+        assert verdict.reasons and [r.code for r in verdict.reasons] == VECTOR_REASONS
         a = verdict.attestation
         assert a is not None and (a.tcb_status, a.gpu_count, a.gpu_model, a.profile) == \
             ("UpToDate", 8, "H100", "public-vector-h100x8")
         assert gw.log.count("/e2e/collateral") == 1
         verifier.pins.forget(verdict.instance_id)
         [again] = verify_model(gw.url, gw.key, MODEL, policy=policy, verifier=verifier)
-        assert [r.code for r in again.reasons] == ["binding_mismatch"]
+        assert [r.code for r in again.reasons] == VECTOR_REASONS
         assert gw.log.count("/e2e/collateral") == 1  # platform collateral cached on the client
         assert gw.log.count("/e2e/attest/") == 2
 

@@ -8,17 +8,18 @@ A client policy file is a validator policy file (``[tcb]``, ``[td]``,
     pin_ttl_seconds = 600       # a verified (instance id -> key) pin lives this long
     failure_ttl_seconds = 30    # a failed instance is skipped this long
 
-The packaged default (``client/default_policy.toml``) allowlists no measurement
-profile, so it fails closed until the user names the images they trust. Accepting
-simulated (forgeable) TEE evidence is never a file setting: it is the
-``dangerous_accept_simulated_tee`` argument of :meth:`ClientPolicy.development`.
+The default is the validator's packaged policy (``attestation/default_policy.toml``:
+TD-field rules, workload manifests required, no measurement profile allowlisted yet),
+so a default client fails closed until its user names the images and manifests they
+trust, and never drifts from what validators accept. Accepting simulated (forgeable)
+TEE evidence is never a file setting: it is the ``dangerous_accept_simulated_tee``
+argument of :meth:`ClientPolicy.development`.
 """
 
 from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,8 @@ class ClientPolicy:
 
     @classmethod
     def default(cls) -> ClientPolicy:
-        """The packaged default (no profile allowlisted: fails closed)."""
-        text = resources.files(__package__).joinpath("default_policy.toml").read_text("utf-8")
-        return cls.from_dict(tomllib.loads(text))
+        """The validator's packaged policy with the default pin times (fails closed)."""
+        return cls(Policy.default())
 
     @classmethod
     def development(cls, *, gpu_model: str = "H100", gpu_count: int = 8,

@@ -15,9 +15,11 @@ verification time, and returns a frozen :class:`ClientVerdict`. Steps, in order
              chute id derives from the model and is the chute the client asked for
              (``chute_mismatch``: no cheaper model behind the requested name);
 3. evidence  the validator's :class:`~chutes_subnet.attestation.Verifier` with the
-             client's policy: DCAP quote + TCB status, GPU evidence for the same
-             nonce, measurement profile, and report_data binding of this nonce, this
-             key and the miner hotkey (``binding_mismatch``);
+             client's policy: DCAP quote + TCB status + TD fields, GPU evidence for
+             the same nonce, measurement profile, the workload manifest (RTMR3 event
+             log replayed, manifest published for this chute), and report_data
+             binding of this nonce, this key and the miner hotkey
+             (``binding_mismatch``);
 4. version   the instance serves E2EE v2 when the client requires it
              (``no_v2``; v1 only by explicit opt-in).
 """
@@ -25,7 +27,7 @@ verification time, and returns a frozen :class:`ClientVerdict`. Steps, in order
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -75,7 +77,8 @@ class ClientVerdict:
     e2e_versions: tuple[int, ...] = ()
     quote_sha256: str | None = None
     measurements: Measurements | None = None
-    manifest: dict[str, Any] | None = field(default=None)
+    #: "model@revision on engine version" of the verified workload manifest
+    workload: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -114,7 +117,12 @@ class ClientVerdict:
             codes & {"key_mismatch", "instance_id_mismatch", "instance_id_not_derived"})
         out.append(f"  binding      {'nonce + key + hotkey bound in report_data' if bound else 'NOT established'}"
                    + (f" (hotkey {self.hotkey})" if self.hotkey else ""))
-        out.append(f"  manifest     {'present (not yet checked)' if self.manifest else 'none in evidence'}")
+        manifest = a.manifest_sha384 if a is not None else None
+        if manifest:
+            out.append(f"  manifest     sha384 {manifest[:32]}... (replayed from the RTMR3 event log)")
+            out.append(f"    workload {self.workload or '-'}")
+        else:
+            out.append("  manifest     NOT attested")
         out.append(f"  e2ee         versions {list(self.e2e_versions) or '-'}")
         for r in self.reasons:
             out.append(f"  x {r.code}: {r.message}")
@@ -129,7 +137,17 @@ class ClientVerdict:
             "hotkey": self.hotkey, "model": self.model,
             "e2e_versions": list(self.e2e_versions), "quote_sha256": self.quote_sha256,
             "measurements": self.measurements.to_hex() if self.measurements else None,
+            "workload": self.workload,
         }
+
+
+def _workload(manifest: dict[str, Any] | None) -> str | None:
+    """A one-line description of a verified manifest (its fields, bounded)."""
+    if not isinstance(manifest, dict):
+        return None
+    f = {k: str(manifest.get(k, "?"))[:80] for k in
+         ("model_id", "model_revision", "engine", "engine_version")}
+    return f"{f['model_id']}@{f['model_revision']} on {f['engine']} {f['engine_version']}"
 
 
 def _refuse(instance_id: str, code: str, message: str, **kw: Any) -> ClientVerdict:
@@ -184,10 +202,11 @@ def check_instance(verifier: Verifier, *, instance_id: str, offered_pubkey: byte
         return _refuse(instance_id, "chute_mismatch",
                        "the instance does not serve the requested model", **facts)
     verdict = verifier.verify(parsed.evidence, nonce=nonce, e2e_pubkey=key,
-                              hotkey_ss58=resp.hotkey, now=now)
+                              hotkey_ss58=resp.hotkey, now=now, chute_id=resp.chute_id)
     reasons = list(verdict.reasons)
+    facts["workload"] = _workload(parsed.evidence.workload_manifest) \
+        if verdict.manifest_sha384 else None
     if require_v2 and E2EE_VERSION_V2 not in facts["e2e_versions"]:
         reasons.append(Reason("no_v2", "the instance does not serve E2EE v2"))
     return ClientVerdict(instance_id, tuple(reasons), verdict,
-                         key if not reasons else None,
-                         manifest=None, **facts)
+                         key if not reasons else None, **facts)
