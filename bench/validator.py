@@ -13,7 +13,12 @@ miners one validator core can take), and a projection of a 256-miner round at th
 default settings (16 miners at once, 4 prompts x 64 tokens, 30 s timeout) for
 typical and worst-case miners, against one tempo (360 blocks = 72 min).
 
-    python bench/validator.py [--quick] [--miners 256] [--concurrency 16]
+``--model tiny-llama`` makes the farm a real (tiny, offline-built Llama) chute: its
+miners stream the model's greedy answers, and the validator counts every answer's
+tokens with the chute's tokenizer and logprob-verifies ``--verify`` answers per miner
+against its own reference (the validator CPU per miner then includes verification).
+
+    python bench/validator.py [--quick] [--miners 256] [--concurrency 16] [--model tiny-llama]
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ def _farm(spec: dict[str, Any]) -> None:
     from chutes_subnet.wire.protocol import chute_id_for_model
 
     torch.set_num_threads(1)
-    chute = chute_id_for_model(DEFAULT_MODEL_ID)
+    model_name = spec.get("model_name") or DEFAULT_MODEL_ID
+    chute = chute_id_for_model(model_name)
+    generate = _real_generator(spec["model_dir"]) if spec.get("model_dir") else None
     provider = SimulatedProvider()
     socks, miners = [], {}
     for hotkey in spec["hotkeys"]:
@@ -71,7 +78,7 @@ def _farm(spec: dict[str, Any]) -> None:
         if scope["path"] == "/attest":
             nonce = bytes.fromhex(json.loads(body)["nonce"])
             ev = await asyncio.to_thread(provider.collect, nonce, key.public_bytes, hotkey)
-            answer = AttestResponse(instance_id=instance, chute_id=chute, model=DEFAULT_MODEL_ID,
+            answer = AttestResponse(instance_id=instance, chute_id=chute, model=model_name,
                                     hotkey=hotkey, e2e_pubkey=key.public_b64, **ev.to_wire())
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
@@ -81,7 +88,10 @@ def _farm(spec: dict[str, Any]) -> None:
         path = h["x-e2e-path"]
         ctx = invoke_headers(h).context()
         payload, session = v2.open_request(key, ctx, body)
-        result = await asyncio.to_thread(run_generation, path, payload, seed=DEFAULT_SEED)
+        if generate is not None:
+            result = await asyncio.to_thread(generate, path, payload)
+        else:
+            result = await asyncio.to_thread(run_generation, path, payload, seed=DEFAULT_SEED)
         sealer = session.stream_sealer()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
@@ -101,6 +111,30 @@ def _farm(spec: dict[str, Any]) -> None:
                                            lifespan="off", backlog=2048))
     print("PORTS " + json.dumps({port: m[0] for port, m in miners.items()}), flush=True)
     server.run(sockets=socks)
+
+
+def _real_generator(model_dir: str) -> Any:
+    """Greedy answers of the tiny Llama (what an engine serving it streams)."""
+    import threading
+    from types import SimpleNamespace
+
+    import torch
+
+    from chutes_subnet.validator.reference import ReferenceModel
+
+    model = ReferenceModel(model_dir, torch_threads=1)
+    lock = threading.Lock()
+
+    def generate(path: str, payload: dict[str, Any]) -> Any:
+        ids = model.prompt_ids(path, payload)
+        with lock, torch.inference_mode():
+            out = model._lm().generate(torch.tensor([ids]), do_sample=False, pad_token_id=1,
+                                       max_new_tokens=int(payload["max_tokens"]))
+        new = out[0][len(ids):]
+        return SimpleNamespace(text=model.tokenizer.decode(new, skip_special_tokens=True),
+                               prompt_tokens=len(ids), completion_tokens=len(new))
+
+    return generate
 
 
 # --- the validator side ---------------------------------------------------------------------
@@ -124,8 +158,18 @@ async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
     config = ValidatorConfig(concurrency=args.concurrency, timeout=60.0,
                              dangerous_accept_simulated_tee=True, benchmark=bench)
     verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
+    references = None
+    if args.model_dir:
+        from chutes_subnet.validator.reference import (
+            ChuteReference,
+            ReferenceBook,
+            ReferenceModel,
+        )
+
+        model = ReferenceModel(args.model_dir, torch_threads=1)
+        references = ReferenceBook({args.model_name: ChuteReference(model)})
     validator = Validator(config, chain=chain, wallet=wallet, verifier=verifier,
-                          state=ValidatorState(tmp / "state.sqlite"))
+                          state=ValidatorState(tmp / "state.sqlite"), references=references)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     report = await validator.run_round()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -168,6 +212,9 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=16)
     parser.add_argument("--verify", type=int, default=1)
+    parser.add_argument("--model", choices=("embedded", "tiny-llama"), default="embedded",
+                        help="tiny-llama: a real (tiny, offline-built) Llama chute verified by "
+                             "token counting and logprobs against the validator's reference")
     parser.add_argument("--farm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.farm:
@@ -175,11 +222,18 @@ def main() -> int:
         return 0
     n = args.miners or (64 if args.quick else 256)
     hotkeys = [f"5BenchMinerHotkey{i:04d}" for i in range(n)]
+    models = tempfile.TemporaryDirectory()
+    args.model_dir = args.model_name = None
+    if args.model == "tiny-llama":
+        from tests.real_engine import MODEL_NAME, build_model
+
+        args.model_dir, args.model_name = str(build_model(Path(models.name) / "m")), MODEL_NAME
     farm = subprocess.Popen([sys.executable, __file__, "--farm"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert farm.stdin is not None and farm.stdout is not None
-        farm.stdin.write(json.dumps({"hotkeys": hotkeys}) + "\n")
+        farm.stdin.write(json.dumps({"hotkeys": hotkeys, "model_dir": args.model_dir,
+                                     "model_name": args.model_name}) + "\n")
         farm.stdin.flush()
         line = farm.stdout.readline()
         if not line.startswith("PORTS "):
@@ -192,6 +246,7 @@ def main() -> int:
     finally:
         farm.terminate()
         farm.wait(timeout=10)
+        models.cleanup()
     proj = _projection(figures["cpu_per_miner_ms"] / 1000)
     rows = [
         ("miners evaluated / passed", f"{figures['miners']} / {figures['passed']}"),
@@ -208,12 +263,13 @@ def main() -> int:
     ]
     width = max(len(k) for k, _ in rows)
     print(f"validator round over {n} simulated miners (concurrency {args.concurrency}, "
-          f"{args.prompts} prompts x {args.max_tokens} tokens, {args.verify} verified)")
+          f"{args.prompts} prompts x {args.max_tokens} tokens, {args.verify} verified, "
+          f"model {args.model})")
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
     out = {**figures, "projected_256_typical_s": round(proj["typical_s"], 1),
            "projected_256_worst_s": round(proj["worst_s"], 1),
-           "tempo_s": TEMPO_SECONDS, "concurrency": args.concurrency}
+           "tempo_s": TEMPO_SECONDS, "concurrency": args.concurrency, "model": args.model}
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}))
     return 0
 
