@@ -9,7 +9,7 @@ from typing import Any
 from chutes_subnet.attestation import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate
 from chutes_subnet.inference import make_backend
-from chutes_subnet.miner import MinerConfig, MinerInstance, create_app
+from chutes_subnet.miner import InstanceIdentity, MinerConfig, create_app
 from chutes_subnet.registry import InstanceRecord
 from tests.servers import UvicornThread
 
@@ -21,7 +21,7 @@ DEV_MINER_HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 def start_real_miner(model: str, *, hotkey: str = DEV_MINER_HOTKEY,
                      gate: ValidatorGate | None = None, **config: Any
-                     ) -> tuple[UvicornThread, MinerInstance]:
+                     ) -> tuple[UvicornThread, InstanceIdentity]:
     """The real miner app serving ``model`` on loopback (``gate=None``: open invoke)."""
     cfg = MinerConfig(tee="simulated", model_id=model,
                       invoke_auth="validator" if gate is not None else "none", **config)
@@ -30,7 +30,7 @@ def start_real_miner(model: str, *, hotkey: str = DEV_MINER_HOTKEY,
     return UvicornThread(app).start(), app.state.instance
 
 
-def miner_record(inst: MinerInstance, url: str, *, score: float = 1.0, ttl: float = 600.0,
+def miner_record(inst: InstanceIdentity, url: str, *, score: float = 1.0, ttl: float = 600.0,
                  uid: int = 1) -> InstanceRecord:
     """What a validator registers after verifying this instance's attestation."""
     now = time.time()

@@ -26,7 +26,7 @@ from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.httpserver import server_options
 from chutes_subnet.inference import make_backend
-from chutes_subnet.miner import MinerConfig, MinerInstance
+from chutes_subnet.miner import InstanceIdentity, MinerConfig
 from chutes_subnet.miner import create_app as create_miner
 from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.registry import MemoryInstanceRegistry
@@ -49,7 +49,7 @@ MIN_STAKE = 10.0
 class Stack:
     miner_url: str
     gateway_url: str
-    inst: MinerInstance
+    inst: InstanceIdentity
     wallets: dict[str, Any]
     miner_hotkey: str
     api_key: str
@@ -69,7 +69,7 @@ class Stack:
         self.metagraph[0] = asyncio.run(self.chain.metagraph())
 
 
-def seal_invoke(inst: MinerInstance, payload: dict[str, Any], *, version: int, nonce: str,
+def seal_invoke(inst: InstanceIdentity, payload: dict[str, Any], *, version: int, nonce: str,
                 stream: bool = False) -> tuple[dict[str, str], bytes, Any]:
     """Invoke headers (without auth), envelope and client session for ``inst``."""
     pk = base64.b64decode(inst.e2e_pubkey)

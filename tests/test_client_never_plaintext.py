@@ -15,7 +15,7 @@ from chutes_subnet.client import ClientPolicy, E2EETransport
 from chutes_subnet.client.proxy import create_proxy_app
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import PlaintextRefusedError
-from chutes_subnet.miner import MinerInstance
+from chutes_subnet.miner import InstanceIdentity
 from chutes_subnet.wire.protocol import INVOKE_PATHS
 from tests.client_fixtures import Gateway, Recorder, gateway
 from tests.miner_fixtures import miner_record, start_real_miner
@@ -37,7 +37,7 @@ def cause(exc: BaseException) -> BaseException:
 class Env:
     gw: Gateway
     lying: Gateway
-    miner: MinerInstance
+    miner: InstanceIdentity
     proxy: str
     port: int
     lying_proxy: str

@@ -27,7 +27,7 @@ from chutes_subnet.errors import (
 )
 from chutes_subnet.gateway.collateral import StaticCollateral
 from chutes_subnet.instance_id import instance_id_for_key
-from chutes_subnet.miner import MinerInstance
+from chutes_subnet.miner import InstanceIdentity
 from tests.client_fixtures import (
     VECTOR_NOW,
     VECTOR_REASONS,
@@ -50,9 +50,9 @@ DEV = ClientPolicy.development(gpu_count=1, dangerous_accept_simulated_tee=True)
 
 @dataclass
 class Miners:
-    a: MinerInstance
+    a: InstanceIdentity
     a_url: str
-    b: MinerInstance
+    b: InstanceIdentity
     b_url: str
 
 

@@ -20,7 +20,7 @@ from chutes_subnet.chain import LocalChain
 from chutes_subnet.e2ee import RequestContext, v1, v2
 from chutes_subnet.inference import DEFAULT_SEED, make_backend, reference_completion
 from chutes_subnet.instance_id import instance_id_for_key
-from chutes_subnet.miner import MinerConfig, MinerInstance, create_app
+from chutes_subnet.miner import InstanceIdentity, MinerConfig, create_app
 from chutes_subnet.sse import SSEParser
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from chutes_subnet.wire.call import StreamDecoder
@@ -34,7 +34,7 @@ MAX_BODY = 256 * 1024
 @dataclass
 class Env:
     url: str
-    inst: MinerInstance
+    inst: InstanceIdentity
     wallets: dict[str, Any]
     miner_hotkey: str
 
@@ -55,7 +55,7 @@ def payload(max_tokens: int = 12, content: str = SECRET_PROMPT) -> dict[str, Any
 _counter = iter(range(10**9))
 
 
-def sealed(inst: MinerInstance, *, version: int = 2, stream: bool = False,
+def sealed(inst: InstanceIdentity, *, version: int = 2, stream: bool = False,
            body: dict[str, Any] | None = None, nonce: str | None = None,
            bound_instance: str | None = None) -> tuple[dict[str, str], bytes, Any]:
     """Headers, envelope and client session for one invoke of ``inst``."""
@@ -110,7 +110,7 @@ def gate(wallets) -> ValidatorGate:
 
 
 def start(config: MinerConfig, wallets: dict[str, Any], gate: ValidatorGate | None,
-          **provider_opts: Any) -> tuple[UvicornThread, MinerInstance]:
+          **provider_opts: Any) -> tuple[UvicornThread, InstanceIdentity]:
     app = create_app(config, hotkey_ss58=hotkey_ss58(wallets["miner"]),
                      backend=make_backend("embedded"),
                      provider=SimulatedProvider(gpu_count=1, **provider_opts), gate=gate)

@@ -15,7 +15,7 @@ from typing import Any as _Any
 
 # Lazy exports: ``neurons/miner.py --help`` and start-up errors must not wait for torch.
 _EXPORTS = {
-    "MinerConfig": "config", "FAULTS": "config", "MinerInstance": "state",
+    "MinerConfig": "config", "FAULTS": "config", "InstanceIdentity": "state",
     "create_app": "app", "PLAINTEXT_PATH": "app", "serve_miner": "runner",
     "build_provider": "runner", "publish_axon": "runner",
 }
@@ -23,7 +23,7 @@ _EXPORTS = {
 __all__ = [
     "MinerConfig",
     "FAULTS",
-    "MinerInstance",
+    "InstanceIdentity",
     "create_app",
     "serve_miner",
     "build_provider",

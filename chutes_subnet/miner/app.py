@@ -43,7 +43,7 @@ from chutes_subnet.miner.faults import (
 from chutes_subnet.miner.invoke import InvokeEndpoint
 from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import CONTENT_TYPE_LATEST, MinerMetrics
-from chutes_subnet.miner.state import MinerInstance, MinerState
+from chutes_subnet.miner.state import InstanceIdentity, MinerState
 from chutes_subnet.miner.workload import instance_manifest, measure_workload
 from chutes_subnet.nonces import SeenNonceCache
 from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
@@ -77,7 +77,7 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
     # the workload is measured into RTMR3 before the instance key exists
     measure_workload(provider, instance_manifest(config, backend), simulated=simulated)
     keypair = keypair or KeyPair.generate()
-    instance = MinerInstance(
+    instance = InstanceIdentity(
         instance_id=keypair.instance_id,
         chute_id=config.chute_id,
         model_id=config.model_id,

@@ -15,13 +15,13 @@ from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import MinerMetrics
 from chutes_subnet.nonces import SeenNonceCache
 
-__all__ = ["MinerInstance", "MinerState"]
+__all__ = ["InstanceIdentity", "MinerState"]
 
 log = logging.getLogger("chutes_subnet.miner")
 
 
 @dataclass(frozen=True)
-class MinerInstance:
+class InstanceIdentity:
     """Public facts of this instance (``app.state.instance``). No private key here."""
 
     instance_id: str
@@ -43,7 +43,7 @@ class MinerState:
     """Dependencies shared by the endpoints of one app."""
 
     config: MinerConfig
-    instance: MinerInstance
+    instance: InstanceIdentity
     keypair: KeyPair
     backend: Backend
     provider: EvidenceProvider
