@@ -60,12 +60,14 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
                  request_timeout: float = 30.0, block_time: float = 0,
                  keypairs: dict[str, KeyPair] | None = None,
                  backends: Mapping[str, tuple[str, Callable[[], Any]]] | None = None,
+                 seeds: Mapping[str, bytes] | None = None,
                  ) -> Iterator[Subnet]:
     """A LocalChain file, a permitted validator wallet and one real miner per entry.
 
     ``keypairs`` gives some miners a chosen E2EE key pair (e.g. one key for two hotkeys).
     ``backends`` maps a miner name to ``(model_id, backend factory)``; others serve
-    the embedded model.
+    the embedded model. ``seeds`` gives some miners a simulated machine's seed (one
+    seed for two miners = one TD platform and one GPU set behind two hotkeys).
     """
     chain_path = str(tmp / "chain.sqlite")
     chain = LocalChain(chain_path, netuid=7, block_time=block_time, weights_rate_limit=0,
@@ -93,7 +95,8 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
                                  model_id=model_id)
             gate = ValidatorGate(hk, lambda: metagraph)
             app = create_miner_app(config, hotkey_ss58=hk, backend=factory(),
-                                   provider=SimulatedProvider(), gate=gate,
+                                   provider=SimulatedProvider(seed=(seeds or {}).get(name)),
+                                   gate=gate,
                                    keypair=(keypairs or {}).get(name))
             server = UvicornThread(app, port=port).start()
             servers.append(server)

@@ -45,6 +45,7 @@ from .gpu import (
     parse_gpu_entry,
     verify_gpu_evidence,
 )
+from .hardware import gpu_identity, platform_identity
 from .ocsp import (
     REVOCATION_SKIPPED_NOTE,
     REVOCATION_UNUSABLE_NOTE,
@@ -152,6 +153,9 @@ class Verifier:
             profile=state.get("profile"),  # type: ignore[arg-type]
             notes=tuple(notes),
             manifest_sha384=state.get("manifest_sha384"),  # type: ignore[arg-type]
+            platform_id=state.get("platform_id"),  # type: ignore[arg-type]
+            gpu_ids=tuple(gpu_identity(r) for r in gpus.reports)
+            if isinstance(gpus, GpuCheckResult) else (),
         )
         if simulated and verdict.ok:
             log.warning("accepted SIMULATED attestation evidence (INSECURE, development mode)")
@@ -231,6 +235,7 @@ class Verifier:
         if self.challenges is not None and not self.challenges.consume(bytes(nonce)).ok:
             raise _Stop(Reason.of(ReasonCode.NONCE_UNKNOWN, "challenge nonce is unknown, used or expired"))
         self._crypto(quote, bytes(nonce), now, state)
+        state["platform_id"] = platform_identity(quote)
         gpus = state["gpus"]
         if not isinstance(gpus, GpuCheckResult):  # set by _crypto; answered as internal error
             raise TypeError("verifier state lacks the GPU check result")

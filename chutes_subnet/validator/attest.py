@@ -96,6 +96,9 @@ def _summary(verdict: Verdict | None, resp: AttestResponse | None, now: float,
         reason_codes=verdict.reason_codes if verdict else (),
         verified_at=now,
         expires_at=now + ttl if ok else now,
+        platform_id=verdict.platform_id if verdict else None,
+        gpu_ids=verdict.gpu_ids if verdict else (),
+        manifest_sha384=verdict.manifest_sha384 if verdict else None,
     )
 
 

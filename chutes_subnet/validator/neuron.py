@@ -9,7 +9,8 @@ One round (:meth:`Validator.run_round`):
    its answers checked against the chute's reference (embedded recomputation, or
    token count + logprobs of a real model; ``unverified`` without one);
 3. one key, one uid (:mod:`.identity`): a uid presenting an instance key another
-   uid holds is refused; then pure scoring (:mod:`.scoring`): round scores, EMA with resets, coldkey dedupe,
+   uid holds is refused; one machine, one uid (:mod:`.hardware`): a TDX platform or
+   GPU presented by several uids earns for its incumbent only; then pure scoring (:mod:`.scoring`): round scores, EMA with resets, coldkey dedupe,
    SDK-identical weight planning;
 4. weights through :meth:`Chain.set_weights` when the rate limit allows;
 5. one atomic state commit, then the instance registry (each uid creates, refreshes
@@ -47,6 +48,7 @@ from .attest import AttestedInstance, Attestor
 from .benchmark import BenchHTTP, BenchmarkOutcome, ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
+from .hardware import GPU_REUSED, PLATFORM_REUSED, refuse_shared_hardware
 from .identity import DUPLICATE_REASON, holders_from, refuse_duplicate_keys
 from .metrics import ValidatorMetrics
 from .prompts import miner_prompts, new_round_seed
@@ -156,6 +158,8 @@ class Validator:
         self.scores: dict[int, ScoreEntry] = dict(snapshot.scores)
         #: uid -> (hotkey, instance_id) of each record this validator holds in the registry
         self._published: dict[int, tuple[str, str]] = {}
+        #: hardware identity -> hotkey credited for it last round (:mod:`.hardware`)
+        self._hardware_holders: dict[str, str] = {}
         self._rng = random.SystemRandom()
 
     # --- one round ----------------------------------------------------------------
@@ -284,8 +288,10 @@ class Validator:
         results = await self._evaluate_all(targets, seed)
         results = refuse_duplicate_keys(results, holders_from(
             self._published, self._registry_holder if self.registry is not None else None))
+        results, self._hardware_holders = refuse_shared_hardware(results,
+                                                                 self._hardware_holders)
         for r in results:
-            if r.reason == DUPLICATE_REASON:
+            if r.reason in (DUPLICATE_REASON, PLATFORM_REUSED, GPU_REUSED):
                 self.attestor.forget(r.uid)
         organic = self._organic()
         round_scores = score_round(results, self.config.scoring, organic)

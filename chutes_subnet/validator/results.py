@@ -59,17 +59,24 @@ class AttestationSummary:
     reason_codes: tuple[str, ...]
     verified_at: float
     expires_at: float
+    #: hardware the evidence proved (attestation.hardware): counted once per round
+    platform_id: str | None = None
+    gpu_ids: tuple[str, ...] = ()
+    #: SHA-384 of the workload manifest measured into RTMR3
+    manifest_sha384: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (persisted per miner as its evidence summary)."""
         out = asdict(self)
         out["reason_codes"] = list(self.reason_codes)
+        out["gpu_ids"] = list(self.gpu_ids)
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AttestationSummary:
         data = dict(d)
         data["reason_codes"] = tuple(data.get("reason_codes", ()))
+        data["gpu_ids"] = tuple(data.get("gpu_ids", ()))
         return cls(**data)
 
 
