@@ -106,6 +106,7 @@ def cases(ws: Workspace) -> list[Case]:
              "--metagraph_refresh", "30")
     validator = (py, "neurons/validator.py", "--wallet.path", ws.wallets, "--metrics.port", "0",
                  "--gateway.registry", "none", "--dev", "--neuron.round_blocks", "1")
+    production = tuple(a for a in validator if a != "--dev")
     on_chain = ("--chain", ws.chain, "--netuid", str(NETUID))
     gateway = (py, *cs, "gateway", "--registry", "memory://", "--nonces", "memory://",
                "--listen", f"127.0.0.1:{ws.free_port}")
@@ -159,8 +160,11 @@ def cases(ws: Workspace) -> list[Case]:
                                          "--wallet.name", "validator"), 1,
              (r"subnet 9 does not exist",)),
         Case("validator: mistyped --subtensor.network",
-             (*validator, "--subtensor.network", "finny", "--wallet.name", "validator"), 1,
+             (*production, "--subtensor.network", "finny", "--wallet.name", "validator"), 1,
              (r"unknown network or endpoint 'finny'",)),
+        Case("validator: simulated TEE refused on a public network",
+             (*validator, "--subtensor.network", "finney", "--wallet.name", "validator"), 2,
+             (r"refusing --dangerous\.accept_simulated_tee on network 'finney'",)),
         Case("validator: unreachable chain endpoint",
              (*validator, "--subtensor.chain_endpoint", "ws://127.0.0.1:1",
               "--wallet.name", "validator"), 1, (r"cannot connect to ws://127\.0\.0\.1:1",)),
@@ -204,7 +208,8 @@ def cases(ws: Workspace) -> list[Case]:
              (py, *cs, "proxy", "--upstream", "gateway.example:8000"), 2,
              (r"is not a URL.*https://gateway\.example:8000",)),
         Case("proxy: unreachable gateway",
-             (py, *cs, "proxy", "--upstream", "http://127.0.0.1:1", "--listen",
+             (py, *cs, "proxy", "--upstream", "http://127.0.0.1:1", "--dangerous-trust-gateway",
+              "--listen",
               f"127.0.0.1:{ws.free_port}"), 1,
              (r"gateway http://127\.0\.0\.1:1 is unreachable.*--upstream",)),
         Case("scores: no state yet", (py, *cs, "scores", "--state.path", f"{r}/none.sqlite"), 1,

@@ -291,7 +291,7 @@ async def _run(args: argparse.Namespace) -> int:
     # Cheap checks first (flags, wallet, files, chain, permit), heavy imports after.
     refusal = check_dangerous_flags(args)
     if refusal:
-        print(refusal, file=sys.stderr)
+        print(f"validator: error: {refusal}", file=sys.stderr)
         return 2
     config = _config(args)
     wallet = load_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
