@@ -8,17 +8,23 @@ with real attestation verification (dev mode), real v2 sealing/opening, local
 recomputation of sampled answers, scoring, a LocalChain weight submission and the
 SQLite state commit.
 
-Reported: round wall time, the validator's CPU time per miner (what limits how many
-miners one validator core can take), and a projection of a 256-miner round at the
-default settings (16 miners at once, 4 prompts x 64 tokens, 30 s timeout) for
-typical and worst-case miners, against one tempo (360 blocks = 72 min).
+Reported per round size (``--sizes``, default 256, 1,024 and 4,096 instances): round
+wall time and the validator's CPU per instance — its own process plus its worker
+processes (``--workers``, attestation verification and reference recomputation, see
+``chutes_subnet/validator/workers.py``) — what limits how many instances one
+validator can take. The baseline, measured in the same run at the smallest size, is
+the validator without workers (threads in one process). The farm runs on the same
+cores, so wall times are an upper bound for a validator with the machine to itself.
+Also a projection of a 256-miner round at the default settings (16 miners at once,
+4 prompts x 64 tokens, 30 s timeout) against one tempo (360 blocks = 72 min).
 
 ``--model tiny-llama`` makes the farm a real (tiny, offline-built Llama) chute: its
 miners stream the model's greedy answers, and the validator counts every answer's
 tokens with the chute's tokenizer and logprob-verifies ``--verify`` answers per miner
 against its own reference (the validator CPU per miner then includes verification).
 
-    python bench/validator.py [--quick] [--miners 256] [--concurrency 16] [--model tiny-llama]
+    python bench/validator.py [--quick] [--sizes 256,1024,4096] [--workers 2] [--model tiny-llama]
+    python bench/validator.py --miners 256 --workers 0     # one size, no workers
 """
 
 from __future__ import annotations
@@ -139,8 +145,28 @@ def _real_generator(model_dir: str) -> Any:
 
 # --- the validator side ---------------------------------------------------------------------
 
+def _raise_fd_limit() -> None:
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _children_cpu(pids: list[int]) -> float:
+    """utime + stime of live processes (Linux /proc), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
-                 tmp: Path) -> dict[str, Any]:
+                 tmp: Path, workers: int = 0) -> dict[str, Any]:
     from chutes_subnet.attestation import Policy, Verifier
     from chutes_subnet.chain import LocalChain
     from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
@@ -168,18 +194,33 @@ async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
 
         model = ReferenceModel(args.model_dir, torch_threads=1)
         references = ReferenceBook({args.model_name: ChuteReference(model)})
+    pool, pids = None, []
+    if workers:
+        import functools
+
+        from chutes_subnet.validator.workers import WorkerPool
+
+        pool = WorkerPool(workers, functools.partial(
+            Verifier, Policy.development(), dangerous_accept_simulated_tee=True))
+        pool.warm_up()  # worker start-up (imports) is not round work
+        pids = list(pool._exec._processes)  # bench-only CPU accounting of the workers
     validator = Validator(config, chain=chain, wallet=wallet, verifier=verifier,
-                          state=ValidatorState(tmp / "state.sqlite"), references=references)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+                          state=ValidatorState(tmp / "state.sqlite"), references=references,
+                          pool=pool)
+    cpu0, wall0, wcpu0 = time.process_time(), time.perf_counter(), _children_cpu(pids)
     report = await validator.run_round()
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    wall = time.perf_counter() - wall0
+    cpu = time.process_time() - cpu0 + _children_cpu(pids) - wcpu0
     await validator.aclose()
+    if pool is not None:
+        pool.close()
     chain.close()
     passed = [r for r in report.results if r.ok]
     durations = sorted(r.duration_s for r in report.results)
     return {
         "miners": len(report.results), "passed": len(passed),
         "failures": sorted({r.reason for r in report.results if r.reason}),
+        "workers": workers,
         "wall_s": wall, "validator_cpu_s": cpu, "cpu_per_miner_ms": 1000 * cpu / len(ports),
         "miner_eval_p50_s": durations[len(durations) // 2],
         "miner_eval_max_s": durations[-1],
@@ -204,30 +245,9 @@ def _projection(cpu_per_miner_s: float, miners: int = 256) -> dict[str, float]:
             "cpu_s": cpu}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="64 miners, 2 prompts x 16 tokens")
-    parser.add_argument("--miners", type=int, default=None)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--prompts", type=int, default=2)
-    parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=16)
-    parser.add_argument("--verify", type=int, default=1)
-    parser.add_argument("--model", choices=("embedded", "tiny-llama"), default="embedded",
-                        help="tiny-llama: a real (tiny, offline-built) Llama chute verified by "
-                             "token counting and logprobs against the validator's reference")
-    parser.add_argument("--farm", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.farm:
-        _farm(json.loads(sys.stdin.readline()))
-        return 0
-    n = args.miners or (64 if args.quick else 256)
-    hotkeys = [f"5BenchMinerHotkey{i:04d}" for i in range(n)]
-    models = tempfile.TemporaryDirectory()
-    args.model_dir = args.model_name = None
-    if args.model == "tiny-llama":
-        from tests.real_engine import MODEL_NAME, build_model
-
-        args.model_dir, args.model_name = str(build_model(Path(models.name) / "m")), MODEL_NAME
+def _run_size(args: argparse.Namespace, n: int, workers: int) -> dict[str, Any]:
+    """One farm of ``n`` miners and one validator round over it."""
+    hotkeys = [f"5BenchMinerHotkey{i:05d}" for i in range(n)]
     farm = subprocess.Popen([sys.executable, __file__, "--farm"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     try:
@@ -242,35 +262,84 @@ def main() -> int:
         ports = [int(p) for p in mapping]
         with tempfile.TemporaryDirectory() as tmp:
             os.environ.setdefault("CHUTES_SUBNET_HOME", tmp)
-            figures = asyncio.run(_round(args, ports, list(mapping.values()), Path(tmp)))
+            return asyncio.run(_round(args, ports, list(mapping.values()), Path(tmp), workers))
     finally:
         farm.terminate()
-        farm.wait(timeout=10)
+        farm.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="sizes 64 and 256, 2 prompts x 16 tokens")
+    parser.add_argument("--sizes", default=None,
+                        help="comma-separated round sizes (default 256,1024,4096)")
+    parser.add_argument("--miners", type=int, default=None, help="one size only")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="validator worker processes (0 = threads, the baseline)")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the no-workers baseline at the smallest size")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=16)
+    parser.add_argument("--verify", type=int, default=1)
+    parser.add_argument("--model", choices=("embedded", "tiny-llama"), default="embedded",
+                        help="tiny-llama: a real (tiny, offline-built) Llama chute verified by "
+                             "token counting and logprobs against the validator's reference")
+    parser.add_argument("--farm", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    _raise_fd_limit()
+    if args.farm:
+        _farm(json.loads(sys.stdin.readline()))
+        return 0
+    if args.miners:
+        sizes = [args.miners]
+    elif args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
+    else:
+        sizes = [64, 256] if args.quick else [256, 1024, 4096]
+    models = tempfile.TemporaryDirectory()
+    args.model_dir = args.model_name = None
+    if args.model == "tiny-llama":
+        from tests.real_engine import MODEL_NAME, build_model
+
+        args.model_dir, args.model_name = str(build_model(Path(models.name) / "m")), MODEL_NAME
+    runs: list[dict[str, Any]] = []
+    try:
+        if args.baseline and args.workers:
+            runs.append(_run_size(args, sizes[0], 0))
+        runs += [_run_size(args, n, args.workers) for n in sizes]
+    finally:
         models.cleanup()
-    proj = _projection(figures["cpu_per_miner_ms"] / 1000)
-    rows = [
-        ("miners evaluated / passed", f"{figures['miners']} / {figures['passed']}"),
-        ("failures", ", ".join(figures["failures"]) or "-"),
-        ("round wall time", f"{figures['wall_s']:.1f} s"),
-        ("validator CPU", f"{figures['validator_cpu_s']:.1f} s "
-                          f"({figures['cpu_per_miner_ms']:.1f} ms per miner)"),
-        ("per-miner evaluation p50 / max", f"{figures['miner_eval_p50_s']:.2f} / "
-                                           f"{figures['miner_eval_max_s']:.2f} s"),
-        ("weights set / uids weighted", f"{figures['weights_set']} / {figures['weighted_uids']}"),
-        ("projected 256-miner round, typical", f"{proj['typical_s'] / 60:.1f} min"),
-        ("projected 256-miner round, all stall", f"{proj['worst_s'] / 60:.1f} min"),
-        ("one tempo", f"{TEMPO_SECONDS / 60:.0f} min"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print(f"validator round over {n} simulated miners (concurrency {args.concurrency}, "
-          f"{args.prompts} prompts x {args.max_tokens} tokens, {args.verify} verified, "
-          f"model {args.model})")
-    for k, v in rows:
-        print(f"  {k:<{width}}  {v}")
-    out = {**figures, "projected_256_typical_s": round(proj["typical_s"], 1),
-           "projected_256_worst_s": round(proj["worst_s"], 1),
-           "tempo_s": TEMPO_SECONDS, "concurrency": args.concurrency, "model": args.model}
-    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}))
+    base = runs[0]
+    print(f"validator rounds over simulated miners (model {args.model}, concurrency "
+          f"{args.concurrency}, {args.prompts} prompts x {args.max_tokens} tokens, "
+          f"{args.verify} verified; farm and validator share the machine's "
+          f"{os.cpu_count()} cores)")
+    print(f"  {'instances':>9} {'workers':>7} {'passed':>7} {'wall':>8} {'CPU':>8} "
+          f"{'CPU/inst':>9} {'vs base':>8}  failures")
+    for r in runs:
+        ratio = base["cpu_per_miner_ms"] / r["cpu_per_miner_ms"] if r["cpu_per_miner_ms"] else 0
+        print(f"  {r['miners']:>9} {r['workers']:>7} {r['passed']:>7} {r['wall_s']:>7.1f}s "
+              f"{r['validator_cpu_s']:>7.1f}s {r['cpu_per_miner_ms']:>7.1f}ms {ratio:>7.2f}x  "
+              f"{', '.join(r['failures']) or '-'}")
+    last = runs[-1]
+    proj = _projection(last["cpu_per_miner_ms"] / 1000)
+    print(f"  largest round: {last['miners']} instances in {last['wall_s'] / 60:.1f} min "
+          f"(goal: 4,096 within 10 min on 2 cores)")
+    print(f"  projected 256-miner round at the defaults: typical "
+          f"{proj['typical_s'] / 60:.1f} min, all stall {proj['worst_s'] / 60:.1f} min; "
+          f"one tempo {TEMPO_SECONDS / 60:.0f} min")
+    out = {"runs": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in runs],
+           "baseline_cpu_per_instance_ms": round(base["cpu_per_miner_ms"], 2),
+           "cpu_per_instance_ms": {str(r["miners"]): round(r["cpu_per_miner_ms"], 2)
+                                   for r in runs if r["workers"] == args.workers},
+           "largest_round_wall_s": round(last["wall_s"], 1),
+           "projected_256_typical_s": round(proj["typical_s"], 1),
+           "projected_256_worst_s": round(proj["worst_s"], 1), "tempo_s": TEMPO_SECONDS,
+           "concurrency": args.concurrency, "workers": args.workers, "model": args.model}
+    print(json.dumps(out))
     return 0
 
 
