@@ -6,6 +6,9 @@ for every module-level import in ``a`` of a module ``b`` of the package (also in
 functions are not edges, since they do not run at import time). A module importing its
 own parent package is not an edge either: the parent is necessarily being imported
 already. With no cycle, every module imports the same way whichever is imported first.
+
+Imports deferred into a function to dodge a cycle hide the same design knot; those
+that close a cycle today are listed in ``KNOWN_DEFERRED`` and the list may only shrink.
 """
 
 from __future__ import annotations
@@ -45,11 +48,27 @@ def _runtime_imports(stmts: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]
     return found
 
 
-def import_graph(root: Path) -> dict[str, set[str]]:
+def _all_imports(stmts: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """Every import, also inside functions, except under ``if TYPE_CHECKING:``."""
+    found: list[ast.Import | ast.ImportFrom] = []
+    todo: list[ast.AST] = list(stmts)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.append(node)
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+    return found
+
+
+def import_graph(root: Path, *, deferred: bool = False) -> dict[str, set[str]]:
     mods = _module_names(root)
     graph: dict[str, set[str]] = {m: set() for m in mods}
+    collect = _all_imports if deferred else _runtime_imports
     for mod, (path, is_pkg) in mods.items():
-        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8")).body):
+        for node in collect(ast.parse(path.read_text(encoding="utf-8")).body):
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             else:
@@ -116,6 +135,20 @@ def test_the_package_has_no_import_cycles() -> None:
     assert cycles(graph) == []
 
 
+#: Cycles closed only by imports inside functions (known debt; may only shrink).
+KNOWN_DEFERRED = [
+    ["chutes_subnet.attestation.policy", "chutes_subnet.attestation.simulated"],
+    ["chutes_subnet.billing.cli", "chutes_subnet.gateway.cli"],
+    ["chutes_subnet.gateway.api_keys", "chutes_subnet.gateway.usage", "chutes_subnet.stores"],
+]
+
+
+def test_no_new_cycle_hides_behind_a_deferred_import() -> None:
+    found = cycles(import_graph(PACKAGE, deferred=True))
+    new = [c for c in found if c not in KNOWN_DEFERRED]
+    assert new == [], f"an import inside a function closes a new cycle: {new}"
+
+
 def test_a_cycle_is_found(tmp_path: Path) -> None:
     pkg = tmp_path / "chutes_subnet"
     (pkg / "sub").mkdir(parents=True)
@@ -127,3 +160,8 @@ def test_a_cycle_is_found(tmp_path: Path) -> None:
                               "    from chutes_subnet import b\n")
     assert cycles(import_graph(pkg)) == [["chutes_subnet.b", "chutes_subnet.sub",
                                           "chutes_subnet.sub.a"]]
+    (pkg / "d.py").write_text("def f():\n    from chutes_subnet import e\n")
+    (pkg / "e.py").write_text("from chutes_subnet import d\n")
+    deferred = cycles(import_graph(pkg, deferred=True))
+    assert ["chutes_subnet.d", "chutes_subnet.e"] in deferred
+    assert ["chutes_subnet.d", "chutes_subnet.e"] not in cycles(import_graph(pkg))
