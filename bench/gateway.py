@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import shutil
@@ -37,8 +38,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CHUTE = "00000000-0000-4000-8000-000000000001"
-BODY = os.urandom(1024)
+#: a v2-shaped envelope of a 1 KiB request: version byte, KEM ciphertext, sealed payload
+BODY = b"\x02" + os.urandom(1088 + 1024 + 16)
 ANSWER = os.urandom(1200)
+#: the bench miner's receipt key (public: this is a bench, nothing is attested)
+RECEIPT_SEED = bytes(range(32))
+
+
+def _receipt_signer():  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from chutes_subnet.receipts import ReceiptSigner
+
+    return ReceiptSigner(Ed25519PrivateKey.from_private_bytes(RECEIPT_SEED))
 
 
 def _free_port() -> int:
@@ -47,18 +59,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_SIGNER = None
+_ANSWER_SHA256 = hashlib.sha256(ANSWER).digest()
+
+
 async def trivial_miner(scope, receive, send):  # type: ignore[no-untyped-def]
-    """ASGI app: drain the body, answer a fixed blob with a usage header."""
+    """ASGI app: drain the body, answer a fixed blob with its signed receipt (as a real
+    instance does, so the gateway's receipt verification is part of what is measured)."""
+    global _SIGNER
+    from chutes_subnet.receipts import request_binding_for
+    from chutes_subnet.wire.headers import InvokeHeaders
+
     if scope["type"] != "http":
         return
-    more = True
+    body, more = b"", True
     while more:
         msg = await receive()
+        body += msg.get("body", b"")
         more = msg.get("more_body", False)
+    if _SIGNER is None:
+        _SIGNER = _receipt_signer()
+    inv = InvokeHeaders.parse({k.decode().lower(): v.decode() for k, v in scope["headers"]})
+    receipt = _SIGNER.sign(request_binding=request_binding_for(inv.version, body, inv.context()),
+                           answer_sha256=_ANSWER_SHA256, prompt_tokens=12, completion_tokens=34,
+                           instance_id=inv.instance_id, issued_at_ms=int(time.time() * 1000))
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"application/octet-stream"),
         (b"content-length", str(len(ANSWER)).encode()),
-        (b"x-e2e-usage", b'{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}')]})
+        (b"x-e2e-receipt", receipt.encode())]})
     await send({"type": "http.response.body", "body": ANSWER})
 
 
@@ -99,7 +127,7 @@ class Stack:
         self.instance_id = kp.instance_id
         SQLiteInstanceRegistry(tmp / "registry.db").upsert(InstanceRecord(
             kp.instance_id, CHUTE, "bench/model", self.miner, "hk", 0, kp.public_b64, (1, 2),
-            now, now + 3600, 1.0))
+            now, now + 3600, 1.0, receipt_pubkey=_receipt_signer().public_b64))
         env = {**os.environ, "CHUTES_SUBNET_HOME": str(tmp)}
         self.procs = [
             subprocess.Popen([sys.executable, __file__, "--serve-miner", str(self.miner_port)],

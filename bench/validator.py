@@ -57,6 +57,7 @@ def _farm(spec: dict[str, Any]) -> None:
     from chutes_subnet.attestation import SimulatedProvider
     from chutes_subnet.e2ee import KeyPair, v2
     from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
+    from chutes_subnet.receipts import ReceiptSigner
     from chutes_subnet.sse import DONE_EVENT, format_event
     from chutes_subnet.wire.messages import AttestResponse
     from chutes_subnet.wire.protocol import chute_id_for_model
@@ -74,18 +75,20 @@ def _farm(spec: dict[str, Any]) -> None:
         s.listen(64)
         socks.append(s)
         key = KeyPair.generate()
-        miners[s.getsockname()[1]] = (hotkey, key, key.instance_id)
+        miners[s.getsockname()[1]] = (hotkey, key, key.instance_id, ReceiptSigner.generate())
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         body = await read_body(receive, 1 << 20)
-        hotkey, key, instance = miners[scope["server"][1]]
+        hotkey, key, instance, signer = miners[scope["server"][1]]
         if scope["path"] == "/attest":
             nonce = bytes.fromhex(json.loads(body)["nonce"])
-            ev = await asyncio.to_thread(provider.collect, nonce, key.public_bytes, hotkey)
+            ev = await asyncio.to_thread(provider.collect, nonce, key.public_bytes, hotkey,
+                                         signer.public_bytes)
             answer = AttestResponse(instance_id=instance, chute_id=chute, model=model_name,
-                                    hotkey=hotkey, e2e_pubkey=key.public_b64, **ev.to_wire())
+                                    hotkey=hotkey, e2e_pubkey=key.public_b64,
+                                    receipt_pubkey=signer.public_b64, **ev.to_wire())
             await send({"type": "http.response.start", "status": 200,
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": answer.model_dump_json().encode()})

@@ -59,6 +59,7 @@ __all__ = [
     "decode_public_key",
     "request_binding",
     "request_binding_for",
+    "event",
     "verify",
 ]
 
@@ -74,6 +75,7 @@ _MAX_BODY = _FIXED + MAX_INSTANCE_ID
 MAX_WIRE_CHARS = 4 * ((_MAX_BODY + SIGNATURE_SIZE + 2) // 3)
 #: How a stream's receipt event starts (and its line is exactly this + base64 + '"}').
 EVENT_PREFIX = b'data: {"e2e_receipt":"'
+_MARKER = b'{"e2e_receipt"'
 _EVENT_SUFFIX = b'"}'
 
 
@@ -94,6 +96,11 @@ def request_binding_for(version: int, body: bytes, ctx: RequestContext) -> bytes
     if start is None or len(body) < start + KEM_CIPHERTEXT_SIZE:
         raise EnvelopeFormatError("request envelope too short for its KEM ciphertext")
     return request_binding(body[start : start + KEM_CIPHERTEXT_SIZE], ctx.aad())
+
+
+def event(wire: str) -> bytes:
+    """The SSE event that carries a stream's receipt (what :class:`ReceiptTap` finds)."""
+    return EVENT_PREFIX + wire.encode("ascii") + _EVENT_SUFFIX + b"\n\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +272,15 @@ class ReceiptTap:
 
     def feed(self, chunk: bytes) -> None:
         """Scan the next bytes of the stream."""
+        if self.receipt is not None:
+            return
+        if not self._partial and not self._skipping:
+            # fast path: hash whole lines at once when none of them can be the receipt event
+            # (its marker holds no newline, so it lies within the complete lines or after)
+            last = chunk.rfind(b"\n") + 1
+            if last and chunk.find(_MARKER, 0, last) < 0:
+                self._take(chunk[:last] if last < len(chunk) else chunk)
+                chunk = chunk[last:]
         pos, n = 0, len(chunk)
         while pos < n and self.receipt is None:
             nl = chunk.find(b"\n", pos)

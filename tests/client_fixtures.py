@@ -189,6 +189,7 @@ def vector_miner_app(kp: KeyPair, model: str, *, attest_delay: float = 0.0) -> S
         "chute_id": chute_id_for_model(model), "model": model,
         "hotkey": "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
         "e2e_pubkey": kp.public_b64, "e2e_versions": [1, 2],
+        "receipt_pubkey": base64.b64encode(bytes(range(32))).decode(),
         "tdx_quote": base64.b64encode(vector_quote()).decode(),
         "gpu_evidence": vector_gpus(), "simulated": False,
     }

@@ -37,4 +37,5 @@ def miner_record(inst: InstanceIdentity, url: str, *, score: float = 1.0, ttl: f
     return InstanceRecord(instance_id=inst.instance_id, chute_id=inst.chute_id,
                           model=inst.model_id, url=url, hotkey=inst.hotkey, uid=uid,
                           e2e_pubkey=inst.e2e_pubkey, e2e_versions=inst.e2e_versions,
+                          receipt_pubkey=inst.receipt_pubkey,
                           verified_at=now, expires_at=now + ttl, score=score, simulated=True)

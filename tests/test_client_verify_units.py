@@ -42,6 +42,7 @@ HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 MODEL = "test/units"
 DEV = ClientPolicy.development(gpu_count=2, dangerous_accept_simulated_tee=True)
 FUZZ_KEY = KeyPair.generate()
+RECEIPT_KEY = bytes(range(32))
 
 
 def dev_verifier() -> Verifier:
@@ -49,10 +50,12 @@ def dev_verifier() -> Verifier:
 
 
 def answer_for(kp: KeyPair, nonce: bytes, **over: object) -> dict:
-    ev = SimulatedProvider(gpu_count=2).collect(nonce, kp.public_bytes, HOTKEY).to_wire()
+    ev = SimulatedProvider(gpu_count=2).collect(nonce, kp.public_bytes, HOTKEY,
+                                                RECEIPT_KEY).to_wire()
     base = {"instance_id": instance_id_for_key(kp.public_bytes),
             "chute_id": chute_id_for_model(MODEL), "model": MODEL, "hotkey": HOTKEY,
-            "e2e_pubkey": kp.public_b64, "e2e_versions": [1, 2], **ev}
+            "e2e_pubkey": kp.public_b64, "e2e_versions": [1, 2],
+            "receipt_pubkey": base64.b64encode(RECEIPT_KEY).decode(), **ev}
     base.update(over)
     return base
 
@@ -70,10 +73,21 @@ def check(kp: KeyPair, answer: dict | bytes, nonce: bytes, **kw: object) -> Clie
                           nonce=nonce, answer=raw, now=int(time.time()), **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("receipt_key,codes", [
+    (base64.b64encode(bytes(32)).decode(), ["binding_mismatch"]),  # not the key bound in the quote
+    (None, ["binding_mismatch", "no_receipt_key"]),                 # dropped: v1 layout expected
+])
+def test_a_relayed_answer_with_another_receipt_key_is_refused(kp, receipt_key, codes) -> None:
+    nonce = os.urandom(32)
+    v = check(kp, answer_for(kp, nonce, receipt_pubkey=receipt_key), nonce)
+    assert [r.code for r in v.reasons] == codes and v.receipt_pubkey is None
+
+
 def test_simulated_evidence_passes_with_the_dev_policy_and_names_every_branch(kp) -> None:
     nonce = os.urandom(32)
     v = check(kp, answer_for(kp, nonce), nonce, chute_id=chute_id_for_model(MODEL))
     assert v.ok and v.e2e_pubkey == kp.public_bytes and v.attestation and v.attestation.simulated
+    assert v.receipt_pubkey == RECEIPT_KEY  # receipts verify under the key seen attested
     tree = "\n".join(v.tree())
     for branch in ("quote", "tcb", "measurements", "gpu", "binding", "manifest", "SIMULATED"):
         assert branch in tree
@@ -150,6 +164,7 @@ def test_real_tdx_quote_and_8_gpus_pass_everything_but_the_binding() -> None:
     ans = {"instance_id": instance_id_for_key(kp.public_bytes), "model": MODEL,
            "chute_id": chute_id_for_model(MODEL), "hotkey": HOTKEY, "e2e_pubkey": kp.public_b64,
            "tdx_quote": base64.b64encode(quote).decode(),
+           "receipt_pubkey": base64.b64encode(RECEIPT_KEY).decode(),
            "gpu_evidence": vector_gpus(), "e2e_versions": [2]}
     v = check_instance(verifier, instance_id=ans["instance_id"], offered_pubkey=kp.public_bytes,
                        nonce=vector_gpu_nonce(), answer=json.dumps(ans).encode(), now=VECTOR_NOW)

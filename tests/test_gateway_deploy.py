@@ -34,13 +34,16 @@ CHUTE = chute_id_for_model(MODEL)
 PATH = "/v1/chat/completions"
 MSG = [{"role": "user", "content": "private words"}]
 
-#: Run the gateway CLI with every E2EE/KEM/AEAD library made unimportable.
+#: Run the gateway CLI with every E2EE/KEM/AEAD/KDF module made unimportable. Ed25519
+#: stays importable: the gateway verifies answer receipts (a public key, nothing to decrypt).
 _KEYLESS_GATEWAY = """
 import sys
 class _Refuse:
-    BLOCKED = ("chutes_subnet.e2ee", "pqcrypto", "cryptography")
+    BLOCKED = ("chutes_subnet.e2ee", "pqcrypto", "cryptography.hazmat.primitives.ciphers",
+               "cryptography.hazmat.primitives.asymmetric.mlkem",
+               "cryptography.hazmat.primitives.kdf", "cryptography.fernet")
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.BLOCKED or name.startswith(self.BLOCKED[0]):
+        if any(name == b or name.startswith(b + ".") for b in self.BLOCKED):
             raise ImportError("the gateway must not load " + name)
         return None
 sys.meta_path.insert(0, _Refuse())

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -14,16 +16,19 @@ from typing import Any
 import httpx
 import pytest
 
+from chutes_subnet import receipts
 from chutes_subnet.attestation import Evidence, Policy, SimulatedProvider, Verifier
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain
 from chutes_subnet.e2ee import RequestContext, v1, v2
+from chutes_subnet.errors import ReceiptError
 from chutes_subnet.inference import DEFAULT_SEED, make_backend, reference_completion
 from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.miner import InstanceIdentity, MinerConfig, create_app
 from chutes_subnet.sse import SSEParser
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from chutes_subnet.wire.call import StreamDecoder
+from chutes_subnet.wire.headers import InvokeHeaders
 from tests.servers import UvicornThread
 
 CHAT = "/v1/chat/completions"
@@ -141,13 +146,19 @@ def test_attest_round_trip_is_accepted_by_the_dev_mode_verifier(env: Env) -> Non
     verifier = Verifier(Policy.development(gpu_count=1), dangerous_accept_simulated_tee=True)
     evidence = Evidence.from_wire(body)
     pk = base64.b64decode(body["e2e_pubkey"])
+    rk = base64.b64decode(body["receipt_pubkey"])  # report_data layout v2 binds it too
+    assert len(rk) == 32
     verdict = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=body["hotkey"],
-                              chute_id=body["chute_id"])
+                              chute_id=body["chute_id"], receipt_pubkey=rk)
     assert verdict.ok and verdict.simulated, verdict.reasons
     assert verdict.manifest_sha384 is not None  # the embedded model's manifest is in RTMR3
     other = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk,
-                            hotkey_ss58=hotkey_ss58(env.wallets["validator"]))
+                            hotkey_ss58=hotkey_ss58(env.wallets["validator"]), receipt_pubkey=rk)
     assert not other.ok and "binding_mismatch" in {str(r.code) for r in other.reasons}
+    for receipt_key in (None, bytes(32)):  # receipt key dropped or swapped: not this binding
+        swapped = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk,
+                                  hotkey_ss58=body["hotkey"], receipt_pubkey=receipt_key)
+        assert "binding_mismatch" in {str(r.code) for r in swapped.reasons}
 
 
 def test_attest_refusals(env: Env) -> None:
@@ -199,14 +210,44 @@ def test_stream_wire_shape_and_text(env: Env, version: int) -> None:
     events = SSEParser().feed(r.content)
     kinds = [("DONE" if d == "[DONE]" else next(iter(json.loads(d)))) for d in events]
     body = ["e2e"] * 13  # 12 token chunks + the encrypted usage chunk
-    if version == 1:
-        assert kinds == ["e2e_init", *body, "usage", "DONE"]
-    else:
-        assert kinds == [*body, "e2e_final", "usage", "DONE"]
-    usage = json.loads(events[-2])["usage"]
-    assert usage["completion_tokens"] == 12
+    if version == 1:  # the plaintext usage event stays for the public client
+        assert kinds == ["e2e_init", *body, "usage", "e2e_receipt", "DONE"]
+        assert json.loads(events[-3])["usage"]["completion_tokens"] == 12
+    else:  # v2: usage authenticated in the final frame and signed in the receipt
+        assert kinds == [*body, "e2e_final", "e2e_receipt", "DONE"]
     assert stream_text(version, session, r.content) == \
         reference_completion(CHAT, payload(), seed=DEFAULT_SEED)
+
+
+def _receipt_check(env: Env, version: int, headers: dict[str, str], blob: bytes,
+                   answer: bytes, wire: str | None) -> receipts.Receipt:
+    """Verify as the gateway does: binding from what was sent, key from the attestation."""
+    ctx = InvokeHeaders.parse({k.lower(): v for k, v in headers.items()}).context()
+    return receipts.verify(wire, base64.b64decode(env.inst.receipt_pubkey),
+                           request_binding=receipts.request_binding_for(version, blob, ctx),
+                           answer_sha256=hashlib.sha256(answer).digest(),
+                           instance_id=env.inst.instance_id, now_ms=int(time.time() * 1000))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_answer_carries_a_valid_receipt(env: Env, version: int, stream: bool) -> None:
+    headers, blob, _session = sealed(env.inst, version=version, stream=stream)
+    r = env.post("/e2e/invoke", blob, headers)
+    assert r.status_code == 200
+    if stream:
+        tap = receipts.ReceiptTap()
+        tap.feed(r.content)
+        answer = r.content[:tap.answer_bytes]
+        rec = _receipt_check(env, version, headers, blob, answer, tap.receipt)
+        assert r.content[tap.answer_bytes:].endswith(b"data: [DONE]\n\n")
+    else:
+        rec = _receipt_check(env, version, headers, blob, r.content, r.headers["x-e2e-receipt"])
+    assert (rec.prompt_tokens, rec.completion_tokens) != (0, 0)
+    assert rec.completion_tokens == 12 and rec.instance_id == env.inst.instance_id
+    with pytest.raises(ReceiptError) as err:  # the same receipt does not cover other bytes
+        _receipt_check(env, version, headers, blob, b"x" + r.content, rec.wire)
+    assert err.value.reason == "wrong_answer"
 
 
 def test_v2_final_frame_authenticates_usage(env: Env) -> None:

@@ -324,7 +324,8 @@ def _attest_app(answer: dict | bytes, status: int = 200):
 
 
 GOOD = {"instance_id": KEY.instance_id, "chute_id": chute_id_for_model(MODEL), "model": MODEL,
-        "hotkey": "x", "e2e_pubkey": KEY.public_b64, "tdx_quote": "AAAA"}
+        "hotkey": "x", "e2e_pubkey": KEY.public_b64, "tdx_quote": "AAAA",
+        "receipt_pubkey": base64.b64encode(bytes(range(32))).decode()}
 
 
 @pytest.mark.parametrize("answer,status,reason,needle", [
@@ -335,6 +336,10 @@ GOOD = {"instance_id": KEY.instance_id, "chute_id": chute_id_for_model(MODEL), "
     ({**GOOD, "instance_id": "chosen-by-the-miner"}, 200, "bad_response", "not derived"),
     ({**GOOD, "instance_id": KeyPair.generate().instance_id}, 200, "bad_response",
      "instance_id is not derived from e2e_pubkey"),
+    ({k: v for k, v in GOOD.items() if k != "receipt_pubkey"}, 200, "bad_response",
+     "receipt_pubkey"),  # no attested receipt key: could never be billed
+    ({**GOOD, "receipt_pubkey": base64.b64encode(bytes(31)).decode()}, 200, "bad_response",
+     "receipt_pubkey"),
     ({**GOOD, "tdx_quote": "!!"}, 200, "attestation:malformed_evidence", "malformed"),
     ({**GOOD, "tdx_quote": base64.b64encode(b"\x04\x00" + bytes(60)).decode()}, 200,
      "attestation:tee_type_not_tdx", "not TDX"),

@@ -44,8 +44,10 @@ QGS_ADDRESS_ENV = "CHUTES_QGS_ADDRESS"
 
 
 class EvidenceProvider(Protocol):
-    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
-        """Evidence bound to (nonce, e2e_pubkey, hotkey_ss58)."""
+    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str,
+                receipt_pubkey: bytes | None = None) -> Evidence:
+        """Evidence bound to (nonce, e2e_pubkey, hotkey_ss58[, receipt_pubkey]): report_data
+        layout v2 with a receipt key, v1 without (:mod:`.binding`)."""
         ...
 
 
@@ -139,8 +141,9 @@ class HardwareProvider(_Workload):
                  runtime: RuntimeLog | None = None) -> None:
         self.tdx, self.gpu, self.runtime = tdx, gpu, runtime
 
-    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
-        quote = self.tdx.quote(build_report_data(nonce, e2e_pubkey, hotkey_ss58))
+    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str,
+                receipt_pubkey: bytes | None = None) -> Evidence:
+        quote = self.tdx.quote(build_report_data(nonce, e2e_pubkey, hotkey_ss58, receipt_pubkey))
         gpus = self.gpu.collect(nonce) if self.gpu else []
         return Evidence(quote, gpus, simulated=False, **self._workload_wire())  # type: ignore[arg-type]
 
@@ -161,8 +164,10 @@ class SimulatedProvider(_Workload):
         log.warning("SIMULATED attestation provider in use: evidence is forgeable, "
                     "nothing is confidential (development only)")
 
-    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
-        report_data = build_report_data(nonce, e2e_pubkey, self.bind_hotkey or hotkey_ss58)
+    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str,
+                receipt_pubkey: bytes | None = None) -> Evidence:
+        report_data = build_report_data(nonce, e2e_pubkey, self.bind_hotkey or hotkey_ss58,
+                                        receipt_pubkey)
         quote = self.device.quote(report_data, debug=self.debug, rtmr3=self.rtmr.read(3))
         return Evidence(quote, self.device.gpu_evidence(nonce), simulated=True,
                         **self._workload_wire())  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ Steps (each ends in :class:`ReasonCode` members; a failing step 1-3 stops early)
             GPU model/count
 5. workload RTMR3 event log replays to the quote's RTMR3 and measures exactly one
             manifest, published for the claimed chute (:mod:`.workload`)
-6. binding  report_data == build_report_data(nonce, e2e_pubkey, hotkey)
+6. binding  report_data == build_report_data(nonce, e2e_pubkey, hotkey[, receipt_pubkey])
 
 Steps 4-6 run on verified data only, and all their violations are reported.
 """
@@ -110,16 +110,19 @@ class Verifier:
                         "will be accepted; never use this on a real network")
 
     def verify(self, evidence: Evidence, *, nonce: bytes, e2e_pubkey: bytes,
-               hotkey_ss58: str, now: int | None = None, chute_id: str | None = None) -> Verdict:
+               hotkey_ss58: str, now: int | None = None, chute_id: str | None = None,
+               receipt_pubkey: bytes | None = None) -> Verdict:
         """Run every step at ``now`` (Unix seconds, default: wall clock).
 
         ``chute_id`` is the chute the instance claims to serve; its measured workload
-        manifest must name it and be published for it.
+        manifest must name it and be published for it. With ``receipt_pubkey`` the
+        binding must be report_data layout v2 (:mod:`.binding`).
         """
         when = int(time.time()) if now is None else int(now)
         state: dict[str, object] = {"simulated": False, "chute_id": chute_id}
         try:
-            return self._verify(evidence, nonce, e2e_pubkey, hotkey_ss58, when, state)
+            return self._verify(evidence, nonce, e2e_pubkey, hotkey_ss58, when, state,
+                                receipt_pubkey)
         except _Stop as stop:
             return self._verdict(stop.reasons, state)
         except Exception:  # the verifier must never raise on evidence (logged)
@@ -230,7 +233,7 @@ class Verifier:
         state["gpu_revocation"] = overall
 
     def _verify(self, evidence: Evidence, nonce: bytes, e2e_pubkey: bytes, hotkey: str,
-                now: int, state: dict[str, object]) -> Verdict:
+                now: int, state: dict[str, object], receipt_pubkey: bytes | None) -> Verdict:
         quote = self._shape(evidence, nonce, state)
         if self.challenges is not None and not self.challenges.consume(bytes(nonce)).ok:
             raise _Stop(Reason.of(ReasonCode.NONCE_UNKNOWN, "challenge nonce is unknown, used or expired"))
@@ -253,9 +256,9 @@ class Verifier:
         workload = self._workload(evidence, report.rtmr[3], state)
         if workload is not None:
             reasons.append(workload)
-        if not binding_matches(report.report_data, nonce, e2e_pubkey, hotkey):
+        if not binding_matches(report.report_data, nonce, e2e_pubkey, hotkey, receipt_pubkey):
             reasons.append(Reason.of(ReasonCode.BINDING_MISMATCH,
-                                     "report_data does not bind this nonce, E2EE key and hotkey"))
+                                     "report_data does not bind this nonce, these keys and hotkey"))
         return self._verdict(tuple(reasons), state)
 
     def _workload(self, evidence: Evidence, rtmr3: bytes, state: dict[str, object]) -> Reason | None:

@@ -37,12 +37,20 @@ verification, with ``failures``), :class:`~chutes_subnet.errors.DowngradeError`,
 :class:`~chutes_subnet.errors.DecryptionError`. Other gateway answers (401, 429, ...)
 are returned as they are, so the SDK raises its usual typed errors.
 
+Receipts: when discovery names the instance's attested receipt key, every answer's
+signed receipt is verified (:mod:`chutes_subnet.receipts`); one that is missing or does
+not match the exact answer bytes is a :class:`~chutes_subnet.errors.ReceiptError`. The
+verified receipt is ``response.extensions["e2e_receipt"]`` (for a stream, once it was
+read to the end), and a non-stream answer carries ``X-E2E-Receipt`` and an
+``X-E2E-Usage`` built from it, so an application can audit what it was billed.
+
 The two transports share one sans-I/O flow (a generator that yields the HTTP requests
 it needs); only the driving loop differs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -64,7 +72,14 @@ from chutes_subnet.errors import (
     PlaintextRefusedError,
 )
 from chutes_subnet.wire.call import SealedCall, StreamDecoder, choose_version, seal_call
-from chutes_subnet.wire.headers import H_AUTHORIZATION, H_RETRY, RETRY_INSTANCE
+from chutes_subnet.wire.headers import (
+    H_AUTHORIZATION,
+    H_RECEIPT,
+    H_RETRY,
+    H_USAGE,
+    RETRY_INSTANCE,
+    Usage,
+)
 from chutes_subnet.wire.protocol import INVOKE_PATH, INVOKE_PATHS, REFUSED_PATHS
 
 __all__ = ["VERIFY_MODES", "AsyncE2EETransport", "E2EETransport", "plaintext_refusal"]
@@ -85,6 +100,11 @@ _BODYLESS_METHODS = ("GET", "HEAD", "OPTIONS", "DELETE")
 class _StreamResult:
     upstream: httpx.Response
     decoder: StreamDecoder
+
+
+#: ``response.extensions`` key of the answer's verified receipt
+#: (:class:`chutes_subnet.receipts.Receipt`; None when the instance's key is unknown)
+RECEIPT_EXTENSION = "e2e_receipt"
 
 
 def _model_call(request: httpx.Request) -> tuple[dict[str, Any], str] | None:
@@ -230,6 +250,8 @@ class _Core:
                     avoid.add(offer.instance_id)
                     self.cache.drop_instance(chute, offer.instance_id)
                     continue
+                # receipts verify under the key the client itself saw attested
+                offer = dataclasses.replace(offer, receipt_pubkey=verdict.receipt_pubkey)
             attempts += 1
             call = seal_call(offer, chute_id=chute, nonce=nonce, path=invoke_path,
                              stream=stream, payload=payload, api_key=key, version=version)
@@ -267,21 +289,30 @@ class _Core:
                  stream: bool) -> httpx.Response | _StreamResult:
         if stream:
             return _StreamResult(resp, call.stream_decoder())
+        # a receipt that does not verify for these exact bytes is a ReceiptError
+        receipt = call.verify_receipt(resp.headers.get(H_RECEIPT), resp.content)
         data = call.open_json(resp.content)
-        return httpx.Response(200, headers={"content-type": "application/json"},
-                              content=json.dumps(data).encode())
+        headers = {"content-type": "application/json"}
+        if receipt is not None:
+            headers[H_RECEIPT] = receipt.wire
+            headers[H_USAGE] = Usage(receipt.prompt_tokens, receipt.completion_tokens).to_header()
+        return httpx.Response(200, headers=headers, content=json.dumps(data).encode(),
+                              extensions={RECEIPT_EXTENSION: receipt})
 
 
 def _finish(result: httpx.Response | _StreamResult, stream_cls: Any,
             original: httpx.Request) -> httpx.Response:
     if isinstance(result, _StreamResult):
+        # the verified receipt lands in extensions once the stream was read to its end
+        extensions: dict[str, Any] = {RECEIPT_EXTENSION: None}
         return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                              stream=stream_cls(result.upstream, result.decoder),
-                              request=original)
+                              stream=stream_cls(result.upstream, result.decoder, extensions),
+                              request=original, extensions=extensions)
     # A ByteStream (not content=) keeps the response streamable for callers that use
     # stream=True / aiter_raw() on non-stream answers too.
     return httpx.Response(result.status_code, headers=result.headers,
-                          stream=httpx.ByteStream(result.content), request=original)
+                          stream=httpx.ByteStream(result.content), request=original,
+                          extensions=dict(result.extensions))
 
 
 def _refuse_plaintext(request: httpx.Request) -> None:
@@ -291,8 +322,9 @@ def _refuse_plaintext(request: httpx.Request) -> None:
 
 
 class _SyncDecrypted(httpx.SyncByteStream):
-    def __init__(self, upstream: httpx.Response, decoder: StreamDecoder) -> None:
-        self._up, self._dec = upstream, decoder
+    def __init__(self, upstream: httpx.Response, decoder: StreamDecoder,
+                 extensions: dict[str, Any]) -> None:
+        self._up, self._dec, self._ext = upstream, decoder, extensions
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._up.stream:  # type: ignore[union-attr]
@@ -300,6 +332,7 @@ class _SyncDecrypted(httpx.SyncByteStream):
             if out:
                 yield out
         tail = self._dec.finish()
+        self._ext[RECEIPT_EXTENSION] = self._dec.receipt
         if tail:
             yield tail
 
@@ -308,8 +341,9 @@ class _SyncDecrypted(httpx.SyncByteStream):
 
 
 class _AsyncDecrypted(httpx.AsyncByteStream):
-    def __init__(self, upstream: httpx.Response, decoder: StreamDecoder) -> None:
-        self._up, self._dec = upstream, decoder
+    def __init__(self, upstream: httpx.Response, decoder: StreamDecoder,
+                 extensions: dict[str, Any]) -> None:
+        self._up, self._dec, self._ext = upstream, decoder, extensions
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._up.stream:  # type: ignore[union-attr]
@@ -317,6 +351,7 @@ class _AsyncDecrypted(httpx.AsyncByteStream):
             if out:
                 yield out
         tail = self._dec.finish()
+        self._ext[RECEIPT_EXTENSION] = self._dec.receipt
         if tail:
             yield tail
 

@@ -44,6 +44,7 @@ from chutes_subnet.errors import (
     QuoteFormatError,
 )
 from chutes_subnet.instance_id import instance_id_for_key
+from chutes_subnet.receipts import decode_public_key as decode_receipt_key
 from chutes_subnet.wire.messages import AttestResponse
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V2,
@@ -62,6 +63,8 @@ class ParsedAnswer:
     response: AttestResponse
     evidence: Evidence
     e2e_pubkey: bytes
+    #: the Ed25519 receipt key the answer claims (bound by report_data layout v2)
+    receipt_pubkey: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,8 @@ class ClientVerdict:
     measurements: Measurements | None = None
     #: "model@revision on engine version" of the verified workload manifest
     workload: str | None = None
+    #: the attested receipt key (set only when ``ok``): what the instance's receipts verify under
+    receipt_pubkey: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -167,7 +172,12 @@ def parse_answer(raw: bytes) -> ParsedAnswer:
         pubkey = decode_public_key(response.e2e_pubkey)
     except E2EEError as exc:
         raise AttestationError("attested e2e_pubkey is not an ML-KEM-768 key") from exc
-    return ParsedAnswer(response, Evidence.from_wire(data), pubkey)
+    try:
+        receipt_key = (decode_receipt_key(response.receipt_pubkey)
+                       if response.receipt_pubkey is not None else None)
+    except ValueError as exc:
+        raise AttestationError("attested receipt_pubkey is not an Ed25519 key") from exc
+    return ParsedAnswer(response, Evidence.from_wire(data), pubkey, receipt_key)
 
 
 def check_instance(verifier: Verifier, *, instance_id: str, offered_pubkey: bytes,
@@ -202,11 +212,16 @@ def check_instance(verifier: Verifier, *, instance_id: str, offered_pubkey: byte
         return _refuse(instance_id, "chute_mismatch",
                        "the instance does not serve the requested model", **facts)
     verdict = verifier.verify(parsed.evidence, nonce=nonce, e2e_pubkey=key,
-                              hotkey_ss58=resp.hotkey, now=now, chute_id=resp.chute_id)
+                              hotkey_ss58=resp.hotkey, now=now, chute_id=resp.chute_id,
+                              receipt_pubkey=parsed.receipt_pubkey)
     reasons = list(verdict.reasons)
     facts["workload"] = _workload(parsed.evidence.workload_manifest) \
         if verdict.manifest_sha384 else None
     if require_v2 and E2EE_VERSION_V2 not in facts["e2e_versions"]:
         reasons.append(Reason("no_v2", "the instance does not serve E2EE v2"))
+    if parsed.receipt_pubkey is None:
+        reasons.append(Reason("no_receipt_key",
+                              "the instance attests no receipt key: its answers cannot be audited"))
     return ClientVerdict(instance_id, tuple(reasons), verdict,
-                         key if not reasons else None, **facts)
+                         key if not reasons else None, **facts,
+                         receipt_pubkey=parsed.receipt_pubkey if not reasons else None)

@@ -162,7 +162,7 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
                           {"Retry-After": "1"}) from None
         infos = [DiscoveredInstance(instance_id=r.instance_id, e2e_pubkey=r.e2e_pubkey,
                                     nonces=nonces, e2e_versions=list(r.e2e_versions),
-                                    simulated=r.simulated)
+                                    simulated=r.simulated, receipt_pubkey=r.receipt_pubkey)
                  for r, nonces in zip(ranked, batches)]
         return InstancesResponse(instances=infos,
                                  nonce_expires_in=config.nonce_ttl_client).model_dump()

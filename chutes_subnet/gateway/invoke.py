@@ -1,13 +1,17 @@
-"""``POST /e2e/invoke``: admit, consume the nonce, relay ciphertext, meter usage.
+"""``POST /e2e/invoke``: admit, consume the nonce, relay ciphertext, bill verified receipts.
 
 A raw ASGI endpoint (no request/response objects) because it is the hot path and
 must stream without buffering. The gateway holds no key material: the body and the
-response are relayed byte for byte; it reads only headers and the plaintext usage
-the miner reports. Order of checks (first failure answers):
+response are relayed byte for byte. It bills only what the instance's signed receipt
+states (:mod:`chutes_subnet.receipts`), verified with the receipt key bound into the
+instance's attestation (from the registry), over the request binding it computes
+from what it forwarded and the SHA-256 of the answer bytes it relayed. Order of
+checks (first failure answers):
 
 1. API key (401), token quota and rate limit (429 + Retry-After);
 2. invoke headers present and well-formed, path allowed, version known (400);
-3. body size (413);
+3. body size (413), empty (400 ``empty_body``) or shorter than a KEM ciphertext
+   (400 ``bad_envelope``: no receipt could name it);
 3b. with a chute registry: the chute is registered, live and (if private) allowed to
    the key, else the unknown-chute 404 (:func:`~.chute_api.check_chute`);
 4. the instance is live in the registry and serves the chute (503, retry elsewhere)
@@ -16,13 +20,22 @@ the miner reports. Order of checks (first failure answers):
    unknown or already used 409, expired 410, store down 503;
 6. forward: miner unreachable or 5xx before any byte -> 502 with
    ``X-E2E-Retry: instance`` (the instance is benched for a cooldown); a miner 4xx is
-   relayed as is; a 200 is streamed through chunk by chunk.
+   relayed as is;
+7. a 200 non-stream answer is read whole (at most ``max_body_bytes``) and its
+   ``X-E2E-Receipt`` verified before any byte is relayed: a missing or invalid receipt,
+   an oversized or cut-off body is 502 ``bad_receipt`` / ``miner_error`` with
+   ``X-E2E-Retry: instance`` (benched, nothing billed); a 200 stream is relayed chunk by
+   chunk and its receipt event verified at the end: without a valid one nothing is
+   billed and the instance is benched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
+import logging
 import time
 from typing import Any
 
@@ -36,29 +49,33 @@ from chutes_subnet.asgi import (
     request_headers,
     send_refusal,
 )
-from chutes_subnet.errors import NonceStoreUnavailable, UsageError
+from chutes_subnet.errors import EnvelopeFormatError, NonceStoreUnavailable, ReceiptError
 from chutes_subnet.gateway.chute_api import check_chute
 from chutes_subnet.gateway.journal import JournalEntry
-from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.gateway.miners import MinerConnectionError, MinerResponse
 from chutes_subnet.gateway.state import GatewayState, off_loop, resolve_signer_headers
 from chutes_subnet.nonces import NonceScope
+from chutes_subnet.receipts import Receipt, ReceiptTap, request_binding_for
+from chutes_subnet.receipts import decode_public_key as decode_receipt_key
+from chutes_subnet.receipts import verify as verify_receipt
 from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.single_use import Use
 from chutes_subnet.wire.headers import (
     ENVELOPE_MEDIA_TYPE,
     H_CONTENT_TYPE,
+    H_RECEIPT,
     H_RETRY,
     H_RETRY_AFTER,
     H_USAGE,
     H_VERSION,
     RETRY_INSTANCE,
     Usage,
-    parse_usage_header,
 )
 from chutes_subnet.wire.protocol import INVOKE_PATH, SUPPORTED_E2EE_VERSIONS
 
 __all__ = ["InvokeEndpoint", "NONCE_REFUSALS"]
+
+log = logging.getLogger("chutes_subnet.gateway.invoke")
 
 
 #: a refused nonce's :class:`Use` -> (HTTP status, reason code, message)
@@ -73,6 +90,11 @@ _RETRY_ELSEWHERE = {H_RETRY: RETRY_INSTANCE}
 _RELAYED_VERSIONS = frozenset(str(v) for v in SUPPORTED_E2EE_VERSIONS)
 
 
+def _ascii(value: str | None) -> str | None:
+    """A header value that may be a receipt (printable ASCII), else None."""
+    return value if value is not None and value.isascii() and value.isprintable() else None
+
+
 def _latin1(value: str | None) -> bytes | None:
     """A header value a miner sent, re-encodable for ASGI, else None (not relayed)."""
     if value is None or not value.isprintable():
@@ -83,11 +105,12 @@ def _latin1(value: str | None) -> bytes | None:
         return None
 
 
-def _reported_usage(value: str | None) -> Usage | None:
-    """The non-stream answer's ``X-E2E-Usage``; a malformed report counts as none."""
+@functools.lru_cache(maxsize=1024)
+def _receipt_key(b64: str) -> bytes | None:
+    """The registry's attested receipt key, decoded (None: none or malformed)."""
     try:
-        return parse_usage_header(value)
-    except UsageError:
+        return decode_receipt_key(b64) if b64 else None
+    except ValueError:
         return None
 
 
@@ -115,6 +138,10 @@ class InvokeEndpoint:
         if not body:
             raise Refusal(400, "empty_body", "empty request envelope")
         chute_id, instance_id, nonce, version = inv.chute_id, inv.instance_id, inv.nonce, inv.version
+        try:  # what the instance's receipt must name this request by
+            binding = request_binding_for(version, body, inv.context())
+        except EnvelopeFormatError:
+            raise Refusal(400, "bad_envelope", "request envelope too short") from None
 
         await check_chute(st, key.key_id, chute_id)
         rec = self._live_instance(chute_id, instance_id)
@@ -135,6 +162,8 @@ class InvokeEndpoint:
         trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, inv.stream, len(body))
         trace.model = rec.model
         st.shapes.record(len(body), inv.stream, inv.path)
+        trace.receipt_key = _receipt_key(rec.receipt_pubkey)
+        trace.request_binding = binding
         try:
             await self._forward(rec, fwd, body, trace, receive, send)
         finally:
@@ -150,7 +179,7 @@ class InvokeEndpoint:
                       _RETRY_ELSEWHERE)
 
     async def _forward(self, rec: InstanceRecord, headers: dict[str, str], body: bytes,
-                       trace: "_Trace", receive: Receive, send: Send) -> None:
+                       trace: _Trace, receive: Receive, send: Send) -> None:
         st = self.state
         stream = trace.stream
         st.balancer.acquire(rec.instance_id)
@@ -203,26 +232,83 @@ class InvokeEndpoint:
                                 (b"content-length", str(len(data)).encode())]})
         await send({"type": "http.response.body", "body": data})
 
-    async def _relay_success(self, resp: MinerResponse, trace: "_Trace", send: Send) -> None:
-        stream = trace.stream
-        reported = None if stream else _reported_usage(resp.headers.get(H_USAGE))
-        out_headers = [(b"content-type",
-                        _latin1(resp.headers.get(H_CONTENT_TYPE)) or ENVELOPE_MEDIA_TYPE.encode())]
-        if reported is not None:
-            out_headers.append((H_USAGE.lower().encode(), reported.to_header().encode()))
+    def _check_receipt(self, trace: _Trace, wire: str | None, answer_sha256: bytes) -> Receipt:
+        """The answer's verified receipt; else the instance's failure (benched, logged)."""
+        try:
+            return verify_receipt(wire, trace.receipt_key, request_binding=trace.request_binding,
+                                  answer_sha256=answer_sha256, instance_id=trace.instance_id,
+                                  now_ms=int(time.time() * 1000))
+        except ReceiptError as exc:
+            self.state.balancer.mark_failed(trace.instance_id)
+            log.warning("instance %s answered without a valid receipt (%s): not billed",
+                        trace.instance_id, exc.reason)
+            raise
+
+    async def _bill(self, trace: _Trace, receipt: Receipt | None) -> None:
+        """Meter and charge exactly the verified receipt's counts (nothing without one)."""
+        if receipt is None:
+            return
+        prompt, completion = receipt.prompt_tokens, receipt.completion_tokens
+        trace.prompt_tokens, trace.completion_tokens = prompt, completion
+        served = self.state.served
+        served[trace.instance_id] = served.get(trace.instance_id, 0) + completion
+        meter = self.state.usage
+        await off_loop(meter, meter.record, trace.key_id, prompt, completion)
+        # billed once per request: its nonce is single-use
+        await self.state.charge(trace.key_id, trace.model, prompt, completion,
+                                f"req:{trace.chute_id}:{trace.nonce}")
+
+    def _base_headers(self, resp: MinerResponse) -> list[tuple[bytes, bytes]]:
+        out = [(b"content-type",
+                _latin1(resp.headers.get(H_CONTENT_TYPE)) or ENVELOPE_MEDIA_TYPE.encode())]
         if resp.headers.get(H_VERSION) in _RELAYED_VERSIONS:
-            out_headers.append((H_VERSION.lower().encode(), resp.headers[H_VERSION].encode()))
-        if stream:
-            out_headers.append((b"cache-control", b"no-cache"))
-        elif "Content-Length" in resp.headers:
-            out_headers.append((b"content-length", resp.headers["Content-Length"].encode()))
-        await send({"type": "http.response.start", "status": 200, "headers": out_headers})
-        sniffer = UsageSniffer() if stream else None
-        hold = _TailHold(stream)
+            out.append((H_VERSION.lower().encode(), resp.headers[H_VERSION].encode()))
+        return out
+
+    async def _relay_success(self, resp: MinerResponse, trace: _Trace, send: Send) -> None:
+        if trace.stream:
+            await self._relay_stream(resp, trace, send)
+        else:
+            await self._relay_complete(resp, trace, send)
+
+    async def _relay_complete(self, resp: MinerResponse, trace: _Trace, send: Send) -> None:
+        """Read the whole answer, verify its receipt, bill it, then relay it."""
+        limit = self.state.config.max_body_bytes
+        try:
+            blob = await resp.read_bounded(limit + 1)
+        except MinerConnectionError:
+            blob = None
+        if blob is None or len(blob) > limit:
+            self.state.balancer.mark_failed(trace.instance_id)
+            trace.status, trace.interrupted = 502, blob is None
+            raise Refusal(502, "miner_error", "miner answer cut off or too large",
+                          _RETRY_ELSEWHERE)
+        trace.response_bytes = len(blob)
+        try:
+            receipt = self._check_receipt(trace, _ascii(resp.headers.get(H_RECEIPT)),
+                                          hashlib.sha256(blob).digest())
+        except ReceiptError as exc:
+            trace.status = 502
+            raise Refusal(502, "bad_receipt", f"instance answer has no valid receipt ({exc.reason})",
+                          _RETRY_ELSEWHERE) from None
+        await self._bill(trace, receipt)  # committed before the client has any byte
+        headers = self._base_headers(resp) + [
+            (H_RECEIPT.lower().encode(), receipt.wire.encode("ascii")),
+            (H_USAGE.lower().encode(),
+             Usage(receipt.prompt_tokens, receipt.completion_tokens).to_header().encode()),
+            (b"content-length", str(len(blob)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": blob})
+
+    async def _relay_stream(self, resp: MinerResponse, trace: _Trace, send: Send) -> None:
+        """Relay as it comes; verify the receipt event at the end; bill only a valid one."""
+        headers = self._base_headers(resp) + [(b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        tap = ReceiptTap()
+        hold = _TailHold(True)
         try:
             async for chunk in resp.iter_chunks():
-                if sniffer is not None:
-                    sniffer.feed(chunk)
+                tap.feed(chunk)
                 trace.response_bytes += len(chunk)
                 ready = hold.push(chunk)
                 if ready:
@@ -231,26 +317,21 @@ class InvokeEndpoint:
             # the miner broke off mid-answer (crash, kill, network): stop offering it too
             self.state.balancer.mark_failed(trace.instance_id)
             trace.interrupted = True
-            if stream:
-                hold.push(b'data: {"e2e_error": "upstream interrupted"}\n\n')
+            hold.push(b'data: {"e2e_error": "upstream interrupted"}\n\n')
         finally:
-            usage = sniffer.usage if sniffer is not None else reported
-            prompt, completion = usage or (0, 0)
-            trace.prompt_tokens, trace.completion_tokens = prompt, completion
-            served = self.state.served
-            served[trace.instance_id] = served.get(trace.instance_id, 0) + completion
+            tap.close()
+            receipt = None
+            if not trace.interrupted:
+                with contextlib.suppress(ReceiptError):
+                    receipt = self._check_receipt(trace, tap.receipt, tap.answer_sha256)
             # Usage is committed before the client gets the response's last bytes: a
             # replica killed after a client saw a complete answer has billed it.
-            meter = self.state.usage
-            await off_loop(meter, meter.record, trace.key_id, prompt, completion)
-            if usage is not None:  # billed once per request: its nonce is single-use
-                await self.state.charge(trace.key_id, trace.model, prompt, completion,
-                                        f"req:{trace.chute_id}:{trace.nonce}")
+            await self._bill(trace, receipt)
         await send({"type": "http.response.body", "body": hold.rest()})
 
 
-#: stream bytes that open the end of an answer (v2 final frame, usage event, [DONE])
-_TAIL_MARKERS = (b'"e2e_final"', b'data: {"usage"', b"data: [DONE]")
+#: stream bytes that open the end of an answer (v2 final frame, usage or receipt event, [DONE])
+_TAIL_MARKERS = (b'"e2e_final"', b'data: {"usage"', b'{"e2e_receipt"', b"data: [DONE]")
 _MAX_HELD = 64 * 1024
 
 
@@ -296,7 +377,7 @@ class _Trace:
 
     __slots__ = ("key_id", "chute_id", "instance_id", "nonce", "version", "stream", "request_bytes",
                  "response_bytes", "prompt_tokens", "completion_tokens", "status", "started",
-                 "interrupted", "model")
+                 "interrupted", "model", "receipt_key", "request_binding")
 
     def __init__(self, key_id: str, chute_id: str, instance_id: str, nonce: str, version: int,
                  stream: bool, request_bytes: int) -> None:
@@ -306,6 +387,8 @@ class _Trace:
         self.status = 0
         self.interrupted = False
         self.model = ""
+        self.receipt_key: bytes | None = None
+        self.request_binding = b""
         self.started = time.monotonic()
 
     def entry(self) -> JournalEntry:

@@ -46,6 +46,7 @@ from chutes_subnet.miner.metrics import CONTENT_TYPE_LATEST, MinerMetrics
 from chutes_subnet.miner.state import InstanceIdentity, MinerState
 from chutes_subnet.miner.workload import instance_manifest, measure_workload
 from chutes_subnet.nonces import SeenNonceCache
+from chutes_subnet.receipts import ReceiptSigner
 from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
 
 __all__ = ["PLAINTEXT_PATH", "create_app"]
@@ -65,8 +66,8 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
     """Build one miner instance around a backend, an evidence provider and a gate.
 
     ``gate=None`` disables every caller check (unit tests only). ``keypair=None``
-    generates the instance key now. Faults and the plaintext endpoint are refused
-    unless ``provider`` is the simulated one. The backend is closed on shutdown,
+    generates the instance key now; the receipt signing key is always generated here.
+    Faults and the plaintext endpoint are refused unless ``provider`` is the simulated one. The backend is closed on shutdown,
     after uvicorn has let in-flight streams finish.
     """
     simulated = _is_simulated(provider)
@@ -77,6 +78,7 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
     # the workload is measured into RTMR3 before the instance key exists
     measure_workload(provider, instance_manifest(config, backend), simulated=simulated)
     keypair = keypair or KeyPair.generate()
+    signer = ReceiptSigner.generate()  # with the E2EE key, in memory only, bound by /attest
     instance = InstanceIdentity(
         instance_id=keypair.instance_id,
         chute_id=config.chute_id,
@@ -85,6 +87,7 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
         e2e_pubkey=keypair.public_b64,
         e2e_fingerprint=keypair.fingerprint,
         simulated=simulated,
+        receipt_pubkey=signer.public_b64,
     )
     metrics = MinerMetrics()
     metrics.capacity.set(config.max_concurrency)
@@ -96,6 +99,7 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
         provider=provider, gate=gate,
         seen=SeenNonceCache(ttl=NONCE_TTL_SERVER_SECONDS),
         limiter=ConcurrencyLimiter(config.max_concurrency), metrics=metrics,
+        receipt_signer=signer,
     )
 
     @contextlib.asynccontextmanager

@@ -11,9 +11,9 @@ Order of checks (first failure answers ``{"error", "reason"}``):
    within ``attest_timeout`` -> 503 on failure or timeout.
 
 The answer is an :class:`~chutes_subnet.wire.messages.AttestResponse`. The TDX quote's
-report_data is ``SHA256(nonce || e2e_pubkey) || SHA256(nonce || hotkey_ss58)``
-(:func:`chutes_subnet.attestation.build_report_data`), the GPU evidence is made for
-the same nonce.
+report_data binds the nonce, the E2EE key, the receipt key and the hotkey (layout v2 of
+:func:`chutes_subnet.attestation.build_report_data`); the GPU evidence is made for the
+same nonce.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class AttestEndpoint:
         response = AttestResponse(
             instance_id=inst.instance_id, chute_id=inst.chute_id, model=inst.model_id,
             hotkey=inst.hotkey, e2e_pubkey=inst.e2e_pubkey, e2e_versions=list(inst.e2e_versions),
-            **evidence.to_wire())
+            receipt_pubkey=inst.receipt_pubkey or None, **evidence.to_wire())
         return response.model_dump_json().encode()
 
     async def _collect(self, nonce: bytes) -> Any:
@@ -97,8 +97,10 @@ class AttestEndpoint:
         try:
             async with asyncio.timeout(st.config.attest_timeout):
                 async with self._one_at_a_time:
-                    return await asyncio.to_thread(st.provider.collect, nonce,
-                                                   st.keypair.public_bytes, st.instance.hotkey)
+                    signer = st.receipt_signer
+                    return await asyncio.to_thread(
+                        st.provider.collect, nonce, st.keypair.public_bytes, st.instance.hotkey,
+                        signer.public_bytes if signer is not None else None)
         except TimeoutError:
             raise Refusal(503, "evidence_timeout", "evidence collection timed out",
                           {"Retry-After": "5"}) from None

@@ -1,14 +1,15 @@
 """The miner's side of one invoke envelope: open the request, seal the answer.
 
 :func:`open_envelope` turns (version, instance key, routing context, body) into an
-:class:`OpenedRequest`: the decrypted OpenAI payload, a ``replay_id`` and the means to
-answer it. Answers follow the wire rules of :mod:`chutes_subnet.wire`:
+:class:`OpenedRequest`: the decrypted OpenAI payload, a ``replay_id``, the
+``request_binding`` its receipt names it by, and the means to answer it. Answers follow the wire rules of :mod:`chutes_subnet.wire`:
 
 * non-stream: ``seal_json(obj)`` -> body bytes (``application/octet-stream``);
 * stream: :class:`StreamFramer` — ``start()`` (v1: ``e2e_init``), ``chunk(line)`` per
   OpenAI chunk line ``"data: {json}"`` (v1 ``{"e2e": ...}``, v2 ``{"e2e": frame}``),
   ``finish(usage)`` (v2: ``{"e2e_final": frame}`` authenticating the chunk count
-  and usage); the caller then appends the plaintext usage event and ``[DONE]``.
+  and usage; v1: the plaintext usage event the public client passes on); the caller
+  then appends the receipt event and ``[DONE]``.
 
 ``replay_id`` identifies the request ciphertext (SHA-256 of the KEM ciphertext): the
 same ciphertext replayed under another gateway nonce is still recognised, which v1's
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 from chutes_subnet.e2ee import KeyPair, RequestContext, parse_payload, v1, v2
 from chutes_subnet.errors import EnvelopeFormatError
+from chutes_subnet.receipts import request_binding_for
 from chutes_subnet.sse import format_event
 from chutes_subnet.wire.headers import ENVELOPE_MEDIA_TYPE
 
@@ -42,12 +44,14 @@ class StreamFramer(Protocol):
 class OpenedRequest:
     """A decrypted request and how to answer it."""
 
-    __slots__ = ("payload", "replay_id", "_seal", "_framer", "media_type")
+    __slots__ = ("payload", "replay_id", "request_binding", "_seal", "_framer", "media_type")
 
-    def __init__(self, payload: dict[str, Any], replay_id: str, seal: Any, framer: Any,
-                 media_type: str = ENVELOPE_MEDIA_TYPE) -> None:
+    def __init__(self, payload: dict[str, Any], replay_id: str, request_binding: bytes,
+                 seal: Any, framer: Any, media_type: str = ENVELOPE_MEDIA_TYPE) -> None:
         self.payload = payload
         self.replay_id = replay_id
+        #: what this request's receipt names it by (:func:`chutes_subnet.receipts.request_binding`)
+        self.request_binding = request_binding
         self._seal = seal
         self._framer = framer
         self.media_type = media_type
@@ -74,7 +78,8 @@ class _V1Framer:
         return format_event(self._sealer.seal_line(line))
 
     def finish(self, usage: dict[str, Any] | None) -> bytes:
-        return b""
+        # plaintext usage event: the public client hands it to the application
+        return format_event({"usage": usage}) if usage is not None else b""
 
 
 class _V2Framer:
@@ -88,10 +93,10 @@ class _V2Framer:
 
     def chunk(self, line: str) -> bytes:
         # == format_event({"e2e": frame}); base64 needs no JSON escaping (hot path: per token)
-        return b'data: {"e2e":"' + self._sealer.seal(line.encode("utf-8")).encode("ascii") + b'"}\n\n'
-
+        return b'data: {"e2e":"' + self._sealer.seal_lines([line.encode("utf-8")]) + b'"}\n\n'
 
     def finish(self, usage: dict[str, Any] | None) -> bytes:
+        # the usage is authenticated inside the final frame (and signed in the receipt)
         return format_event({"e2e_final": self._sealer.finish(usage)})
 
 
@@ -105,7 +110,7 @@ class _PlainFramer:
         return line.encode("utf-8") + b"\n\n"
 
     def finish(self, usage: dict[str, Any] | None) -> bytes:
-        return b""
+        return format_event({"usage": usage}) if usage is not None else b""
 
 
 def _replay_id(kem_ct: bytes) -> str:
@@ -121,10 +126,12 @@ def open_envelope(version: int, key: KeyPair, ctx: RequestContext, body: bytes) 
     if version == 2:
         payload, session = v2.open_request(key, ctx, body)
         return OpenedRequest(payload, _replay_id(v2.request_kem_ciphertext(body)),
-                             session.seal_response, lambda: _V2Framer(session))
+                             session.request_binding, session.seal_response,
+                             lambda: _V2Framer(session))
     if version == 1:
         payload, response_pk = v1.open_request(key, body)
         return OpenedRequest(payload, _replay_id(v1.request_kem_ciphertext(body)),
+                             request_binding_for(version, body, ctx),
                              lambda obj: v1.seal_response(response_pk, obj),
                              lambda: _V1Framer(response_pk))
     raise EnvelopeFormatError("unsupported E2EE version")
@@ -134,6 +141,6 @@ def open_plaintext(body: bytes) -> OpenedRequest:
     """BENCH ONLY: a JSON body answered in the clear through the same code path."""
     payload = parse_payload(body)
     # no ciphertext to recognise: only the nonce guards against replays here
-    return OpenedRequest(payload, "plain:" + os.urandom(16).hex(),
+    return OpenedRequest(payload, "plain:" + os.urandom(16).hex(), hashlib.sha256(body).digest(),
                          lambda obj: json.dumps(obj, separators=(",", ":")).encode(),
                          _PlainFramer, media_type="application/json")

@@ -51,17 +51,20 @@ class _ForeignHotkey:
     def __init__(self, inner: EvidenceProvider) -> None:
         self.inner = inner
 
-    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
-        return self.inner.collect(nonce, e2e_pubkey, FOREIGN_HOTKEY)
+    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str,
+                receipt_pubkey: bytes | None = None) -> Evidence:
+        return self.inner.collect(nonce, e2e_pubkey, FOREIGN_HOTKEY, receipt_pubkey)
 
 
 class _DebugQuote:
     def __init__(self, inner: SimulatedProvider) -> None:
         self.inner = inner
 
-    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str) -> Evidence:
+    def collect(self, nonce: bytes, e2e_pubkey: bytes, hotkey_ss58: str,
+                receipt_pubkey: bytes | None = None) -> Evidence:
         device = self.inner.device
-        report_data = build_report_data(nonce, e2e_pubkey, self.inner.bind_hotkey or hotkey_ss58)
+        report_data = build_report_data(nonce, e2e_pubkey, self.inner.bind_hotkey or hotkey_ss58,
+                                        receipt_pubkey)
         return Evidence(device.quote(report_data, debug=True), device.gpu_evidence(nonce),
                         simulated=True)
 

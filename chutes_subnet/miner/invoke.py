@@ -28,15 +28,19 @@ code reason               when
 500  inference_error      the model failed
 ==== ===================== =====================================================
 
-Once a stream has started, a failure is one ``data: {"e2e_error": "<reason>"}`` event
-and the stream ends without a final frame (the client sees the failure, and in v2 a
-truncation it can prove). Logs carry sizes, timings, status and reason codes only.
+Every answer carries the instance's signed receipt (:mod:`chutes_subnet.receipts`):
+the ``X-E2E-Receipt`` header of a 200 non-stream answer, the last event before
+``[DONE]`` of a stream, over the exact bytes sent before it. Once a stream has started,
+a failure is one ``data: {"e2e_error": "<reason>"}`` event and the stream ends without
+a final frame or receipt (the client sees the failure, and in v2 a truncation it can
+prove; nothing is billed). Logs carry sizes, timings, status and reason codes only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -65,8 +69,10 @@ from chutes_subnet.errors import (
 from chutes_subnet.inference import InvalidRequestError, UpstreamError
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
 from chutes_subnet.miner.state import MinerState
+from chutes_subnet.receipts import MAX_TOKENS as MAX_RECEIPT_TOKENS
+from chutes_subnet.receipts import event as receipt_event
 from chutes_subnet.sse import DONE_EVENT, format_event
-from chutes_subnet.wire.headers import H_RETRY_AFTER, H_USAGE, Usage, parse_usage
+from chutes_subnet.wire.headers import H_RECEIPT, H_RETRY_AFTER, H_USAGE, Usage, parse_usage
 
 __all__ = ["InvokeEndpoint"]
 
@@ -233,6 +239,9 @@ class InvokeEndpoint:
         headers = [(b"content-type", opened.media_type.encode()),
                    (b"content-length", str(len(blob)).encode()),
                    (H_USAGE.lower().encode(), counts.to_header().encode())]
+        receipt = self._receipt(opened, hashlib.sha256(blob).digest(), counts)
+        if receipt is not None:
+            headers.append((H_RECEIPT.lower().encode(), receipt.encode("ascii")))
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": blob})
         self._record(*counts, started, None, "complete")
@@ -256,6 +265,7 @@ class InvokeEndpoint:
                                 (b"cache-control", b"no-cache"),
                                 (b"x-accel-buffering", b"no")]})
         framer = opened.stream()
+        answer = hashlib.sha256()  # every byte before the receipt event, as sent
         gone = asyncio.Event()
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         usage: Any = None
@@ -268,6 +278,7 @@ class InvokeEndpoint:
                         usage = item["usage"]
                     pending += framer.chunk("data: " + json.dumps(item, separators=(",", ":")))
                     frames += 1
+                    answer.update(pending)
                     await send({"type": "http.response.body", "body": pending, "more_body": True})
                     pending = b""
                     if gone.is_set():
@@ -285,12 +296,26 @@ class InvokeEndpoint:
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+        counts = _usage_counts(usage)
         tail = framer.finish(usage)
-        if usage is not None:
-            tail += format_event({"usage": usage})
+        answer.update(tail)
+        receipt = self._receipt(opened, answer.digest(), counts)
+        if receipt is not None:
+            tail += receipt_event(receipt)
         await send({"type": "http.response.body", "body": tail + DONE_EVENT, "more_body": False})
-        self._record(*_usage_counts(usage), started, ttft, "stream")
+        self._record(*counts, started, ttft, "stream")
         return 200, f"frames={frames}"
+
+    def _receipt(self, opened: OpenedRequest, answer_sha256: bytes, counts: Usage) -> str | None:
+        """This instance's signed receipt for an answer (counts clamped to the receipt's range)."""
+        signer = self.state.receipt_signer
+        if signer is None:
+            return None
+        return signer.sign(request_binding=opened.request_binding, answer_sha256=answer_sha256,
+                           prompt_tokens=min(counts.prompt_tokens, MAX_RECEIPT_TOKENS),
+                           completion_tokens=min(counts.completion_tokens, MAX_RECEIPT_TOKENS),
+                           instance_id=self.state.instance.instance_id,
+                           issued_at_ms=int(time.time() * 1000))
 
     def _record(self, prompt: int, completion: int, started: float, ttft: float | None,
                 mode: str) -> None:

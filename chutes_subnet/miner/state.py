@@ -14,6 +14,7 @@ from chutes_subnet.miner.config import MinerConfig
 from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import MinerMetrics
 from chutes_subnet.nonces import SeenNonceCache
+from chutes_subnet.receipts import ReceiptSigner
 
 __all__ = ["InstanceIdentity", "MinerState"]
 
@@ -32,6 +33,8 @@ class InstanceIdentity:
     e2e_fingerprint: str
     simulated: bool
     e2e_versions: tuple[int, ...] = (1, 2)
+    #: base64 Ed25519 key that signs answer receipts (bound by /attest, layout v2)
+    receipt_pubkey: str = ""
 
 
 
@@ -51,6 +54,8 @@ class MinerState:
     seen: SeenNonceCache
     limiter: ConcurrencyLimiter
     metrics: MinerMetrics
+    #: signs every answer's receipt; generated with the E2EE key, never serialised
+    receipt_signer: ReceiptSigner | None = None
     draining: bool = False
 
     def describe(self) -> dict[str, Any]:

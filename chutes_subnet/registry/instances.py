@@ -83,6 +83,8 @@ class InstanceRecord:
     expires_at: float = 0.0
     score: float = 0.0
     simulated: bool = False
+    #: base64 Ed25519 receipt key bound into the attestation ("" = none: never billable)
+    receipt_pubkey: str = ""
 
     def is_live(self, now: float) -> bool:
         """True while the attestation verdict is still fresh."""

@@ -34,6 +34,7 @@ from chutes_subnet.chain import Neuron
 from chutes_subnet.e2ee import decode_public_key
 from chutes_subnet.errors import AttestationError, E2EEError
 from chutes_subnet.instance_id import instance_id_for_key
+from chutes_subnet.receipts import decode_public_key as decode_receipt_key
 from chutes_subnet.wire.messages import AttestRequest, AttestResponse
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V2,
@@ -69,6 +70,8 @@ class AttestedInstance:
     summary: AttestationSummary
     #: E2EE versions the instance declared (the benchmark needs 2; clients pick from these)
     e2e_versions: tuple[int, ...] = (1, 2)
+    #: Ed25519 key that signs the instance's answer receipts (bound: report_data layout v2)
+    receipt_pubkey: bytes = b""
 
     @property
     def url(self) -> str:
@@ -183,18 +186,20 @@ class Attestor:
             raise from_http_error(exc, "attest") from exc
         if status != 200:
             raise EvaluationFailure("bad_response", f"attest: miner answered HTTP {status}")
-        response, evidence, pubkey = self._parse(raw)
+        response, evidence, pubkey, receipt_key = self._parse(raw)
         now = self._clock()
         if self._own_book and not self.challenges.consume(nonce).ok:
             raise EvaluationFailure("timeout", "attest: answer arrived after the nonce expired")
         if self._pool is not None:
             verdict = await self._pool.verify(evidence, nonce=nonce, e2e_pubkey=pubkey,
                                               hotkey_ss58=neuron.hotkey, now=int(now),
-                                              chute_id=response.chute_id)
+                                              chute_id=response.chute_id,
+                                              receipt_pubkey=receipt_key)
         else:
             verdict = await asyncio.to_thread(
                 self.verifier.verify, evidence, nonce=nonce, e2e_pubkey=pubkey,
-                hotkey_ss58=neuron.hotkey, now=int(now), chute_id=response.chute_id)
+                hotkey_ss58=neuron.hotkey, now=int(now), chute_id=response.chute_id,
+                receipt_pubkey=receipt_key)
         summary = _summary(verdict, response, now, self.ttl)
         if not verdict.ok:
             first = verdict.reasons[0]
@@ -204,9 +209,10 @@ class Attestor:
             raise EvaluationFailure("bad_response", "attest: instance does not serve E2EE v2",
                                     summary)
         return AttestedInstance(neuron.uid, neuron.hotkey, neuron.axon, response.instance_id,
-                                response.chute_id, response.model, pubkey, summary, versions)
+                                response.chute_id, response.model, pubkey, summary, versions,
+                                receipt_key)
 
-    def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes]:
+    def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes, bytes]:
         try:
             data = parse_json(raw)
             response = AttestResponse.model_validate(data)
@@ -222,6 +228,12 @@ class Attestor:
         if response.instance_id != instance_id_for_key(pubkey):
             raise EvaluationFailure("bad_response",
                                     "attest: instance_id is not derived from e2e_pubkey")
+        try:  # an instance without an attested receipt key could never be billed
+            receipt_key = decode_receipt_key(response.receipt_pubkey or "")
+        except ValueError as exc:
+            raise EvaluationFailure("bad_response",
+                                    "attest: no valid receipt_pubkey (report_data layout v2 "
+                                    "required)") from exc
         try:
             evidence = Evidence.from_wire(data)
         except AttestationError as exc:
@@ -229,4 +241,4 @@ class Attestor:
             raise EvaluationFailure("attestation:malformed_evidence",
                                     f"attest: evidence malformed ({type(exc).__name__})",
                                     summary) from exc
-        return response, evidence, pubkey
+        return response, evidence, pubkey, receipt_key

@@ -22,6 +22,7 @@ One round (:meth:`Validator.run_round`):
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
@@ -270,7 +271,8 @@ class Validator:
                     uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "",
                     e2e_versions=instance.e2e_versions, verified_at=s.verified_at,
                     expires_at=s.expires_at, score=entry.ema if entry else 0.0,
-                    simulated=s.simulated))
+                    simulated=s.simulated,
+                    receipt_pubkey=base64.b64encode(instance.receipt_pubkey).decode("ascii")))
             except RegistryError as exc:  # logged by the registry; never routed, never credited
                 log.warning("uid %d not published: %s", r.uid, exc)
                 continue

@@ -14,9 +14,13 @@ stream the instance produced, event by event, as bytes arrive:
   so a middle box that drops, reorders, duplicates or truncates is detected
   (:class:`~chutes_subnet.errors.StreamIntegrityError`).
 
-Plaintext ``usage`` events (for the gateway's metering) are not handed on: they are
-not authenticated, and in v2 the authenticated copy is inside the final frame
-(:attr:`StreamDecoder.final_usage`). ``e2e_error`` becomes ``data: {"error": ...}``,
+Receipts (:mod:`chutes_subnet.receipts`): when the target's attested receipt key is
+known, :meth:`SealedCall.verify_receipt` checks a non-stream answer's ``X-E2E-Receipt``
+and the decoder checks a stream's ``e2e_receipt`` event over the exact bytes before it
+when ``[DONE]`` arrives (:attr:`StreamDecoder.receipt`); a missing or wrong receipt is a
+:class:`~chutes_subnet.errors.ReceiptError`. Plaintext ``usage`` events (v1) are not
+handed on: they are not authenticated, and in v2 the authenticated copy is inside the
+final frame (:attr:`StreamDecoder.final_usage`). ``e2e_error`` becomes ``data: {"error": ...}``,
 which the OpenAI SDK raises as an ``APIError`` (and :attr:`StreamDecoder.error`).
 """
 
@@ -24,10 +28,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from chutes_subnet import receipts
 from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, v1, v2
 from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
 from chutes_subnet.sse import DONE, SSEParser
@@ -47,15 +55,19 @@ class SealTarget:
     instance_id: str
     e2e_pubkey: bytes
     e2e_versions: tuple[int, ...] = (E2EE_VERSION_V1,)
+    #: the attested Ed25519 key of the instance's receipts (None: unknown, not checked)
+    receipt_pubkey: bytes | None = None
 
     @classmethod
     def from_discovery(cls, entry: DiscoveredInstance) -> SealTarget:
         """From a discovery entry; a key that is not base64 is an EnvelopeFormatError."""
         try:
             key = base64.b64decode(entry.e2e_pubkey, validate=True)
+            receipt_key = (receipts.decode_public_key(entry.receipt_pubkey)
+                           if entry.receipt_pubkey else None)
         except (binascii.Error, ValueError):
             raise EnvelopeFormatError("instance key in discovery answer is not base64") from None
-        return cls(entry.instance_id, key, tuple(entry.e2e_versions))
+        return cls(entry.instance_id, key, tuple(entry.e2e_versions), receipt_key)
 
 
 def choose_version(target: SealTarget, preferred: tuple[int, ...]) -> int | None:
@@ -71,6 +83,25 @@ class SealedCall:
     headers: dict[str, str]
     version: int
     session: Any  # v2.ClientSession | v1.ResponseKey
+    #: what the instance's receipt must name this request by
+    request_binding: bytes = b""
+    instance_id: str = ""
+    receipt_pubkey: bytes | None = None
+
+    def verify_receipt(self, wire: str | bytes | None, answer: bytes) -> receipts.Receipt | None:
+        """Check the receipt of the answer bytes ``answer``; None when no key is known.
+
+        Raises :class:`~chutes_subnet.errors.ReceiptError` (missing, forged, rewritten,
+        or for other bytes)."""
+        return self._check_receipt(wire, hashlib.sha256(answer).digest())
+
+    def _check_receipt(self, wire: str | bytes | None, answer_sha256: bytes,
+                       ) -> receipts.Receipt | None:
+        if self.receipt_pubkey is None:
+            return None
+        return receipts.verify(wire, self.receipt_pubkey, request_binding=self.request_binding,
+                               answer_sha256=answer_sha256, instance_id=self.instance_id,
+                               now_ms=int(time.time() * 1000))
 
     def open_json(self, blob: bytes) -> dict[str, Any]:
         """Decrypt a non-stream answer."""
@@ -80,8 +111,9 @@ class SealedCall:
         return v1.open_response(self.session, blob)
 
     def stream_decoder(self) -> StreamDecoder:
-        """A decoder for this call's SSE answer."""
-        return StreamDecoder(self.version, self.session)
+        """A decoder for this call's SSE answer (checking its receipt when a key is known)."""
+        check = self._check_receipt if self.receipt_pubkey is not None else None
+        return StreamDecoder(self.version, self.session, receipt_check=check)
 
 
 def seal_call(target: SealTarget, *, chute_id: str, nonce: str, path: str, stream: bool,
@@ -98,10 +130,13 @@ def seal_call(target: SealTarget, *, chute_id: str, nonce: str, path: str, strea
         headers[H_AUTHORIZATION] = f"Bearer {api_key}"
     if version == E2EE_VERSION_V2:
         body, session = v2.seal_request(target.e2e_pubkey, routing.context(), payload)
-        return SealedCall(body, headers, version, session)
+        return SealedCall(body, headers, version, session, session.request_binding,
+                          target.instance_id, target.receipt_pubkey)
     if version == E2EE_VERSION_V1:
         body, key = v1.seal_request(target.e2e_pubkey, payload)
-        return SealedCall(body, headers, version, key)
+        binding = receipts.request_binding_for(version, body, routing.context())
+        return SealedCall(body, headers, version, key, binding, target.instance_id,
+                          target.receipt_pubkey)
     raise ValueError(f"unsupported E2EE version {version}")
 
 
@@ -113,8 +148,14 @@ class StreamDecoder:
     as SSE bytes for an HTTP client.
     """
 
-    def __init__(self, version: int, session: Any) -> None:
+    def __init__(self, version: int, session: Any,
+                 receipt_check: Callable[[str | None, bytes], receipts.Receipt | None] | None = None,
+                 ) -> None:
         self._parser = SSEParser()
+        self._tap = receipts.ReceiptTap() if receipt_check is not None else None
+        self._receipt_check = receipt_check
+        #: the verified receipt, once ``[DONE]`` arrived (None without a receipt key)
+        self.receipt: receipts.Receipt | None = None
         self._v1 = v1.StreamOpener(session) if version == E2EE_VERSION_V1 else None
         self._v2 = session.stream_opener() if version == E2EE_VERSION_V2 else None
         self._ended = False
@@ -135,6 +176,8 @@ class StreamDecoder:
 
     def lines(self, chunk: bytes) -> list[bytes]:
         """The plaintext SSE lines ``chunk`` completes."""
+        if self._tap is not None:
+            self._tap.feed(chunk)
         return [line for data in self._parser.feed(chunk) for line in self._event(data)]
 
     def finish_lines(self) -> list[bytes]:
@@ -152,6 +195,8 @@ class StreamDecoder:
         if data == DONE:
             if self._v2 is not None and not self._v2.finished:
                 raise StreamIntegrityError("stream ended without its final frame (truncated)")
+            if self._tap is not None and self._receipt_check is not None:
+                self.receipt = self._receipt_check(self._tap.receipt, self._tap.answer_sha256)
             self._ended = self.done = True
             return [_DONE_LINE]
         try:
@@ -188,6 +233,10 @@ class StreamDecoder:
             return self._v2.open_lines(str(event["e2e"]))
         if "e2e_final" in event:
             self.final_usage = self._v2.open_final(str(event["e2e_final"])).get("usage")
+            return []
+        if "e2e_receipt" in event:
+            if not self._v2.finished:
+                raise StreamIntegrityError("receipt before the final frame")
             return []
         if "usage" in event:
             return []

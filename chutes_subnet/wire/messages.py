@@ -51,6 +51,8 @@ class DiscoveredInstance(_Model):
     e2e_versions: list[int] = Field(default_factory=lambda: [E2EE_VERSION_V1])
     simulated: bool = Field(default=False, description="attested with SIMULATED (forgeable) "
                             "evidence by a development validator: never confidential")
+    #: base64 Ed25519 key that signs the instance's answer receipts ("" = none attested)
+    receipt_pubkey: str = ""
 
 
 class InstancesResponse(_Model):
@@ -79,6 +81,9 @@ class AttestResponse(_Model):
         default_factory=list, description="RTMR3 runtime events (attestation.eventlog)")
     workload_manifest: dict[str, Any] | None = Field(
         default=None, description="the workload manifest measured into RTMR3")
+    receipt_pubkey: str | None = Field(
+        default=None, max_length=64,
+        description="base64 Ed25519 receipt key; present means report_data layout v2")
 
 
 class ErrorBody(_Model):
