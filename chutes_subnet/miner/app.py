@@ -67,8 +67,8 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
 
     ``gate=None`` disables every caller check (unit tests only). ``keypair=None``
     generates the instance key now; the receipt signing key is always generated here.
-    Faults and the plaintext endpoint are refused unless ``provider`` is the simulated one. The backend is closed on shutdown,
-    after uvicorn has let in-flight streams finish.
+    Faults and the plaintext endpoint are refused unless ``provider`` is the simulated
+    one. The backend is closed on shutdown, after uvicorn has let in-flight streams finish.
     """
     simulated = _is_simulated(provider)
     if (config.fault or config.dangerous_plaintext_endpoint) and not simulated:
