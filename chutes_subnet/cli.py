@@ -11,6 +11,7 @@ Subcommands (each module registers its own; imports are lazy so ``--help`` is fa
     chutes-subnet proxy     plaintext OpenAI API on localhost, E2EE upstream
     chutes-subnet scores    print the validator's score table
     chutes-subnet measure   RTMR3 and digests of a workload release (policy authors)
+    chutes-subnet chutes    deploy / list / show / history / retire chutes; scale a miner fleet
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ _COMMAND_SOURCES = (
     ("chutes_subnet.chain.cli", "add_localchain_commands"),
     ("chutes_subnet.billing.cli", "add_billing_commands"),
     ("chutes_subnet.attestation.measure_cli", "add_measure_commands"),
+    ("chutes_subnet.chutes_cli", "add_chutes_commands"),
 )
 
 
@@ -58,9 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from chutes_subnet.operator_errors import run_command
-
     from chutes_subnet.configfile import apply_command_config
+    from chutes_subnet.operator_errors import run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

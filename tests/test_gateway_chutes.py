@@ -177,3 +177,41 @@ def test_unregistered_and_retired_chutes_are_not_discovered(env: Env) -> None:
     back = _deploy(env, chute_dict(PUBLIC), env.owner)
     assert back.status_code == 200 and back.json()["retired"] is False
     assert httpx.get(f"{env.gw}/e2e/instances/{cid}", headers=env.owner).status_code == 200
+
+
+def test_cli_deploy_list_show_history_retire(env: Env, tmp_path: Path, capsys) -> None:
+    import json
+
+    from chutes_subnet.cli import main
+    from tests.chute_fixtures import IMAGE
+
+    name = "acme/cli-model"
+    toml = tmp_path / "chute.toml"
+    m = chute_dict(name)["manifest"]
+    toml.write_text(f'name = "{name}"\nimage_digest = "{IMAGE}"\n[manifest]\n' + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in m.items()))
+    secret = env.owner["Authorization"].split()[1]
+    base = ["chutes", "--gateway", env.gw, "--api-key", secret]
+
+    def run(*argv: str) -> tuple[int, object, str]:
+        code = main([*base, *argv])
+        out, err = capsys.readouterr()
+        return code, (json.loads(out) if out.strip() else None), err
+
+    code, out, _ = run("deploy", str(toml))
+    assert code == 0 and out["version"] == 1 and out["chute_id"] == chute_id_for_model(name)
+    code, out, _ = run("list")
+    assert code == 0 and name in {c["name"] for c in out}
+    code, out, _ = run("show", name)
+    assert code == 0 and out["manifest"]["model_id"] == name
+    code, out, _ = run("retire", name)
+    assert code == 0 and out["retired"] is True
+    code, out, _ = run("history", out["chute_id"])
+    assert [c["action"] for c in out["changes"]] == ["deploy", "retire"]
+    toml.write_text(toml.read_text().replace(IMAGE, "sha256:nope", 1))
+    code, out, err = run("deploy", str(toml))
+    assert code == 1 and out is None
+    assert err.strip().endswith("image_digest must be \"sha256:\" and 64 lower-case hex digits")
+    assert err.count("\n") == 1
+    code, _, err = run("show", "no/such-model")
+    assert code == 1 and err.strip() == "chutes: HTTP 404: no such chute"

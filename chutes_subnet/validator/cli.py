@@ -172,6 +172,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
          help="instance registry the validator publishes to: sqlite:///path, "
               "postgresql://user@host/db (gateway fleets), memory:// or none "
               "(default sqlite:///<data-dir>/registry.db)")
+    _add(g, "--gateway.chutes", dest="gateway_chutes", action="store_true",
+         help="chute registry in the gateway's database: only deployed chutes are "
+              "discovered, attested and scored, and each chute's supply multiplier "
+              "scales the score of the miners serving it")
     _add(g, "--gateway.nonces", dest="gateway_nonces", default=None,
          help="gateway nonce store URL (default sqlite:///<data-dir>/nonces.db)")
     _add(g, "--scoring.organic_weight", dest="organic_weight", type=float, default=0.0,
@@ -264,6 +268,7 @@ def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[
                          nonces_url=args.gateway_nonces or f"sqlite://{data / 'nonces.db'}",
                          db=args.gateway_db or str(data / "gateway.db"),
                          rate_limits=args.gateway_rate_limits,
+                         chutes=bool(getattr(args, "gateway_chutes", False)),
                          signer=forward_signer(wallet), collateral=collateral)
 
 
@@ -343,6 +348,12 @@ async def _run(args: argparse.Namespace) -> int:
             servers.append(await _serve(app, args.gateway_host, args.gateway_port,
                                         "--gateway.port"))
             validator.use_gateway(app.state.gateway)  # benchmarks on the organic path
+            gateway = app.state.gateway
+            if gateway.chutes is not None:
+                from chutes_subnet.gateway.chute_api import chute_targets
+
+                validator.chutes = gateway.chutes
+                validator.supply = lambda: chute_targets(gateway)
             if config.scoring.organic_weight > 0:
                 from .organic import GatewayOrganicSource
 

@@ -8,9 +8,13 @@ One round (:meth:`Validator.run_round`):
    (cached key or fresh challenge), then the encrypted benchmark on the attested key,
    its answers checked against the chute's reference (embedded recomputation, or
    token count + logprobs of a real model; ``unverified`` without one);
+   with a chute registry, instances of unregistered or retired chutes fail here
+   (:mod:`.supply`);
 3. one key, one uid (:mod:`.identity`): a uid presenting an instance key another
    uid holds is refused; one machine, one uid (:mod:`.hardware`): a TDX platform or
-   GPU presented by several uids earns for its incumbent only; then pure scoring (:mod:`.scoring`): round scores, EMA with resets, coldkey dedupe,
+   GPU presented by several uids earns for its incumbent only; then pure scoring
+   (:mod:`.scoring`): round scores (times the chute's supply multiplier,
+   :mod:`.supply`), EMA with resets, coldkey dedupe,
    SDK-identical weight planning;
 4. weights through :meth:`Chain.set_weights` when the rate limit allows;
 5. one atomic state commit, then the instance registry (each uid creates, refreshes
@@ -43,6 +47,7 @@ from chutes_subnet.registry import (
     InstanceRegistry,
     RegistryError,
 )
+from chutes_subnet.registry.demand import Target
 from chutes_subnet.wallets import hotkey_ss58
 
 from .attest import AttestedInstance, Attestor
@@ -57,8 +62,9 @@ from .reference import ReferenceBook
 from .results import MinerResult, RoundReport
 from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_from_scores
 from .state import ValidatorState
-from .transport import GatewayPath
+from .supply import ChuteCatalog, apply_supply, check_served_chute
 from .table import ScoreRow, build_score_table
+from .transport import GatewayPath
 from .workers import WorkerPool
 
 __all__ = ["Validator", "OrganicSource", "explain_no_miners", "fallback_weights"]
@@ -123,6 +129,8 @@ class Validator:
         bench_http: BenchHTTP | None = None,
         shapes: Callable[[], Sequence[RequestShape]] | None = None,
         pool: WorkerPool | None = None,
+        chutes: ChuteCatalog | None = None,
+        supply: Callable[[], Mapping[str, Target]] | None = None,
     ) -> None:
         self.config = config
         #: worker processes for verification and recomputation (None: threads here)
@@ -135,6 +143,10 @@ class Validator:
         self._signer = hotkey_signer(wallet)  # every challenge and benchmark request is signed
         self.state = state
         self.registry = registry
+        #: the chute registry: instances of unregistered or retired chutes are refused
+        self.chutes = chutes
+        #: per-chute targets (their supply multiplier scales round scores)
+        self.supply = supply
         self.organic = organic
         self.metrics = metrics or ValidatorMetrics()
         self._owns_http = http is None
@@ -184,6 +196,12 @@ class Validator:
         try:
             async with asyncio.timeout(deadline):
                 instance, cached = await self.attestor.ensure(neuron)
+                if self.chutes is not None:
+                    try:
+                        check_served_chute(self.chutes, instance.chute_id, instance.summary)
+                    except EvaluationFailure:
+                        self.attestor.forget(neuron.uid)
+                        raise
                 embedded = instance.model == cfg.benchmark.embedded_model
                 reference = None if embedded else self.references.get(instance.model)
                 if not embedded and reference is None and cfg.benchmark.require_reference:
@@ -297,6 +315,8 @@ class Validator:
                 self.attestor.forget(r.uid)
         organic = self._organic()
         round_scores = score_round(results, self.config.scoring, organic)
+        if self.supply is not None:
+            round_scores = apply_supply(round_scores, results, self.supply())
         neurons = {n.uid: (n.hotkey, n.coldkey) for n in metagraph.neurons
                    if n.hotkey != self.hotkey}
         ema = update_ema(self.scores, round_scores, alpha=self.config.scoring.ema_alpha,
