@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chutes_subnet import inference, protocol
+from chutes_subnet import inference
+from chutes_subnet.wire import protocol
 
 __all__ = ["FAULTS", "INVOKE_AUTH_MODES", "TEE_KINDS", "MinerConfig"]
 
