@@ -139,7 +139,7 @@ class BittensorChain:
             return await asyncio.wait_for(make(), self.timeout)
         except ChainError:
             raise
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise ChainError(f"{what}: timed out after {self.timeout:g}s") from exc
         except (BittensorError, OSError) as exc:
             raise ChainError(f"{what}: {exc}") from exc
@@ -152,7 +152,7 @@ class BittensorChain:
                 return
             try:
                 await asyncio.wait_for(self._client.connect(), self.timeout)
-            except (TimeoutError, asyncio.TimeoutError) as exc:
+            except TimeoutError as exc:
                 raise ChainError(f"cannot connect to {self.endpoint}: timed out after "
                                  f"{self.timeout:g}s; check --subtensor.chain_endpoint and the "
                                  "network path to the node") from exc
@@ -287,7 +287,7 @@ class BittensorChain:
                 ),
                 self.timeout,
             )
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise _Transient(f"timed out after {self.timeout:g}s") from exc
         except (RpcConnectionError, OSError) as exc:
             raise _Transient(str(exc) or type(exc).__name__) from exc
@@ -308,7 +308,7 @@ class BittensorChain:
             self._connected = False
             try:
                 await asyncio.wait_for(self._client.close(), self.timeout)
-            except Exception as exc:  # closing is best-effort; never mask the caller's error
+            except Exception as exc:  # noqa: BLE001 - closing is best-effort; never mask the caller's error
                 log.debug("closing the chain client failed: %s", type(exc).__name__)
 
     def __repr__(self) -> str:

@@ -33,11 +33,14 @@ def default_data_dir() -> Path:
 def _db_url(args: argparse.Namespace) -> str:
     """``--db`` as given (a file path, ``sqlite:///path`` or ``postgresql://…``), else
     ``<data-dir>/gateway.db``."""
+    from chutes_subnet.datadir import data_dir, private_db_path, private_sqlite_url
+
     if args.db:
-        return str(args.db)
-    d = default_data_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    return str(d / "gateway.db")
+        db = str(args.db)
+        if "://" not in db:
+            private_db_path(db)
+        return private_sqlite_url(db)
+    return str(private_db_path(data_dir() / "gateway.db"))
 
 
 _DB_HELP = ("gateway state (API keys, usage, request journal): a SQLite file path "
@@ -194,11 +197,12 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
             load_seed(args.deposit_seed_file)
     elif args.plans or args.deposit_seed_file:
         raise ConfigError("--plans and --deposit-seed-file need --prices (the payment gate)")
-    data = default_data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    from chutes_subnet.datadir import data_dir, private_sqlite_url
+
+    data = data_dir()  # created 0700; SQLite files below are created 0600
     return {
-        "registry": args.registry or f"sqlite://{data / 'registry.db'}",
-        "nonces": args.nonces or f"sqlite://{data / 'nonces.db'}",
+        "registry": private_sqlite_url(args.registry or f"sqlite://{data / 'registry.db'}"),
+        "nonces": private_sqlite_url(args.nonces or f"sqlite://{data / 'nonces.db'}"),
         "db": _db_url(args),
         "rate_limits": args.rate_limits,
         "chutes": bool(args.chutes),

@@ -17,9 +17,9 @@ from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.health import GatewayMetrics
 from chutes_subnet.gateway.journal import Journal, RequestJournal
-from chutes_subnet.gateway.shapes import RequestShapes
 from chutes_subnet.gateway.miners import MinerClient
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
+from chutes_subnet.gateway.shapes import RequestShapes
 from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.registry import InstanceRegistry
 from chutes_subnet.registry.demand import DemandMeter
@@ -78,7 +78,7 @@ class GatewayState:
 
     config: GatewayConfig
     registry: InstanceRegistry
-    nonce_store: "NonceStore"
+    nonce_store: NonceStore
     keys: ApiKeyStore
     usage: UsageMeter
     forward_signer: ForwardSigner | None = None
@@ -91,10 +91,10 @@ class GatewayState:
     #: completion tokens served per instance since the last :meth:`take_served`
     served: dict[str, int] = field(default_factory=dict)
     #: the payment gate (None: no balances, every key with quota is served)
-    billing: "BillingGate | None" = None
+    billing: BillingGate | None = None
     #: the chute registry (None: every chute a miner names is open, as before chutes
     #: were deployments); with one, unknown, retired and foreign private chutes are 404
-    chutes: "ChuteStore | None" = None
+    chutes: ChuteStore | None = None
     #: per-chute demand over a sliding window (feeds the published targets)
     demand: DemandMeter = field(default_factory=DemandMeter)
     #: Prometheus series served at GET /metrics

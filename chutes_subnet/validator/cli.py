@@ -251,22 +251,26 @@ def _registry(args: argparse.Namespace) -> Any:
     url = args.gateway_registry or f"sqlite://{_data_dir() / 'registry.db'}"
     if url == "none":
         return None
-    if url.startswith("sqlite://"):
-        Path(url[len("sqlite://"):]).parent.mkdir(parents=True, exist_ok=True)
-    return open_registry(url)
+    from chutes_subnet.datadir import private_sqlite_url
+
+    return open_registry(private_sqlite_url(url))
 
 
 def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[Any, list[Any]]:
     from chutes_subnet.auth import forward_signer
+    from chutes_subnet.datadir import data_dir, private_db_path, private_sqlite_url
     from chutes_subnet.gateway.cli import build_gateway
     from chutes_subnet.gateway.collateral import PcsCollateralCache
 
-    data = _data_dir()
-    data.mkdir(parents=True, exist_ok=True)
+    data = data_dir()  # created 0700; SQLite files below are created 0600
     collateral = PcsCollateralCache(args.collateral_url) if args.collateral_url else None
+    db = args.gateway_db or str(data / "gateway.db")
+    if "://" not in db:
+        private_db_path(db)
     return build_gateway(registry=registry,
-                         nonces_url=args.gateway_nonces or f"sqlite://{data / 'nonces.db'}",
-                         db=args.gateway_db or str(data / "gateway.db"),
+                         nonces_url=private_sqlite_url(
+                             args.gateway_nonces or f"sqlite://{data / 'nonces.db'}"),
+                         db=private_sqlite_url(db),
                          rate_limits=args.gateway_rate_limits,
                          chutes=bool(getattr(args, "gateway_chutes", False)),
                          signer=forward_signer(wallet), collateral=collateral)
@@ -309,10 +313,13 @@ async def _run(args: argparse.Namespace) -> int:
         await chain.aclose()
         raise
 
+    from chutes_subnet.datadir import data_dir, private_db_path
+
     from .metrics import ValidatorMetrics, create_metrics_app
     from .neuron import Validator
     from .state import ValidatorState
-    state = ValidatorState(args.state_path or _data_dir() / "validator.sqlite")
+
+    state = ValidatorState(private_db_path(args.state_path or data_dir() / "validator.sqlite"))
     registry = _registry(args)
     metrics = ValidatorMetrics()
     from .reference import ReferenceBook
