@@ -10,10 +10,19 @@ redis-server) it measures
 * latency p50/p99 of sequential calls straight to the miner and through the gateway,
   interleaved in the same run; "added" is the difference.
 
-Nonces are fetched before the timed phase (discovery is not routing). Prints a table,
-then one JSON line with the figures.
+Nonces are fetched before the timed phase (discovery is not routing). Baselines in
+the same run, in front of the same miner, measured the same way (req/s and CPU of the
+proxy process per request):
 
-    python bench/gateway.py [--quick] [--concurrency 64] [--seconds 10]
+* ``relay`` — a do-nothing relay on the gateway's own stack (uvicorn + the gateway's
+  keep-alive miner client): what routing would cost with no admission, nonce or
+  metering at all;
+* ``nginx`` — nginx (Debian package) as a keep-alive reverse proxy, one worker: the
+  cost of relaying with a C proxy. Skipped with a note when nginx is not installed.
+
+Prints a table, then one JSON line with the figures (ratios against both baselines).
+
+    python bench/gateway.py [--quick] [--concurrency 64] [--seconds 10] [--baselines relay,nginx]
 """
 
 from __future__ import annotations
@@ -90,6 +99,140 @@ async def trivial_miner(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": ANSWER})
 
 
+def _serve_relay(port: int, miner_port: int) -> None:
+    """A do-nothing relay on the gateway's stack: read the body, POST it to the miner
+    with the gateway's keep-alive client, relay the answer."""
+    import uvicorn
+
+    from chutes_subnet.gateway.miners import MinerClient
+
+    client = MinerClient()
+    target = f"http://127.0.0.1:{miner_port}/e2e/invoke"
+
+    async def relay(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        resp = await client.post(target, {"Content-Type": "application/octet-stream"}, body)
+        try:
+            usage = resp.headers.get("X-E2E-Usage", "")
+            await send({"type": "http.response.start", "status": resp.status, "headers": [
+                (b"content-type", b"application/octet-stream"),
+                (b"x-e2e-usage", usage.encode())]})
+            async for chunk in resp.iter_chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            resp.release()
+
+    from chutes_subnet.httpserver import server_options
+
+    uvicorn.run(relay, host="127.0.0.1", port=port, log_level="warning", **server_options())
+
+
+_NGINX_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    upstream miner {{ server 127.0.0.1:{miner}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 16m;
+        location / {{
+            proxy_pass http://miner;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+class Baseline:
+    """The trivial miner behind a relay (``relay``) or nginx (``nginx``)."""
+
+    def __init__(self, tmp: Path, kind: str) -> None:
+        self.kind = kind
+        self.miner_port, self.port = _free_port(), _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CHUTES_SUBNET_HOME": str(tmp)}
+        self.procs = [subprocess.Popen(
+            [sys.executable, __file__, "--serve-miner", str(self.miner_port)], env=env)]
+        if kind == "relay":
+            proxy = [sys.executable, __file__, "--serve-relay", str(self.port),
+                     str(self.miner_port)]
+        else:
+            conf = tmp / f"nginx-{self.port}.conf"
+            conf.write_text(_NGINX_CONF.format(tmp=tmp, miner=self.miner_port, port=self.port))
+            proxy = [_nginx_binary() or "nginx", "-c", str(conf), "-p", str(tmp),
+                     "-g", "daemon off;"]
+        self.procs.append(subprocess.Popen(proxy, env=env, cwd=str(ROOT),
+                                           stderr=subprocess.DEVNULL))
+        time.sleep(0.3)
+        _wait_post(self.url + "/e2e/invoke")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.wait(timeout=15)
+
+
+def _nginx_binary() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+
+
+def _wait_post(url: str, timeout: float = 20.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"x"), timeout=1)  # noqa: S310
+            return
+        except Exception:  # noqa: BLE001
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def baseline_throughput(base: Baseline, concurrency: int,
+                              seconds: float) -> tuple[float, float]:
+    """(requests/s, proxy CPU microseconds per request) through a baseline proxy."""
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    headers = {"Content-Type": "application/octet-stream"}
+    async with aiohttp.ClientSession(connector=conn) as http:
+        url = base.url + "/e2e/invoke"
+        for _ in range(50):
+            await _call(http, url, headers)
+        done = 0
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < stop_at:
+                await _call(http, url, headers)
+                done += 1
+
+        cpu0, t0 = _cpu_seconds(base.procs[1].pid), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall, cpu = time.perf_counter() - t0, _cpu_seconds(base.procs[1].pid) - cpu0
+        return done / wall, cpu / max(done, 1) * 1e6
+
+
 def _serve_miner(port: int) -> None:
     import uvicorn
 
@@ -156,7 +299,9 @@ async def _nonces(http: aiohttp.ClientSession, stack: Stack, n: int) -> list[str
     while len(out) < n:
         async with http.get(f"{stack.gw}/e2e/instances/{CHUTE}", headers=auth) as r:
             body = await r.json()
-        out += body["instances"][0]["nonces"]
+        # earlier stacks of this run left their (live) instances in the shared registry
+        out += next(i["nonces"] for i in body["instances"]
+                    if i["instance_id"] == stack.instance_id)
     return out[:n]
 
 
@@ -257,14 +402,21 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--latency-samples", type=int, default=1000)
     ap.add_argument("--workers", default="1,2", help="gateway worker counts to run, e.g. 1,2")
+    ap.add_argument("--baselines", default="relay,nginx",
+                    help="baselines measured in the same run: relay, nginx ('' = none)")
     ap.add_argument("--serve-miner", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--serve-relay", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve_miner:
         _serve_miner(args.serve_miner)
         return 0
+    if args.serve_relay:
+        _serve_relay(*args.serve_relay)
+        return 0
     seconds = 3.0 if args.quick else args.seconds
     samples = 300 if args.quick else args.latency_samples
     results: dict[str, dict[str, float]] = {}
+    baselines: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="gw-bench-") as d:
         tmp = Path(d)
         backends = [("sqlite", f"sqlite://{tmp / 'nonces.db'}")]
@@ -272,6 +424,18 @@ def main() -> int:
         if redis is not None:
             backends.append(("redis", redis[1]))
         try:
+            for kind in filter(None, args.baselines.split(",")):
+                if kind == "nginx" and _nginx_binary() is None:
+                    print("nginx baseline skipped: nginx is not installed "
+                          "(apt-get install nginx-light)", file=sys.stderr)
+                    continue
+                base = Baseline(tmp, kind)
+                try:
+                    rps, cpu_us = asyncio.run(baseline_throughput(base, args.concurrency,
+                                                                  seconds))
+                finally:
+                    base.stop()
+                baselines[kind] = {"rps": rps, "cpu_us_per_req": cpu_us}
             runs = [(f"{name} w{w}", url, w) for w in map(int, args.workers.split(","))
                     for name, url in backends]
             for name, url, workers in runs:
@@ -298,10 +462,31 @@ def main() -> int:
               f"{r['added_p99_ms']:>9.2f}ms")
     print("(gw CPU/req: gateway process CPU per routed request; 1-core cap = 1e6 / that, the\n"
           " rate one dedicated core sustains - robust to other load on a shared machine)")
+    ratios: dict[str, float] = {}
+    if baselines:
+        print("\nbaselines (same miner, same load generator, same run):")
+        print(f"{'proxy':<14}{'req/s':>14}{'CPU/req':>12}{'1-core cap':>12}")
+        for kind, b in baselines.items():
+            print(f"{kind:<14}{b['rps']:>14.0f}{b['cpu_us_per_req']:>10.0f}us"
+                  f"{1e6 / b['cpu_us_per_req']:>12.0f}")
+        print(f"\n{'gateway run':<14}" + "".join(
+            f"{'req/s vs ' + k:>16}{'1-core vs ' + k:>18}" for k in baselines))
+        for name, r in results.items():
+            cells = ""
+            for kind, b in baselines.items():
+                rps_ratio = r["routed_rps"] / b["rps"]
+                cap_ratio = b["cpu_us_per_req"] / r["gateway_cpu_us_per_req"]
+                ratios[f"{name.replace(' ', '_')}_vs_{kind}_rps"] = round(rps_ratio, 3)
+                ratios[f"{name.replace(' ', '_')}_vs_{kind}_cap"] = round(cap_ratio, 3)
+                cells += f"{rps_ratio:>15.2f}x{cap_ratio:>17.2f}x"
+            print(f"{name:<14}{cells}")
     print(json.dumps({"bench": "gateway", "cores": os.cpu_count(),
                       "concurrency": args.concurrency, "seconds": seconds,
                       **{f"{k.replace(' ', '_')}_{m}": round(v, 3) for k, r in results.items()
-                         for m, v in r.items()}}))
+                         for m, v in r.items()},
+                      **{f"baseline_{k}_{m}": round(v, 3) for k, b in baselines.items()
+                         for m, v in b.items()},
+                      **ratios}))
     return 0
 
 
