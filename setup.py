@@ -32,6 +32,7 @@ setup(
         "numpy>=1.26",
         "pydantic>=2.6,<3",
         "dcap-qvl>=0.7,<0.8",
+        "defusedxml>=0.7",  # NVIDIA RIM (XML) parsing
         "isal>=1.6",
         "rich>=13",
         "prometheus-client>=0.20",

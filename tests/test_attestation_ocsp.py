@@ -212,19 +212,24 @@ def test_aia_url_is_read():
 
 
 def test_validator_flags_build_the_checker(tmp_path, monkeypatch):
+    """OCSP is on by default for validators; --gpu.no_ocsp turns it off."""
     from chutes_subnet.validator.cli import _verifier, build_parser
 
     monkeypatch.setenv("CHUTES_SUBNET_HOME", str(tmp_path))
-    off = _verifier(build_parser().parse_args(["--collateral.url", ""]))
-    assert off.gpu_online is None
-    args = build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp",
+    off = _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.no_ocsp"]))
+    assert off.gpu_online is None and not off.require_revocation
+    args = build_parser().parse_args(["--collateral.url", "",
                                       "--gpu.ocsp_url", "http://127.0.0.1:9/"])
     checker = _verifier(args).gpu_online
     assert isinstance(checker, GpuOnlineChecker)
     assert checker.url == "http://127.0.0.1:9/" and checker.cache_dir == tmp_path / "ocsp"
-    default = _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp"])).gpu_online
-    assert default.url == NVIDIA_OCSP_URL and not default.check_leaf
-    aia = _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp", "--gpu.ocsp_url", ""]))
+    default = _verifier(build_parser().parse_args(["--collateral.url", ""]))
+    assert default.gpu_online.url == NVIDIA_OCSP_URL and not default.gpu_online.check_leaf
+    assert not default.require_revocation  # offline: accepted with a note
+    assert _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp"])).gpu_online
+    strict = _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp_required"]))
+    assert strict.require_revocation
+    aia = _verifier(build_parser().parse_args(["--collateral.url", "", "--gpu.ocsp_url", ""]))
     assert aia.gpu_online.url is None
 
 

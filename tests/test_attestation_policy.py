@@ -35,7 +35,7 @@ def test_public_api_is_exactly_all():
     modules = {"binding", "challenges", "collateral", "dcap", "evidence", "gpu", "policy",
                "providers", "quote", "reasons", "simulated", "spdm", "verifier",
                "qgs", "tdx_guest", "ocsp", "eventlog", "manifest", "merkle", "rtmr",
-               "td_policy", "workload", "measure_cli", "hardware"}
+               "td_policy", "workload", "measure_cli", "hardware", "rim"}
     assert public - modules == set(attestation.__all__)
 
 

@@ -93,6 +93,9 @@ class GpuEvidenceEntry:
     claimed_nonce: bytes
     claimed_driver: str | None
     claimed_vbios: str | None
+    #: NVML's CC and DevTools state as the miner reports it (unsigned; None = not stated)
+    claimed_cc: bool | None = None
+    claimed_devtools: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,15 @@ def parse_gpu_entry(entry: object) -> GpuEvidenceEntry:
         arch.upper(), tuple(chain), spdm, nonce,
         _opt_str(entry.get("driver_version"), "driver_version"),
         _opt_str(entry.get("vbios_version"), "vbios_version"),
+        _opt_bool(entry.get("cc_enabled"), "cc_enabled"),
+        _opt_bool(entry.get("devtools"), "devtools"),
     )
+
+
+def _opt_bool(value: object, what: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise GpuEvidenceFormatError(f"GPU evidence field {what} must be true or false")
+    return value
 
 
 def _load_chain(chain_der: tuple[bytes, ...]) -> list[x509.Certificate]:

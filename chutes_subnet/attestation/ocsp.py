@@ -13,8 +13,10 @@ skew), echoes our nonce when it carries one, and is signed by the issuer or by a
 responder certificate with the OCSPSigning EKU, valid now, and signed by the issuer
 or a CA above it in the (already verified, pinned-root) chain.
 
-Verified responses are cached on disk (``<cache_dir>/<issuer key hash>-<serial>.der``)
-and in memory until ``nextUpdate``; cached bytes are re-verified on load. Network and
+Verified responses are cached on disk (``<cache_dir>/<issuer key hash>-<serial>.der``,
+at most :data:`MAX_CACHED` files, oldest dropped first) and in memory until
+``nextUpdate``; cached bytes are re-verified on load, so a validator restarted while
+offline keeps its answers until they expire. Network and
 response problems never raise: the chain's outcome is then "skipped".
 """
 
@@ -242,6 +244,16 @@ def _http_post(url: str, body: bytes, timeout: float) -> bytes:
         return bytes(out)
 
 
+def _bound_disk(cache_dir: Path) -> None:
+    """Keep at most :data:`MAX_CACHED` answers on disk: drop the oldest half."""
+    files = list(cache_dir.glob("*.der"))
+    if len(files) < MAX_CACHED:
+        return
+    files.sort(key=lambda f: f.stat().st_mtime)
+    for old in files[: len(files) - MAX_CACHED // 2]:
+        old.unlink(missing_ok=True)
+
+
 class GpuOnlineChecker:
     """OCSP revocation checks for GPU chains, with a disk + memory cache.
 
@@ -305,6 +317,7 @@ class GpuOnlineChecker:
             return
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+            _bound_disk(self.cache_dir)
             tmp = self.cache_dir / f".{key}.{os.getpid()}.tmp"
             tmp.write_bytes(der)
             os.replace(tmp, self.cache_dir / f"{key}.der")

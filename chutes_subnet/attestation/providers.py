@@ -112,7 +112,20 @@ class NvidiaGpuProvider:
             entries = self._cc_admin.collect_gpu_evidence_remote(nonce.hex())
         except Exception as exc:  # foreign SDK, translated here
             raise AttestationError("NVIDIA GPU evidence collection failed") from exc
-        return [dict(e, nonce=nonce.hex()) for e in entries]
+        return [dict(e, nonce=nonce.hex(), **self._modes()) for e in entries]
+
+    @staticmethod
+    def _modes() -> dict[str, bool]:
+        """CC / DevTools state from NVML (unsigned: lets validators refuse honest
+        misconfiguration; the signed check is the RIM comparison)."""
+        try:
+            from verifier.nvml import NvmlHandler  # type: ignore[import-not-found]
+
+            return {"cc_enabled": bool(NvmlHandler.is_cc_enabled()),
+                    "devtools": bool(NvmlHandler.is_cc_dev_mode())}
+        except Exception:  # noqa: BLE001 - foreign SDK; the state is then not stated
+            log.warning("could not read the GPU CC/DevTools state from NVML")
+            return {}
 
 
 class _Workload:
@@ -155,8 +168,9 @@ class SimulatedProvider(_Workload):
     """
 
     def __init__(self, *, debug: bool = False, gpu_count: int = 8, gpu_model: str = "H100",
-                 bind_hotkey: str | None = None, seed: bytes | None = None) -> None:
-        self.debug, self.bind_hotkey = debug, bind_hotkey
+                 bind_hotkey: str | None = None, seed: bytes | None = None,
+                 gpu_devtools: bool = False) -> None:
+        self.debug, self.bind_hotkey, self.gpu_devtools = debug, bind_hotkey, gpu_devtools
         self.device = SimulatedDevice(seed if seed is not None else os.urandom(32),
                                       gpu_model=gpu_model, gpu_count=gpu_count)
         self.rtmr = SimulatedRtmr()
@@ -169,7 +183,8 @@ class SimulatedProvider(_Workload):
         report_data = build_report_data(nonce, e2e_pubkey, self.bind_hotkey or hotkey_ss58,
                                         receipt_pubkey)
         quote = self.device.quote(report_data, debug=self.debug, rtmr3=self.rtmr.read(3))
-        return Evidence(quote, self.device.gpu_evidence(nonce), simulated=True,
+        return Evidence(quote, self.device.gpu_evidence(nonce, devtools=self.gpu_devtools),
+                        simulated=True,
                         **self._workload_wire())  # type: ignore[arg-type]
 
 

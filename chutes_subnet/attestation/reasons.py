@@ -61,6 +61,7 @@ class ReasonCode(str, enum.Enum):
     GPU_DEVTOOLS_MODE = "gpu_devtools_mode"
     GPU_RIM_UNAVAILABLE = "gpu_rim_unavailable"
     GPU_RIM_MISMATCH = "gpu_rim_mismatch"
+    GPU_REVOCATION_UNCHECKED = "gpu_revocation_unchecked"
     # workload identity (RTMR3 event log + manifest)
     EVENT_LOG_FORMAT = "event_log_format"
     EVENT_LOG_DIGEST_MISMATCH = "event_log_digest_mismatch"

@@ -240,8 +240,9 @@ class SimulatedDevice:
                     + struct.pack("<HI", 6, len(qe_cert)) + qe_cert)
         return header + body + struct.pack("<I", len(sig_data)) + sig_data
 
-    def gpu_evidence(self, nonce: bytes) -> list[dict[str, Any]]:
-        """NVIDIA-shaped entries for every simulated GPU, answering ``nonce``."""
+    def gpu_evidence(self, nonce: bytes, *, devtools: bool = False) -> list[dict[str, Any]]:
+        """NVIDIA-shaped entries for every simulated GPU, answering ``nonce``
+        (``devtools``: the GPUs state DevTools mode, as NVML would report it)."""
         out = []
         for i, (key, chain_pem) in enumerate(self.gpus):
             request = bytes([0x11, 0xE0, 0x01, 0xFF]) + nonce + b"\x00"
@@ -264,6 +265,8 @@ class SimulatedDevice:
                 "driver_version": "simulated",
                 "vbios_version": "00.00.00.00.00",
                 "version": "1.0",
+                "cc_enabled": True,
+                "devtools": devtools,
             })
         return out
 

@@ -55,6 +55,7 @@ from .ocsp import (
 from .policy import EvidenceFacts, Policy
 from .quote import TEE_TYPE_TDX, TdxQuote, parse_header, parse_quote
 from .reasons import Reason, ReasonCode, Verdict
+from .rim import RimStore, compare_rim
 from .simulated import (
     SimulatedVerificationError,
     dev_gpu_root_der,
@@ -83,7 +84,9 @@ class Verifier:
     consumed for every verification so a nonce can only ever be used once.
     ``gpu_online``, when given, checks GPU certificate revocation over OCSP; without
     it (or when the responder is unreachable) verdicts carry
-    :data:`REVOCATION_SKIPPED_NOTE`. ``manifests`` supplies each chute's published
+    :data:`REVOCATION_SKIPPED_NOTE`, unless ``require_revocation`` (then the evidence
+    is refused with ``gpu_revocation_unchecked``). ``rims`` (operator RIM files)
+    turns on the comparison with NVIDIA's reference measurements. ``manifests`` supplies each chute's published
     workload manifests (default: the policy's ``[[manifests]]``).
     """
 
@@ -96,6 +99,8 @@ class Verifier:
         challenges: ChallengeBook | None = None,
         gpu_root_der: bytes | None = None,
         gpu_online: GpuOnlineChecker | None = None,
+        rims: RimStore | None = None,
+        require_revocation: bool = False,
         manifests: ManifestSource | None = None,
     ) -> None:
         self.policy = policy
@@ -105,6 +110,8 @@ class Verifier:
         self.challenges = challenges
         self._gpu_root = gpu_root_der or nvidia_root_der()
         self.gpu_online = gpu_online
+        self.rims = rims
+        self.require_revocation = require_revocation
         if dangerous_accept_simulated_tee:
             log.warning("verifier in DEVELOPMENT mode: simulated (forgeable) TEE evidence "
                         "will be accepted; never use this on a real network")
@@ -142,7 +149,8 @@ class Verifier:
                 notes.append(REVOCATION_UNUSABLE_NOTE)
             elif revocation in (None, RevocationStatus.SKIPPED_OFFLINE):
                 notes.append(REVOCATION_SKIPPED_NOTE)
-            notes.append(RIM_NOTE)
+            if self.rims is None:
+                notes.append(RIM_NOTE)
         if state.get("workload_skipped"):
             notes.append(WORKLOAD_NOTE)
         verdict = Verdict(
@@ -216,6 +224,10 @@ class Verifier:
             raise _Stop(*gpus.reasons)
         if self.gpu_online is not None and gpus.count:
             self._revocation(self.gpu_online, state["gpu_entries"], now, state)  # type: ignore[arg-type]
+            if self.require_revocation and state["gpu_revocation"] != RevocationStatus.GOOD:
+                raise _Stop(Reason.of(ReasonCode.GPU_REVOCATION_UNCHECKED,
+                                      "GPU certificate revocation could not be checked (OCSP "
+                                      "responder unreachable and no cached answer)"))
 
     @staticmethod
     def _revocation(checker: GpuOnlineChecker, entries: list[GpuEvidenceEntry], now: int,
@@ -251,6 +263,7 @@ class Verifier:
         )
         reasons = self.policy.check(facts)
         reasons.extend(self.policy.check_td(report))
+        reasons.extend(self._gpu_policy(state["gpu_entries"], gpus))  # type: ignore[arg-type]
         profile = self.policy.match_profile(report.measurements)
         state["profile"] = profile.name if profile else None
         workload = self._workload(evidence, report.rtmr[3], state)
@@ -260,6 +273,32 @@ class Verifier:
             reasons.append(Reason.of(ReasonCode.BINDING_MISMATCH,
                                      "report_data does not bind this nonce, these keys and hotkey"))
         return self._verdict(tuple(reasons), state)
+
+    def _gpu_policy(self, entries: list[GpuEvidenceEntry], gpus: GpuCheckResult) -> list[Reason]:
+        """CC mode / DevTools as the evidence states them, and RIM comparison."""
+        found: dict[ReasonCode, list[str]] = {}
+        for i, (entry, report) in enumerate(zip(entries, gpus.reports, strict=False)):
+            if entry.claimed_cc is False:
+                found.setdefault(ReasonCode.GPU_CC_MODE_OFF, []).append(str(i))
+            if entry.claimed_devtools:
+                found.setdefault(ReasonCode.GPU_DEVTOOLS_MODE, []).append(str(i))
+            if self.rims is None:
+                continue
+            driver, vbios = self.rims.lookup(report.driver_version, report.vbios_version)
+            if driver is None or vbios is None:
+                found.setdefault(ReasonCode.GPU_RIM_UNAVAILABLE, []).append(
+                    f"{i} (driver {report.driver_version}, VBIOS {report.vbios_version})")
+                continue
+            bad = compare_rim(entry.spdm.blocks, (driver, vbios))
+            if bad:
+                found.setdefault(ReasonCode.GPU_RIM_MISMATCH, []).append(
+                    f"{i} (indices {', '.join(map(str, bad[:8]))})")
+        text = {ReasonCode.GPU_CC_MODE_OFF: "confidential computing is off on GPU",
+                ReasonCode.GPU_DEVTOOLS_MODE: "DevTools (debug) mode is on for GPU",
+                ReasonCode.GPU_RIM_UNAVAILABLE: "no operator RIM for GPU",
+                ReasonCode.GPU_RIM_MISMATCH: "measurements differ from the RIM for GPU"}
+        return [Reason.of(code, f"{text[code]} {'; '.join(which[:4])}")
+                for code, which in found.items()]
 
     def _workload(self, evidence: Evidence, rtmr3: bytes, state: dict[str, object]) -> Reason | None:
         required = self.policy.workload_required

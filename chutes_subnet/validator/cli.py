@@ -142,7 +142,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     _add(g, "--collateral.cache", dest="collateral_cache", default=None,
          help="collateral cache directory")
     _add(g, "--gpu.ocsp", dest="gpu_ocsp", action="store_true",
-         help="check GPU certificate revocation online (OCSP); off = verdicts note the skip")
+         help="check GPU certificate revocation online (the default, except with "
+              "--dangerous.accept_simulated_tee)")
+    _add(g, "--gpu.no_ocsp", dest="gpu_no_ocsp", action="store_true",
+         help="do not check GPU certificate revocation online (OCSP is on by default; "
+              "verdicts then note the skip)")
+    _add(g, "--gpu.ocsp_required", dest="gpu_ocsp_required", action="store_true",
+         help="refuse GPUs whose revocation status cannot be established (no reachable "
+              "responder and no cached answer); default: accept with a note")
+    _add(g, "--gpu.rim_dir", dest="gpu_rim_dir", default=None,
+         help="directory of NVIDIA RIM files (*.swidtag): compare GPU measurements with "
+              "them; a GPU whose driver/VBIOS has no RIM there is refused")
     _add(g, "--gpu.ocsp_url", dest="gpu_ocsp_url", default="https://ocsp.ndis.nvidia.com/",
          help="OCSP responder for every GPU certificate ('' = each certificate's AIA URL)")
     _add(g, "--gpu.ocsp_cache", dest="gpu_ocsp_cache", default=None,
@@ -227,6 +237,7 @@ def _verifier(args: argparse.Namespace) -> Any:
         Policy,
         Verifier,
     )
+    from chutes_subnet.attestation.rim import RimStore
 
     policy = Policy.load(args.policy_path) if args.policy_path else Policy.default()
     if args.dev:
@@ -238,11 +249,15 @@ def _verifier(args: argparse.Namespace) -> Any:
     cache = args.collateral_cache or str(_data_dir() / "collateral")
     collateral = PccsCollateralSource(args.collateral_url, cache) if args.collateral_url else None
     gpu_online = None
-    if args.gpu_ocsp:
+    # on by default; a development validator (simulated GPUs NVIDIA never issued) asks
+    # only when --gpu.ocsp is given
+    if not args.gpu_no_ocsp and (args.gpu_ocsp or not args.dev):
         gpu_online = GpuOnlineChecker(args.gpu_ocsp_cache or str(_data_dir() / "ocsp"),
                                       url=args.gpu_ocsp_url or None)
+    rims = RimStore.from_dir(args.gpu_rim_dir) if args.gpu_rim_dir else None
     return Verifier(policy, collateral, dangerous_accept_simulated_tee=args.dev,
-                    gpu_online=gpu_online)
+                    gpu_online=gpu_online, rims=rims,
+                    require_revocation=args.gpu_ocsp_required and gpu_online is not None)
 
 
 def _registry(args: argparse.Namespace) -> Any:
