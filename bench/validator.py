@@ -179,7 +179,7 @@ async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
     chain = LocalChain(":memory:", netuid=1, block_time=0, weights_rate_limit=0,
                        max_uids=len(ports) + 1)
     chain.register(hotkey_ss58(wallet), coldkey_ss58(wallet), stake=1e4, validator_permit=True)
-    for i, (port, hk) in enumerate(zip(ports, hotkeys)):
+    for i, (port, hk) in enumerate(zip(ports, hotkeys, strict=True)):
         chain.register(hk, f"bench-coldkey-{i:04d}")
         await chain.serve_axon(hk, "127.0.0.1", port)
     bench = BenchmarkConfig(prompts_per_miner=args.prompts, max_tokens=args.max_tokens,

@@ -34,7 +34,7 @@ class RequestShapes:
         self._capacity = capacity
         self._items: list[RequestShape] = []
         self._seen = 0
-        self._rng = rng or random.Random()
+        self._rng = rng or random.SystemRandom()
         self._lock = threading.Lock()
 
     def record(self, request_bytes: int, stream: bool, path: str) -> None:

@@ -223,7 +223,7 @@ class Validator:
             return MinerResult(**base, attested=False, reason="timeout",
                                detail_text=f"evaluation exceeded {deadline:g}s",
                                duration_s=time.perf_counter() - started)
-        except Exception as exc:  # noqa: BLE001 - miner input must never abort the round
+        except Exception as exc:  # miner input must never abort the round (logged)
             log.exception("uid %d: unexpected error during evaluation", neuron.uid)
             self.attestor.forget(neuron.uid)
             return MinerResult(**base, attested=False, reason="bad_response",
