@@ -66,7 +66,9 @@ def _farm(spec: dict[str, Any]) -> None:
     model_name = spec.get("model_name") or DEFAULT_MODEL_ID
     chute = chute_id_for_model(model_name)
     generate = _real_generator(spec["model_dir"]) if spec.get("model_dir") else None
-    provider = SimulatedProvider()
+    # one simulated machine per miner (its own PCK and GPUs): hardware shared by several
+    # uids earns for none of them, and a real fleet's GPUs are distinct
+    providers: dict[int, SimulatedProvider] = {}
     socks, miners = [], {}
     for hotkey in spec["hotkeys"]:
         s = socket.socket()
@@ -84,7 +86,10 @@ def _farm(spec: dict[str, Any]) -> None:
         hotkey, key, instance, signer = miners[scope["server"][1]]
         if scope["path"] == "/attest":
             nonce = bytes.fromhex(json.loads(body)["nonce"])
-            ev = await asyncio.to_thread(provider.collect, nonce, key.public_bytes, hotkey,
+            port = scope["server"][1]
+            if port not in providers:
+                providers[port] = SimulatedProvider()
+            ev = await asyncio.to_thread(providers[port].collect, nonce, key.public_bytes, hotkey,
                                          signer.public_bytes)
             answer = AttestResponse(instance_id=instance, chute_id=chute, model=model_name,
                                     hotkey=hotkey, e2e_pubkey=key.public_b64,
