@@ -376,6 +376,8 @@ async def _run(args: argparse.Namespace) -> int:
 
                 validator.chutes = gateway.chutes
                 validator.supply = lambda: chute_targets(gateway)
+                # the workload check accepts exactly the manifests owners deployed
+                validator.attestor.verifier.manifests = gateway.chutes
             if config.scoring.organic_weight > 0:
                 from .organic import GatewayOrganicSource
 
