@@ -44,9 +44,9 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from chutes_subnet.errors import EnvelopeFormatError, ReceiptError
+from chutes_subnet.errors import ReceiptError
 from chutes_subnet.wire.context import RequestContext
-from chutes_subnet.wire.protocol import E2EE_VERSION_V1, E2EE_VERSION_V2
+from chutes_subnet.wire.protocol import request_kem_ciphertext
 
 __all__ = [
     "EVENT_PREFIX",
@@ -84,18 +84,9 @@ def request_binding(kem_ct: bytes, aad: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(kem_ct).digest() + hashlib.sha256(aad).digest()).digest()
 
 
-#: ML-KEM-768 ciphertext size (equal to ``e2ee._kem.CIPHERTEXT_SIZE``; a test holds them
-#: equal): where a request envelope's KEM ciphertext sits, v1 at 0, v2 after the version byte.
-KEM_CIPHERTEXT_SIZE = 1088
-_KEM_OFFSET = {E2EE_VERSION_V1: 0, E2EE_VERSION_V2: 1}
-
-
 def request_binding_for(version: int, body: bytes, ctx: RequestContext) -> bytes:
     """:func:`request_binding` of a request envelope as sent with these routing headers."""
-    start = _KEM_OFFSET.get(version)
-    if start is None or len(body) < start + KEM_CIPHERTEXT_SIZE:
-        raise EnvelopeFormatError("request envelope too short for its KEM ciphertext")
-    return request_binding(body[start : start + KEM_CIPHERTEXT_SIZE], ctx.aad())
+    return request_binding(request_kem_ciphertext(version, body), ctx.aad())
 
 
 def event(wire: str) -> bytes:

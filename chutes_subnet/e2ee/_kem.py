@@ -11,9 +11,10 @@ from functools import lru_cache
 from typing import Any
 
 from chutes_subnet.errors import EnvelopeFormatError
+from chutes_subnet.wire.protocol import KEM_CIPHERTEXT_BYTES
 
 PUBLIC_KEY_SIZE = 1184
-CIPHERTEXT_SIZE = 1088
+CIPHERTEXT_SIZE = KEM_CIPHERTEXT_BYTES
 SHARED_SECRET_SIZE = 32
 
 try:  # pragma: no branch - depends on the installed OpenSSL

@@ -34,7 +34,6 @@ __all__ = [
     "INFO_REQ",
     "INFO_RESP",
     "INFO_STREAM",
-    "request_kem_ciphertext",
 ]
 
 INFO_REQ = b"e2e-req-v1"
@@ -151,10 +150,3 @@ class StreamOpener:
             return plain.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EnvelopeFormatError("e2e chunk is not UTF-8") from exc
-
-
-def request_kem_ciphertext(blob: bytes) -> bytes:
-    """The KEM ciphertext of a v1 request envelope (what identifies its key schedule)."""
-    if len(blob) < _kem.CIPHERTEXT_SIZE:
-        raise EnvelopeFormatError("v1 envelope is too short")
-    return blob[:_kem.CIPHERTEXT_SIZE]

@@ -65,7 +65,6 @@ __all__ = [
     "StreamSealer",
     "open_request",
     "open_request_raw",
-    "request_kem_ciphertext",
     "seal_request",
 ]
 
@@ -339,10 +338,3 @@ def open_request_raw(
     keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad, ctx.padded)
     plain = Aead(keys.req).open(_ZERO_NONCE, view[_HEADER:], aad)
     return _payload.decode(plain, ctx.padded), ServerSession(keys)
-
-
-def request_kem_ciphertext(blob: bytes) -> bytes:
-    """The KEM ciphertext of a v2 request envelope (what identifies its key schedule)."""
-    if len(blob) < _HEADER or blob[:1] != VERSION_BYTE:
-        raise EnvelopeFormatError("not a v2 envelope")
-    return blob[1:_HEADER]

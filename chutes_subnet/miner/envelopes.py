@@ -31,6 +31,7 @@ from chutes_subnet.errors import EnvelopeFormatError
 from chutes_subnet.receipts import request_binding_for
 from chutes_subnet.sse import format_event
 from chutes_subnet.wire.headers import ENVELOPE_MEDIA_TYPE
+from chutes_subnet.wire.protocol import request_kem_ciphertext
 
 __all__ = ["OpenedRequest", "StreamFramer", "open_envelope", "open_plaintext"]
 
@@ -125,12 +126,12 @@ def open_envelope(version: int, key: KeyPair, ctx: RequestContext, body: bytes) 
     """
     if version == 2:
         payload, session = v2.open_request(key, ctx, body)
-        return OpenedRequest(payload, _replay_id(v2.request_kem_ciphertext(body)),
+        return OpenedRequest(payload, _replay_id(request_kem_ciphertext(version, body)),
                              session.request_binding, session.seal_response,
                              lambda: _V2Framer(session))
     if version == 1:
         payload, response_pk = v1.open_request(key, body)
-        return OpenedRequest(payload, _replay_id(v1.request_kem_ciphertext(body)),
+        return OpenedRequest(payload, _replay_id(request_kem_ciphertext(version, body)),
                              request_binding_for(version, body, ctx),
                              lambda obj: v1.seal_response(response_pk, obj),
                              lambda: _V1Framer(response_pk))

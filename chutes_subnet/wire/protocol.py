@@ -27,6 +27,8 @@ import json
 import uuid
 from typing import Any
 
+from chutes_subnet.errors import EnvelopeFormatError
+
 __all__ = [
     "E2EE_VERSION_V1",
     "E2EE_VERSION_V2",
@@ -49,6 +51,8 @@ __all__ = [
     "CHUTE_NAMESPACE",
     "chute_id_for_model",
     "parse_json",
+    "KEM_CIPHERTEXT_BYTES",
+    "request_kem_ciphertext",
 ]
 
 E2EE_VERSION_V1 = 1
@@ -112,3 +116,18 @@ def parse_json(data: str | bytes | bytearray) -> Any:
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nesting too deep") from None
+
+
+#: ML-KEM-768 ciphertext size (the e2ee package's KEM uses this constant too).
+KEM_CIPHERTEXT_BYTES = 1088
+#: Where a request envelope's KEM ciphertext starts: v1 at byte 0, v2 after its version byte.
+_KEM_OFFSETS = {E2EE_VERSION_V1: 0, E2EE_VERSION_V2: 1}
+
+
+def request_kem_ciphertext(version: int, body: bytes) -> bytes:
+    """The KEM ciphertext of a request envelope: what names its key schedule (replay ids,
+    receipts). Pure framing, so the keyless gateway reads it without the e2ee package."""
+    start = _KEM_OFFSETS.get(version)
+    if start is None or len(body) < start + KEM_CIPHERTEXT_BYTES:
+        raise EnvelopeFormatError("request envelope too short for its KEM ciphertext")
+    return bytes(body[start : start + KEM_CIPHERTEXT_BYTES])
