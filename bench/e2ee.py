@@ -46,6 +46,7 @@ TARGETS = {"1KiB": 1.5, "4KiB": 1.5, "1MiB": 2.0}
 NONCE = "0123456789abcdef0123456789abcdef"
 WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "would", "their", "we", "him", "been", "has", "when", "who", "will", "more", "no", "if", "out", "so", "said", "what", "up", "its", "about", "into", "than", "them", "can", "only", "other", "new", "some", "could", "time", "these", "two", "may", "then", "do", "first", "any", "my", "now", "such", "like", "our", "over", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here", "between", "both", "life", "being", "under", "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old", "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three"]
 _HAS_PAD = hasattr(v2, "PADDING_PADME")
+_HAS_RECEIPTS = hasattr(v2.ClientSession, "request_binding")
 
 
 def _median_us(fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
@@ -205,17 +206,26 @@ def bench_stream(repeats: int) -> dict[str, float]:
     if _HAS_PAD:
         out["frame_padded_us"] = frames(_ctx(True))
 
-    # whole per-token path: miner (JSON chunk -> SSE bytes), client (SSE bytes -> line)
-    from chutes_subnet.client.envelope import StreamDecoder
+    # whole per-token path: miner (JSON chunk -> SSE bytes, + the receipt's running hash),
+    # client (SSE bytes -> plaintext line, + the receipt tap). Padding and receipts apart.
+    try:
+        from chutes_subnet.wire.call import StreamDecoder
+    except ImportError:  # before the wire layer
+        from chutes_subnet.client.envelope import StreamDecoder  # type: ignore[no-redef]
 
-    def miner(opened: Any, events: list[bytes]) -> None:
+    def miner(opened: Any, events: list[bytes], hashed: bool) -> None:
         events.clear()
         framer = opened.stream()
+        answer = hashlib.sha256()
         for _ in range(n):
-            events.append(framer.chunk("data: " + json.dumps(CHUNK, separators=(",", ":"))))
+            ev = framer.chunk("data: " + json.dumps(CHUNK, separators=(",", ":")))
+            if hashed:
+                answer.update(ev)
+            events.append(ev)
 
-    def client_side(client: Any, events: list[bytes]) -> None:
-        dec = StreamDecoder(2, client)
+    def client_side(client: Any, events: list[bytes], tapped: bool) -> None:
+        check = (lambda wire, digest: None) if tapped else None
+        dec = StreamDecoder(2, client, receipt_check=check) if tapped else StreamDecoder(2, client)
         for ev in events:
             dec.feed(ev)
 
@@ -223,10 +233,16 @@ def bench_stream(repeats: int) -> dict[str, float]:
         blob, client = v2.seal_request(kp.public_bytes, ctx, {"x": 1})
         opened = open_envelope(2, kp, ctx, blob)
         events: list[bytes] = []
-        out[f"miner_token_us{label}"] = _median_us(functools.partial(miner, opened, events), reps) / n
+        out[f"miner_token_us{label}"] = _median_us(
+            functools.partial(miner, opened, events, False), reps) / n
         out[f"frame_bytes{label}"] = len(events[0])
         out[f"client_token_us{label}"] = _median_us(
-            functools.partial(client_side, client, events), reps) / n
+            functools.partial(client_side, client, events, False), reps) / n
+        if _HAS_RECEIPTS and label == "":
+            out["miner_token_us_receipt"] = _median_us(
+                functools.partial(miner, opened, events, True), reps) / n
+            out["client_token_us_receipt"] = _median_us(
+                functools.partial(client_side, client, events, True), reps) / n
     out["line_bytes"] = len(line) + 2
     return out
 
@@ -295,10 +311,12 @@ def main() -> int:
     print(f"stream frame seal+open {st['frame_us']:.2f} us vs raw AEAD {st['raw_aead_us']:.2f} us -> "
           f"{st['frame_ratio']:.2f}x ({_ok(st['frame_ratio'] <= 1.3)}, target <= 1.3)"
           + (f"; padded frame {st['frame_padded_us']:.2f} us" if "frame_padded_us" in st else ""))
-    print(f"per streamed token: miner {st['miner_token_us']:.2f} us, client {st['client_token_us']:.2f} us, "
-          f"{st['frame_bytes']} B on the wire for a {st['line_bytes']} B line "
-          f"(unpadded: {st['miner_token_us_unpadded']:.2f} / {st['client_token_us_unpadded']:.2f} us, "
-          f"{st['frame_bytes_unpadded']} B)")
+    print(f"per streamed token (miner / client): unpadded {st['miner_token_us_unpadded']:.2f} / "
+          f"{st['client_token_us_unpadded']:.2f} us, {st['frame_bytes_unpadded']} B; "
+          f"padded {st['miner_token_us']:.2f} / {st['client_token_us']:.2f} us, "
+          f"{st['frame_bytes']} B (for a {st['line_bytes']} B line)"
+          + (f"; padded + receipt {st['miner_token_us_receipt']:.2f} / "
+             f"{st['client_token_us_receipt']:.2f} us" if "miner_token_us_receipt" in st else ""))
     if rc:
         print(f"receipt: sign {rc['sign_us']:.1f} us, verify {rc['verify_us']:.1f} us, "
               f"{rc['wire_chars']} header chars")

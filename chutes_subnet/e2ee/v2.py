@@ -203,11 +203,9 @@ class StreamOpener:
         """Decrypt the next frame in order; returns the line(s) it carries."""
         if self._broken or self._final is not None:
             self._check_open()
-        try:
-            sealed = binascii.a2b_base64(frame_b64, strict_mode=True)
-            if len(sealed) < TAG_SIZE:
-                raise ValueError
-            data = self._decrypt(self._n.to_bytes(12, "big"), sealed, self._chunk_aad)
+        try:  # (a frame shorter than the tag is an InvalidTag too)
+            data = self._decrypt(self._n.to_bytes(12, "big"),
+                                 binascii.a2b_base64(frame_b64, strict_mode=True), self._chunk_aad)
         except (InvalidTag, ValueError, TypeError):  # binascii.Error is a ValueError: one failure
             raise self._fail("stream chunk failed authentication (tampered, reordered or dropped)") from None
         self._n += 1
@@ -227,8 +225,6 @@ class StreamOpener:
         self._check_open()
         try:
             sealed = binascii.a2b_base64(frame_b64, strict_mode=True)
-            if len(sealed) < TAG_SIZE:
-                raise ValueError
             body = self._decrypt((_FINAL_FLAG | self._n).to_bytes(12, "big"), sealed, self._final_aad)
             if self._padded:
                 (body,) = _padding.unpack_lines(body)

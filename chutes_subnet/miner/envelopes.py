@@ -39,7 +39,20 @@ __all__ = ["OpenedRequest", "StreamFramer", "open_envelope", "open_plaintext"]
 class StreamFramer(Protocol):
     def start(self) -> bytes: ...
     def chunk(self, line: str) -> bytes: ...
+    def chunk_lines(self, lines: list[str]) -> bytes: ...
     def finish(self, usage: dict[str, Any] | None) -> bytes: ...
+
+
+class _OneFramePerLine:
+    """Formats that cannot coalesce send the lines one frame each."""
+
+    __slots__ = ()
+
+    def chunk(self, line: str) -> bytes:
+        raise NotImplementedError
+
+    def chunk_lines(self, lines: list[str]) -> bytes:
+        return b"".join(self.chunk(line) for line in lines)
 
 
 class OpenedRequest:
@@ -66,7 +79,7 @@ class OpenedRequest:
         return self._framer()
 
 
-class _V1Framer:
+class _V1Framer(_OneFramePerLine):
     __slots__ = ("_sealer",)
 
     def __init__(self, response_pk: bytes) -> None:
@@ -96,12 +109,19 @@ class _V2Framer:
         # == format_event({"e2e": frame}); base64 needs no JSON escaping (hot path: per token)
         return b'data: {"e2e":"' + self._sealer.seal_lines([line.encode("utf-8")]) + b'"}\n\n'
 
+    def chunk_lines(self, lines: list[str]) -> bytes:
+        """Several lines in one padded frame (coalesced tokens); one frame each unpadded."""
+        if not self._sealer.padded:
+            return b"".join(self.chunk(line) for line in lines)
+        frame = self._sealer.seal_lines([line.encode("utf-8") for line in lines])
+        return b'data: {"e2e":"' + frame + b'"}\n\n'
+
     def finish(self, usage: dict[str, Any] | None) -> bytes:
         # the usage is authenticated inside the final frame (and signed in the receipt)
         return format_event({"e2e_final": self._sealer.finish(usage)})
 
 
-class _PlainFramer:
+class _PlainFramer(_OneFramePerLine):
     __slots__ = ()
 
     def start(self) -> bytes:
