@@ -20,7 +20,7 @@ from chutes_subnet import receipts
 from chutes_subnet.attestation import Evidence, Policy, SimulatedProvider, Verifier
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain
-from chutes_subnet.e2ee import RequestContext, v1, v2
+from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, RequestContext, v1, v2
 from chutes_subnet.errors import ReceiptError
 from chutes_subnet.inference import DEFAULT_SEED, make_backend, reference_completion
 from chutes_subnet.instance_id import instance_id_for_key
@@ -62,8 +62,10 @@ _counter = iter(range(10**9))
 
 def sealed(inst: InstanceIdentity, *, version: int = 2, stream: bool = False,
            body: dict[str, Any] | None = None, nonce: str | None = None,
-           bound_instance: str | None = None) -> tuple[dict[str, str], bytes, Any]:
-    """Headers, envelope and client session for one invoke of ``inst``."""
+           bound_instance: str | None = None,
+           padding: int = PADDING_PADME) -> tuple[dict[str, str], bytes, Any]:
+    """Headers, envelope and client session for one invoke of ``inst`` (v2 padded, as
+    clients send it by default)."""
     nonce = nonce or f"{next(_counter):032x}"
     pk = base64.b64decode(inst.e2e_pubkey)
     headers = {"X-Chute-Id": inst.chute_id, "X-Instance-Id": inst.instance_id,
@@ -72,9 +74,11 @@ def sealed(inst: InstanceIdentity, *, version: int = 2, stream: bool = False,
     body = body or payload()
     if version == 2:
         ctx = RequestContext(inst.chute_id, bound_instance or inst.instance_id, nonce, CHAT,
-                             stream)
+                             stream, padding)
         blob, session = v2.seal_request(pk, ctx, body)
         headers["X-E2E-Version"] = "2"
+        if padding != PADDING_NONE:
+            headers["X-E2E-Padding"] = str(padding)
     else:
         blob, session = v1.seal_request(pk, body)
     return headers, blob, session
@@ -248,6 +252,35 @@ def test_every_answer_carries_a_valid_receipt(env: Env, version: int, stream: bo
     with pytest.raises(ReceiptError) as err:  # the same receipt does not cover other bytes
         _receipt_check(env, version, headers, blob, b"x" + r.content, rec.wire)
     assert err.value.reason == "wrong_answer"
+
+
+@pytest.mark.parametrize("padding,header", [
+    (PADDING_PADME, None),   # a router strips the padding negotiation
+    (PADDING_NONE, "1"),     # or adds it to an unpadded envelope
+])
+def test_padding_negotiation_is_bound_into_the_envelope(env: Env, padding: int,
+                                                        header: str | None) -> None:
+    headers, blob, _ = sealed(env.inst, padding=padding)
+    headers.pop("X-E2E-Padding", None)
+    if header is not None:
+        headers["X-E2E-Padding"] = header
+    r = env.post("/e2e/invoke", blob, headers)
+    assert r.status_code == 400 and r.json()["reason"] == "bad_envelope"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_padded_answers_hide_their_length(env: Env, stream: bool) -> None:
+    sizes = set()
+    for words in (1, 5, 12):
+        headers, blob, session = sealed(env.inst, stream=stream, body=payload(max_tokens=words))
+        r = env.post("/e2e/invoke", blob, headers)
+        assert r.status_code == 200
+        if stream:
+            sizes |= {len(d) for d in SSEParser().feed(r.content) if '"e2e"' in d}
+        else:
+            sizes.add(len(r.content))
+            assert open_json(2, session, r.content)["usage"]["completion_tokens"] == words
+    assert len(sizes) == 1  # every frame (or every short answer) has one size
 
 
 def test_v2_final_frame_authenticates_usage(env: Env) -> None:
