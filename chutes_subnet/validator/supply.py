@@ -3,7 +3,10 @@
 * :func:`check_served_chute`: with a chute registry, an instance of a chute nobody
   deployed (a miner naming a model of its choosing) or of a retired chute fails its
   evaluation (``attestation:unregistered_chute`` / ``attestation:retired_chute``), so
-  it is neither scored nor published for routing.
+  it is neither scored nor published for routing; so does one whose *attested* GPUs
+  (model and count, from the verified evidence) fall short of the chute's hardware
+  requirement (``attestation:hardware_mismatch``; GPU memory is not in the evidence
+  and is not checked).
 * :func:`apply_supply`: each passing uid's round score is multiplied by its chute's
   supply multiplier (:func:`chutes_subnet.registry.demand.supply_multiplier`): serving
   what users ask for and others do not pays more.
@@ -40,6 +43,15 @@ def check_served_chute(catalog: ChuteCatalog, chute_id: str,
     if chute.retired:
         raise EvaluationFailure("attestation:retired_chute",
                                 f"chute {chute.name} is retired", summary)
+    need = chute.spec.hardware
+    if summary is not None and need.gpu_count > 0:
+        have = summary.gpu_model or ""
+        if summary.gpu_count < need.gpu_count or (
+                need.gpu_model.lower() != "any" and need.gpu_model.lower() not in have.lower()):
+            raise EvaluationFailure(
+                "attestation:hardware_mismatch",
+                f"chute {chute.name} needs {need.gpu_count} x {need.gpu_model}; the instance "
+                f"attested {summary.gpu_count} x {have or 'no GPU'}", summary)
 
 
 def apply_supply(round_scores: Mapping[int, float], results: list[MinerResult],
