@@ -15,8 +15,11 @@ module adds what a subnet endpoint needs around it:
     2. the sender is in the current metagraph, holds a validator permit and at least
        ``min_stake`` -> :class:`~chutes_subnet.errors.PermissionDenied` (HTTP 403).
 
-    The replay cache is written only after the signature verifies, and is bounded in
-    time (``max_age + allowed_skew``) and size. Error messages name the failed check
+    The replay cache is written only after the signature verifies AND the sender passed
+    the permit and stake checks (so a registered non-validator cannot fill it), and is
+    bounded in time (``max_age + allowed_skew``) and size; when it is full of live
+    entries the request is refused as busy (:class:`ReplayCacheFull`, HTTP 503), never
+    as a replay. Error messages name the failed check
     and nothing else, so they are safe to return to an unauthenticated caller.
 :class:`MetagraphCache`
     a background task keeping the latest :class:`~chutes_subnet.chain.Metagraph`,
@@ -37,7 +40,7 @@ from typing import Any
 from bittensor import http_auth
 
 from .chain import Chain, Metagraph, Neuron
-from .errors import AuthenticationError, ChainError, PermissionDenied
+from .errors import AuthenticationError, AuthError, ChainError, PermissionDenied
 from .single_use import Use
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "forward_signer",
     "hotkey_signer",
     "BoundedNonceStore",
+    "ReplayCacheFull",
     "ValidatorGate",
     "MetagraphCache",
 ]
@@ -107,6 +111,21 @@ def forward_signer(wallet: Any) -> Callable[[str, str, bytes, str], dict[str, st
         return sign_headers(signer, method=method, path=path, body=body, receiver_ss58=receiver_ss58)
 
     return sign
+
+
+class ReplayCacheFull(AuthError):
+    """The replay cache holds only live entries: retry shortly (HTTP 503, not 401)."""
+
+
+class _SignatureOnly:
+    """A nonce store for ``http_auth.verify`` that records nothing: the gate records
+    the nonce itself once the sender is admitted."""
+
+    def __init__(self, retention: float) -> None:
+        self.retention = retention
+
+    def check_and_store(self, _hotkey_ss58: str, _nonce_ns: int) -> bool:
+        return True
 
 
 class BoundedNonceStore:
@@ -186,6 +205,7 @@ class ValidatorGate:
         self.allowed_skew = float(allowed_skew)
         self._metagraph = metagraph_provider
         self._nonces = nonce_store
+        self._verify_only = _SignatureOnly(window + 1.0)
 
     def authenticate(
         self,
@@ -196,9 +216,17 @@ class ValidatorGate:
         path: str,
         now_ns: int | None = None,
     ) -> str:
-        """Verify the btauth/1 signature only; returns the sender's hotkey ss58."""
+        """Verify the btauth/1 signature and consume its nonce; returns the sender's
+        hotkey ss58 (no permit check: see :meth:`authorize`)."""
+        caller = self._verify(headers, body, method=method, path=path, now_ns=now_ns)
+        self._record(caller.hotkey_ss58, caller.nonce_ns)
+        return caller.hotkey_ss58
+
+    def _verify(self, headers: Mapping[str, str], body: bytes, *, method: str, path: str,
+                now_ns: int | None) -> Any:
+        """The signature checks of ``http_auth.verify``; records no nonce."""
         try:
-            caller = http_auth.verify(
+            return http_auth.verify(
                 headers,
                 bytes(body),
                 method=method,
@@ -207,7 +235,7 @@ class ValidatorGate:
                 max_age=self.max_age,
                 allowed_skew=self.allowed_skew,
                 require_receiver=True,
-                nonce_store=self._nonces,
+                nonce_store=self._verify_only,
                 now_ns=now_ns,
             )
         except http_auth.AuthError as exc:
@@ -216,7 +244,20 @@ class ValidatorGate:
         except (ValueError, TypeError, UnicodeError):
             raise AuthenticationError("btauth/1 malformed: unreadable authentication headers",
                                       reason="malformed") from None
-        return caller.hotkey_ss58
+
+    def _record(self, hotkey: str, nonce_ns: int) -> None:
+        consume = getattr(self._nonces, "consume", None)
+        if consume is None:  # a plain http_auth.NonceStore
+            if not self._nonces.check_and_store(hotkey, nonce_ns):
+                raise AuthenticationError("btauth/1 replayed: this nonce was already accepted "
+                                          "from this hotkey", reason="replayed")
+            return
+        use = consume((hotkey, nonce_ns))
+        if use == Use.FULL:
+            raise ReplayCacheFull("busy: too many recent requests; retry shortly")
+        if not use.ok:
+            raise AuthenticationError("btauth/1 replayed: this nonce was already accepted "
+                                      "from this hotkey", reason="replayed")
 
     def authorize(
         self,
@@ -229,9 +270,11 @@ class ValidatorGate:
     ) -> Neuron:
         """Authenticate, then admit only permitted validators; returns their neuron.
 
-        Raises ``AuthenticationError`` (401) or ``PermissionDenied`` (403).
+        Raises ``AuthenticationError`` (401), ``PermissionDenied`` (403) or
+        ``ReplayCacheFull`` (503: the replay cache is full of live entries).
         """
-        hotkey = self.authenticate(headers, body, method=method, path=path, now_ns=now_ns)
+        caller = self._verify(headers, body, method=method, path=path, now_ns=now_ns)
+        hotkey = caller.hotkey_ss58
         metagraph = self._metagraph()
         if metagraph is None:
             raise PermissionDenied("validator set not loaded yet; retry later")
@@ -242,6 +285,7 @@ class ValidatorGate:
             raise PermissionDenied("sender has no validator permit")
         if neuron.stake < self.min_stake:
             raise PermissionDenied("sender stake is below the minimum")
+        self._record(hotkey, caller.nonce_ns)  # only admitted senders reach the cache
         return neuron
 
 

@@ -8,7 +8,13 @@ import time
 import pytest
 from bittensor import http_auth
 
-from chutes_subnet.auth import BoundedNonceStore, MetagraphCache, ValidatorGate, sign_headers
+from chutes_subnet.auth import (
+    BoundedNonceStore,
+    MetagraphCache,
+    ReplayCacheFull,
+    ValidatorGate,
+    sign_headers,
+)
 from chutes_subnet.chain import LocalChain, Metagraph, Neuron
 from chutes_subnet.errors import AuthenticationError, ChainError, PermissionDenied
 from chutes_subnet.single_use import Use
@@ -140,6 +146,33 @@ def test_bad_signature_does_not_poison_the_replay_cache(gate, keys):
 def test_authenticated_but_not_allowed_is_403(gate, keys, sender, message):
     with pytest.raises(PermissionDenied, match=message):
         gate.authorize(_signed(keys, sender=sender), BODY, method="POST", path=PATH)
+
+
+def test_refused_senders_never_enter_the_replay_cache(keys, metagraph):
+    """Issue 17: a registered non-validator must not be able to fill the cache."""
+    store = BoundedNonceStore(retention=60.0, max_entries=3)
+    gate = ValidatorGate(hotkey_ss58(keys["miner"]), lambda: metagraph, min_stake=100.0,
+                         nonce_store=store)
+    for sender in ("nopermit", "weak", "stranger") * 3:
+        with pytest.raises(PermissionDenied):
+            gate.authorize(_signed(keys, sender=sender), BODY, method="POST", path=PATH)
+    assert len(store) == 0
+    headers = _signed(keys)
+    gate.authorize(headers, BODY, method="POST", path=PATH)
+    assert len(store) == 1
+    with pytest.raises(AuthenticationError) as excinfo:        # replays are still caught
+        gate.authorize(headers, BODY, method="POST", path=PATH)
+    assert _reason(excinfo) == "replayed"
+
+
+def test_a_full_replay_cache_is_busy_not_replayed(keys, metagraph):
+    store = BoundedNonceStore(retention=60.0, max_entries=2)
+    gate = ValidatorGate(hotkey_ss58(keys["miner"]), lambda: metagraph, min_stake=100.0,
+                         nonce_store=store)
+    for _ in range(2):
+        gate.authorize(_signed(keys), BODY, method="POST", path=PATH)
+    with pytest.raises(ReplayCacheFull, match="busy"):
+        gate.authorize(_signed(keys), BODY, method="POST", path=PATH)
 
 
 def test_no_metagraph_yet_is_403(keys):

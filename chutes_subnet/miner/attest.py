@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chutes_subnet.asgi import Receive, Refusal, Scope, Send, read_body, send_refusal
+from chutes_subnet.auth import ReplayCacheFull
 from chutes_subnet.errors import AttestationError, AuthenticationError, PermissionDenied
 from chutes_subnet.miner.state import MinerState
 from chutes_subnet.wire.messages import AttestRequest, AttestResponse
@@ -75,6 +76,8 @@ class AttestEndpoint:
         if st.gate is not None:
             try:
                 st.gate.authorize(headers, raw, method="POST", path=scope["path"])
+            except ReplayCacheFull as exc:
+                raise Refusal(503, "busy", str(exc), {"Retry-After": "1"}) from None
             except AuthenticationError as exc:
                 raise Refusal(401, "unauthenticated", str(exc)) from None
             except PermissionDenied as exc:

@@ -58,6 +58,7 @@ from chutes_subnet.asgi import (
     send_refusal,
 )
 from chutes_subnet.e2ee import RequestContext
+from chutes_subnet.auth import ReplayCacheFull
 from chutes_subnet.errors import (
     AuthenticationError,
     E2EEError,
@@ -210,6 +211,8 @@ class InvokeEndpoint:
             return
         try:
             gate.authorize(h, body, method="POST", path=target)
+        except ReplayCacheFull as exc:
+            raise Refusal(503, "busy", str(exc), {"Retry-After": "1"}) from None
         except AuthenticationError as exc:
             raise Refusal(401, "unauthenticated", str(exc)) from None
         except PermissionDenied as exc:
