@@ -57,8 +57,8 @@ from chutes_subnet.asgi import (
     request_headers,
     send_refusal,
 )
-from chutes_subnet.e2ee import RequestContext
 from chutes_subnet.auth import ReplayCacheFull
+from chutes_subnet.e2ee import RequestContext
 from chutes_subnet.errors import (
     AuthenticationError,
     E2EEError,
