@@ -221,7 +221,8 @@ class BittensorChain:
         value = await self._call(
             "read WeightsSetRateLimit",
             lambda: self._client.query(
-                bt.storage.SubtensorModule.WeightsSetRateLimit, [self.netuid]
+                bt.storage.SubtensorModule.WeightsSetRateLimit,  # type: ignore[arg-type]
+                [self.netuid]
             ),
         )
         return int(value or 0)

@@ -163,7 +163,7 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
         infos = [DiscoveredInstance(instance_id=r.instance_id, e2e_pubkey=r.e2e_pubkey,
                                     nonces=nonces, e2e_versions=list(r.e2e_versions),
                                     simulated=r.simulated, receipt_pubkey=r.receipt_pubkey)
-                 for r, nonces in zip(ranked, batches)]
+                 for r, nonces in zip(ranked, batches, strict=True)]
         return InstancesResponse(instances=infos,
                                  nonce_expires_in=config.nonce_ttl_client).model_dump()
 

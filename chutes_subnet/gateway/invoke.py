@@ -292,7 +292,8 @@ class InvokeEndpoint:
             raise Refusal(502, "bad_receipt", f"instance answer has no valid receipt ({exc.reason})",
                           _RETRY_ELSEWHERE) from None
         await self._bill(trace, receipt)  # committed before the client has any byte
-        headers = self._base_headers(resp) + [
+        headers = [
+            *self._base_headers(resp),
             (H_RECEIPT.lower().encode(), receipt.wire.encode("ascii")),
             (H_USAGE.lower().encode(),
              Usage(receipt.prompt_tokens, receipt.completion_tokens).to_header().encode()),
@@ -302,7 +303,7 @@ class InvokeEndpoint:
 
     async def _relay_stream(self, resp: MinerResponse, trace: _Trace, send: Send) -> None:
         """Relay as it comes; verify the receipt event at the end; bill only a valid one."""
-        headers = self._base_headers(resp) + [(b"cache-control", b"no-cache")]
+        headers = [*self._base_headers(resp), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         tap = ReceiptTap()
         hold = _TailHold(True)

@@ -69,7 +69,7 @@ async def resolve_signer_headers(signer: ForwardSigner | None, method: str, path
     out = signer(method, path, body, hotkey)
     if inspect.isawaitable(out):
         out = await out
-    return out  # type: ignore[return-value]
+    return out
 
 
 @dataclass

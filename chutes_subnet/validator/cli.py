@@ -172,7 +172,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("in-process gateway")
     _add(g, "--gateway.port", dest="gateway_port", type=int, default=0,
          help="serve the E2EE gateway in this process on this port (0 = off)")
-    _add(g, "--gateway.host", dest="gateway_host", default="0.0.0.0")
+    _add(g, "--gateway.host", dest="gateway_host", default="0.0.0.0")  # noqa: S104 - a server
     _add(g, "--gateway.db", dest="gateway_db", default=None,
          help="gateway keys, usage and journal: a SQLite path (default "
               "<data-dir>/gateway.db) or postgresql://user@host/db")
@@ -299,7 +299,7 @@ async def _serve(app: Any, host: str, port: int, flag: str) -> tuple[Any, asynci
     sock = bind_listen_socket(host, port, flag=flag)  # port in use: one-line ConfigError
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
                                            **server_options()))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # older uvicorn
     task = asyncio.create_task(server.serve(sockets=[sock]))
     task.add_done_callback(lambda _t: sock.close())
     return server, task
