@@ -313,10 +313,15 @@ def main() -> int:
 
         args.model_dir, args.model_name = str(build_model(Path(models.name) / "m")), MODEL_NAME
     runs: list[dict[str, Any]] = []
+    plan = ([(sizes[0], 0)] if args.baseline and args.workers else []) + \
+        [(n, args.workers) for n in sizes]
     try:
-        if args.baseline and args.workers:
-            runs.append(_run_size(args, sizes[0], 0))
-        runs += [_run_size(args, n, args.workers) for n in sizes]
+        for n, workers in plan:
+            runs.append(_run_size(args, n, workers))
+            r = runs[-1]
+            print(f"done: {n} instances, {workers} workers: wall {r['wall_s']:.1f} s, "
+                  f"CPU {r['validator_cpu_s']:.1f} s ({r['cpu_per_miner_ms']:.1f} ms per "
+                  f"instance), passed {r['passed']}", file=sys.stderr, flush=True)
     finally:
         models.cleanup()
     base = runs[0]
