@@ -158,7 +158,8 @@ def vector_phase(runs: int) -> dict[str, float]:
         "instance_id": instance_id_for_key(kp.public_bytes), "model": MODEL,
         "chute_id": chute_id_for_model(MODEL), "hotkey": "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
         "e2e_pubkey": kp.public_b64, "tdx_quote": base64.b64encode(quote).decode(),
-        "gpu_evidence": gpus, "e2e_versions": [2]}).encode()
+        "gpu_evidence": gpus, "e2e_versions": [2],
+        "receipt_pubkey": base64.b64encode(bytes(range(32))).decode()}).encode()
     policy = Policy.default().with_profiles(
         MeasurementProfile("vec", parse_quote(quote).report.measurements, "H100", 8))
 

@@ -58,7 +58,7 @@ class Miners:
 
 @pytest.fixture(scope="module")
 def miners() -> Iterator[Miners]:
-    ta, a = start_real_miner(MODEL)
+    ta, a = start_real_miner(MODEL, max_concurrency=16)  # the burst test sends 6 at once
     tb, b = start_real_miner(MODEL)
     try:
         yield Miners(a, ta.url, b, tb.url)
