@@ -152,6 +152,10 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
                           {"Retry-After": "5"})
         await state.admit_payment(key, live[0].model)
         ranked = state.balancer.rank(live, config.max_instances)
+        wait = state.nonce_budget.reserve(key.key_id, len(ranked) * config.nonces_per_instance)
+        if wait is not None:
+            raise Refusal(429, "nonce_budget", "too many unused nonces for this key: use or "
+                          "let expire the ones already issued", {"Retry-After": str(int(wait))})
         try:
             batches = await asyncio.gather(*(
                 nonce_store.issue(NonceScope(key.key_id, chute_id, r.instance_id),

@@ -24,6 +24,9 @@ class GatewayConfig:
     #: lifetime of a nonce in the store, and the lifetime told to clients (shorter)
     nonce_ttl_server: float = NONCE_TTL_SERVER_SECONDS
     nonce_ttl_client: int = NONCE_TTL_CLIENT_SECONDS
+    #: live (unconsumed, unexpired) nonces one API key may hold per replica; discovery
+    #: beyond it answers 429 nonce_budget (100 full discovery answers at the defaults)
+    max_live_nonces_per_key: int = 4000
     #: largest request envelope accepted (bytes)
     max_body_bytes: int = MAX_ENVELOPE_BYTES
     #: seconds a client may take to send its request body (slow bodies get 408)

@@ -155,6 +155,7 @@ class InvokeEndpoint:
                           {H_RETRY_AFTER: "1"}) from None
         if not use.ok:
             raise Refusal(*NONCE_REFUSALS.get(use, NONCE_REFUSALS[Use.UNKNOWN]))
+        st.nonce_budget.consumed(key.key_id)
 
         fwd = inv.to_headers()
         fwd.update(await resolve_signer_headers(st.forward_signer, "POST", INVOKE_PATH,

@@ -18,6 +18,7 @@ from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.health import GatewayMetrics
 from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.miners import MinerClient
+from chutes_subnet.gateway.nonce_budget import NonceBudget
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
 from chutes_subnet.gateway.shapes import RequestShapes
 from chutes_subnet.gateway.usage import UsageMeter
@@ -99,6 +100,13 @@ class GatewayState:
     demand: DemandMeter = field(default_factory=DemandMeter)
     #: Prometheus series served at GET /metrics
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
+    #: live nonces per API key (discovery is refused beyond the config's cap)
+    nonce_budget: NonceBudget | None = None
+
+    def __post_init__(self) -> None:
+        if self.nonce_budget is None:
+            self.nonce_budget = NonceBudget(self.config.max_live_nonces_per_key,
+                                            self.config.nonce_ttl_server)
 
     def take_served(self) -> dict[str, int]:
         """Organic traffic per instance since the previous call (then reset)."""
