@@ -30,6 +30,9 @@ __all__ = [
     "v1_exchange",
     "v2_exchange",
     "simulated_evidence",
+    "workload_manifest",
+    "event_logs",
+    "rim_files",
     "vector_files",
     "btauth_material",
 ]
@@ -75,13 +78,50 @@ def v2_exchange() -> tuple[bytes, v2.ClientSession, v2.ServerSession, bytes]:
 def simulated_evidence() -> dict[str, Any]:
     """Wire-form evidence from the (insecure) simulated provider, one GPU."""
     from chutes_subnet.attestation.binding import build_report_data
+    from chutes_subnet.attestation.eventlog import replay, workload_event
     from chutes_subnet.attestation.evidence import Evidence
     from chutes_subnet.attestation.simulated import SimulatedDevice
 
     device = SimulatedDevice(b"\x07" * 32, gpu_count=1)
     report_data = build_report_data(ATTEST_NONCE, instance_key().public_bytes, HOTKEY)
-    ev = Evidence(device.quote(report_data), device.gpu_evidence(ATTEST_NONCE), simulated=True)
+    event = workload_event(workload_manifest())
+    ev = Evidence(device.quote(report_data, rtmr3=replay([event])),
+                  device.gpu_evidence(ATTEST_NONCE), simulated=True,
+                  event_log=[event.to_wire()], workload_manifest=workload_manifest().to_dict())
     return ev.to_wire()
+
+
+def workload_manifest() -> Any:
+    """A well-formed workload manifest (the seed of the manifest and event-log targets)."""
+    from chutes_subnet.attestation.manifest import WorkloadManifest
+
+    digest = "sha256:" + "5a" * 32
+    return WorkloadManifest(chute_id="fuzz-chute", model_id="org/model", model_revision="r1",
+                            weights_digest=digest, tokenizer_digest=digest, engine="vllm",
+                            engine_version="0.8.5", image_digest=digest, dtype="bfloat16",
+                            quantization="none", max_context=32768)
+
+
+def event_logs() -> list[bytes]:
+    """RTMR3 event logs: the simulated TD's and the real dstack vector's (if present)."""
+    from chutes_subnet.attestation.eventlog import RuntimeEvent, workload_event
+
+    logs = [json.dumps([RuntimeEvent.runtime("boot", b"\x01").to_wire(),
+                        workload_event(workload_manifest()).to_wire()]).encode()]
+    try:
+        info = json.loads((vectors_dir() / "tdx-eventlog" / "tcb_info.json").read_text())
+        logs.append(json.dumps(info["event_log"]).encode())
+    except (OSError, ValueError, KeyError):
+        pass
+    return logs
+
+
+def rim_files() -> list[bytes]:
+    """Public NVIDIA RIMs (if present)."""
+    try:
+        return [p.read_bytes() for p in sorted((vectors_dir() / "gpu" / "rim").glob("*.swidtag"))]
+    except OSError:
+        return []
 
 
 

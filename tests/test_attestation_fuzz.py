@@ -8,11 +8,16 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chutes_subnet.attestation import Evidence
+from chutes_subnet.attestation import Evidence, WorkloadManifest
+from chutes_subnet.attestation.eventlog import EventLogError, parse_event_log, replay
 from chutes_subnet.attestation.gpu import parse_gpu_entry
+from chutes_subnet.attestation.manifest import ManifestError, parse_manifest
 from chutes_subnet.attestation.quote import parse_quote
+from chutes_subnet.attestation.rim import RimFormatError, parse_rim
 from chutes_subnet.attestation.spdm import parse_spdm_measurements
+from chutes_subnet.attestation.workload import StaticManifestSource, check_workload
 from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, QuoteFormatError
+from fuzz.seeds import event_logs, workload_manifest
 from fuzz.strategies import mutated
 from tests.vector_files import VECTORS_DIR as VECTORS
 
@@ -67,3 +72,72 @@ def test_gpu_entry_and_wire_garbage(d):
 def test_wire_round_trip():
     ev = Evidence(QUOTE, [GPU], simulated=False)
     assert Evidence.from_wire(json.loads(json.dumps(ev.to_wire()))) == ev
+
+
+# --- workload identity: manifest, RTMR3 event log, NVIDIA RIM -------------------------
+
+MANIFEST = workload_manifest()
+LOGS = event_logs()
+#: sized so these five add seconds, not minutes (the fuzz/ runner goes deeper)
+SOME = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+FEW = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+RIM = (VECTORS / "gpu" / "rim" / "1010_0200_882_96005E0001_PROD.swidtag").read_bytes()
+_JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+                     lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                             st.dictionaries(st.text(max_size=12), inner,
+                                                             max_size=5)),
+                     max_leaves=20)
+
+
+@SOME
+@given(st.one_of(st.binary(max_size=800), mutated(MANIFEST.canonical_bytes())))
+def test_manifest_random_and_mutated(raw):
+    try:
+        m = parse_manifest(raw)
+    except ManifestError:
+        return
+    assert parse_manifest(m.canonical_bytes()) == m  # canonical form is a fixed point
+
+
+@FEW
+@given(st.one_of(_JSON, st.fixed_dictionaries(
+    {k: _JSON for k in MANIFEST.to_dict()}), st.builds(
+        lambda k, v: {**MANIFEST.to_dict(), k: v}, st.sampled_from(sorted(MANIFEST.to_dict())),
+        _JSON)))
+def test_manifest_objects(obj):
+    try:
+        WorkloadManifest.from_dict(obj)
+    except ManifestError:
+        pass
+
+
+@SOME
+@given(st.one_of(*(mutated(log) for log in LOGS)))
+def test_event_log_mutations_through_the_workload_step(raw):
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return
+    try:
+        events = parse_event_log(data)
+    except EventLogError:
+        return
+    out = check_workload(data, MANIFEST.to_dict(), replay(events), MANIFEST.chute_id,
+                         StaticManifestSource([MANIFEST]))
+    assert (out.reason is None) == (out.manifest is not None)
+
+
+@FEW
+@given(_JSON, st.binary(min_size=48, max_size=48))
+def test_workload_step_never_raises(log, rtmr3):
+    out = check_workload(log, log, rtmr3, "c", StaticManifestSource([MANIFEST]))
+    assert out.reason is not None
+
+
+@FEW
+@given(st.one_of(st.binary(max_size=2000), mutated(RIM)))
+def test_rim_random_and_mutated(raw):
+    try:
+        parse_rim(raw)
+    except RimFormatError:
+        pass

@@ -1,4 +1,5 @@
-"""Targets: TDX quote, SPDM GPU evidence, GPU entry JSON, evidence wire form, verifier."""
+"""Targets: TDX quote, SPDM GPU evidence, GPU entry JSON, evidence wire form, workload
+manifest, RTMR3 event log (+ the workload step), NVIDIA RIM, verifier."""
 
 from __future__ import annotations
 
@@ -6,13 +7,17 @@ import base64
 import json
 import logging
 
+from chutes_subnet.attestation.eventlog import EventLogError, parse_event_log, replay
 from chutes_subnet.attestation.evidence import Evidence
 from chutes_subnet.attestation.gpu import parse_gpu_entry
+from chutes_subnet.attestation.manifest import ManifestError, parse_manifest
 from chutes_subnet.attestation.policy import Policy
 from chutes_subnet.attestation.quote import parse_quote
 from chutes_subnet.attestation.reasons import Verdict
+from chutes_subnet.attestation.rim import RimFormatError, parse_rim
 from chutes_subnet.attestation.spdm import parse_spdm_measurements
 from chutes_subnet.attestation.verifier import Verifier
+from chutes_subnet.attestation.workload import StaticManifestSource, check_workload
 from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, QuoteFormatError
 
 from .. import seeds
@@ -112,6 +117,32 @@ def _verify_seeds() -> list[bytes]:
     return [b"\x00" + base64.b64decode(ev["tdx_quote"]), b"\x01" + json.dumps(ev).encode()]
 
 
+def _manifest(data: bytes) -> None:
+    manifest = parse_manifest(data)
+    if parse_manifest(manifest.canonical_bytes()) != manifest:
+        raise Crash("canonical bytes do not parse back to the same manifest")
+
+
+def _manifest_seeds() -> list[bytes]:
+    return [seeds.workload_manifest().canonical_bytes()]
+
+
+def _event_log(data: bytes) -> None:
+    """Parse, then run the whole workload step against the log's own replay: it must
+    return a reason or the manifest, never raise."""
+    log = json_or_none(data)
+    if log is None:
+        return
+    events = parse_event_log(log)
+    manifest = seeds.workload_manifest()
+    check_workload(log, manifest.to_dict(), replay(events), manifest.chute_id,
+                   StaticManifestSource([manifest]))
+
+
+def _rim(data: bytes) -> None:
+    parse_rim(data)
+
+
 TARGETS = [
     Target("tdx_quote", "attestation.quote.parse_quote", _quote, (QuoteFormatError,),
            _quote_seeds),
@@ -121,6 +152,11 @@ TARGETS = [
            (GpuEvidenceFormatError,), _gpu_entry_seeds),
     Target("evidence_wire", "Evidence.from_wire + quote + GPU entries", _evidence,
            (AttestationError,), _evidence_seeds),
+    Target("workload_manifest", "attestation.manifest.parse_manifest", _manifest,
+           (ManifestError,), _manifest_seeds),
+    Target("event_log", "attestation.eventlog.parse_event_log + workload check", _event_log,
+           (EventLogError,), seeds.event_logs),
+    Target("nvidia_rim", "attestation.rim.parse_rim", _rim, (RimFormatError,), seeds.rim_files),
     Target("verifier", "Verifier.verify (simulated dev mode) on mutated evidence", _verify,
            (), _verify_seeds),
 ]
