@@ -3,6 +3,7 @@ balancer, and the streaming usage sniffer (property-based)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -11,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chutes_subnet import receipts
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import AuthenticationError, UsageError
 from chutes_subnet.gateway import app as gateway_app
-from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.api_keys import (
     KEY_PREFIX,
     MemoryApiKeyStore,
@@ -22,7 +23,7 @@ from chutes_subnet.gateway.api_keys import (
     hash_key,
     parse_bearer,
 )
-from chutes_subnet.gateway.metering import UsageSniffer
+from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.ratelimit import RateLimiter
 from chutes_subnet.gateway.usage import SQLiteUsageMeter
 from chutes_subnet.registry import (
@@ -177,26 +178,27 @@ _events = st.lists(st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(before=_events, after=_events, p=st.integers(0, 10**6), c=st.integers(0, 10**6),
-       cuts=st.lists(st.integers(1, 64), max_size=30))
-def test_sniffer_finds_usage_however_the_stream_is_cut(before: list[bytes], after: list[bytes],
-                                                       p: int, c: int, cuts: list[int]) -> None:
-    usage = b"data: " + json.dumps({"usage": {"prompt_tokens": p,
-                                              "completion_tokens": c}}).encode()
-    stream = b"\n\n".join([*before, usage, *after]) + b"\n\n"
-    sniffer, pos = UsageSniffer(), 0
+@given(before=_events, after=_events, cuts=st.lists(st.integers(1, 64), max_size=30))
+def test_receipt_tap_finds_the_receipt_however_the_stream_is_cut(
+        before: list[bytes], after: list[bytes], cuts: list[int]) -> None:
+    answer = b"".join(e + b"\n\n" for e in before)
+    wire = "QUJD" * 40  # shape only: the tap extracts, verify() judges
+    stream = answer + receipts.event(wire) + b"".join(e + b"\n\n" for e in after)
+    tap, pos = receipts.ReceiptTap(), 0
     for n in cuts:
-        sniffer.feed(stream[pos:pos + n])
+        tap.feed(stream[pos:pos + n])
         pos += n
-    sniffer.feed(stream[pos:])
-    assert sniffer.usage == (p, c)
+    tap.feed(stream[pos:])
+    tap.close()
+    assert tap.receipt == wire
+    assert tap.answer_sha256 == hashlib.sha256(answer).digest()
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=20000))
-def test_sniffer_never_invents_usage_and_stays_bounded(blob: bytes) -> None:
-    sniffer = UsageSniffer()
+def test_receipt_tap_never_invents_a_receipt_and_stays_bounded(blob: bytes) -> None:
+    tap = receipts.ReceiptTap()
     for i in range(0, len(blob), 997):
-        sniffer.feed(blob[i:i + 997])
-    assert sniffer.usage is None or isinstance(sniffer.usage, tuple)
-    assert len(sniffer._partial) <= 4096
+        tap.feed(blob[i:i + 997])
+        assert len(tap._partial) <= receipts.ReceiptTap._MAX_LINE
+    assert tap.receipt is None or receipts.EVENT_PREFIX in blob

@@ -7,8 +7,9 @@ miner towards the gateway and the client) gets a non-project exception through:
 
 * ``e2ee._payload.load`` (request and response plaintext) -> miner answers 500
   ``internal`` instead of 400 ``bad_envelope``;
-* ``wire.headers.parse_usage_header`` and ``UsageSniffer._line`` (miner output)
-  -> the gateway's relay raises after the response started and skips metering;
+* ``wire.headers.parse_usage_header`` (miner output) -> the gateway's relay raised after
+  the response started and skipped metering (the gateway now bills signed receipts,
+  which carry no JSON);
 * ``wire.call.StreamDecoder._event`` (stream events) -> the SDK sees a
   ``RecursionError`` instead of ``StreamIntegrityError``.
 
@@ -25,9 +26,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from chutes_subnet import receipts
 from chutes_subnet.e2ee import KeyPair, RequestContext, v2
-from chutes_subnet.errors import E2EEError, UsageError
-from chutes_subnet.gateway.metering import UsageSniffer
+from chutes_subnet.errors import E2EEError, ReceiptError, UsageError
 from chutes_subnet.wire.call import StreamDecoder
 from chutes_subnet.wire.headers import parse_usage_header
 from tests.security_fixtures import Stack, seal_invoke, security_stack
@@ -57,10 +58,13 @@ def test_deep_usage_header_is_a_usage_error() -> None:
         parse_usage_header('{"usage": ' + DEEP[:3000] + "}")
 
 
-def test_deep_usage_event_is_ignored() -> None:
-    sniffer = UsageSniffer()
-    sniffer.feed(b'data: {"usage": ' + DEEP[:3000].encode() + b"}\n\n")
-    assert sniffer.usage is None
+def test_deep_receipt_event_is_a_malformed_receipt() -> None:
+    tap = receipts.ReceiptTap()
+    tap.feed(receipts.EVENT_PREFIX + DEEP[:300].encode() + b'"}\n\n')
+    with pytest.raises(ReceiptError) as err:
+        receipts.verify(tap.receipt, bytes(32), request_binding=bytes(32),
+                        answer_sha256=tap.answer_sha256)
+    assert err.value.reason == "malformed"
 
 
 def test_deep_stream_event_is_an_integrity_error() -> None:

@@ -72,7 +72,7 @@ def _v2_request(data: bytes) -> None:
         blob = seeds.v2_exchange()[0]
     else:
         kem_ct, secret = _kem.encapsulate(seeds.instance_key().public_bytes)
-        keys = v2._Keys(secret, kem_ct, ctx.aad())
+        keys = v2._Keys(secret, kem_ct, ctx.aad(), ctx.padded)
         blob = v2.VERSION_BYTE + kem_ct + Aead(keys.req).seal(_ZERO, _plain(cur, mode), ctx.aad())
     v2.open_request(seeds.instance_key(), ctx, blob)
 

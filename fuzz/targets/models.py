@@ -1,7 +1,8 @@
-"""Targets: every JSON request model, discovery answers, usage metering, btauth headers."""
+"""Targets: every JSON request model, discovery answers, receipt metering, btauth headers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from pydantic import BaseModel, ValidationError
@@ -12,12 +13,13 @@ from chutes_subnet.errors import (
     AuthenticationError,
     ChutesSubnetError,
     EnvelopeFormatError,
-    UsageError,
+    ReceiptError,
 )
-from chutes_subnet.gateway.metering import UsageSniffer
 from chutes_subnet.inference.requests import CHAT_PATH, COMPLETIONS_PATH, parse_request
+from chutes_subnet.receipts import ReceiptSigner, ReceiptTap
+from chutes_subnet.receipts import event as receipt_event
+from chutes_subnet.receipts import verify as verify_receipt
 from chutes_subnet.wire import messages
-from chutes_subnet.wire.headers import parse_usage_header
 
 from .. import seeds
 from .._bytes import Cursor, json_or_none
@@ -81,20 +83,31 @@ def _discovery_seeds() -> list[bytes]:
         "data": [{"id": "m", "chute_id": "c"}]}).encode()]
 
 
+_RECEIPT_KEY = ReceiptSigner.generate()
+_BINDING = bytes(32)
+
+
 def _metering(data: bytes) -> None:
-    """The gateway reads usage from a miner it does not trust: header and SSE stream."""
+    """The gateway bills from receipts a miner it does not trust sends: the
+    ``X-E2E-Receipt`` header, or the receipt event found by the tap in an SSE stream."""
     cur = Cursor(data)
     if cur.choice(2) == 0:
-        parse_usage_header(cur.rest().decode("latin-1"))
+        verify_receipt(cur.rest().decode("latin-1"), _RECEIPT_KEY.public_bytes,
+                       request_binding=_BINDING, answer_sha256=bytes(32))
         return
-    sniffer = UsageSniffer()
+    tap = ReceiptTap()
     for piece in cur.pieces():
-        sniffer.feed(piece)
+        tap.feed(piece)
+    tap.close()
+    verify_receipt(tap.receipt, _RECEIPT_KEY.public_bytes, request_binding=_BINDING,
+                   answer_sha256=tap.answer_sha256)
 
 
 def _metering_seeds() -> list[bytes]:
-    usage = b'{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
-    return [b"\x00" + usage, b"\x01\x03\x05\x30" + b"data: {}\n\ndata: " + usage + b"\n\n"]
+    answer = b'data: {"e2e":"AAAA"}\n\n'
+    wire = _RECEIPT_KEY.sign(request_binding=_BINDING, answer_sha256=hashlib.sha256(answer).digest(),
+                             prompt_tokens=3, completion_tokens=4, instance_id="i", issued_at_ms=0)
+    return [b"\x00" + wire.encode(), b"\x01\x03\x05\x30" + answer + receipt_event(wire)]
 
 
 _gate: ValidatorGate | None = None
@@ -130,8 +143,8 @@ TARGETS = [
            _protocol, (ValidationError,), _protocol_seeds),
     Target("client_discovery", "client.discovery.parse_models/parse_instances",
            _discovery, (EnvelopeFormatError,), _discovery_seeds),
-    Target("usage_metering", "gateway.metering header + SSE usage sniffer (miner output)",
-           _metering, (UsageError,), _metering_seeds),
+    Target("usage_metering", "receipts.verify of X-E2E-Receipt + the SSE ReceiptTap (miner output)",
+           _metering, (ReceiptError,), _metering_seeds),
     Target("btauth_headers", "auth.ValidatorGate.authenticate (btauth/1 headers)",
            _btauth, (AuthenticationError,), _btauth_seeds),
 ]
