@@ -54,7 +54,8 @@ def _serve() -> None:
     from chutes_subnet.miner import MinerConfig
     from chutes_subnet.miner import create_app as miner_app
     from chutes_subnet.nonces import MemoryNonceStore
-    from chutes_subnet.registry import InstanceRecord, MemoryInstanceRegistry
+    from chutes_subnet.registry import MemoryInstanceRegistry
+    from tests.miner_fixtures import miner_record
     from tests.servers import free_port
 
     mport, gport = free_port(), free_port()
@@ -65,11 +66,7 @@ def _serve() -> None:
     inst = miner.state.instance
     registry, keys = MemoryInstanceRegistry(), MemoryApiKeyStore()
     secret, _ = keys.create("bench")
-    now = time.time()
-    registry.upsert(InstanceRecord(
-        instance_id=inst.instance_id, chute_id=inst.chute_id, model=MODEL,
-        url=f"http://127.0.0.1:{mport}", hotkey=inst.hotkey, uid=1, e2e_pubkey=inst.e2e_pubkey,
-        e2e_versions=inst.e2e_versions, verified_at=now, expires_at=now + 86400, simulated=True))
+    registry.upsert(miner_record(inst, f"http://127.0.0.1:{mport}", ttl=86400))
     gw = create_app(GatewayConfig(nonces_per_instance=64, attest_rate=1000.0, attest_burst=1000),
                     registry=registry, nonce_store=MemoryNonceStore(), keys=keys,
                     usage=MemoryUsageMeter())
@@ -199,7 +196,7 @@ def main() -> int:
     warm_calls, cold_runs, vec_runs = (60, 3, 20) if args.quick else (400, 10, 100)
     vec = vector_phase(vec_runs)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, __file__, "--serve"],  # noqa: S603 - this file
+    proc = subprocess.Popen([sys.executable, __file__, "--serve"],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline() if proc.stdout is not None else ""
