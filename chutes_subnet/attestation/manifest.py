@@ -30,6 +30,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -120,12 +121,20 @@ class WorkloadManifest:
 
     def canonical_bytes(self) -> bytes:
         """Sorted keys, compact separators, ASCII: the bytes that are hashed."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=True).encode("ascii")
+        return self._canonical
 
     def sha384(self) -> bytes:
         """SHA-384 of :meth:`canonical_bytes` (48 bytes): what RTMR3 measures."""
-        return hashlib.sha384(self.canonical_bytes()).digest()
+        return self._sha384
+
+    @cached_property
+    def _canonical(self) -> bytes:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=True).encode("ascii")
+
+    @cached_property
+    def _sha384(self) -> bytes:
+        return hashlib.sha384(self._canonical).digest()
 
 
 def parse_manifest(raw: bytes | str) -> WorkloadManifest:
