@@ -100,6 +100,22 @@ def test_default_client_verifies_once_then_sends_and_pins(miners: Miners) -> Non
         assert t.rejected == []
 
 
+def test_a_pinned_instance_whose_listed_key_changes_is_verified_again(miners: Miners) -> None:
+    """A pin is for (instance id, key): once the gateway lists another key under the same
+    id, the client challenges again and refuses — the pin is no way around the check."""
+    rec = miner_record(miners.a, miners.a_url)
+    with gateway([rec], nonces_per_instance=1) as gw:
+        t = E2EETransport(policy=DEV)
+        client = sdk(gw.url, gw.key, t)
+        assert client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2).choices
+        gw.registry._records[rec.instance_id] = dataclasses.replace(  # noqa: SLF001
+            rec, e2e_pubkey=KeyPair.generate().public_b64)  # the gateway turns hostile
+        with pytest.raises(Exception) as info:
+            client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)
+        assert cause(info.value).failures[0].reason == "key_mismatch"
+        assert gw.log.count("/e2e/attest/") == 2 and gw.log.count("/e2e/invoke") == 1
+
+
 def test_async_transport_verifies_too(miners: Miners) -> None:
     async def run(url: str, key: str) -> str:
         t = AsyncE2EETransport(key, policy=DEV)
