@@ -85,11 +85,11 @@ def test_flipping_each_field_violates_its_own_rule(quotes, key, attr, code):
 
 
 def test_tee_tcb_svn_minimum_is_per_component(quotes):
-    report = parse_quote(quotes["v4"]).report  # 06 01 03 00 ...
-    low = replace(report, tee_tcb_svn=bytes.fromhex("06010200") + bytes(12))
+    report = parse_quote(quotes["v4"]).report  # 06 01 03 00 ..., floor 03 01 02
+    low = replace(report, tee_tcb_svn=bytes.fromhex("02010300") + bytes(12))
     assert [r.code for r in Policy.default().check_td(low)] == ["tee_tcb_svn_too_low"]
-    higher_major = replace(report, tee_tcb_svn=bytes.fromhex("05020300") + bytes(12))
-    assert [r.code for r in Policy.default().check_td(higher_major)] == ["tee_tcb_svn_too_low"]
+    higher_first = replace(report, tee_tcb_svn=bytes.fromhex("09000300") + bytes(12))
+    assert [r.code for r in Policy.default().check_td(higher_first)] == ["tee_tcb_svn_too_low"]
     newer = replace(report, tee_tcb_svn=bytes.fromhex("0b010400") + bytes(12))
     assert Policy.default().check_td(newer) == []
 
@@ -145,3 +145,17 @@ def test_policy_file_td_errors(tmp_path, td, needle):
 def test_empty_td_policy_accepts_nothing(quotes):
     codes = [r.code for r in TdPolicy().check(parse_quote(quotes["v4"]).report)]
     assert codes == [c.value for _k, _a, c in CASES] + ["tee_tcb_svn_too_low"]
+
+
+def test_flipping_tee_tcb_svn_violates_the_minimum_and_breaks_the_signature(quotes):
+    raw = bytearray(quotes["v4"])
+    raw[FIELD_AT["tee_tcb_svn"]] ^= 0x04  # 0x06 -> 0x02, below the 3.1.2 floor
+    tampered = parse_quote(bytes(raw)).report
+    assert [r.code for r in Policy.default().check_td(tampered)] == ["tee_tcb_svn_too_low"]
+    m = tampered.measurements
+    verifier = Verifier(Policy.default().with_profiles(MeasurementProfile("v4", m, None, 0)),
+                        StaticCollateralSource(collateral_from_json(
+                            (TDX / "tdx_v4_quote.collateral.json").read_text())))
+    verdict = verifier.verify(Evidence(bytes(raw)), nonce=bytes(32), e2e_pubkey=b"k",
+                              hotkey_ss58="5x", now=V4_NOW)
+    assert verdict.reason_codes == ("quote_signature_invalid",)
