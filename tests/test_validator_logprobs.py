@@ -18,7 +18,7 @@ from chutes_subnet.validator.failures import EvaluationFailure
 from chutes_subnet.validator.logprobs import LogprobPolicy, TokenScore, judge, sample_positions
 from chutes_subnet.validator.prompts import BenchPrompt
 from chutes_subnet.validator.real_answers import check_real_answer
-from chutes_subnet.validator.reference import ChuteReference, ReferenceModel, tokenizer_digest
+from chutes_subnet.validator.reference import ChuteReference, ReferenceModel
 from chutes_subnet.validator.tokencount import UsageTolerance, usage_mismatch
 from tests.real_engine import TinyLlama, build_model
 
@@ -156,12 +156,21 @@ def test_reference_book_from_the_cli_spec(tiny_model_dir):
             ReferenceBook.from_spec(bad)
 
 
-def test_tokenizer_identity(tiny_model_dir, tmp_path):
+def test_reference_is_used_only_for_the_attested_tokenizer(reference, tiny_model_dir, tmp_path):
+    """The manifest's tokenizer_digest (the release the miner attested) must be the
+    reference's: the validator counts and scores with the tokenizer the release declares."""
+    from chutes_subnet.attestation.manifest import WorkloadManifest
+    from chutes_subnet.attestation.merkle import tokenizer_digest
+
     digest = tokenizer_digest(tiny_model_dir)
-    assert digest == tokenizer_digest(tiny_model_dir) and len(digest) == 64
+    assert reference.model.tokenizer_digest == digest
+    release = {"version": 1, "chute_id": "c", "model_id": "m", "model_revision": "r",
+               "weights_digest": "sha256:" + "0" * 64, "tokenizer_digest": digest,
+               "engine": "vllm", "engine_version": "1", "image_digest": "sha256:" + "1" * 64,
+               "dtype": "bfloat16", "quantization": "none", "max_context": 4096}
+    assert reference.matches(WorkloadManifest.from_dict(release))
     other = tmp_path / "t"
     other.mkdir()
     (other / "tokenizer.json").write_text((tiny_model_dir / "tokenizer.json").read_text() + " ")
-    assert tokenizer_digest(other) != digest
-    with pytest.raises(ValueError, match="no tokenizer files"):
-        tokenizer_digest(tmp_path / "empty")
+    release["tokenizer_digest"] = tokenizer_digest(other)
+    assert not reference.matches(WorkloadManifest.from_dict(release))

@@ -2,7 +2,8 @@
 
 * honest: the miner's upstream backend in front of ``transformers serve`` (a real
   third-party engine, bf16 + SDPA: other kernels than the validator's fp32 reference);
-* toy: the embedded toy model relabelled with the big model's name;
+* toy: the embedded toy model relabelled with the big model's name (its attested
+  workload manifest still declares the embedded engine and its byte tokenizer);
 * inflator: an upstream that streams one character and reports
   ``completion_tokens = max_tokens`` (a fault no real engine produces, so a stand-in).
 
@@ -104,8 +105,12 @@ async def test_only_the_honest_real_engine_miner_earns(subnet, references, tmp_p
     assert inflator.reason == "wrong_output:usage", inflator
     assert "claims 16 completion tokens" in inflator.detail_text
     assert "counts 1" in inflator.detail_text
-    # the toy's bytes either do not even tokenize to its claim, or are unlikely tokens
-    assert toy.reason in ("wrong_output:logprob", "wrong_output:usage"), toy
+    # the toy measures its true release (embedded engine, byte tokenizer) into RTMR3: its
+    # manifest names another tokenizer than the chute's reference, so it is never scored
+    # (had it hidden that, its tokens fail the logprob check: test_validator_logprobs.py)
+    assert toy.reason == "unverified", toy
+    assert "another tokenizer" in toy.detail_text
+    assert toy.attestation is not None and toy.attestation.manifest_sha384
     for bad in (toy, inflator):
         assert report.ema[bad.uid] == 0.0 and bad.uid not in report.weights
 

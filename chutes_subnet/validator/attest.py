@@ -29,6 +29,7 @@ import httpx
 from pydantic import ValidationError
 
 from chutes_subnet.attestation import ChallengeBook, Evidence, Verdict, Verifier
+from chutes_subnet.attestation.manifest import WorkloadManifest
 from chutes_subnet.auth import sign_headers
 from chutes_subnet.chain import Neuron
 from chutes_subnet.e2ee import decode_public_key
@@ -72,6 +73,8 @@ class AttestedInstance:
     e2e_versions: tuple[int, ...] = (1, 2)
     #: Ed25519 key that signs the instance's answer receipts (bound: report_data layout v2)
     receipt_pubkey: bytes = b""
+    #: the workload manifest the instance measured into RTMR3 (verified), if any
+    manifest: WorkloadManifest | None = None
 
     @property
     def url(self) -> str:
@@ -208,9 +211,12 @@ class Attestor:
         if E2EE_VERSION_V2 not in versions:
             raise EvaluationFailure("bad_response", "attest: instance does not serve E2EE v2",
                                     summary)
+        manifest = None
+        if verdict.manifest_sha384 and response.workload_manifest is not None:
+            manifest = WorkloadManifest.from_dict(response.workload_manifest)  # verified above
         return AttestedInstance(neuron.uid, neuron.hotkey, neuron.axon, response.instance_id,
                                 response.chute_id, response.model, pubkey, summary, versions,
-                                receipt_key)
+                                receipt_key, manifest)
 
     def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes, bytes]:
         try:

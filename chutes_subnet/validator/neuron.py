@@ -204,7 +204,11 @@ class Validator:
                         raise
                 embedded = instance.model == cfg.benchmark.embedded_model
                 reference = None if embedded else self.references.get(instance.model)
-                if not embedded and reference is None and cfg.benchmark.require_reference:
+                if (reference is not None and instance.manifest is not None
+                        and not reference.matches(instance.manifest)):
+                    outcome = BenchmarkOutcome((), "unverified", "this validator's reference "
+                                               "has another tokenizer than the attested release")
+                elif not embedded and reference is None and cfg.benchmark.require_reference:
                     outcome = BenchmarkOutcome(
                         (), "unverified", "this validator holds no reference for the model")
                 else:

@@ -17,10 +17,12 @@ tokenizer's defaults. The answer is re-tokenized from its text (engines' token i
 are not on the wire); for trained models that is the emitted sequence, and the rank
 threshold absorbs the rare exception.
 
-Identity: :attr:`ReferenceModel.tokenizer_digest` is SHA-256 over the sorted
-``name NUL sha256(file)`` lines of the tokenizer files present; a
-:class:`ChuteReference` is only used for a miner whose attested model id matches,
-and (with workload manifests) whose manifest names the same tokenizer digest.
+Identity: :attr:`ReferenceModel.tokenizer_digest` is the workload manifest's
+``tokenizer_digest`` of the reference directory (:func:`chutes_subnet.attestation.merkle.tokenizer_digest`).
+A :class:`ChuteReference` is used for a miner whose attested model id matches and,
+when the instance attested a workload manifest, only if that manifest names the same
+tokenizer (:meth:`ChuteReference.matches`): the count and the scores are then made
+with the very tokenizer the miner's release declares.
 
 ``transformers`` is imported only when a reference is built (the ``verify`` extra).
 Scoring is serialized per model (one forward at a time) and runs in a worker thread.
@@ -28,40 +30,24 @@ Scoring is serialized per model (one forward at a time) and runs in a worker thr
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chutes_subnet.attestation.manifest import WorkloadManifest
+from chutes_subnet.attestation.merkle import tokenizer_digest
+
 from .logprobs import LogprobPolicy, TokenScore
 from .tokencount import UsageTolerance
 
-__all__ = ["TOKENIZER_FILES", "ChuteReference", "ReferenceBook", "ReferenceModel",
-           "tokenizer_digest"]
+__all__ = ["MAX_CHARS_PER_TOKEN", "ChuteReference", "ReferenceBook", "ReferenceModel"]
 
-#: Files that define a tokenizer (those present are digested, in this order of names).
-TOKENIZER_FILES = ("chat_template.jinja", "special_tokens_map.json", "tokenizer.json",
-                   "tokenizer.model", "tokenizer_config.json")
 #: Longest answer text (characters) tokenized per max_tokens of the request: no
 #: tokenizer used in practice packs more than this many characters into one token.
 MAX_CHARS_PER_TOKEN = 64
-
-
-def tokenizer_digest(model_dir: str | Path) -> str:
-    """Hex SHA-256 identity of the tokenizer files in ``model_dir``."""
-    root = Path(model_dir)
-    outer = hashlib.sha256()
-    found = False
-    for name in sorted(TOKENIZER_FILES):
-        path = root / name
-        if path.is_file():
-            found = True
-            outer.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    if not found:
-        raise ValueError(f"no tokenizer files in {root}")
-    return outer.hexdigest()
 
 
 class ReferenceModel:
@@ -145,6 +131,11 @@ class ChuteReference:
     model: ReferenceModel
     policy: LogprobPolicy = field(default_factory=LogprobPolicy)
     usage: UsageTolerance = field(default_factory=UsageTolerance)
+
+    def matches(self, manifest: WorkloadManifest) -> bool:
+        """True if ``manifest`` (an attested release) declares this reference's tokenizer."""
+        return hmac.compare_digest(manifest.tokenizer_digest.encode(),
+                                   self.model.tokenizer_digest.encode())
 
 
 class ReferenceBook:
