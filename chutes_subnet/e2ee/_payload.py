@@ -17,6 +17,7 @@ from chutes_subnet.errors import EnvelopeFormatError, PayloadTooLargeError
 from chutes_subnet.wire.protocol import MAX_DECOMPRESSED_BYTES, MAX_ENVELOPE_BYTES
 
 __all__ = [
+    "MAX_JSON_CONTAINERS",
     "b64decode",
     "b64encode",
     "check_envelope_size",
@@ -72,8 +73,19 @@ def inflate(compressed: bytes) -> bytes:
     return _codec.decompress(compressed, MAX_DECOMPRESSED_BYTES)
 
 
+#: Most JSON objects + arrays a payload may open. Counted as ``{`` and ``[`` bytes before
+#: parsing (brackets inside strings count too, so the bound is conservative): 16 MiB of
+#: ``{}`` would otherwise become eight million dicts (~1 GiB) from a 17 KiB gzip body.
+MAX_JSON_CONTAINERS = 200_000
+
+
 def parse(raw: bytes | memoryview) -> dict[str, Any]:
-    """Parse a JSON object payload (bounded depth, strict)."""
+    """Parse a JSON object payload (bounded depth and container count, strict)."""
+    data = raw if isinstance(raw, bytes) else bytes(raw)
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_CONTAINERS:
+        raise PayloadTooLargeError(f"payload opens more than {MAX_JSON_CONTAINERS} JSON "
+                                   "objects/arrays")
+    raw = data
     try:
         obj = _json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -94,6 +94,11 @@ def _target(scope: Scope) -> str:
 
 
 
+#: Request bodies larger than this are opened (decrypted, inflated, parsed) in a worker
+#: thread, so one large envelope cannot stall /health and other requests.
+_OFF_LOOP_BYTES = 64 * 1024
+
+
 def safe_cause(exc: BaseException) -> str:
     """The operator-facing cause of a backend failure: the exception class, plus the
     message of an ``UpstreamError`` (built from status codes and class names only, never
@@ -193,7 +198,10 @@ class InvokeEndpoint:
                           {H_RETRY_AFTER: str(cfg.retry_after)})
         st.metrics.in_flight.inc()
         try:
-            opened = self._open(version, inv.context(), body)
+            if len(body) > _OFF_LOOP_BYTES:  # big bodies: decrypt + parse in a thread
+                opened = await asyncio.to_thread(self._open, version, inv.context(), body)
+            else:
+                opened = self._open(version, inv.context(), body)
             if not (st.seen.consume("n:" + nonce).ok and st.seen.consume(opened.replay_id).ok):
                 raise Refusal(409, "replayed", "nonce or request already served")
             log.debug("%s opened v%d stream=%s bytes=%d", self.route, version, stream, len(body))
