@@ -12,6 +12,8 @@ import random
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chutes_subnet.inference import run_generation
 from chutes_subnet.validator.failures import EvaluationFailure
@@ -53,6 +55,26 @@ def test_judge_thresholds():
 def test_policy_refuses_nonsense(kw):
     with pytest.raises(ValueError):
         LogprobPolicy(**kw)
+
+
+@given(st.lists(st.builds(TokenScore, st.integers(-5, 10**6),
+                          st.floats(allow_nan=True, allow_infinity=True)), max_size=40),
+       st.integers(1, 50), st.floats(0, 0.99), st.floats(0, 100))
+def test_judge_is_total_and_fails_closed(scores, max_rank, share, gap):
+    """Any scores (a broken reference included) give a verdict, never an exception;
+    NaN or infinite gaps never pass."""
+    verdict = judge(scores, LogprobPolicy(max_rank=max_rank, max_unlikely_share=share,
+                                          max_mean_gap=gap))
+    assert verdict.ok == (verdict.reason is None)
+    if any(s.gap != s.gap or s.gap == float("inf") for s in scores):
+        assert not verdict.ok
+
+
+@given(st.integers(0, 10**6), st.integers(0, 10**6))
+def test_usage_mismatch_is_symmetric_and_bounded(claimed, counted):
+    tol = UsageTolerance()
+    assert (usage_mismatch(claimed, counted, tol) is None) == \
+        (abs(claimed - counted) <= tol.slack + int(tol.share * counted))
 
 
 def test_sample_positions():
