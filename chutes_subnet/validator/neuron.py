@@ -188,8 +188,8 @@ class Validator:
 
     async def _evaluate(self, neuron: Neuron, seed: bytes, refs: ReferenceCache) -> MinerResult:
         started = time.perf_counter()
-        base = {"uid": neuron.uid, "hotkey": neuron.hotkey, "coldkey": neuron.coldkey,
-                "axon": neuron.axon}
+        base: dict[str, Any] = {"uid": neuron.uid, "hotkey": neuron.hotkey,
+                                "coldkey": neuron.coldkey, "axon": neuron.axon}
         cfg = self.config
         bench = cfg.benchmark
         deadline = cfg.timeout * (2 + bench.prompts_per_miner + bench.canary_repeats)
@@ -403,7 +403,8 @@ class Validator:
         return {uid: iid for uid, (_hotkey, iid) in self._published.items()}
 
     def _registry_holder(self, instance_id: str) -> str | None:
-        assert self.registry is not None
+        if self.registry is None:  # only consulted when a registry is configured
+            return None
         rec = self.registry.get(instance_id)
         return rec.hotkey if rec is not None else None
 
