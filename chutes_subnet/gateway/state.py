@@ -101,12 +101,11 @@ class GatewayState:
     #: Prometheus series served at GET /metrics
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     #: live nonces per API key (discovery is refused beyond the config's cap)
-    nonce_budget: NonceBudget | None = None
+    nonce_budget: NonceBudget = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.nonce_budget is None:
-            self.nonce_budget = NonceBudget(self.config.max_live_nonces_per_key,
-                                            self.config.nonce_ttl_server)
+        self.nonce_budget = NonceBudget(self.config.max_live_nonces_per_key,
+                                        self.config.nonce_ttl_server)
 
     def take_served(self) -> dict[str, int]:
         """Organic traffic per instance since the previous call (then reset)."""
