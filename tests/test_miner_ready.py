@@ -26,7 +26,8 @@ def _models_app() -> Starlette:
 
 def test_ready_follows_the_upstream_engine() -> None:
     port = free_port()
-    backend = OpenAIUpstreamBackend(url=f"http://127.0.0.1:{port}/v1", model_id=MODEL)
+    # the documented form (no /v1): requests go to {url}/v1/..., the probe too
+    backend = OpenAIUpstreamBackend(url=f"http://127.0.0.1:{port}", model_id=MODEL)
     app = create_app(MinerConfig(tee="simulated", model_id=MODEL, invoke_auth="none"),
                      hotkey_ss58=DEV_MINER_HOTKEY, backend=backend,
                      provider=SimulatedProvider(gpu_count=1), gate=None)

@@ -32,6 +32,11 @@ async def _inflating_upstream(scope, receive, send):
     """One character, then usage claiming the whole budget."""
     if scope["type"] != "http":
         return
+    if scope["path"] == "/v1/models":  # loaded: like any engine, it lists its model
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"object": "list", "data": []}'})
+        return
     body = b""
     while True:
         msg = await receive()

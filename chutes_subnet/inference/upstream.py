@@ -136,10 +136,10 @@ class OpenAIUpstreamBackend:
         return self._stream(path, payload)
 
     async def ready(self, timeout: float = 2.0) -> bool:
-        """True when the upstream lists its models (``GET {url}/models`` answers 200):
+        """True when the upstream lists its models (``GET {url}/v1/models`` answers 200):
         vLLM and SGLang answer only once the weights are loaded. Never raises."""
         try:
-            async with self._http().get(self.base_url + "/models",
+            async with self._http().get(self.base_url + "/v1/models",
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 return resp.status == 200
         except (aiohttp.ClientError, OSError, TimeoutError):

@@ -6,6 +6,9 @@ Order of checks (first failure answers ``{"error", "reason"}``):
 2. btauth/1 signed for this miner's hotkey, fresh, not replayed -> 401;
    signer holds a validator permit and enough stake -> 403;
 3. body is an :class:`~chutes_subnet.wire.messages.AttestRequest` -> 400;
+3b. the backend is ready (its ``ready()`` probe, e.g. the upstream engine lists its
+   models only once the weights are loaded) -> else 503 ``warming_up``: an instance is
+   attested, hence routable, only once its model can answer (cold-start honesty);
 4. evidence from the provider, in a worker thread (configfs-tsm and the NVIDIA SDK
    block), one collection at a time (configfs-tsm refuses concurrent writers),
    within ``attest_timeout`` -> 503 on failure or timeout.
@@ -87,6 +90,10 @@ class AttestEndpoint:
         except ValidationError:
             raise Refusal(400, "bad_request", "body must be {\"nonce\": <64 hex digits>}") from None
         nonce = bytes.fromhex(request.nonce)
+        probe = getattr(st.backend, "ready", None)
+        if probe is not None and not await probe():
+            # cold start: no evidence (so no attestation, no routing) before the model loads
+            raise Refusal(503, "warming_up", "the model is not loaded yet", {"Retry-After": "10"})
         evidence = await self._collect(nonce)
         inst = st.instance
         response = AttestResponse(
