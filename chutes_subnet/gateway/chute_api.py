@@ -19,7 +19,6 @@ miner operator's key on the allowlist); validators read the store in-process.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from fastapi.responses import JSONResponse
 
 from chutes_subnet.asgi import Refusal
 from chutes_subnet.errors import StoreUnavailable
+from chutes_subnet.gateway.state import off_loop, store_down
 from chutes_subnet.registry.chutes import (
     MAX_SPEC_BYTES,
     Chute,
@@ -53,15 +53,12 @@ def _unknown() -> Refusal:
 
 
 async def _read(state: GatewayState, fn: Any, *args: Any) -> Any:
-    """A chute-store call, off the event loop when its database may block."""
-    store = state.chutes
+    """A chute-store call, off the event loop when its database may block; a store
+    that is down fails closed (503)."""
     try:
-        if getattr(getattr(store, "_db", None), "blocking", False):
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
+        return await off_loop(state.chutes, fn, *args)
     except StoreUnavailable:
-        raise Refusal(503, "store_unavailable", "gateway state store unavailable",
-                      {"Retry-After": "1"}) from None
+        raise store_down() from None
 
 
 async def check_chute(state: GatewayState, key_id: str | None, chute_id: str) -> Chute | None:

@@ -58,6 +58,11 @@ class SQLChuteStore:
         self._snapshot: dict[str, Chute] | None = None
         self._snapshot_at = 0.0
 
+    @property
+    def blocking(self) -> bool:
+        """True when calls may wait on the network (PostgreSQL): keep them off the loop."""
+        return bool(getattr(self._db, "blocking", False))
+
     # --- writes -----------------------------------------------------------------------
 
     def deploy(self, spec: ChuteSpec, actor: str) -> Chute:
