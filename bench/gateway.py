@@ -117,12 +117,13 @@ def _serve_relay(port: int, miner_port: int) -> None:
             msg = await receive()
             body += msg.get("body", b"")
             more = msg.get("more_body", False)
-        resp = await client.post(target, {"Content-Type": "application/octet-stream"}, body)
+        forward = {k.decode(): v.decode() for k, v in scope["headers"]
+                   if k.lower().startswith(b"x-") or k.lower() == b"content-type"}
+        resp = await client.post(target, forward, body)
         try:
-            usage = resp.headers.get("X-E2E-Usage", "")
             await send({"type": "http.response.start", "status": resp.status, "headers": [
-                (b"content-type", b"application/octet-stream"),
-                (b"x-e2e-usage", usage.encode())]})
+                (k.lower().encode(), resp.headers[k].encode()) for k in
+                ("Content-Type", "X-E2E-Receipt", "X-E2E-Usage") if k in resp.headers]})
             async for chunk in resp.iter_chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
@@ -196,13 +197,21 @@ def _nginx_binary() -> str | None:
         (p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
 
 
+#: invoke headers the baselines relay (the bench miner signs its receipt over them)
+_BASELINE_HEADERS = {"X-Chute-Id": CHUTE, "X-Instance-Id": "bench-baseline",
+                     "X-E2E-Nonce": "0" * 32, "X-E2E-Stream": "false",
+                     "X-E2E-Path": "/v1/chat/completions", "X-E2E-Version": "2",
+                     "Content-Type": "application/octet-stream"}
+
+
 def _wait_post(url: str, timeout: float = 20.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(urllib.request.Request(url, data=b"x"), timeout=1)  # noqa: S310
+            urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback only
+                url, data=BODY, headers=_BASELINE_HEADERS), timeout=1)
             return
         except Exception:  # noqa: BLE001
             time.sleep(0.1)
@@ -213,7 +222,7 @@ async def baseline_throughput(base: Baseline, concurrency: int,
                               seconds: float) -> tuple[float, float]:
     """(requests/s, proxy CPU microseconds per request) through a baseline proxy."""
     conn = aiohttp.TCPConnector(limit=concurrency)
-    headers = {"Content-Type": "application/octet-stream"}
+    headers = _BASELINE_HEADERS
     async with aiohttp.ClientSession(connector=conn) as http:
         url = base.url + "/e2e/invoke"
         for _ in range(50):
