@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from chutes_subnet.errors import EnvelopeFormatError
 
-__all__ = ["FRAME_BUCKET", "MIN_ENVELOPE", "pack_lines", "pad", "padme", "unpack_lines", "unpad"]
+__all__ = ["FRAME_BUCKET", "MIN_ENVELOPE", "pack_line", "pack_lines", "pad", "padme",
+           "unpack_lines", "unpad"]
 
 MIN_ENVELOPE = 512
 FRAME_BUCKET = 512
@@ -81,6 +82,14 @@ def pack_lines(lines: list[bytes]) -> bytes:
         size += _LEN + len(line)
     parts.append(bytes(-size % FRAME_BUCKET))
     return b"".join(parts)
+
+
+def pack_line(line: bytes) -> bytes:
+    """:func:`pack_lines` of one line (the per-token path)."""
+    n = len(line)
+    if not n:
+        raise EnvelopeFormatError("empty stream line")
+    return n.to_bytes(_LEN, "big") + line + bytes(-(n + _LEN) % FRAME_BUCKET)
 
 
 def unpack_lines(plain: bytes) -> list[bytes]:

@@ -156,14 +156,20 @@ class StreamSealer:
         self._n = n + 1
         return _b64encode(frame, newline=False)
 
-    def seal(self, data: bytes) -> str:
-        """Encrypt the next chunk (one line); returns the base64 frame."""
-        if self._padded or self._done or self._n >= _MAX_FRAMES:
-            return self.seal_lines([data]).decode("ascii")
+    def seal_line(self, data: bytes) -> bytes:
+        """Encrypt the next frame holding one line; returns its base64 (the per-token path)."""
         n = self._n
-        frame = self._encrypt(n.to_bytes(12, "big"), data, self._chunk_aad)
+        if self._done or n >= _MAX_FRAMES:
+            raise EnvelopeFormatError("stream already finished or out of frames")
+        if self._padded:
+            data = _padding.pack_line(data)
         self._n = n + 1
-        return _b64encode(frame, newline=False).decode("ascii")
+        return _b64encode(self._encrypt(n.to_bytes(12, "big"), data, self._chunk_aad),
+                          newline=False)
+
+    def seal(self, data: bytes) -> str:
+        """Encrypt the next chunk (one line); returns the base64 frame as text."""
+        return self.seal_line(data).decode("ascii")
 
     def finish(self, usage: dict[str, Any] | None = None) -> str:
         """The final frame: authenticates the chunk count (and the usage, if given)."""

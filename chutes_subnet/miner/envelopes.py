@@ -107,7 +107,7 @@ class _V2Framer:
 
     def chunk(self, line: str) -> bytes:
         # == format_event({"e2e": frame}); base64 needs no JSON escaping (hot path: per token)
-        return b'data: {"e2e":"' + self._sealer.seal_lines([line.encode("utf-8")]) + b'"}\n\n'
+        return b'data: {"e2e":"' + self._sealer.seal_line(line.encode("utf-8")) + b'"}\n\n'
 
     def chunk_lines(self, lines: list[str]) -> bytes:
         """Several lines in one padded frame (coalesced tokens); one frame each unpadded."""
