@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -13,11 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import chutes_subnet.validator as validator_pkg
+from chutes_subnet import receipts
 from chutes_subnet.asgi import invoke_headers, read_body
 from chutes_subnet.attestation import Policy, Verifier
 from chutes_subnet.chain import Neuron, WeightsResult
 from chutes_subnet.e2ee import KeyPair, v2
 from chutes_subnet.inference import prepare
+from chutes_subnet.receipts import ReceiptSigner
 from chutes_subnet.sse import format_event
 from chutes_subnet.validator import (
     AttestationSummary,
@@ -214,11 +218,14 @@ KEY = KeyPair.generate()
 MODEL = "some/model"
 
 
-def _instance() -> AttestedInstance:
+RECEIPT_SIGNER = ReceiptSigner.generate()
+
+
+def _instance(receipt_key: bytes = b"") -> AttestedInstance:
     summary = AttestationSummary(True, "inst", chute_id_for_model(MODEL), MODEL, KEY.public_b64,
                                  True, "UpToDate", "p", None, 0, (), 0.0, 1e12)
     return AttestedInstance(1, _hotkey(), "127.0.0.1:9", "inst", chute_id_for_model(MODEL), MODEL,
-                            KEY.public_bytes, summary)
+                            KEY.public_bytes, summary, receipt_pubkey=receipt_key)
 
 
 _WALLET = {}
@@ -273,6 +280,12 @@ def _miner(mode: str):
         out = b"".join(format_event({"e2e": f}) for f in frames)
         if mode != "truncate":
             out += format_event({"e2e_final": sealer.finish(usage)})
+        if mode in ("receipt", "forged_receipt"):  # signed by the attested key, or not
+            signer = RECEIPT_SIGNER if mode == "receipt" else ReceiptSigner.generate()
+            out += receipts.event(signer.sign(
+                request_binding=session.request_binding,
+                answer_sha256=hashlib.sha256(out).digest(), prompt_tokens=3,
+                completion_tokens=claimed, instance_id="inst", issued_at_ms=int(time.time() * 1000)))
         out += b"data: [DONE]\n\n"
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
@@ -285,9 +298,18 @@ PROMPT = BenchPrompt("/v1/chat/completions", {"messages": [{"role": "user", "con
                                               "max_tokens": 8, "stream": True})
 
 
-async def _run(mode: str):
+async def _run(mode: str, receipt_key: bytes = b""):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_miner(mode))) as client:
-        return await stream_prompt(client, _wallet(), _instance(), PROMPT, timeout=5)
+        return await stream_prompt(client, _wallet(), _instance(receipt_key), PROMPT, timeout=5)
+
+
+async def test_benchmark_checks_the_receipt_under_the_attested_key():
+    answer = await _run("receipt", RECEIPT_SIGNER.public_bytes)
+    assert answer.text
+    for mode in ("forged_receipt", "honest"):  # another key's receipt, or none at all
+        with pytest.raises(EvaluationFailure) as info:
+            await _run(mode, RECEIPT_SIGNER.public_bytes)
+        assert info.value.reason == "bad_response" and "ReceiptError" in info.value.detail
 
 
 async def test_honest_stand_in_stream_is_read():

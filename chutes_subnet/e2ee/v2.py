@@ -48,9 +48,10 @@ import hashlib
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from chutes_subnet.e2ee import _json, _kem, _padding, _payload
-from chutes_subnet.e2ee._symmetric import TAG_SIZE, Aead, hkdf_expand, hkdf_extract
+from chutes_subnet.e2ee._symmetric import TAG_SIZE, hkdf_expand, hkdf_extract, open_, seal
 from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_PADME, RequestContext
 from chutes_subnet.e2ee.keys import KeyPair
 from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
@@ -82,11 +83,11 @@ _b64encode = binascii.b2a_base64
 class _Keys:
     """The request's PRK and binding; response and stream keys expanded on first use."""
 
-    __slots__ = ("_prk", "_resp", "_stream", "binding", "padded")
+    __slots__ = ("_resp", "_stream", "binding", "padded", "prk")
 
     def __init__(self, secret: bytes, kem_ct: bytes, aad: bytes, padded: bool) -> None:
         ct_hash = hashlib.sha256(kem_ct).digest()
-        self._prk = hkdf_extract(secret, salt=ct_hash)
+        self.prk = hkdf_extract(secret, salt=ct_hash)
         self.binding = ct_hash + hashlib.sha256(aad).digest()
         self.padded = padded
         self._resp: bytes | None = None
@@ -94,18 +95,18 @@ class _Keys:
 
     @property
     def req(self) -> bytes:
-        return hkdf_expand(self._prk, info=_LABEL_REQ)
+        return hkdf_expand(self.prk, info=_LABEL_REQ)
 
     @property
     def resp(self) -> bytes:
         if self._resp is None:
-            self._resp = hkdf_expand(self._prk, info=_LABEL_RESP)
+            self._resp = hkdf_expand(self.prk, info=_LABEL_RESP)
         return self._resp
 
     @property
     def stream(self) -> bytes:
         if self._stream is None:
-            self._stream = hkdf_expand(self._prk, info=_LABEL_STREAM)
+            self._stream = hkdf_expand(self.prk, info=_LABEL_STREAM)
         return self._stream
 
     @property
@@ -125,7 +126,7 @@ class StreamSealer:
     __slots__ = ("_chunk_aad", "_done", "_encrypt", "_final_aad", "_n", "_padded")
 
     def __init__(self, keys: _Keys) -> None:
-        self._encrypt = Aead(keys.stream).raw.encrypt
+        self._encrypt = ChaCha20Poly1305(keys.stream).encrypt
         self._chunk_aad = b"chunk" + keys.binding
         self._final_aad = b"final" + keys.binding
         self._padded = keys.padded
@@ -187,7 +188,7 @@ class StreamOpener:
     __slots__ = ("_broken", "_chunk_aad", "_decrypt", "_final", "_final_aad", "_n", "_padded")
 
     def __init__(self, keys: _Keys) -> None:
-        self._decrypt = Aead(keys.stream).raw.decrypt
+        self._decrypt = ChaCha20Poly1305(keys.stream).decrypt
         self._chunk_aad = b"chunk" + keys.binding
         self._final_aad = b"final" + keys.binding
         self._padded = keys.padded
@@ -273,7 +274,7 @@ class ServerSession:
     def seal_response(self, payload: dict[str, Any] | bytes) -> bytes:
         """Encrypt the (single) non-stream response."""
         plain = _payload.encode(payload, self._keys.padded)
-        return Aead(self._keys.resp).seal(_ZERO_NONCE, plain, b"response" + self._keys.binding)
+        return seal(self._keys.resp, _ZERO_NONCE, plain, b"response" + self._keys.binding)
 
     def stream_sealer(self) -> StreamSealer:
         return StreamSealer(self._keys)
@@ -297,7 +298,7 @@ class ClientSession:
         _payload.check_envelope_size(blob)
         if len(blob) < TAG_SIZE:
             raise EnvelopeFormatError("v2 response is too short")
-        plain = Aead(self._keys.resp).open(_ZERO_NONCE, blob, b"response" + self._keys.binding)
+        plain = open_(self._keys.resp, _ZERO_NONCE, blob, b"response" + self._keys.binding)
         return _payload.parse(_payload.decode(plain, self._keys.padded))
 
     def stream_opener(self) -> StreamOpener:
@@ -312,7 +313,7 @@ def seal_request(
     plain = _payload.encode(payload, ctx.padded)
     kem_ct, secret = _kem.encapsulate(instance_pk)
     keys = _Keys(secret, kem_ct, aad, ctx.padded)
-    sealed = Aead(keys.req).seal(_ZERO_NONCE, plain, aad)
+    sealed = seal(hkdf_expand(keys.prk, info=_LABEL_REQ), _ZERO_NONCE, plain, aad)
     return b"".join((VERSION_BYTE, kem_ct, sealed)), ClientSession(keys)
 
 
@@ -338,5 +339,5 @@ def open_request_raw(
     view = memoryview(blob)
     kem_ct = bytes(view[1:_HEADER])
     keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad, ctx.padded)
-    plain = Aead(keys.req).open(_ZERO_NONCE, view[_HEADER:], aad)
+    plain = open_(hkdf_expand(keys.prk, info=_LABEL_REQ), _ZERO_NONCE, view[_HEADER:], aad)
     return _payload.decode(plain, ctx.padded), ServerSession(keys)

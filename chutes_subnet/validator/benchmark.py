@@ -243,7 +243,9 @@ def _seal_sized(instance: AttestedInstance, prompt: BenchPrompt,
                 size: int | None) -> tuple[SealedCall, BenchPrompt]:
     """Seal ``prompt``; with ``size`` (an organic request's sealed size), lengthen its
     text until the envelope is that size (padding buckets make this exact) or larger."""
-    offer = SealTarget(instance.instance_id, instance.e2e_pubkey, (E2EE_VERSION_V2,))
+    # the answer's receipt is checked under the attested key, as the gateway and clients do
+    offer = SealTarget(instance.instance_id, instance.e2e_pubkey, (E2EE_VERSION_V2,),
+                       instance.receipt_pubkey or None)
     for _ in range(_MAX_SIZE_STEPS):
         call = seal_call(offer, chute_id=instance.chute_id, nonce=new_nonce(),
                          path=prompt.path, stream=True, payload=prompt.body,
