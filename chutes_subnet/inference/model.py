@@ -24,6 +24,7 @@ is bound by per-op dispatch cost and by streaming the weights, not by FLOPs.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 from dataclasses import dataclass
@@ -252,13 +253,20 @@ def build_model(
     return model
 
 
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The raw bytes of a tensor's elements, in memory order, copied once.
+
+    (``bytes(t.untyped_storage())`` walks the storage element by element in Python:
+    about 12 s for the embedded model; this is one memcpy, and needs no NumPy.)
+    """
+    t = tensor.detach().to("cpu").contiguous()
+    return ctypes.string_at(t.data_ptr(), t.numel() * t.element_size())
+
+
 def weights_digest(model: TinyByteLM) -> str:
     """SHA-256 hex over every parameter's name, dtype, shape and raw bytes."""
     digest = hashlib.sha256()
     for name, param in model.named_parameters():
-        # clone(): a private, exactly-sized storage, so the bytes are this tensor's only
-        # (and no NumPy needed: torch runs without it).
-        tensor = param.detach().to("cpu").clone()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(bytes(tensor.view(torch.uint8).untyped_storage()))
+        digest.update(f"{name}|{param.dtype}|{tuple(param.shape)}|".encode())
+        digest.update(tensor_bytes(param))
     return digest.hexdigest()

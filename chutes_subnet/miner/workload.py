@@ -36,13 +36,11 @@ _EMBEDDED_TOKENIZER = b"chutes-subnet/byte-level-tokenizer/v1: utf-8 bytes 0-255
 
 
 def _weights_digest(model: Any) -> str:
-    import torch
+    from chutes_subnet.inference.model import tensor_bytes
 
     items = []
     for name, param in model.named_parameters():
-        tensor = param.detach().to("cpu").contiguous().clone()
-        items.append((f"{name}|{tensor.dtype}|{tuple(tensor.shape)}",
-                      bytes(tensor.view(-1).view(torch.uint8).untyped_storage())))
+        items.append((f"{name}|{param.dtype}|{tuple(param.shape)}", tensor_bytes(param)))
     return merkle_digest(items)
 
 
