@@ -43,7 +43,7 @@ def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes | None) -> bytes
     return ChaCha20Poly1305(key).encrypt(nonce, plaintext, aad)
 
 
-def open_(key: bytes, nonce: bytes, sealed: bytes, aad: bytes | None) -> bytes:
+def open_(key: bytes, nonce: bytes, sealed: bytes | memoryview, aad: bytes | None) -> bytes:
     """ChaCha20-Poly1305 decrypt; any failure is a message-less DecryptionError."""
     if len(sealed) < TAG_SIZE:
         raise DecryptionError()
