@@ -220,3 +220,24 @@ def test_db_url_forms(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(ValueError, match="--db must be"):
         open_database("mysql://x/y")
+
+
+def test_keys_cli_on_postgres(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``chutes-subnet keys --db postgresql://…`` creates, lists and revokes keys there."""
+    import json
+
+    from chutes_subnet.gateway.cli import main
+
+    assert main(["keys", "--db", postgres_url, "create", "--name", "alice",
+                 "--quota-tokens", "100", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    stores = open_gateway_stores(postgres_url)
+    try:
+        assert stores.keys.authenticate(created["key"]).quota_tokens == 100
+    finally:
+        stores.close()
+    assert main(["keys", "--db", postgres_url, "list"]) == 0
+    assert created["key_id"] in capsys.readouterr().out
+    assert main(["keys", "--db", postgres_url, "revoke", created["key_id"]]) == 0
+    assert main(["keys", "--db", postgres_url, "revoke", created["key_id"]]) == 0  # idempotent
+    assert main(["keys", "--db", postgres_url, "revoke", "no-such-key"]) == 1
