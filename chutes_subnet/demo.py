@@ -145,7 +145,8 @@ class Demo:
                    "--subtensor.network", f"local:{self.workdir / 'chain.sqlite'}",
                    "--netuid", "1", "--wallet.name", f"demo-{m.name}", "--wallet.hotkey", "default",
                    "--wallet.path", str(self.workdir / "wallets"), "--axon.ip", "127.0.0.1",
-                   "--axon.port", str(m.port), "--tee", "simulated", "--metagraph_refresh", "2",
+                   "--axon.port", str(m.port), "--metrics.port", "0", "--tee", "simulated",
+                   "--metagraph_refresh", "2",
                    "--shutdown_grace", "2"]
             if m.fault:
                 cmd += ["--fault", m.fault]

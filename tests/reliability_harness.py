@@ -196,7 +196,8 @@ class LoopbackSubnet:
                "--subtensor.network", f"local:{self.chain_path}", "--netuid", str(NETUID),
                "--wallet.name", f"miner-{name}", "--wallet.hotkey", "default",
                "--wallet.path", self.wallets, "--axon.ip", "127.0.0.1",
-               "--axon.port", str(m.port), "--tee", "simulated", "--metagraph_refresh", "1",
+               "--axon.port", str(m.port), "--metrics.port", "0", "--tee", "simulated",
+               "--metagraph_refresh", "1",
                "--shutdown_grace", "1", "--invoke_auth", invoke_auth,
                "--max_concurrency", str(max_concurrency),
                "--request_timeout", str(request_timeout)]

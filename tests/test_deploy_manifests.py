@@ -69,8 +69,13 @@ def fleet_problems(docs: list[dict[str, Any]]) -> list[str]:
     if probe.get("path") != "/ready" or probe.get("port") not in ("axon", port):
         problems.append("readiness must come from the miner's /ready")
     ann = pod["metadata"].get("annotations", {})
-    if ann.get("prometheus.io/path") != "/metrics" or ann.get("prometheus.io/port") != str(port):
-        problems.append("metrics scraping must point at the miner's /metrics")
+    metrics = {p["name"]: p for p in miner["ports"]}.get("metrics", {})
+    if ann.get("prometheus.io/path") != "/metrics" \
+            or ann.get("prometheus.io/port") != config.get("CHUTES_MINER_METRICS_PORT") \
+            or str(metrics.get("containerPort")) != config.get("CHUTES_MINER_METRICS_PORT"):
+        problems.append("metrics scraping must point at the miner's metrics port")
+    if "hostPort" in metrics:
+        problems.append("the metrics port must not be published on the host")
     problems += [f"env {e['name']} is not a miner flag" for e in miner.get("env", [])
                  if e["name"].startswith("CHUTES_MINER_") and e["name"] not in known]
     if not all(m.get("readOnly") for m in miner["volumeMounts"] if m["name"] == "wallet"):

@@ -106,13 +106,13 @@ def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -
     chain.register(hotkey_ss58(miner), coldkey_ss58(miner))
     chain.register(hotkey_ss58(validator), coldkey_ss58(validator), stake=100.0,
                    validator_permit=True)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     env = {**os.environ, "CHUTES_MINER_WALLET_PATH": wallets, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "neurons" / "miner.py"), "--netuid", "3",
          "--wallet.name", "miner", "--wallet.hotkey", "hot",
          "--subtensor.network", f"local:{chain_path}", "--axon.ip", "127.0.0.1",
-         "--axon.port", str(port), "--tee", "simulated",
+         "--axon.port", str(port), "--tee", "simulated", "--metrics.port", str(metrics_port),
          "--shutdown_grace", "20"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -127,6 +127,10 @@ def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -
                 assert time.monotonic() < deadline, "miner did not start"
                 time.sleep(0.2)
         assert health["hotkey"] == hotkey_ss58(miner)
+        # Prometheus on the private metrics port only, not on the public axon port
+        assert httpx.get(url + "/metrics", timeout=5).status_code == 404
+        assert "chutes_miner_in_flight" in httpx.get(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
         published = asyncio.run(chain.metagraph()).by_hotkey(hotkey_ss58(miner))
         assert published is not None and published.axon == f"127.0.0.1:{port}"
 

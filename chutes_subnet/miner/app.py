@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
 from chutes_subnet.attestation import EvidenceProvider, SimulatedProvider
@@ -49,7 +50,7 @@ from chutes_subnet.nonces import SeenNonceCache
 from chutes_subnet.receipts import ReceiptSigner
 from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
 
-__all__ = ["PLAINTEXT_PATH", "create_app"]
+__all__ = ["PLAINTEXT_PATH", "create_app", "create_metrics_app"]
 
 log = logging.getLogger("chutes_subnet.miner")
 
@@ -146,8 +147,18 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
             return JSONResponse({"ready": False, "reason": "backend_not_ready"}, status_code=503)
         return JSONResponse({"ready": True})
 
-    @app.get("/metrics")
-    async def metrics_text() -> Response:
-        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    if config.metrics_port is None:  # else served by create_metrics_app on its own port
+        @app.get("/metrics")
+        async def metrics_text() -> Response:
+            return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def create_metrics_app(state: MinerState) -> Starlette:
+    """``GET /metrics`` alone, for the private metrics port (``--metrics.port``)."""
+
+    async def metrics_text(_request: Any) -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/metrics", metrics_text, methods=["GET"])])

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add(p, "--shutdown_grace", type=float, default=30.0,
          help="seconds in-flight streams may finish on shutdown")
     _add(p, "--fault", choices=FAULTS, help="DEV/TEST ONLY (simulated TEE): misbehave on purpose")
+    _add(p, "--metrics.port", type=int, default=9092,
+         help="port of GET /metrics, apart from the public axon port (0: serve /metrics on "
+              "the axon port, readable by anyone who can reach it)")
+    _add(p, "--metrics.host", default="127.0.0.1",
+         help="address of the metrics port (keep it private; a pod IP for a scraper)")
     _add(p, "--logging.debug", type=bool, help="debug logging (never logs request content)")
     _add(p, "--logging.json", type=bool, help="log JSON lines instead of text")
     _add(p, "--logging.logging_dir", help="also write logs to DIR/miner.log (0600)")
@@ -151,6 +156,7 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
         return MinerConfig(
             host=g("axon.ip"), port=g("axon.port"), external_ip=g("axon.external_ip"),
             external_port=g("axon.external_port"),
+            metrics_port=g("metrics.port") or None, metrics_host=g("metrics.host"),
             model_id=g("model"),
             max_concurrency=g("max_concurrency"), request_timeout=g("request_timeout"),
             invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),

@@ -59,6 +59,10 @@ class MinerConfig:
     tee: str = "tdx"
     #: publish ip:port on chain at start
     serve_axon: bool = True
+    #: port of GET /metrics (Prometheus), off the public axon port; None serves /metrics on
+    #: the axon port (library default). The CLI default is 9092 on ``metrics_host``.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     #: workload manifest file of an upstream engine's release (embedded: derived)
     workload_manifest: str | None = None
     #: the upstream engine's model directory, re-hashed against the manifest at start
@@ -73,6 +77,10 @@ class MinerConfig:
             raise ValueError("model_id must not be empty")
         if not 0 < self.port < 65536:
             raise ValueError("port must be in 1..65535")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ValueError("metrics_port must be in 1..65535 (None: on the axon port)")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("metrics_port must differ from the axon port")
         if self.external_port is not None and not 0 < self.external_port < 65536:
             raise ValueError("external_port must be in 1..65535")
         if self.max_concurrency < 1:

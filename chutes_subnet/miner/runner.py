@@ -11,6 +11,8 @@ then the app closes the backend and the metagraph refresher stops.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from typing import Any
@@ -24,7 +26,7 @@ from chutes_subnet.chain.local import format_axon
 from chutes_subnet.errors import ChainError
 from chutes_subnet.httpserver import bind_listen_socket, server_options
 from chutes_subnet.inference import Backend, make_backend
-from chutes_subnet.miner.app import create_app
+from chutes_subnet.miner.app import create_app, create_metrics_app
 from chutes_subnet.miner.config import MinerConfig
 from chutes_subnet.wallets import hotkey_ss58
 
@@ -94,6 +96,23 @@ async def publish_axon(chain: Chain, hotkey: str, config: MinerConfig) -> tuple[
     return wanted, True
 
 
+async def _serve_with_metrics(server: uvicorn.Server, sock: Any, app: Any,
+                              metrics_sock: Any) -> None:
+    """The axon server plus ``GET /metrics`` on its own (private) socket; the metrics
+    server stops when the axon server does."""
+    metrics = uvicorn.Server(uvicorn.Config(create_metrics_app(app.state.miner),
+                                            lifespan="off", log_config=None,
+                                            **server_options()))
+    metrics.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(metrics.serve(sockets=[metrics_sock]))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        metrics.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+
+
 async def serve_miner(config: MinerConfig, *, wallet: Any, chain: Chain,
                       backend: Backend | None = None,
                       provider: EvidenceProvider | None = None) -> None:
@@ -105,9 +124,12 @@ async def serve_miner(config: MinerConfig, *, wallet: Any, chain: Chain,
     await cache.start()
     gate = ValidatorGate(hotkey, cache, min_stake=config.min_validator_stake)
     app = create_app(config, hotkey_ss58=hotkey, backend=backend, provider=provider, gate=gate)
-    sock = None
+    sock = metrics_sock = None
     try:
         sock = bind_listen_socket(config.host, config.port, flag="--axon.port")
+        if config.metrics_port is not None:
+            metrics_sock = bind_listen_socket(config.metrics_host, config.metrics_port,
+                                              flag="--metrics.port")
         if config.serve_axon:
             endpoint, changed = await publish_axon(chain, hotkey, config)
             log.info("%s axon %s for hotkey %s on netuid %d",
@@ -116,9 +138,13 @@ async def serve_miner(config: MinerConfig, *, wallet: Any, chain: Chain,
         server = uvicorn.Server(uvicorn.Config(
             app, lifespan="on", log_config=None,
             timeout_graceful_shutdown=int(config.shutdown_grace) or None, **server_options()))
-        await server.serve(sockets=[sock])
+        if metrics_sock is None:
+            await server.serve(sockets=[sock])
+        else:
+            await _serve_with_metrics(server, sock, app, metrics_sock)
     finally:
-        if sock is not None:
-            sock.close()
+        for s in (sock, metrics_sock):
+            if s is not None:
+                s.close()
         await cache.stop()
         await backend.aclose()
