@@ -108,7 +108,7 @@ def test_a_pinned_instance_whose_listed_key_changes_is_verified_again(miners: Mi
         t = E2EETransport(policy=DEV)
         client = sdk(gw.url, gw.key, t)
         assert client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2).choices
-        gw.registry._records[rec.instance_id] = dataclasses.replace(  # noqa: SLF001
+        gw.registry._records[rec.instance_id] = dataclasses.replace(
             rec, e2e_pubkey=KeyPair.generate().public_b64)  # the gateway turns hostile
         with pytest.raises(Exception) as info:
             client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2)
