@@ -149,3 +149,19 @@ def test_fallback_uid_is_validated(bad):
 
     with pytest.raises(ValueError, match="fallback_uid"):
         ValidatorConfig(fallback_uid=bad)
+
+
+def test_miner_logs_the_safe_cause_of_upstream_failures(caplog):
+    """Operators see the exception class and status, never request or answer content."""
+    import logging
+
+    from chutes_subnet.inference import UpstreamError
+    from chutes_subnet.miner.invoke import _backend_refusal
+
+    with caplog.at_level(logging.WARNING, logger="chutes_subnet.miner"):
+        refusal = _backend_refusal(UpstreamError("upstream answered HTTP 503", status=503))
+        _backend_refusal(ConnectionResetError("peer said: secret prompt text"))
+    assert refusal.status == 502 and refusal.reason == "upstream_error"
+    text = caplog.text
+    assert "UpstreamError: upstream answered HTTP 503" in text
+    assert "ConnectionResetError" in text and "secret prompt text" not in text
