@@ -140,7 +140,8 @@ def _exercise(stack: Stack) -> list[str]:
     verdict = Verifier(Policy.development(gpu_count=1), dangerous_accept_simulated_tee=True) \
         .verify(Evidence.from_wire(wire), nonce=nonce,
                 e2e_pubkey=base64.b64decode(wire["e2e_pubkey"]), hotkey_ss58=wire["hotkey"],
-                chute_id=wire["chute_id"])
+                chute_id=wire["chute_id"],
+                receipt_pubkey=base64.b64decode(wire["receipt_pubkey"]))
     assert verdict.ok, verdict.reasons
     return answers
 

@@ -150,9 +150,10 @@ def test_attestation_challenge_nonce_is_single_use(stack: Stack) -> None:
                         challenges=book)
     evidence = Evidence.from_wire(wire)
     pk = base64.b64decode(wire["e2e_pubkey"])
+    rk = base64.b64decode(wire["receipt_pubkey"])  # report_data layout v2 binds it too
     first = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=wire["hotkey"],
-                            chute_id=wire["chute_id"])
+                            chute_id=wire["chute_id"], receipt_pubkey=rk)
     second = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pk, hotkey_ss58=wire["hotkey"],
-                             chute_id=wire["chute_id"])
+                             chute_id=wire["chute_id"], receipt_pubkey=rk)
     assert first.ok, first.reasons
     assert not second.ok
