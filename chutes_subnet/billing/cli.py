@@ -25,11 +25,9 @@ TAO = 10**9
 
 def default_ledger_url() -> str:
     """The gateway's default database, ``<data-dir>/gateway.db``."""
-    from chutes_subnet.gateway.cli import default_data_dir
+    from chutes_subnet.datadir import data_dir
 
-    data = default_data_dir()
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return str(data / "gateway.db")
+    return str(data_dir() / "gateway.db")
 
 
 def _ledger(args: argparse.Namespace) -> Any:

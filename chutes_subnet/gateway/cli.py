@@ -26,8 +26,10 @@ DEFAULT_PCS_URL = "https://api.trustedservices.intel.com"
 
 
 def default_data_dir() -> Path:
-    """``$CHUTES_SUBNET_HOME`` or ``~/.chutes-subnet``."""
-    return Path(os.environ.get("CHUTES_SUBNET_HOME", Path.home() / ".chutes-subnet"))
+    """``$CHUTES_SUBNET_HOME`` or ``~/.chutes-subnet`` (:func:`chutes_subnet.datadir.data_dir`)."""
+    from chutes_subnet.datadir import data_dir
+
+    return data_dir(create=False)
 
 
 def _db_url(args: argparse.Namespace) -> str:
