@@ -103,7 +103,7 @@ async def _serve_with_metrics(server: uvicorn.Server, sock: Any, app: Any,
     metrics = uvicorn.Server(uvicorn.Config(create_metrics_app(app.state.miner),
                                             lifespan="off", log_config=None,
                                             **server_options()))
-    metrics.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    metrics.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # older uvicorn
     task = asyncio.create_task(metrics.serve(sockets=[metrics_sock]))
     try:
         await server.serve(sockets=[sock])
