@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from chutes_subnet.errors import StoreUnavailable
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
-from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.ratelimit import (
     RateLimiter,
     RedisRateLimiter,

@@ -101,7 +101,7 @@ def fleet(postgres_server, redis_server, tmp_path_factory) -> Iterator[Fleet]:
     procs = [_start_gateway(p, db=db_url, redis=redis_server.url, home=tmp) for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        for url, proc in zip(urls, procs):
+        for url, proc in zip(urls, procs, strict=True):
             _wait_up(url, proc)
         yield Fleet(urls, procs, db_url, {k: v[0] for k, v in keys.items()},
                     {k: v[1].key_id for k, v in keys.items()})
@@ -222,8 +222,12 @@ def test_usage_is_exact_and_a_killed_replica_loses_nothing(fleet: Fleet) -> None
                 continue
             assert status == 200, status
             served[i] = text or ""
+            if len(served) >= total // 3:
+                a_third_served.set()
             return
         raise AssertionError(f"request {i} never answered")
+
+    a_third_served = asyncio.Event()
 
     async def load() -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -236,8 +240,7 @@ def test_usage_is_exact_and_a_killed_replica_loses_nothing(fleet: Fleet) -> None
                     await one(http, queue.get_nowait())
 
         async def killer() -> None:
-            while len(served) < total // 3:
-                await asyncio.sleep(0.01)
+            await a_third_served.wait()
             fleet.procs[victim].send_signal(signal.SIGKILL)
 
         await asyncio.gather(killer(), *(worker() for _ in range(workers)))

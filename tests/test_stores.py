@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from chutes_subnet.errors import AuthenticationError, SchemaVersionError, StoreUnavailable
-from chutes_subnet.gateway.journal import JournalEntry, SQLJournal
 from chutes_subnet.gateway.api_keys import SQLApiKeyStore, hash_key
+from chutes_subnet.gateway.journal import JournalEntry, SQLJournal
 from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
 from chutes_subnet.stores import open_database, open_gateway_stores
 from chutes_subnet.stores.migrations import MIGRATIONS, Migration, migrate, schema_version
@@ -75,7 +75,7 @@ def test_concurrent_openers_migrate_exactly_once(db_url: str) -> None:
 
 def test_a_database_newer_than_the_code_is_refused(db_url: str) -> None:
     db = open_database(db_url)
-    future = MIGRATIONS + (Migration(LATEST + 1, "from the future", ("SELECT 1",), ("SELECT 1",)),)
+    future = (*MIGRATIONS, Migration(LATEST + 1, "from the future", ("SELECT 1",), ("SELECT 1",)))
     assert migrate(db, future) == [LATEST + 1]
     with pytest.raises(SchemaVersionError, match=f"version {LATEST + 1}, newer"):
         migrate(db)
