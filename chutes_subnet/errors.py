@@ -23,7 +23,8 @@ grouped by the boundary where it happens::
     │   ├── QuoteFormatError          TDX quote bytes malformed
     │   ├── GpuEvidenceFormatError    NVIDIA evidence malformed
     │   ├── CollateralError           collateral missing/unfetchable/expired
-    │   └── PolicyFileError           operator policy file invalid
+    │   ├── PolicyFileError           operator policy file invalid
+    │   └── StatementError            validator statement malformed / bad signature
     ├── StoreError                    gateway state database (chutes_subnet.stores)
     │   ├── StoreUnavailable          engine down or too slow (maps to HTTP 503)
     │   └── SchemaVersionError        database schema newer than this code
@@ -77,6 +78,7 @@ __all__ = [
     "GpuEvidenceFormatError",
     "CollateralError",
     "PolicyFileError",
+    "StatementError",
     "StoreError",
     "StoreUnavailable",
     "SchemaVersionError",
@@ -197,6 +199,10 @@ class CollateralError(AttestationError):
 
 class PolicyFileError(AttestationError):
     """The operator's attestation policy file is invalid."""
+
+
+class StatementError(AttestationError):
+    """A validator attestation statement is malformed, oversized or badly signed."""
 
 
 class StoreError(ChutesSubnetError):
