@@ -274,7 +274,10 @@ class Stack:
         self.miner = f"http://127.0.0.1:{self.miner_port}"
         self.gw = f"http://127.0.0.1:{self.gw_port}"
         db = tmp / f"gw-{self.gw_port}.db"
-        self.key, _ = SQLiteApiKeyStore(db).create("bench")
+        # a key may hold a bounded number of live nonces (max_live_nonces_per_key): the
+        # timed phase draws its pre-fetched nonces from several keys
+        keys = SQLiteApiKeyStore(db)
+        self.keys = [keys.create(f"bench-{i}")[0] for i in range(32)]
         now, kp = time.time(), KeyPair.generate()  # the gateway never decrypts: any key will do
         self.instance_id = kp.instance_id
         SQLiteInstanceRegistry(tmp / "registry.db").upsert(InstanceRecord(
@@ -302,20 +305,27 @@ class Stack:
             p.wait(timeout=15)
 
 
-async def _nonces(http: aiohttp.ClientSession, stack: Stack, n: int) -> list[str]:
-    out: list[str] = []
-    auth = {"Authorization": f"Bearer {stack.key}"}
+async def _nonces(http: aiohttp.ClientSession, stack: Stack, n: int) -> list[tuple[str, str]]:
+    """``n`` fresh ``(api key, nonce)`` pairs, spread over the stack's keys."""
+    out: list[tuple[str, str]] = []
+    turn = 0
     while len(out) < n:
+        key = stack.keys[turn % len(stack.keys)]
+        turn += 1
+        auth = {"Authorization": f"Bearer {key}"}
         async with http.get(f"{stack.gw}/e2e/instances/{CHUTE}", headers=auth) as r:
             body = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"discovery answered HTTP {r.status}: {body}")
         # earlier stacks of this run left their (live) instances in the shared registry
-        out += next(i["nonces"] for i in body["instances"]
-                    if i["instance_id"] == stack.instance_id)
+        out += [(key, nonce) for nonce in next(
+            i["nonces"] for i in body["instances"] if i["instance_id"] == stack.instance_id)]
     return out[:n]
 
 
-def _headers(stack: Stack, nonce: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {stack.key}", "X-Chute-Id": CHUTE,
+def _headers(stack: Stack, issued: tuple[str, str]) -> dict[str, str]:
+    key, nonce = issued
+    return {"Authorization": f"Bearer {key}", "X-Chute-Id": CHUTE,
             "X-Instance-Id": stack.instance_id, "X-E2E-Nonce": nonce, "X-E2E-Stream": "false",
             "X-E2E-Path": "/v1/chat/completions", "X-E2E-Version": "2",
             "Content-Type": "application/octet-stream"}
