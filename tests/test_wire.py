@@ -1,8 +1,7 @@
 """The wire layer: invoke headers, the one usage parser, and that both live in one place.
 
-The gateway regression at the end fails on the code before ``chutes_subnet.wire``:
-a miner whose ``X-E2E-Usage`` was not Latin-1 made the gateway answer a bare 500
-(no ``X-E2E-Retry``), and an out-of-range count was billed up to the 2^40 clamp.
+(The gateway now bills from signed receipts, not from ``X-E2E-Usage``: its metering
+tests are in test_receipts.py and test_gateway.py.)
 """
 
 from __future__ import annotations
