@@ -213,7 +213,7 @@ def test_stream_wire_shape_and_text(env: Env, version: int) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = SSEParser().feed(r.content)
     kinds = [("DONE" if d == "[DONE]" else next(iter(json.loads(d)))) for d in events]
-    body = ["e2e"] * 13  # 12 token chunks + the encrypted usage chunk
+    body = ["e2e"] * 12  # 12 token chunks; no usage chunk: the request did not ask for it
     if version == 1:  # the plaintext usage event stays for the public client
         assert kinds == ["e2e_init", *body, "usage", "e2e_receipt", "DONE"]
         assert json.loads(events[-3])["usage"]["completion_tokens"] == 12
@@ -294,8 +294,43 @@ def test_v2_final_frame_authenticates_usage(env: Env) -> None:
             opener.open(ev["e2e"])
         elif "e2e_final" in ev:
             final = opener.open_final(ev["e2e_final"])
-    assert final is not None and final["chunks"] == 13
+    assert final is not None and final["chunks"] == 12
     assert final["usage"]["completion_tokens"] == 12
+
+
+def _stream_chunks(version: int, session: Any, raw: bytes) -> list[dict[str, Any]]:
+    dec = StreamDecoder(version, session)
+    plain = dec.feed(raw) + dec.finish()
+    return [json.loads(d) for d in SSEParser().feed(plain) if d != "[DONE]"]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("options,expect_usage_chunk", [
+    (None, False), ({"include_usage": False}, False), ({"include_usage": "yes"}, False),
+    ({"include_usage": True}, True),
+])
+def test_usage_chunk_only_when_the_request_asks(env: Env, version: int, options: Any,
+                                                expect_usage_chunk: bool) -> None:
+    """OpenAI semantics: a ``choices: []`` usage chunk reaches the application only with
+    ``stream_options.include_usage: true``; the receipt and v2 final frame count anyway."""
+    body = payload(max_tokens=7)
+    if options is not None:
+        body["stream_options"] = options
+    headers, blob, session = sealed(env.inst, version=version, stream=True, body=body)
+    r = env.post("/e2e/invoke", blob, headers)
+    assert r.status_code == 200
+    chunks = _stream_chunks(version, session, r.content)
+    empty = [c for c in chunks if c.get("choices") == []]
+    assert all("usage" not in c for c in chunks if c.get("choices"))
+    if expect_usage_chunk:
+        assert len(empty) == 1 and chunks[-1] is empty[0]
+        assert empty[0]["usage"]["completion_tokens"] == 7
+    else:
+        assert empty == [] and len(chunks) == 7
+    tap = receipts.ReceiptTap()
+    tap.feed(r.content)
+    rec = _receipt_check(env, version, headers, blob, r.content[:tap.answer_bytes], tap.receipt)
+    assert rec.completion_tokens == 7
 
 
 def test_public_chutes_client_v1_against_the_miner(env: Env, chutes_client_venv) -> None:

@@ -11,6 +11,10 @@ Shapes (``kind`` is "chat" for /v1/chat/completions, "text" for /v1/completions)
                                             finish_reason, logprobs}]}
     text_completion chunk  {..., choices: [{index, text, finish_reason, logprobs}]}
     usage chunk            {..., choices: [], usage}   (last chunk of every stream)
+
+Backends always end a stream with the usage chunk (the miner needs the counts for its
+receipt); the miner forwards it to the caller only when the request asked for it
+(:func:`wants_stream_usage`, OpenAI's ``stream_options.include_usage``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Kind", "ResponseMeta", "usage", "completion_object", "token_chunk", "usage_chunk"]
+__all__ = ["Kind", "ResponseMeta", "usage", "completion_object", "token_chunk", "usage_chunk",
+           "wants_stream_usage"]
 
 Kind = Literal["chat", "text"]
 
@@ -94,3 +99,10 @@ def usage_chunk(meta: ResponseMeta, prompt_tokens: int, completion_tokens: int) 
     """The closing chunk of a stream: no choices, only usage."""
     obj = "chat.completion.chunk" if meta.kind == "chat" else "text_completion"
     return {**meta.header(obj), "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def wants_stream_usage(body: Any) -> bool:
+    """Whether a streaming request asked for the closing usage chunk
+    (``stream_options.include_usage`` is ``true``; OpenAI's default is no usage chunk)."""
+    options = body.get("stream_options") if isinstance(body, dict) else None
+    return isinstance(options, dict) and options.get("include_usage") is True

@@ -68,6 +68,7 @@ from chutes_subnet.errors import (
     UsageError,
 )
 from chutes_subnet.inference import InvalidRequestError, UpstreamError
+from chutes_subnet.inference.responses import wants_stream_usage
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
 from chutes_subnet.miner.state import MinerState
 from chutes_subnet.receipts import MAX_TOKENS as MAX_RECEIPT_TOKENS
@@ -282,11 +283,14 @@ class InvokeEndpoint:
         usage: Any = None
         frames = 0
         pending = framer.start()
+        keep_usage = wants_stream_usage(opened.payload)
         try:
             async with asyncio.timeout_at(deadline):
                 async for item in _prepend(first, chunks):
                     if item.get("usage"):
-                        usage = item["usage"]
+                        usage = item["usage"] if keep_usage else item.pop("usage")
+                        if not keep_usage and not item.get("choices"):
+                            continue  # the usage-only chunk: not asked for (OpenAI default)
                     pending += framer.chunk("data: " + json.dumps(item, separators=(",", ":")))
                     frames += 1
                     answer.update(pending)
