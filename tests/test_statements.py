@@ -25,10 +25,12 @@ from chutes_subnet.attestation.statements import (
 )
 from chutes_subnet.chain import Metagraph, Neuron
 from chutes_subnet.errors import StatementError
+from chutes_subnet.wire.protocol import chute_id_for_model
 
 E2E_KEY = b"\x01" * 1184
 RECEIPT_KEY = b"\x02" * 32
 INSTANCE = "ab" * 16
+CHUTE = chute_id_for_model("test/model")
 NETUID = 7
 NOW = 1000
 VALIDATORS = [Keypair.create_from_seed(bytes([i]) * 32) for i in range(1, 6)]
@@ -45,7 +47,7 @@ def metagraph(stakes: tuple[float, ...] = (40, 30, 20, 5, 5), block: int = NOW) 
 
 def statement(kp: Keypair, **kw: object) -> Statement:
     base: dict[str, object] = dict(
-        netuid=NETUID, validator=kp.ss58_address, instance_id=INSTANCE,
+        netuid=NETUID, validator=kp.ss58_address, instance_id=INSTANCE, chute_id=CHUTE,
         e2e_key_sha256=key_sha256(E2E_KEY), receipt_key_sha256=key_sha256(RECEIPT_KEY),
         quote_sha256="c" * 64, policy_sha256="d" * 64, manifest_sha384="e" * 96,
         block=NOW - 10, expires_block=NOW + 100)
@@ -63,7 +65,7 @@ DEFAULT_RULE = QuorumRule(3, 0.5)
 def quorum(stmts: list[SignedStatement], rule: QuorumRule = DEFAULT_RULE, *,
            mg: Metagraph | None = None, key: bytes = E2E_KEY, now: int = NOW):
     return check_quorum(stmts, instance_id=INSTANCE, e2e_pubkey=key, receipt_pubkey=RECEIPT_KEY,
-                        metagraph=mg or metagraph(), rule=rule, now_block=now)
+                        metagraph=mg or metagraph(), rule=rule, now_block=now, chute_id=CHUTE)
 
 
 def test_canonical_bytes_are_pinned() -> None:
@@ -150,6 +152,23 @@ def test_the_offered_key_must_be_the_vouched_key() -> None:
     assert [r.code for r in v.reasons] == ["key_mismatch"]
 
 
+def test_another_chute_or_simulated_evidence_is_refused() -> None:
+    other = chute_id_for_model("cheaper/model")
+    v = quorum([signed(kp, chute_id=other) for kp in VALIDATORS[:3]])
+    assert [r.code for r in v.reasons] == ["chute_mismatch"]
+    v = quorum([signed(kp, simulated=True) for kp in VALIDATORS[:3]])
+    assert [r.code for r in v.reasons] == ["simulated"]
+
+
+def test_policy_digest_is_stable_and_sensitive() -> None:
+    from chutes_subnet.attestation.policy import Policy
+    from chutes_subnet.attestation.statements import policy_sha256
+    a = Policy(accepted_tcb_statuses=frozenset({"UpToDate", "SWHardeningNeeded"}))
+    b = Policy(accepted_tcb_statuses=frozenset({"SWHardeningNeeded", "UpToDate"}))
+    assert policy_sha256(a) == policy_sha256(b) != policy_sha256(Policy())
+    assert len(policy_sha256(Policy.default())) == 64
+
+
 def test_other_instance_and_other_subnet_are_ignored() -> None:
     v = quorum([signed(VALIDATORS[0], instance_id="cd" * 16), signed(VALIDATORS[1], netuid=8)],
                QuorumRule(1, 0.01))
@@ -175,6 +194,8 @@ def test_policy_allowlist_and_stale_snapshot() -> None:
     (lambda w: w["statement"].update(expires_block=10**6), "expires_block must be within"),
     (lambda w: w["statement"].update(instance_id="AB" * 16), "instance_id must be"),
     (lambda w: w["statement"].update(validator="0x00"), "validator must be"),
+    (lambda w: w["statement"].update(chute_id="x"), "chute_id must be"),
+    (lambda w: w["statement"].update(simulated=0), "simulated must be"),
     (lambda w: w["statement"].update(quote_sha256="c" * 63), "quote_sha256 must be"),
     (lambda w: w["statement"].update(manifest_sha384="e" * 64), "manifest_sha384 must be"),
 ])
@@ -214,7 +235,7 @@ def test_parser_never_raises_anything_but_statement_error(raw: bytes) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(field=st.sampled_from(["instance_id", "quote_sha256", "policy_sha256", "block",
+@given(field=st.sampled_from(["instance_id", "quote_sha256", "receipt_key_sha256", "policy_sha256", "block",
                               "expires_block", "e2e_key_sha256"]),
        data=st.data())
 def test_any_single_field_change_breaks_the_signature(field: str, data: st.DataObject) -> None:

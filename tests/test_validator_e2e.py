@@ -3,9 +3,13 @@ the real validator with real attestation verification and real v2 E2EE."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import httpx
 import pytest
 
+from chutes_subnet.attestation.statements import key_sha256, parse_statement
 from chutes_subnet.chain import plan_weights, quantize_weights
 from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.validator import (
@@ -97,6 +101,16 @@ async def test_rounds_give_honest_miner_all_weight(subnet, tmp_path):
     # only the honest instance is published for the gateway
     live = registry.list_verified()
     assert [r.hotkey for r in live] == [honest.hotkey]
+    # ... with this validator's signed statement vouching for exactly that key (one, not
+    # one per round: a newer statement replaces the validator's older one)
+    assert len(live[0].statements) == 1
+    signed = parse_statement(json.loads(live[0].statements[0]))
+    s = signed.statement
+    assert signed.signature_valid() and s.validator == subnet.validator_hotkey
+    assert s.instance_id == live[0].instance_id and s.chute_id == live[0].chute_id
+    assert s.e2e_key_sha256 == key_sha256(base64.b64decode(live[0].e2e_pubkey))
+    assert s.receipt_key_sha256 == key_sha256(base64.b64decode(live[0].receipt_pubkey))
+    assert s.simulated and s.netuid == subnet.chain.netuid and s.block <= s.expires_block
 
     # the score table shows every miner with its reason
     state = ValidatorState(tmp_path / "v.sqlite")

@@ -2,7 +2,7 @@
 
 A validator that verified an instance in a round signs a :class:`Statement`: "on
 subnet ``netuid`` at ``block``, I (``validator``) verified instance ``instance_id``
-serving E2EE key ``sha256(e2e_pubkey)`` (and receipt key ``sha256(receipt_pubkey)``)
+of chute ``chute_id`` serving E2EE key ``sha256(e2e_pubkey)`` (and receipt key ``sha256(receipt_pubkey)``)
 with TDX quote ``sha256(quote)`` under policy ``policy_sha256`` (and workload
 manifest ``manifest_sha384``); this holds until ``expires_block``". A light client
 (``verify="quorum"``) accepts an instance's key when enough *stake* vouches for it,
@@ -28,6 +28,7 @@ in, a :class:`QuorumVerdict` with reasons out.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -55,6 +56,7 @@ __all__ = [
     "key_sha256",
     "parse_statement",
     "parse_statements",
+    "policy_sha256",
     "sign_statement",
     "statements_to_json",
 ]
@@ -71,12 +73,36 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX96 = re.compile(r"[0-9a-f]{96}")
 _SS58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]{46,48}")
 _INSTANCE = re.compile(r"[0-9a-f]{32}")
+_CHUTE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _MAX_BLOCK = 2**63 - 1
 
 
 def key_sha256(key: bytes) -> str:
     """Lowercase hex SHA-256 of a key (what statements name instead of the key)."""
     return hashlib.sha256(key).hexdigest()
+
+
+def _canon(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _canon(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (frozenset, set)):
+        return sorted((_canon(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canon(v) for k, v in value.items()}
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
+
+
+def policy_sha256(policy: Any) -> str:
+    """SHA-256 of a validator :class:`~chutes_subnet.attestation.policy.Policy` in a
+    canonical JSON form (sets sorted), the ``policy_sha256`` its statements carry."""
+    return hashlib.sha256(json.dumps(_canon(policy), sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -86,6 +112,7 @@ class Statement:
     netuid: int
     validator: str
     instance_id: str
+    chute_id: str
     e2e_key_sha256: str
     quote_sha256: str
     policy_sha256: str
@@ -93,6 +120,8 @@ class Statement:
     expires_block: int
     receipt_key_sha256: str | None = None
     manifest_sha384: str | None = None
+    #: the evidence was SIMULATED (development validators only; never confidential)
+    simulated: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -115,6 +144,9 @@ def _validate(s: Statement) -> None:
          "validator must be an SS58 address")
     need(isinstance(s.instance_id, str) and bool(_INSTANCE.fullmatch(s.instance_id)),
          "instance_id must be 32 lowercase hex digits")
+    need(isinstance(s.chute_id, str) and bool(_CHUTE.fullmatch(s.chute_id)),
+         "chute_id must be a lowercase UUID")
+    need(type(s.simulated) is bool, "simulated must be a boolean")
     for name in ("e2e_key_sha256", "quote_sha256", "policy_sha256"):
         v = getattr(s, name)
         need(isinstance(v, str) and bool(_HEX64.fullmatch(v)), f"{name} must be 64 lowercase hex")
@@ -254,7 +286,8 @@ class QuorumVerdict:
 
 def check_quorum(statements: Sequence[SignedStatement], *, instance_id: str,
                  e2e_pubkey: bytes, receipt_pubkey: bytes | None, metagraph: Metagraph,
-                 rule: QuorumRule, now_block: int) -> QuorumVerdict:
+                 rule: QuorumRule, now_block: int, chute_id: str | None = None,
+                 accept_simulated: bool = False) -> QuorumVerdict:
     """Does a stake-weighted quorum vouch for ``e2e_pubkey`` as ``instance_id``'s key?
 
     A statement counts when: it is about this instance on this subnet, its signature
@@ -263,7 +296,8 @@ def check_quorum(statements: Sequence[SignedStatement], *, instance_id: str,
     its stake from the snapshot. Fails closed (``reasons``) when the snapshot is
     older than the rule allows, when any counted statement names another E2EE or
     receipt key than the ones offered (``key_mismatch``: a validator contradicts the
-    gateway), or when fewer than k validators / less than the stake fraction vouch
+    gateway) or another chute than ``chute_id`` (``chute_mismatch``), when it vouches
+    for simulated evidence without ``accept_simulated`` (``simulated``), or when fewer than k validators / less than the stake fraction vouch
     (``quorum_not_reached``). Pure; never raises.
     """
     ignored: list[Reason] = []
@@ -300,6 +334,12 @@ def check_quorum(statements: Sequence[SignedStatement], *, instance_id: str,
             elif want_receipt is not None and s.receipt_key_sha256 != want_receipt:
                 conflicts.append(Reason("key_mismatch", f"validator {who} vouches for another "
                                         "receipt key than the one offered"))
+            elif chute_id is not None and s.chute_id != chute_id:
+                conflicts.append(Reason("chute_mismatch", f"validator {who} vouches for the "
+                                        "instance serving another chute"))
+            elif s.simulated and not accept_simulated:
+                conflicts.append(Reason("simulated", f"validator {who} verified SIMULATED "
+                                        "evidence (development only)"))
     total = sum(n.stake for n in metagraph.validators)
     vouched = sum(n.stake for h in counted if (n := metagraph.by_hotkey(h)) is not None)
     fraction = vouched / total if total > 0 else 0.0

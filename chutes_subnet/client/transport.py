@@ -21,8 +21,12 @@ gateway serves it encrypted, ``/v1/responses``, files, a model call whose body i
 a JSON object with a model) raises :class:`~chutes_subnet.errors.PlaintextRefusedError`
 before a byte leaves the machine. Body-less reads (``GET /v1/models``) pass through.
 
-``verify="gateway"`` trusts whatever key the gateway lists (the pre-verification
-behaviour; opt-in, logged as a warning). ``verify="quorum"`` is not implemented yet.
+``verify="quorum"`` accepts a key when a stake-weighted quorum of validator-signed
+statements vouches for it (:mod:`chutes_subnet.client.quorum`): it needs the client's
+own ``metagraph`` source (stakes and permits never come from the gateway) and takes a
+``quorum`` :class:`~chutes_subnet.attestation.statements.QuorumRule` (default: 3
+validators, half of validator stake). ``verify="gateway"`` trusts whatever key the
+gateway lists (the pre-verification behaviour; opt-in, logged as a warning).
 
 Retries (each with a fresh nonce and a freshly sealed envelope): a refused nonce
 (403/409/410) drops the pool and rediscovers; a gateway answer carrying
@@ -59,10 +63,12 @@ from typing import Any
 
 import httpx
 
+from chutes_subnet.attestation.statements import QuorumRule
 from chutes_subnet.client._flow import Flow, Step, drive_async, drive_sync
 from chutes_subnet.client.attest import InstanceVerifier
 from chutes_subnet.client.discovery import DiscoveryCache, parse_instances, parse_models
 from chutes_subnet.client.policy import ClientPolicy
+from chutes_subnet.client.quorum import MetagraphSource, QuorumVerifier
 from chutes_subnet.errors import (
     DowngradeError,
     InstanceVerificationError,
@@ -88,9 +94,10 @@ log = logging.getLogger("chutes_subnet.client")
 
 _DISCOVERY_TIMEOUT = {"connect": 10.0, "read": 30.0, "write": 30.0, "pool": 10.0}
 _NONCE_STATUSES = (403, 409, 410)
-#: ``full``: the client verifies every instance itself (default); ``gateway``: trust the
-#: gateway's list (opt-in); ``quorum``: validator-signed statements (not implemented yet)
-VERIFY_MODES = ("full", "gateway")
+#: ``full``: the client verifies every instance itself (default); ``quorum``: a
+#: stake-weighted quorum of validator-signed statements; ``gateway``: trust the
+#: gateway's list (opt-in)
+VERIFY_MODES = ("full", "quorum", "gateway")
 #: instances one request may try to verify before giving up (the gateway offers <= 5)
 _MAX_VERIFICATIONS = 16
 _BODYLESS_METHODS = ("GET", "HEAD", "OPTIONS", "DELETE")
@@ -150,11 +157,10 @@ class _Core:
 
     def __init__(self, api_key: str | None, api_base: str | None,
                  versions: tuple[int, ...], max_attempts: int, verify: str,
-                 policy: ClientPolicy | None) -> None:
+                 policy: ClientPolicy | None, metagraph: MetagraphSource | None = None,
+                 quorum: QuorumRule | None = None) -> None:
         if not versions or any(v not in (1, 2) for v in versions):
             raise ValueError("versions must be a non-empty subset of (1, 2), in preference order")
-        if verify == "quorum":
-            raise ValueError("verify='quorum' is not implemented yet; use 'full'")
         if verify not in VERIFY_MODES:
             raise ValueError(f"verify must be one of {VERIFY_MODES}")
         if verify == "gateway":
@@ -169,8 +175,20 @@ class _Core:
         self.versions = versions
         self.max_attempts = max(1, max_attempts)
         self.cache = DiscoveryCache()
-        self.verifier = None if verify == "gateway" else InstanceVerifier(
-            policy or ClientPolicy.default(), require_v2=1 not in versions)
+        self.verifier: InstanceVerifier | QuorumVerifier | None = None
+        if verify == "quorum":
+            if metagraph is None:
+                raise ValueError("verify='quorum' needs metagraph=: the client's own source of "
+                                 "validator stakes (e.g. a MetagraphCache over its chain)")
+            p = policy or ClientPolicy.default()
+            self.verifier = QuorumVerifier(
+                metagraph, quorum or QuorumRule(), pin_ttl=p.pin_ttl, failure_ttl=p.failure_ttl,
+                dangerous_accept_simulated_tee=p.dangerous_accept_simulated_tee)
+        elif verify == "full":
+            if metagraph is not None or quorum is not None:
+                raise ValueError("metagraph= and quorum= need verify='quorum'")
+            self.verifier = InstanceVerifier(policy or ClientPolicy.default(),
+                                             require_v2=1 not in versions)
 
     def _base(self, request: httpx.Request, invoke_path: str) -> str:
         if self.api_base:
@@ -365,16 +383,20 @@ class E2EETransport(httpx.BaseTransport):
     ``api_key`` defaults to the request's own ``Authorization: Bearer`` value;
     ``api_base`` (the gateway URL) defaults to the request URL minus the model path.
     ``versions`` lists allowed E2EE versions in preference order (default v2 only;
-    ``(2, 1)`` opts into v1). ``verify`` is ``"full"`` (default) or ``"gateway"``;
-    ``policy`` is the :class:`ClientPolicy` (default: the packaged one).
+    ``(2, 1)`` opts into v1). ``verify`` is ``"full"`` (default), ``"quorum"`` (with
+    ``metagraph``, the client's own snapshot source, and an optional ``quorum`` rule)
+    or ``"gateway"``; ``policy`` is the :class:`ClientPolicy` (default: the packaged
+    one; in quorum mode only its pin times and simulated-TEE switch apply).
     ``rejected`` lists the latest instances refused by verification, with reasons.
     """
 
     def __init__(self, api_key: str | None = None, api_base: str | None = None, *,
                  inner: httpx.BaseTransport | None = None, versions: tuple[int, ...] = (2,),
                  max_attempts: int = 4, verify: str = "full",
-                 policy: ClientPolicy | None = None) -> None:
-        self._core = _Core(api_key, api_base, versions, max_attempts, verify, policy)
+                 policy: ClientPolicy | None = None, metagraph: MetagraphSource | None = None,
+                 quorum: QuorumRule | None = None) -> None:
+        self._core = _Core(api_key, api_base, versions, max_attempts, verify, policy,
+                           metagraph, quorum)
         self._inner = inner or httpx.HTTPTransport()
 
     @property
@@ -401,8 +423,11 @@ class AsyncE2EETransport(httpx.AsyncBaseTransport):
     def __init__(self, api_key: str | None = None, api_base: str | None = None, *,
                  inner: httpx.AsyncBaseTransport | None = None,
                  versions: tuple[int, ...] = (2,), max_attempts: int = 4,
-                 verify: str = "full", policy: ClientPolicy | None = None) -> None:
-        self._core = _Core(api_key, api_base, versions, max_attempts, verify, policy)
+                 verify: str = "full", policy: ClientPolicy | None = None,
+                 metagraph: MetagraphSource | None = None,
+                 quorum: QuorumRule | None = None) -> None:
+        self._core = _Core(api_key, api_base, versions, max_attempts, verify, policy,
+                           metagraph, quorum)
         self._inner = inner or httpx.AsyncHTTPTransport()
 
     @property

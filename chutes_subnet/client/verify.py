@@ -84,6 +84,8 @@ class ClientVerdict:
     workload: str | None = None
     #: the attested receipt key (set only when ``ok``): what the instance's receipts verify under
     receipt_pubkey: bytes | None = None
+    #: the chute a validator quorum vouched for (``verify="quorum"``: no model is seen)
+    vouched_chute_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -92,6 +94,8 @@ class ClientVerdict:
     @property
     def chute_id(self) -> str | None:
         """The chute the attested instance serves (derived from its model)."""
+        if self.vouched_chute_id is not None:
+            return self.vouched_chute_id
         return chute_id_for_model(self.model) if self.model else None
 
     def error(self) -> InstanceVerificationError:

@@ -19,6 +19,11 @@ nonce). Order of checks (first failure answers ``{"error", "reason"}``):
    A 200 answer is relayed byte for byte: the gateway cannot forge it (the quote
    binds the client's nonce), and the client checks everything itself.
 
+``GET /e2e/statements/{instance_id}``: the validator-signed statements vouching for a
+live instance's key (at most ``MAX_STATEMENTS``), for ``verify="quorum"`` clients;
+the gateway cannot forge them (each is signed by a validator hotkey). Admission: the
+API key and the general rate limit; unknown or private-to-others instance 404.
+
 ``POST /e2e/collateral``, body = a raw TDX quote: the DCAP collateral for its
 platform from the gateway's cached source (Intel-signed; DCAP verifies it), 503
 ``collateral_unavailable`` when there is none. Same admission as step 1-2.
@@ -37,6 +42,7 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from chutes_subnet.asgi import Refusal, read_body
+from chutes_subnet.attestation.statements import MAX_STATEMENTS
 from chutes_subnet.errors import CollateralError, StoreUnavailable
 from chutes_subnet.gateway.api_keys import ApiKey
 from chutes_subnet.gateway.chute_api import check_chute
@@ -144,6 +150,20 @@ def add_attest_routes(app: FastAPI, state: GatewayState,
             except MinerConnectionError:
                 raise Refusal(502, "miner_unreachable", "the instance is unreachable") from None
         return Response(answer, media_type="application/json")
+
+    @app.get("/e2e/statements/{instance_id}")
+    async def statements(instance_id: str, request: Request) -> Response:
+        key = await state.admit(request.headers.get("authorization"), check_quota=False)
+        if not instance_id or len(instance_id) > _MAX_INSTANCE_ID:
+            raise Refusal(400, "bad_instance", "malformed instance id")
+        rec = _find(state, instance_id)
+        try:
+            await check_chute(state, key.key_id, rec.chute_id)
+        except Refusal:
+            raise Refusal(404, "unknown_instance", "no live instance has this id") from None
+        # relayed as the validators wrote them: each is signed, the client checks them
+        body = "[" + ",".join(rec.statements[:MAX_STATEMENTS]) + "]"
+        return Response('{"statements":' + body + "}", media_type="application/json")
 
     @app.post("/e2e/collateral")
     async def collateral_for(request: Request) -> Response:

@@ -55,6 +55,7 @@ def _encode(rec: InstanceRecord) -> str:
 def _decode(text: str) -> InstanceRecord:
     data = json.loads(text)
     data["e2e_versions"] = tuple(int(v) for v in data.get("e2e_versions", (1, 2)))
+    data["statements"] = tuple(str(s) for s in data.get("statements", ()))
     return InstanceRecord(**data)
 
 

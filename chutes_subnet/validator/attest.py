@@ -19,6 +19,7 @@ cannot predict when its hardware is looked at again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections.abc import Callable
@@ -75,6 +76,8 @@ class AttestedInstance:
     receipt_pubkey: bytes = b""
     #: the workload manifest the instance measured into RTMR3 (verified), if any
     manifest: WorkloadManifest | None = None
+    #: SHA-256 (hex) of the verified TDX quote (what validator statements name)
+    quote_sha256: str = ""
 
     @property
     def url(self) -> str:
@@ -216,7 +219,8 @@ class Attestor:
             manifest = WorkloadManifest.from_dict(response.workload_manifest)  # verified above
         return AttestedInstance(neuron.uid, neuron.hotkey, neuron.axon, response.instance_id,
                                 response.chute_id, response.model, pubkey, summary, versions,
-                                receipt_key, manifest)
+                                receipt_key, manifest,
+                                hashlib.sha256(evidence.tdx_quote).hexdigest())
 
     def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes, bytes]:
         try:

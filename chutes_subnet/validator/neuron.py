@@ -37,9 +37,10 @@ from typing import Any, Protocol
 import httpx
 
 from chutes_subnet.attestation import Verifier
+from chutes_subnet.attestation.statements import policy_sha256, sign_statement
 from chutes_subnet.auth import hotkey_signer
 from chutes_subnet.chain import Chain, Metagraph, Neuron, WeightsResult
-from chutes_subnet.errors import ChainError
+from chutes_subnet.errors import ChainError, StatementError
 from chutes_subnet.gateway.shapes import RequestShape
 from chutes_subnet.registry import (
     EXPIRED_RETENTION_SECONDS,
@@ -62,6 +63,7 @@ from .reference import ReferenceBook
 from .results import MinerResult, RoundReport
 from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_from_scores
 from .state import ValidatorState
+from .statements import merge_statements, statement_for
 from .supply import ChuteCatalog, apply_supply, check_served_chute
 from .table import ScoreRow, build_score_table
 from .transport import GatewayPath
@@ -162,6 +164,8 @@ class Validator:
             connect_timeout=config.connect_timeout, read_timeout=config.timeout)
         #: organic request shapes (sizes) the benchmark copies; None = natural sizes
         self.shapes = shapes
+        #: the verifier policy's digest, named by every statement this validator signs
+        self._policy_sha256 = policy_sha256(verifier.policy)
         self.attestor = Attestor(verifier, self._signer, self.http, ttl=config.attestation_ttl,
                                  rechallenge_probability=config.rechallenge_probability,
                                  pool=pool)
@@ -275,7 +279,23 @@ class Validator:
         except ChainError as exc:
             return WeightsResult(False, f"chain error: {exc}")
 
-    def _publish(self, results: list[MinerResult], scores: dict[int, ScoreEntry]) -> None:
+    def _statements(self, registry: InstanceRegistry, instance: AttestedInstance,
+                     block: int) -> tuple[str, ...]:
+        """The record's statements with this validator's fresh one (unchanged on failure)."""
+        old = registry.get(instance.instance_id)
+        existing = old.statements if old is not None and old.hotkey == instance.hotkey else ()
+        try:
+            statement = statement_for(
+                instance, netuid=self.chain.netuid, validator=self.hotkey,
+                policy_sha256=self._policy_sha256, block=block,
+                ttl_seconds=self.config.attestation_ttl)
+            return merge_statements(existing, sign_statement(statement, self._signer), block)
+        except (StatementError, ValueError, TypeError) as exc:
+            log.warning("no attestation statement for %s: %s", instance.instance_id[:12], exc)
+            return existing
+
+    def _publish(self, results: list[MinerResult], scores: dict[int, ScoreEntry],
+                 block: int = 0) -> None:
         if self.registry is None:
             return
         for r in results:
@@ -294,7 +314,8 @@ class Validator:
                     e2e_versions=instance.e2e_versions, verified_at=s.verified_at,
                     expires_at=s.expires_at, score=entry.ema if entry else 0.0,
                     simulated=s.simulated,
-                    receipt_pubkey=base64.b64encode(instance.receipt_pubkey).decode("ascii")))
+                    receipt_pubkey=base64.b64encode(instance.receipt_pubkey).decode("ascii"),
+                    statements=self._statements(self.registry, instance, block)))
             except RegistryError as exc:  # logged by the registry; never routed, never credited
                 log.warning("uid %d not published: %s", r.uid, exc)
                 continue
@@ -339,7 +360,7 @@ class Validator:
         await asyncio.to_thread(self.state.commit_round, report, ema, seed)
         self.round_index, self.last_round_block, self.scores = (
             report.round_index, report.block, ema)
-        self._publish(results, ema)
+        self._publish(results, ema, metagraph.block)
         self.metrics.observe_round(report)
         self._log_round(report)
         return report

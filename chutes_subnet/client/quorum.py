@@ -1,0 +1,145 @@
+"""``verify="quorum"``: accept an instance's key when a stake-weighted validator quorum
+vouches for it, without verifying TDX/GPU evidence on the client.
+
+:meth:`QuorumVerifier.flow` (sans-I/O, see :mod:`chutes_subnet.client._flow`) for one
+offered instance:
+
+1. a fresh pin for exactly the listed key -> use it; a recent failure -> skip;
+2. ``GET {gateway}/e2e/statements/{instance_id}``: the validator-signed statements
+   (:mod:`chutes_subnet.attestation.statements`; bounded, typed parse errors);
+3. the metagraph snapshot from the **client's own** source (``metagraph``: e.g. a
+   :class:`~chutes_subnet.auth.MetagraphCache` over a :class:`~chutes_subnet.chain.Chain`
+   the client reaches itself). Stakes and permits are never taken from the gateway: a
+   gateway could invent validators;
+4. :func:`~chutes_subnet.attestation.statements.check_quorum` off the event loop,
+   at the snapshot's block, for the listed E2EE key, the listed receipt key and the
+   requested chute;
+5. pin the verdict (pass or fail) for the TTLs.
+
+Trust: the client trusts that k validators holding the required stake share verified
+the instance honestly (under policies it may restrict by hash); a gateway alone, or
+validators without the stake, cannot make it encrypt to an unattested key.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from urllib.parse import quote as urlquote
+
+import httpx
+
+from chutes_subnet.attestation.reasons import Reason
+from chutes_subnet.attestation.statements import (
+    MAX_STATEMENTS_BYTES,
+    QuorumRule,
+    check_quorum,
+    parse_statements,
+)
+from chutes_subnet.chain import Metagraph
+from chutes_subnet.e2ee import decode_public_key
+from chutes_subnet.errors import (
+    E2EEError,
+    InstanceVerificationError,
+    PayloadTooLargeError,
+    StatementError,
+)
+from chutes_subnet.wire.call import SealTarget
+
+from ._flow import Flow, Step, Work
+from .pins import PinStore
+from .verify import ClientVerdict
+
+__all__ = ["STATEMENTS_TIMEOUT", "MetagraphSource", "QuorumVerifier"]
+
+log = logging.getLogger("chutes_subnet.client.quorum")
+
+STATEMENTS_TIMEOUT = {"connect": 10.0, "read": 30.0, "write": 10.0, "pool": 10.0}
+_MAX_REMEMBERED_REJECTIONS = 64
+#: the client's own view of the chain: the latest snapshot, or None when it has none
+MetagraphSource = Callable[[], Metagraph | None]
+
+
+def _refused(instance_id: str, code: str, message: str) -> ClientVerdict:
+    return ClientVerdict(instance_id, (Reason(code, message),))
+
+
+class QuorumVerifier:
+    """Reads validator statements through the gateway and checks them for a quorum."""
+
+    def __init__(self, metagraph: MetagraphSource, rule: QuorumRule, *,
+                 pin_ttl: float = 600.0, failure_ttl: float = 30.0,
+                 dangerous_accept_simulated_tee: bool = False,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        if not callable(metagraph):
+            raise TypeError("metagraph must be a callable returning the client's own "
+                            "Metagraph snapshot (e.g. a MetagraphCache)")
+        self.metagraph = metagraph
+        self.rule = rule
+        self.accept_simulated = bool(dangerous_accept_simulated_tee)
+        self.pins = PinStore(pin_ttl=pin_ttl, failure_ttl=failure_ttl, clock=monotonic)
+        #: the latest refusals, newest last (what the application may inspect)
+        self.rejected: deque[InstanceVerificationError] = deque(maxlen=_MAX_REMEMBERED_REJECTIONS)
+
+    def flow(self, base: str, auth: dict[str, str], offer: SealTarget,
+             chute_id: str | None = None) -> Flow[ClientVerdict]:
+        """Verdict for ``offer`` serving ``chute_id`` (pinned, or from statements)."""
+        iid = offer.instance_id
+        try:
+            listed = decode_public_key(base64.b64encode(offer.e2e_pubkey).decode("ascii"))
+        except E2EEError:
+            return self._remember(b"", _refused(iid, "malformed_key",
+                                                "the listed key is not an ML-KEM-768 key"))
+        pinned = self.pins.verified(iid, listed) or self.pins.failed(iid, listed)
+        if pinned is not None:
+            if pinned.ok and chute_id is not None and pinned.chute_id != chute_id:
+                return _refused(iid, "chute_mismatch", "the instance does not serve the "
+                                "requested model")
+            return pinned
+        if offer.receipt_pubkey is None:
+            return self._remember(listed, _refused(
+                iid, "no_receipt_key", "the gateway lists no receipt key: answers cannot be "
+                "audited"))
+        request = httpx.Request("GET", f"{base}/e2e/statements/{urlquote(iid, safe='')}",
+                                headers=auth, extensions={"timeout": STATEMENTS_TIMEOUT})
+        try:
+            resp = yield Step(request, True, soft=True, limit=MAX_STATEMENTS_BYTES)
+        except httpx.TimeoutException:
+            return self._remember(listed, _refused(iid, "relay_timeout",
+                                                   "the statements request timed out"))
+        except (httpx.TransportError, PayloadTooLargeError):
+            return self._remember(listed, _refused(iid, "relay_error",
+                                                   "the statements request failed"))
+        if resp.status_code != 200:
+            return self._remember(listed, _refused(
+                iid, "relay_error", f"the gateway answered HTTP {resp.status_code}"))
+        try:
+            statements = parse_statements(resp.content)
+        except StatementError as exc:
+            return self._remember(listed, _refused(iid, "malformed_statements", str(exc)))
+        snapshot = self.metagraph()
+        if snapshot is None:  # not remembered: the client's chain view may come back
+            return _refused(iid, "no_metagraph", "no metagraph snapshot to weigh statements")
+        receipt = offer.receipt_pubkey
+        quorum = yield Work(lambda: check_quorum(
+            statements, instance_id=iid, e2e_pubkey=listed, receipt_pubkey=receipt,
+            metagraph=snapshot, rule=self.rule, now_block=snapshot.block, chute_id=chute_id,
+            accept_simulated=self.accept_simulated))
+        verdict = ClientVerdict(
+            iid, quorum.reasons, e2e_pubkey=listed if quorum.ok else None,
+            e2e_versions=tuple(offer.e2e_versions),
+            receipt_pubkey=receipt if quorum.ok else None,
+            vouched_chute_id=chute_id if quorum.ok else None)
+        return self._remember(listed, verdict)
+
+    def _remember(self, listed: bytes, verdict: ClientVerdict) -> ClientVerdict:
+        if listed:
+            self.pins.record(listed, verdict)
+        if not verdict.ok:
+            err = verdict.error()
+            self.rejected.append(err)
+            log.warning("refused %s", err)
+        return verdict
