@@ -319,7 +319,7 @@ class InvokeEndpoint:
             # the miner broke off mid-answer (crash, kill, network): stop offering it too
             self.state.balancer.mark_failed(trace.instance_id)
             trace.interrupted = True
-            hold.push(b'data: {"e2e_error": "upstream interrupted"}\n\n')
+            hold.append(b'data: {"e2e_error": "upstream interrupted"}\n\n')
         finally:
             tap.close()
             receipt = None
@@ -367,6 +367,10 @@ class _TailHold:
             out, self._held = self._held, b""
             return out
         return b""
+
+    def append(self, chunk: bytes) -> None:
+        """Hold ``chunk`` whatever it is (the gateway's own closing event)."""
+        self._held += chunk
 
     def rest(self) -> bytes:
         """The held bytes (sent after the usage commit)."""
