@@ -160,6 +160,17 @@ def test_statements_that_do_not_count_leave_no_quorum(
         assert [(f.instance_id, f.reason) for f in err.failures] == \
             [(inst.instance_id, "quorum_not_reached")]
         assert "/e2e/invoke" not in rec.paths() and gw.log.count("/e2e/invoke") == 0
+        # the application sees why the extra statements did not count
+        assert NOT_COUNTED[case] in err.failures[0].detail
+
+
+NOT_COUNTED = {
+    "low_stake": "3 validator(s) with 30.0% of validator stake vouch",
+    "non_permit": "not counted: no_permit x1", "duplicates": "not counted: duplicate x2",
+    "forged": "not counted: bad_signature x1", "expired": "not counted: expired x1",
+    "future": "not counted: expired x1", "other_netuid": "not counted: other_instance x1",
+    "none": "2 validator(s) with 70.0% of validator stake vouch; need 3 and 50.0%",
+}
 
 
 def test_a_router_altering_statements_is_caught(miner: tuple[InstanceIdentity, str]) -> None:
@@ -175,6 +186,7 @@ def test_a_router_altering_statements_is_caught(miner: tuple[InstanceIdentity, s
         router = Rewriter("/e2e/statements/", alter)
         err = refused(gw.url, gw.key, quorum_client(router))
         assert err.failures[0].reason == "quorum_not_reached"
+        assert "not counted: bad_signature x3" in err.failures[0].detail
         assert "/e2e/invoke" not in router.paths
 
 

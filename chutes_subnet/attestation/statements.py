@@ -32,6 +32,7 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -348,9 +349,12 @@ def check_quorum(statements: Sequence[SignedStatement], *, instance_id: str,
         return QuorumVerdict(instance_id, (conflicts[0],), tuple(counted), fraction,
                              tuple(ignored))
     if len(counted) < rule.min_validators or fraction < rule.min_stake_fraction:
+        tally = Counter(r.code for r in ignored)
+        why = ", ".join(f"{code} x{n}" for code, n in sorted(tally.items()))
         return QuorumVerdict(instance_id, (Reason(
             "quorum_not_reached",
             f"{len(counted)} validator(s) with {fraction:.1%} of validator stake vouch; "
-            f"need {rule.min_validators} and {rule.min_stake_fraction:.1%}"),),
+            f"need {rule.min_validators} and {rule.min_stake_fraction:.1%}"
+            + (f" (not counted: {why})" if why else "")),),
             tuple(counted), fraction, tuple(ignored))
     return QuorumVerdict(instance_id, (), tuple(counted), fraction, tuple(ignored), receipt)
