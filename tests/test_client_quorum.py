@@ -252,3 +252,36 @@ def test_validator_merge_keeps_other_validators_and_replaces_its_own(
     mine = statement(inst, VALIDATORS[0])
     merged = merge_statements((*wire(mine_old, other, stale, other_key), "junk"), mine, BLOCK)
     assert [json.loads(t) for t in merged] == [mine.to_wire(), other.to_wire()]
+
+
+class AgingSource:
+    """A metagraph source like ``MetagraphCache``: a snapshot and its age in seconds."""
+
+    def __init__(self, age: float | None) -> None:
+        self.age = age
+
+    def __call__(self) -> Metagraph | None:
+        return snapshot() if self.age is not None else None
+
+
+@pytest.mark.parametrize("age,reason", [
+    (12.0 * 61, "quorum_not_reached"),   # statements expire at BLOCK + 60
+    (12.0 * 101, "stale_metagraph"),     # the source stopped refreshing 101 blocks ago
+    (None, "no_metagraph"),              # the source has no snapshot yet
+])
+def test_a_stuck_metagraph_source_does_not_freeze_time(
+        miner: tuple[InstanceIdentity, str], age: float | None, reason: str) -> None:
+    inst, url = miner
+    stmts = wire(*(statement(inst, kp) for kp in VALIDATORS[:3]))
+    with gateway([record(inst, url, stmts)]) as gw:
+        t = E2EETransport(verify="quorum", metagraph=AgingSource(age), policy=DEV, quorum=RULE)
+        err = refused(gw.url, gw.key, t)
+        assert err.failures[0].reason == reason
+        assert t.rejected[-1].reason == reason
+        if reason == "quorum_not_reached":
+            assert "expired x3" in err.failures[0].detail
+    with gateway([record(inst, url, stmts)]) as gw:  # fresh enough: accepted
+        t = E2EETransport(verify="quorum", metagraph=AgingSource(12.0 * 30), policy=DEV,
+                          quorum=RULE)
+        assert sdk(gw.url, gw.key, t).chat.completions.create(
+            model=MODEL, messages=MSG, max_tokens=2).choices

@@ -45,6 +45,7 @@ from chutes_subnet.chain import Metagraph
 from chutes_subnet.errors import StatementError
 
 __all__ = [
+    "BLOCK_SECONDS",
     "MAX_STATEMENTS",
     "MAX_STATEMENTS_BYTES",
     "MAX_VALIDITY_BLOCKS",
@@ -70,6 +71,8 @@ MAX_STATEMENTS = 64
 MAX_STATEMENTS_BYTES = 64 * 1024
 #: the longest validity a statement may claim (~4 h at 12 s blocks)
 MAX_VALIDITY_BLOCKS = 1200
+#: seconds per subtensor block (converts wall-clock durations into blocks)
+BLOCK_SECONDS = 12.0
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX96 = re.compile(r"[0-9a-f]{96}")
 _SS58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]{46,48}")

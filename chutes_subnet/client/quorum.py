@@ -12,7 +12,8 @@ offered instance:
    the client reaches itself). Stakes and permits are never taken from the gateway: a
    gateway could invent validators;
 4. :func:`~chutes_subnet.attestation.statements.check_quorum` off the event loop,
-   at the snapshot's block, for the listed E2EE key, the listed receipt key and the
+   at the current block as the client knows it (the snapshot's block advanced by the
+   source's ``age``, when it has one: a stuck source goes stale), for the listed E2EE key, the listed receipt key and the
    requested chute;
 5. pin the verdict (pass or fail) for the TTLs.
 
@@ -34,6 +35,7 @@ import httpx
 
 from chutes_subnet.attestation.reasons import Reason
 from chutes_subnet.attestation.statements import (
+    BLOCK_SECONDS,
     MAX_STATEMENTS_BYTES,
     QuorumRule,
     check_quorum,
@@ -121,19 +123,34 @@ class QuorumVerifier:
         except StatementError as exc:
             return self._remember(listed, _refused(iid, "malformed_statements", str(exc)))
         snapshot = self.metagraph()
-        if snapshot is None:  # not remembered: the client's chain view may come back
-            return _refused(iid, "no_metagraph", "no metagraph snapshot to weigh statements")
+        if snapshot is None:  # not pinned: the client's chain view may come back
+            return self._remember(b"", _refused(iid, "no_metagraph",
+                                                "no metagraph snapshot to weigh statements"))
+        now_block = self._now_block(snapshot)
         receipt = offer.receipt_pubkey
         quorum = yield Work(lambda: check_quorum(
             statements, instance_id=iid, e2e_pubkey=listed, receipt_pubkey=receipt,
-            metagraph=snapshot, rule=self.rule, now_block=snapshot.block, chute_id=chute_id,
+            metagraph=snapshot, rule=self.rule, now_block=now_block, chute_id=chute_id,
             accept_simulated=self.accept_simulated))
+        if quorum.reasons and quorum.reasons[0].code == "stale_metagraph":  # not pinned either
+            return self._remember(b"", _refused(iid, "stale_metagraph",
+                                                quorum.reasons[0].message))
         verdict = ClientVerdict(
             iid, quorum.reasons, e2e_pubkey=listed if quorum.ok else None,
             e2e_versions=tuple(offer.e2e_versions),
             receipt_pubkey=receipt if quorum.ok else None,
             vouched_chute_id=chute_id if quorum.ok else None)
         return self._remember(listed, verdict)
+
+    def _now_block(self, snapshot: Metagraph) -> int:
+        """The current block as the client knows it: the snapshot's, advanced by the
+        source's ``age`` (seconds since its last refresh, as a ``MetagraphCache`` says),
+        so a source that stopped refreshing makes statements expire and the snapshot
+        stale instead of freezing time."""
+        age = getattr(self.metagraph, "age", None)
+        if isinstance(age, (int, float)) and age > 0:
+            return snapshot.block + int(age // BLOCK_SECONDS)
+        return snapshot.block
 
     def _remember(self, listed: bytes, verdict: ClientVerdict) -> ClientVerdict:
         if listed:

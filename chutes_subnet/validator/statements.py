@@ -16,6 +16,7 @@ import json
 import math
 
 from chutes_subnet.attestation.statements import (
+    BLOCK_SECONDS,
     MAX_STATEMENTS,
     MAX_VALIDITY_BLOCKS,
     SignedStatement,
@@ -28,9 +29,6 @@ from chutes_subnet.errors import StatementError
 from .attest import AttestedInstance
 
 __all__ = ["BLOCK_SECONDS", "merge_statements", "statement_for"]
-
-#: seconds per subtensor block (converts the attestation TTL into blocks)
-BLOCK_SECONDS = 12.0
 
 
 def statement_for(instance: AttestedInstance, *, netuid: int, validator: str,
