@@ -445,6 +445,30 @@ def test_invalid_request_is_a_generic_400(env: Env) -> None:
     assert "messages" not in r.text
 
 
+def test_n_above_one_is_a_specific_400_naming_n(env: Env) -> None:
+    body = {**payload(), "n": 3}
+    headers, blob, _ = sealed(env.inst, body=body)
+    r = env.post("/e2e/invoke", blob, headers)
+    assert r.status_code == 400 and r.json()["reason"] == "invalid_request"
+    assert r.json()["error"].startswith("n: only n=1 is supported")
+    assert SECRET_PROMPT not in r.text
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_stop_over_the_wire_matches_the_validator_reference(env: Env, version: int) -> None:
+    full = reference_completion(CHAT, payload(max_tokens=30), seed=DEFAULT_SEED)
+    body = {**payload(max_tokens=30), "stop": [full[12:15]]}
+    expected = reference_completion(CHAT, body, seed=DEFAULT_SEED)
+    assert expected == full[:full.find(full[12:15])]
+    headers, blob, session = sealed(env.inst, version=version, stream=True, body=body)
+    r = env.post("/e2e/invoke", blob, headers)
+    assert r.status_code == 200 and stream_text(version, session, r.content) == expected
+    headers, blob, session = sealed(env.inst, version=version, body=body)
+    out = open_json(version, session, env.post("/e2e/invoke", blob, headers).content)
+    assert out["choices"][0]["message"]["content"] == expected
+    assert out["choices"][0]["finish_reason"] == "stop"
+
+
 def test_health_and_metrics(env: Env) -> None:
     h = httpx.get(env.url + "/health").json()
     assert h["status"] == "ok" and h["instance_id"] == env.inst.instance_id and h["simulated_tee"] is True

@@ -482,3 +482,18 @@ async def test_arbitrary_miner_streams_fail_cleanly(events):
         with pytest.raises(EvaluationFailure) as info:
             await stream_prompt(client, _wallet(), _instance(), PROMPT, timeout=5)
     assert info.value.reason == "bad_response"
+
+
+@pytest.mark.parametrize("stop,expected", [(None, "wrong_output"), ("zz", None), (["a", "zz"], None)])
+async def test_embedded_usage_bound_allows_the_cut_stop_sequence(stop, expected):
+    """An honest answer cut at a stop sequence counts the stop's tokens (OpenAI semantics):
+    8 tokens for the 6 bytes "hihihi" fits 6 + EOS + a 2-byte stop, not 6 + EOS."""
+    from chutes_subnet.validator import ReferenceCache, run_benchmark
+
+    cfg = BenchmarkConfig(prompts_per_miner=1, max_tokens=8, verify_sample=0)
+    body = {**PROMPT.body, **({"stop": stop} if stop is not None else {})}
+    prompts = [BenchPrompt(PROMPT.path, body, verify=False)]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_miner("overclaim"))) as client:
+        outcome = await run_benchmark(client, _wallet(), _instance(), prompts, cfg,
+                                      timeout=5, refs=ReferenceCache(seed=1))
+    assert outcome.reason == expected

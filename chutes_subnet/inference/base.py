@@ -35,7 +35,16 @@ DEFAULT_SEED = 1234
 
 
 class InvalidRequestError(InferenceError, ValueError):
-    """The request body or path is not acceptable; the message says which field."""
+    """The request body or path is not acceptable; the message says which field.
+
+    ``public``: a fixed, code-chosen sentence (never built from the request) that the
+    miner may answer in plaintext instead of its generic 400 message, e.g. for an
+    unsupported parameter such as ``n > 1``.
+    """
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 class UpstreamError(InferenceError):

@@ -9,7 +9,8 @@ cancelled) the worker is told to stop at the next token.
 ``/v1/embeddings`` (non-stream only) runs on the same worker:
 :mod:`chutes_subnet.inference.embeddings`.
 
-Sampling parameters are ignored: decoding is always greedy, so the output equals
+``stop`` is honoured (:func:`~chutes_subnet.inference.generation.steps`); ``n`` other
+than 1 is refused. Sampling parameters are ignored: decoding is always greedy, so the output equals
 :func:`~chutes_subnet.inference.generation.reference_completion` for the same
 ``(seed, config)`` — that is what validators check.
 """
@@ -33,9 +34,9 @@ from chutes_subnet.inference.generation import (
     Step,
     collect,
     default_device,
-    generate,
     get_model,
     prepare,
+    steps,
 )
 from chutes_subnet.inference.model import DEFAULT_CONFIG, ModelConfig, weights_digest
 from chutes_subnet.inference.responses import (
@@ -173,7 +174,7 @@ class EmbeddedBackend:
 
         def produce() -> None:
             try:
-                for step in generate(self._model, prepared.prompt_ids, prepared.max_tokens, cancel):
+                for step in steps(self._model, prepared, cancel):
                     post(step)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
                 post(_Failed(exc))

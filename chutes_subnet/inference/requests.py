@@ -7,7 +7,10 @@ Accepted (unknown fields are ignored):
   ``{"type": "text", "text": ...}`` parts (joined without separator).
 * ``/v1/completions``: ``prompt`` = a string (or a list holding exactly one string).
 * both: ``max_tokens`` (chat also ``max_completion_tokens``) in 1..4096, default 256;
-  ``n`` must be 1; ``stream`` bool. ``temperature``, ``top_p``, ``seed`` are accepted
+  ``n`` must be 1 (anything else: :data:`N_UNSUPPORTED`, a 400 naming ``n``);
+  ``stop``: null, a string or a list of 1..4 non-empty strings of at most
+  :data:`MAX_STOP_CHARS` characters (OpenAI semantics; applied by
+  :mod:`~chutes_subnet.inference.generation`); ``stream`` bool. ``temperature``, ``top_p``, ``seed`` are accepted
   and ignored: the embedded model always decodes greedily, so its output is a pure
   function of (weights seed, config, prompt, max_tokens).
 
@@ -38,11 +41,18 @@ __all__ = [
     "check_path",
     "describe_validation_error",
     "Lenient",
+    "MAX_STOP_SEQUENCES",
+    "MAX_STOP_CHARS",
+    "N_UNSUPPORTED",
 ]
 
 DEFAULT_MAX_TOKENS = 256
 MAX_TOKENS_LIMIT = 4096
 MAX_MESSAGES = 256
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 256
+#: The one 400 message for ``n`` other than 1 (safe to answer in plaintext: fixed text).
+N_UNSUPPORTED = "n: only n=1 is supported (the embedded backend returns one choice per request)"
 
 
 class Lenient(BaseModel):
@@ -73,7 +83,8 @@ class _RequestBase(Lenient):
     model: str | None = None
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, le=MAX_TOKENS_LIMIT, strict=True)
     stream: bool = False
-    n: int = Field(1, ge=1, le=1)
+    n: int | None = Field(1, ge=1, le=1)
+    stop: tuple[str, ...] = ()
     temperature: float | None = None  # accepted, ignored: decoding is always greedy
     seed: int | None = None  # accepted, ignored: the weights seed is the backend's
 
@@ -81,6 +92,20 @@ class _RequestBase(Lenient):
     @classmethod
     def _default_when_null(cls, value: Any) -> Any:
         return DEFAULT_MAX_TOKENS if value is None else value
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_sequences(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_STOP_SEQUENCES:
+            raise ValueError(f"must be a string or a list of 1 to {MAX_STOP_SEQUENCES} strings")
+        if not all(isinstance(v, str) and 0 < len(v) <= MAX_STOP_CHARS for v in value):
+            raise ValueError(f"each stop sequence must be a string of 1 to {MAX_STOP_CHARS} "
+                             "characters")
+        return tuple(value)
 
 
 class ChatCompletionRequest(_RequestBase):
@@ -125,6 +150,8 @@ def parse_request(path: str, body: Any) -> InferenceRequest:
         raise InvalidRequestError(f"unsupported path; expected one of {list(STREAM_PATHS)}")
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
+    if body.get("n", 1) not in (1, None) or isinstance(body.get("n"), bool):
+        raise InvalidRequestError(N_UNSUPPORTED, public=N_UNSUPPORTED)
     model = ChatCompletionRequest if path == CHAT_PATH else CompletionRequest
     try:
         return model.model_validate(body)

@@ -22,7 +22,8 @@ code reason               when
                           within the nonce TTL (checked after decryption, so
                           garbage cannot burn a nonce)
 400  invalid_request      the backend refused the decrypted request; the message is
-                          generic because the detail would be plaintext
+                          generic because the detail would be plaintext (except a
+                          backend's fixed sentence for an unsupported parameter: n)
 504  timeout              no answer within ``request_timeout``
 502  upstream_error       the OpenAI-compatible upstream failed
 500  inference_error      the model failed
@@ -113,7 +114,9 @@ def _backend_refusal(exc: BaseException) -> Refusal:
     """Map a backend failure (before any byte was sent) to a plaintext-free refusal."""
     log.warning("backend failed before the first byte: %s", safe_cause(exc))
     if isinstance(exc, InvalidRequestError):
-        return Refusal(400, "invalid_request", "the model backend rejected the request")
+        # only a backend's fixed public sentence (e.g. n > 1), never the detail: plaintext
+        return Refusal(400, "invalid_request",
+                       exc.public or "the model backend rejected the request")
     if isinstance(exc, TimeoutError):
         return Refusal(504, "timeout", "inference timed out")
     if isinstance(exc, UpstreamError):

@@ -307,11 +307,19 @@ async def _check(prompt: BenchPrompt, answer: StreamedAnswer, refs: ReferenceCac
     return answer.completion_tokens, await _check_embedded(prompt, answer, refs)
 
 
+def _stop_bytes(prompt: BenchPrompt) -> int:
+    """The longest ``stop`` sequence of a prompt, in UTF-8 bytes (0 without one)."""
+    stop = prompt.body.get("stop")
+    stops = [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []
+    return max((len(s.encode("utf-8")) for s in stops if isinstance(s, str)), default=0)
+
+
 async def _check_embedded(prompt: BenchPrompt, answer: StreamedAnswer,
                           refs: ReferenceCache) -> bool:
-    # the embedded model emits one byte per token (plus at most one EOS): a larger
-    # count would inflate throughput on answers that are not recomputed
-    if answer.completion_tokens > len(answer.text.encode("utf-8")) + 1:
+    # the embedded model emits one byte per token (plus at most one EOS, or the bytes of
+    # the stop sequence it cut off): a larger count would inflate throughput on answers
+    # that are not recomputed
+    if answer.completion_tokens > len(answer.text.encode("utf-8")) + 1 + _stop_bytes(prompt):
         raise EvaluationFailure("wrong_output", "usage claims more tokens than the answer holds")
     if not prompt.verify:
         return False
