@@ -116,6 +116,14 @@ def test_an_expired_record_holds_its_key_until_pruned(reg) -> None:
     reg.upsert(record(kp, hotkey=THIEF, uid=2, expires=1000.0))  # free again once pruned
 
 
+def test_validator_statements_survive_every_store(reg) -> None:
+    kp = KeyPair.generate()
+    rec = dataclasses.replace(record(kp), statements=('{"v":1,"a":"x"}', '{"v":1,"b":"y"}'))
+    reg.upsert(rec)
+    assert reg.get(kp.instance_id) == rec
+    assert reg.list_verified(now=0)[0].statements == rec.statements
+
+
 def test_one_hotkey_may_hold_many_instances(reg) -> None:
     a, b = KeyPair.generate(), KeyPair.generate()
     reg.upsert(record(a))
