@@ -129,15 +129,31 @@ def _load_fleet(path: str) -> dict[str, Any]:
 
 
 def _utilization(urls: list[str]) -> tuple[int, float]:
-    """(healthy instances, their mean in_flight / capacity)."""
+    """(instances answering, their mean in_flight / capacity), read from each instance's
+    private metrics port (``--metrics.port``, ``GET /metrics``): the public ``/health``
+    gives only a coarse load bucket."""
     loads = []
     for url in urls:
         try:
-            h = httpx.get(url.rstrip("/") + "/health", timeout=5.0, trust_env=False).json()
-            loads.append(min(1.0, float(h["in_flight"]) / max(1.0, float(h["capacity"]))))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            resp = httpx.get(url.rstrip("/") + "/metrics", timeout=5.0, trust_env=False)
+            resp.raise_for_status()
+            gauges = _gauges(resp.text[:1 << 20], ("chutes_miner_in_flight",
+                                                   "chutes_miner_capacity"))
+            in_flight, capacity = gauges["chutes_miner_in_flight"], gauges["chutes_miner_capacity"]
+        except (httpx.HTTPError, ValueError, KeyError, IndexError):
             continue
+        loads.append(min(1.0, max(0.0, in_flight) / max(1.0, capacity)))
     return len(loads), (sum(loads) / len(loads) if loads else 0.0)
+
+
+def _gauges(text: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The values of unlabelled samples ``names`` in a Prometheus text exposition."""
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in names:
+            found[name] = float(value.split()[0])
+    return found
 
 
 def _scale_tick(args: argparse.Namespace, fleet: dict[str, Any],

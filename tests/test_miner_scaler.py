@@ -50,3 +50,57 @@ def test_cooldown_holds_a_chute_still() -> None:
                               now=221.0)) == [("start", "a")]
     with pytest.raises(ValueError):
         ScalePolicy(up_utilization=0.2, down_utilization=0.3)
+
+
+# --- where the scaler reads load: the private metrics port, not the public /health ----
+
+@pytest.mark.parametrize("in_flight,capacity,bucket", [
+    (0, 4, "low"), (1, 4, "low"), (2, 4, "high"), (3, 4, "high"), (4, 4, "full"),
+    (0, 1, "low"), (1, 1, "full"), (9, 20, "low"), (10, 20, "high"),
+])
+def test_load_bucket(in_flight: int, capacity: int, bucket: str) -> None:
+    from chutes_subnet.miner.state import load_bucket
+
+    assert load_bucket(in_flight, capacity) == bucket
+
+
+def test_health_is_coarse_and_the_scaler_reads_the_private_metrics_port(tmp_path) -> None:
+    """Anonymous ``/health`` cannot count requests one by one (three busy slots of four
+    and two busy slots both read "high"); ``chutes scale`` gets the exact utilisation from
+    the instance's metrics port and still plans from it."""
+    import httpx
+
+    from chutes_subnet.attestation import SimulatedProvider
+    from chutes_subnet.chutes_cli import _utilization
+    from chutes_subnet.inference import make_backend
+    from chutes_subnet.miner import MinerConfig, create_app
+    from chutes_subnet.miner.app import create_metrics_app
+    from tests.servers import UvicornThread, free_port
+
+    cfg = MinerConfig(tee="simulated", max_concurrency=4, metrics_port=free_port())
+    app = create_app(cfg, hotkey_ss58="5" + "F" * 47, backend=make_backend("embedded"),
+                     provider=SimulatedProvider(gpu_count=1), gate=None)
+    state = app.state.miner
+    with UvicornThread(app) as axon, UvicornThread(create_metrics_app(state),
+                                                   port=cfg.metrics_port) as private:
+        assert httpx.get(axon.url + "/metrics").status_code == 404  # not on the public port
+        seen = []
+        for _ in range(3):  # what an invoke does for each request it holds
+            assert state.limiter.try_acquire()
+            state.metrics.in_flight.inc()
+            health = httpx.get(axon.url + "/health").json()
+            assert "in_flight" not in health and "capacity" not in health
+            seen.append(health["load"])
+            running, load = _utilization([private.url])
+            assert running == 1 and load == pytest.approx(len(seen) / 4)
+        assert seen == ["low", "high", "high"]
+        assert _utilization([axon.url]) == (0, 0.0)  # public port: no exact source, not counted
+        def plan() -> list[tuple[str, str]]:
+            fleet = {"c": FleetChute("c", *_utilization([private.url]))}
+            return kinds(plan_scaling({"c": (1, 1)}, fleet, free_slots=1))
+
+        assert plan() == []  # 75 % busy: inside the hysteresis band
+        assert state.limiter.try_acquire()
+        state.metrics.in_flight.inc()
+        assert httpx.get(axon.url + "/health").json()["load"] == "full"
+        assert plan() == [("start", "c")]  # all slots busy: one more instance

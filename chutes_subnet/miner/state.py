@@ -16,7 +16,7 @@ from chutes_subnet.miner.metrics import MinerMetrics
 from chutes_subnet.nonces import SeenNonceCache
 from chutes_subnet.receipts import ReceiptSigner
 
-__all__ = ["InstanceIdentity", "MinerState"]
+__all__ = ["InstanceIdentity", "MinerState", "load_bucket"]
 
 log = logging.getLogger("chutes_subnet.miner")
 
@@ -70,6 +70,15 @@ class MinerState:
             "e2e_fingerprint": inst.e2e_fingerprint,
             "e2e_versions": list(inst.e2e_versions),
             "simulated_tee": inst.simulated,
-            "in_flight": self.limiter.in_flight,
-            "capacity": self.limiter.capacity,
+            "load": load_bucket(self.limiter.in_flight, self.limiter.capacity),
         }
+
+
+def load_bucket(in_flight: int, capacity: int) -> str:
+    """The public, coarse load of an instance: "low" (under half its slots busy),
+    "high" (half or more) or "full" (every slot). Anonymous callers of ``/health`` must
+    not count requests one by one; exact counts are on the private metrics port
+    (``chutes_miner_in_flight`` / ``chutes_miner_capacity``), which the scaler reads."""
+    if in_flight >= capacity:
+        return "full"
+    return "high" if 2 * in_flight >= capacity else "low"
