@@ -4,15 +4,16 @@ answer, and what does the key holder see (``GET /v1/balance``)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from chutes_subnet.billing.deposits import deposit_keypair
 from chutes_subnet.billing.ledger import Charge, Ledger, Subscription
 from chutes_subnet.billing.plans import Plan
-from chutes_subnet.billing.prices import PriceBook
+from chutes_subnet.billing.prices import PriceBook, TokenPrice
 
-__all__ = ["BillingGate", "PaymentRequired", "open_billing"]
+__all__ = ["BillingGate", "PaymentRequired", "chute_registry_prices", "open_billing"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,21 @@ class BillingGate:
     prices: PriceBook
     master_seed: bytes | None = None
     plans: dict[str, Plan] | None = None
+    #: the price its owner deployed a chute with, by model (the chute registry)
+    chute_prices: Callable[[str], TokenPrice | None] | None = None
+
+    def price(self, model: str) -> TokenPrice | None:
+        """What ``model`` costs: the operator's explicit entry for it, else the price its
+        chute was deployed with (non-zero), else the operator's default, else None
+        (refused: nothing is free unless the operator says so)."""
+        explicit = self.prices.models.get(model)
+        if explicit is not None:
+            return explicit
+        deployed = self.chute_prices(model) if self.chute_prices is not None else None
+        if deployed is not None and (deployed.prompt_rao_per_mtok or
+                                     deployed.completion_rao_per_mtok):
+            return deployed
+        return self.prices.default
 
     def deposit_address(self, key_id: str) -> str | None:
         """The key's own deposit address (derived once, then recorded)."""
@@ -48,7 +64,7 @@ class BillingGate:
 
     def admit(self, key_id: str, model: str | None = None) -> None:
         """Raise :class:`PaymentRequired` unless the key may start a request for ``model``."""
-        if model is not None and self.prices.price(model) is None:
+        if model is not None and self.price(model) is None:
             raise PaymentRequired(f"model {model} has no price on this gateway", None)
         admission = self.ledger.admission(key_id)
         if not admission.allowed:
@@ -62,7 +78,7 @@ class BillingGate:
     def charge(self, key_id: str, model: str, prompt_tokens: int, completion_tokens: int,
                ref: str) -> Charge | None:
         """Debit one answer (idempotent on ``ref``); None when the model has no price."""
-        price = self.prices.price(model)
+        price = self.price(model)
         if price is None:
             log.error("answer for unpriced model %s not charged (key %s)", model, key_id)
             return None
@@ -96,6 +112,20 @@ class BillingGate:
                                            "term_periods": p.term_periods}
                                for p in (self.plans or {}).values()},
         }
+
+
+def chute_registry_prices(store: Any) -> Callable[[str], TokenPrice | None]:
+    """Prices of live chutes in a chute store, looked up by model name."""
+    from chutes_subnet.wire.protocol import chute_id_for_model
+
+    def lookup(model: str) -> TokenPrice | None:
+        chute = store.get(chute_id_for_model(model))
+        if chute is None or chute.retired:
+            return None
+        p = chute.spec.prices
+        return TokenPrice(p.prompt_rao_per_mtok, p.completion_rao_per_mtok)
+
+    return lookup
 
 
 def open_billing(db: Any, *, prices: str, plans: str | None = None,

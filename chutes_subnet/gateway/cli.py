@@ -250,6 +250,10 @@ def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None
         from chutes_subnet.registry.chute_store import SQLChuteStore
 
         chute_store = SQLChuteStore(stores.db)
+        if gate is not None:  # deployed chute prices apply where the price file is silent
+            from chutes_subnet.billing.gate import chute_registry_prices
+
+            gate.chute_prices = chute_registry_prices(chute_store)
     app = create_app(GatewayConfig(**config), registry=registry, nonce_store=nonces,
                      keys=stores.keys, usage=stores.usage, journal=stores.journal,
                      limiter=limiter, forward_signer=signer, billing=gate,

@@ -99,3 +99,35 @@ def test_plan_covers_prompt_first() -> None:
     assert split_covered(30, 20, 40) == (40, 0, 10)
     assert split_covered(30, 20, 10) == (10, 20, 20)
     assert split_covered(30, 20, 0) == (0, 30, 20)
+
+
+def test_deployed_chute_prices_apply_where_the_operator_is_silent(tmp_path) -> None:
+    """Operator's explicit model entry > the chute's deployed price > operator default;
+    a chute deployed at 0/0 or retired is not free: the default (or a refusal) applies."""
+    from chutes_subnet.billing.gate import BillingGate, chute_registry_prices
+    from chutes_subnet.billing.ledger import Ledger
+    from chutes_subnet.registry.chute_store import SQLChuteStore
+    from chutes_subnet.registry.chutes import parse_chute_spec
+    from chutes_subnet.stores.sql import open_database
+    from tests.chute_fixtures import chute_dict
+
+    db = open_database(str(tmp_path / "gw.db"))
+    store = SQLChuteStore(db)
+    store.deploy(parse_chute_spec(chute_dict("acme/priced")), actor="owner")
+    store.deploy(parse_chute_spec(chute_dict("acme/free", prices={
+        "prompt_rao_per_mtok": 0, "completion_rao_per_mtok": 0})), actor="owner")
+    store.deploy(parse_chute_spec(chute_dict("acme/gone")), actor="owner")
+    store.retire(parse_chute_spec(chute_dict("acme/gone")).chute_id, actor="owner")
+    override = TokenPrice(7, 7)
+    for default in (None, PRICE):
+        gate = BillingGate(Ledger(db), PriceBook(models={"acme/override": override},
+                                                 default=default),
+                           chute_prices=chute_registry_prices(store))
+        assert gate.price("acme/priced") == TokenPrice(10, 40)
+        assert gate.price("acme/free") == default
+        assert gate.price("acme/gone") == default
+        assert gate.price("never-deployed") == default
+        assert gate.price("acme/override") == override
+    store.deploy(parse_chute_spec(chute_dict("acme/override")), actor="owner")
+    assert gate.price("acme/override") == override  # the operator's explicit entry wins
+    db.close()
