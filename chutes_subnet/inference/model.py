@@ -41,6 +41,7 @@ __all__ = [
     "KVCache",
     "TinyByteLM",
     "build_model",
+    "tensor_bytes",
     "weights_digest",
 ]
 

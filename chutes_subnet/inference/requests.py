@@ -25,11 +25,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chutes_subnet.inference.base import InvalidRequestError
-from chutes_subnet.wire.protocol import CHAT_PATH, COMPLETIONS_PATH, INVOKE_PATHS, STREAM_PATHS
+from chutes_subnet.wire.protocol import CHAT_PATH, INVOKE_PATHS, STREAM_PATHS
 
 __all__ = [
-    "CHAT_PATH",
-    "COMPLETIONS_PATH",
     "DEFAULT_MAX_TOKENS",
     "MAX_TOKENS_LIMIT",
     "MAX_MESSAGES",

@@ -47,6 +47,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from chutes_subnet.attestation.binding import constant_time_equal
 from chutes_subnet.registry.instances import RegistryError
 from chutes_subnet.wire.protocol import chute_id_for_model
 
@@ -181,7 +182,7 @@ def _parse_manifest(raw: Any, chute_id: str, name: str, image_digest: str) -> di
         raise ChuteSpecError(f"manifest.chute_id must be {chute_id} (derived from name)")
     if manifest.model_id != name:
         raise ChuteSpecError("manifest.model_id must equal name")
-    if manifest.image_digest != image_digest:
+    if not constant_time_equal(manifest.image_digest.encode(), image_digest.encode()):
         raise ChuteSpecError("manifest.image_digest must equal image_digest")
     return json.loads(manifest.canonical_bytes())
 
