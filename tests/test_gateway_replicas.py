@@ -60,7 +60,9 @@ def _start_gateway(port: int, *, db: str, redis: str, home: Path) -> subprocess.
         [sys.executable, "-m", "chutes_subnet.gateway", "gateway",
          "--listen", f"127.0.0.1:{port}", "--db", db, "--nonces", redis,
          "--rate-limits", redis, "--registry", db,
-         "--log-level", "warning", "--dangerous-unsigned-forwards"],
+         "--log-level", "warning", "--dangerous-unsigned-forwards",
+         # the load test discovers before every call (90 in a few seconds, one key)
+         "--discovery-rate", "1000", "--discovery-burst", "1000"],
         env={**os.environ, "CHUTES_SUBNET_HOME": str(home)},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -140,6 +140,9 @@ def create_app(config: GatewayConfig, *, registry: InstanceRegistry, nonce_store
     @app.get("/e2e/instances/{chute_id}")
     async def instances(chute_id: str, request: Request) -> dict[str, Any]:
         key = await state.admit(request.headers.get("authorization"), check_quota=False)
+        await state.throttle(f"discover:{key.key_id}", config.discovery_rate,
+                             config.discovery_burst, "discovery_rate_limited",
+                             "discovery rate limit exceeded")
         if len(chute_id) > _MAX_CHUTE_ID:
             raise Refusal(400, "bad_chute", "malformed chute id")
         await check_chute(state, key.key_id, chute_id)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Iterator
 
@@ -43,12 +42,12 @@ from pydantic import ValidationError
 
 from chutes_subnet.asgi import Refusal, read_body
 from chutes_subnet.attestation.statements import MAX_STATEMENTS
-from chutes_subnet.errors import CollateralError, StoreUnavailable
+from chutes_subnet.errors import CollateralError
 from chutes_subnet.gateway.api_keys import ApiKey
 from chutes_subnet.gateway.chute_api import check_chute
 from chutes_subnet.gateway.collateral import GatewayCollateral
 from chutes_subnet.gateway.miners import MinerConnectionError
-from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers, store_down
+from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
 from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.wire.messages import AttestRequest
 from chutes_subnet.wire.protocol import MAX_ATTEST_BODY_BYTES, MAX_ATTEST_RESPONSE_BYTES
@@ -99,14 +98,8 @@ def add_attest_routes(app: FastAPI, state: GatewayState,
 
     async def admit(request: Request) -> ApiKey:
         key = await state.admit(request.headers.get("authorization"), check_quota=False)
-        try:  # the replica's limiter (Redis when configured), in its own bucket per key
-            decision = await state.limiter.acquire(f"attest:{key.key_id}", cfg.attest_rate,
-                                                   cfg.attest_burst)
-        except StoreUnavailable:
-            raise store_down() from None
-        if not decision.allowed:
-            raise Refusal(429, "attest_rate_limited", "attestation challenge rate limit exceeded",
-                          {"Retry-After": str(max(1, math.ceil(decision.retry_after)))})
+        await state.throttle(f"attest:{key.key_id}", cfg.attest_rate, cfg.attest_burst,
+                             "attest_rate_limited", "attestation challenge rate limit exceeded")
         return key
 
     async def relay(rec: InstanceRecord, body: bytes) -> bytes:

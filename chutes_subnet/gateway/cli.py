@@ -72,6 +72,10 @@ def add_gateway_commands(subparsers: Any) -> None:
                          "is an open public chute")
     gw.add_argument("--nonces-per-instance", type=int, default=8)
     gw.add_argument("--max-instances", type=int, default=5)
+    gw.add_argument("--discovery-rate", type=float, default=10.0,
+                    help="discovery calls per second per API key, for every key")
+    gw.add_argument("--discovery-burst", type=int, default=50,
+                    help="discovery calls one key may make at once before the rate applies")
     gw.add_argument("--workers", type=int, default=1,
                     help="worker processes sharing the port (needs sqlite:// or redis:// "
                          "stores; rate limits apply per worker unless --rate-limits redis://)")
@@ -188,6 +192,9 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     if not args.wallet_name and not getattr(args, "dangerous_unsigned_forwards", False):
         raise ConfigError(UNSIGNED_REFUSAL)
+    if not (0 < args.discovery_rate < float("inf")) or args.discovery_burst < 1:
+        raise ConfigError("--discovery-rate must be > 0 and --discovery-burst >= 1 "
+                          "(every key's discovery budget)")
     if args.prices:  # check the operator's billing files now: one line, before serving
         from chutes_subnet.billing.config import load_plans, load_seed
         from chutes_subnet.billing.prices import PriceBook
@@ -210,6 +217,8 @@ def _gateway_settings(args: argparse.Namespace) -> dict[str, Any]:
         "chutes": bool(args.chutes),
         "nonces_per_instance": args.nonces_per_instance,
         "max_instances": args.max_instances,
+        "discovery_rate": args.discovery_rate,
+        "discovery_burst": args.discovery_burst,
         "wallet": [args.wallet_name, args.wallet_hotkey, args.wallet_path] if args.wallet_name else None,
         "billing": None if not args.prices else {
             "prices": args.prices, "plans": args.plans, "seed_file": args.deposit_seed_file},
@@ -283,7 +292,9 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
                          rate_limits=settings.get("rate_limits"),
                          chutes=bool(settings.get("chutes")),
                          nonces_per_instance=settings["nonces_per_instance"],
-                         max_instances=settings["max_instances"])
+                         max_instances=settings["max_instances"],
+                         discovery_rate=settings.get("discovery_rate", 10.0),
+                         discovery_burst=settings.get("discovery_burst", 50))
 
 
 def app_from_env() -> Any:

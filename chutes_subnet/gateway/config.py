@@ -48,6 +48,10 @@ class GatewayConfig:
     attest_burst: int = 10
     attest_per_instance: int = 2
     attest_timeout: float = 30.0
+    #: discovery (``GET /e2e/instances/{chute}``): per-key rate (per second) and burst,
+    #: for every key, also one created without ``--rate`` (each answer issues nonces)
+    discovery_rate: float = 10.0
+    discovery_burst: int = 50
     #: requests one instance serves at once, assumed when planning chute targets
     #: (the miner's default ``max_concurrency``)
     instance_capacity: int = 4

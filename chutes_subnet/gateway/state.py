@@ -157,3 +157,16 @@ class GatewayState:
             raise Refusal(429, "rate_limited", "rate limit exceeded",
                           {"Retry-After": str(max(1, math.ceil(decision.retry_after)))})
         return key
+
+    async def throttle(self, bucket: str, rate: float, burst: int, reason: str,
+                       message: str) -> None:
+        """Take one token from a gateway-set per-key budget (``bucket`` names the route
+        and the key), on the replica's limiter (Redis when configured); 429 ``reason``
+        with Retry-After past it, 503 when the limiter's store is down."""
+        try:
+            decision = await self.limiter.acquire(bucket, rate, burst)
+        except StoreUnavailable:
+            raise store_down() from None
+        if not decision.allowed:
+            raise Refusal(429, reason, message,
+                          {"Retry-After": str(max(1, math.ceil(decision.retry_after)))})
