@@ -8,7 +8,9 @@ the miners into the gateway's registry first.
 
 Each request carries a unique tag inside its *encrypted* prompt. Requests are mixed
 stream / non-stream and E2EE v1 / v2 (round robin over the four combinations), sent
-by ``--clients`` concurrent clients, each with its own v1 and v2 transport. Reported:
+by ``--clients`` concurrent clients, each with its own API key (a distinct user: a key
+may hold only ``max_live_nonces_per_key`` live nonces) and its own v1 and v2
+transport. Reported:
 
 * completed, failed by reason, **lost** (a request with neither answer nor error) and
   **duplicated** (a tag answered twice, or more executions at the miners than answers
@@ -138,18 +140,19 @@ def _http_reason(resp: httpx.Response) -> str:
     return f"http_{resp.status_code}{':' + reason if reason else ''}"
 
 
-async def drive(gateway_url: str, api_key: str, *, requests: int, clients: int,
+async def drive(gateway_url: str, api_keys: list[str], *, requests: int, clients: int,
                 max_tokens: int, first_tag: int = 0, timeout: float = 120.0,
                 keepalive_expiry: float = 5.0) -> tuple[Tally, float]:
-    """Run ``requests`` tagged requests from ``clients`` concurrent clients."""
+    """Run ``requests`` tagged requests from ``clients`` concurrent clients (client ``i``
+    uses ``api_keys[i % len(api_keys)]``)."""
     tally = Tally()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for tag in range(first_tag, first_tag + requests):
         queue.put_nowait(tag)
     url = f"{gateway_url}{PATH}"
-    headers = {"Authorization": f"Bearer {api_key}"}
 
-    async def client() -> None:
+    async def client(api_key: str) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"}
         limits = httpx.Limits(max_connections=4, max_keepalive_connections=4,
                               keepalive_expiry=keepalive_expiry)
         by_version = {v: httpx.AsyncClient(transport=AsyncE2EETransport(
@@ -169,7 +172,7 @@ async def drive(gateway_url: str, api_key: str, *, requests: int, clients: int,
                 await http.aclose()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(clients)))
+    await asyncio.gather(*(client(api_keys[i % len(api_keys)]) for i in range(clients)))
     return tally, time.perf_counter() - t0
 
 
@@ -218,6 +221,17 @@ async def _sample_rss(subnet: LoopbackSubnet, into: list[dict[str, int]]) -> Non
         await asyncio.sleep(1.0)
 
 
+async def _metered_requests(gateway_url: str, api_keys: list[str]) -> int:
+    """Requests the gateway billed, summed over every key of the run."""
+    total = 0
+    async with httpx.AsyncClient(timeout=10) as http:
+        for key in api_keys:
+            resp = await http.get(f"{gateway_url}/v1/usage",
+                                  headers={"Authorization": f"Bearer {key}"})
+            total += int(resp.json()["requests"])
+    return total
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Start the subnet, warm up, run the load, collect the figures."""
     workdir = Path(tempfile.mkdtemp(prefix="chutes-load-"))
@@ -235,22 +249,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError(f"validator published {published}/{args.miners} miners: "
                                f"{[(r.uid, r.reason) for r in report.results]}")
         gw = subnet.start_gateway(nonces_per_instance=args.nonces_per_instance,
-                                  sign=args.invoke_auth == "validator")
+                                  sign=args.invoke_auth == "validator",
+                                  extra_keys=args.clients - 1)
         setup_s = time.perf_counter() - t_setup
 
-        warm, _ = await drive(gw.url, gw.api_key, requests=WARMUP, clients=min(10, args.clients),
+        warm, _ = await drive(gw.url, gw.api_keys, requests=WARMUP, clients=min(10, args.clients),
                               max_tokens=args.max_tokens, first_tag=10**6)
         if not all(o.ok for o in warm.outcomes.values()):
             raise RuntimeError(f"warm-up failed: {Counter(o.reason for o in warm.outcomes.values())}")
         rss_before = _rss(subnet)
         counts_before = _miner_counts(subnet)
-        async with httpx.AsyncClient(timeout=10) as http:
-            usage_before = (await http.get(f"{gw.url}/v1/usage", headers={
-                "Authorization": f"Bearer {gw.api_key}"})).json()["requests"]
+        usage_before = await _metered_requests(gw.url, gw.api_keys)
 
         samples: list[dict[str, int]] = []
         sampler = asyncio.create_task(_sample_rss(subnet, samples))
-        tally, wall = await drive(gw.url, gw.api_key, requests=args.requests,
+        tally, wall = await drive(gw.url, gw.api_keys, requests=args.requests,
                                   clients=args.clients, max_tokens=args.max_tokens,
                                   keepalive_expiry=args.keepalive_expiry)
         sampler.cancel()
@@ -258,9 +271,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         rss_after = _rss(subnet)
         counts_after = _miner_counts(subnet)
         await asyncio.sleep(1.2)  # one usage flush interval
-        async with httpx.AsyncClient(timeout=10) as http:
-            usage_after = (await http.get(f"{gw.url}/v1/usage", headers={
-                "Authorization": f"Bearer {gw.api_key}"})).json()["requests"]
+        usage_after = await _metered_requests(gw.url, gw.api_keys)
         alive = {p.name: p.alive() for p in [*subnet.miners, gw]}
     checked, mismatched = await asyncio.to_thread(verify_sample, tally, args.verify_every,
                                                   args.max_tokens)

@@ -159,6 +159,8 @@ class MinerProcess(_Proc):
 class GatewayProcess(_Proc):
     api_key: str = ""
     key_id: str = ""
+    #: ``api_key`` first, then the ``extra_keys`` asked of :meth:`LoopbackSubnet.start_gateway`
+    api_keys: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -255,9 +257,9 @@ class LoopbackSubnet:
                     *, sign: bool = True) -> tuple[Any, str]:
         """An in-process gateway app and an API key; it signs forwards as the validator."""
         from chutes_subnet.auth import sign_headers
+        from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
         from chutes_subnet.gateway.app import create_app
         from chutes_subnet.gateway.config import GatewayConfig
-        from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
         from chutes_subnet.gateway.usage import MemoryUsageMeter
 
         keys = MemoryApiKeyStore()
@@ -276,9 +278,12 @@ class LoopbackSubnet:
     # --- gateway process ------------------------------------------------------------
 
     def start_gateway(self, *, nonces: str | None = None, nonces_per_instance: int = 32,
-                      sign: bool = True, deadline_s: float = 60.0) -> GatewayProcess:
+                      sign: bool = True, deadline_s: float = 60.0,
+                      extra_keys: int = 0) -> GatewayProcess:
         """``python -m chutes_subnet.gateway gateway`` on this subnet's SQLite stores;
-        with ``sign`` it signs every forward with the validator hotkey (btauth/1)."""
+        with ``sign`` it signs every forward with the validator hotkey (btauth/1).
+        ``extra_keys`` more API keys are created (one per simulated user: each key holds
+        at most ``max_live_nonces_per_key`` live nonces)."""
         db = self.workdir / "gateway.db"
         created = subprocess.run(
             [sys.executable, "-m", "chutes_subnet.gateway", "keys", "--db", str(db), "create",
@@ -288,6 +293,7 @@ class LoopbackSubnet:
         gw = GatewayProcess(name="gateway", port=free_port(),
                             log_path=self.workdir / "gateway.log", api_key=key["key"],
                             key_id=key["key_id"])
+        gw.api_keys = [key["key"], *self._more_keys(db, extra_keys)]
         cmd = [sys.executable, "-m", "chutes_subnet.gateway", "gateway",
                "--listen", f"127.0.0.1:{gw.port}", "--registry", f"sqlite://{self.registry_path}",
                "--nonces", nonces or f"sqlite://{self.workdir / 'nonces.db'}", "--db", str(db),
@@ -303,6 +309,19 @@ class LoopbackSubnet:
         self.gateway = gw
         gw.wait_healthy(deadline_s)
         return gw
+
+    @staticmethod
+    def _more_keys(db: Path, n: int) -> list[str]:
+        """``n`` API keys written straight into the gateway's key database (fast)."""
+        if n <= 0:
+            return []
+        from chutes_subnet.gateway.api_keys import SQLiteApiKeyStore
+
+        store = SQLiteApiKeyStore(db)
+        try:
+            return [store.create(f"load-{i}")[0] for i in range(n)]
+        finally:
+            store.close()
 
     @property
     def registry_path(self) -> Path:
