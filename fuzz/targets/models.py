@@ -15,11 +15,12 @@ from chutes_subnet.errors import (
     EnvelopeFormatError,
     ReceiptError,
 )
-from chutes_subnet.inference.requests import CHAT_PATH, COMPLETIONS_PATH, parse_request
+from chutes_subnet.inference.requests import parse_request
 from chutes_subnet.receipts import ReceiptSigner, ReceiptTap
 from chutes_subnet.receipts import event as receipt_event
 from chutes_subnet.receipts import verify as verify_receipt
 from chutes_subnet.wire import messages
+from chutes_subnet.wire.protocol import CHAT_PATH, COMPLETIONS_PATH
 
 from .. import seeds
 from .._bytes import Cursor, json_or_none
@@ -62,7 +63,7 @@ def _protocol(data: bytes) -> None:
 
 def _protocol_seeds() -> list[bytes]:
     out = []
-    for i, model in enumerate(PROTOCOL_MODELS):
+    for i, _model in enumerate(PROTOCOL_MODELS):
         out.append(bytes([i]) + b'{"nonce": "' + b"ab" * 32 + b'", "id": "m", "chute_id": "c", '
                    b'"instances": [{"instance_id": "i", "e2e_pubkey": "AA==", "nonces": ["n"]}], '
                    b'"data": [{"id": "m", "chute_id": "c"}], "error": "e"}')
