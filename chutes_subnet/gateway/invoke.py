@@ -343,22 +343,30 @@ class _TailHold:
     A client treats an answer as complete only once it has its last bytes: the whole
     body of a non-stream answer (its last chunk is held), the final frame / usage /
     ``[DONE]`` of a stream (held from the first chunk that carries one; chunks before
-    it pass at once, so streaming latency is unchanged). At most ``_MAX_HELD`` bytes
-    are held; beyond that they pass through (only a misbehaving miner sends more).
+    it pass at once, so streaming latency is unchanged). A stream is relayed in whole
+    SSE events: an event cut by a read boundary waits for its end, so the gateway's own
+    closing event (:meth:`append`) never lands inside a half-relayed one. At most
+    ``_MAX_HELD`` bytes are held; beyond that they pass through (only a misbehaving
+    miner sends more).
     """
 
-    __slots__ = ("_stream", "_held", "_tail")
+    __slots__ = ("_stream", "_held", "_tail", "_partial")
 
     def __init__(self, stream: bool) -> None:
         self._stream = stream
         self._held = b""
         self._tail = False
+        #: stream: the bytes after the last complete event seen so far
+        self._partial = b""
 
     def push(self, chunk: bytes) -> bytes:
         """Bytes that may be sent now (possibly empty)."""
         if not self._stream:
             out, self._held = self._held, chunk
             return out
+        chunk, self._partial = _complete_events(self._partial + chunk)
+        if len(self._partial) > _MAX_HELD:
+            chunk, self._partial = chunk + self._partial, b""
         if not self._tail and not any(m in chunk for m in _TAIL_MARKERS):
             return chunk
         self._tail = True
@@ -369,13 +377,22 @@ class _TailHold:
         return b""
 
     def append(self, chunk: bytes) -> None:
-        """Hold ``chunk`` whatever it is (the gateway's own closing event)."""
+        """Hold ``chunk`` whatever it is (the gateway's own closing event); an event the
+        miner left unfinished is dropped, as it can never be completed."""
+        self._partial = b""
         self._held += chunk
 
     def rest(self) -> bytes:
         """The held bytes (sent after the usage commit)."""
-        out, self._held = self._held, b""
+        out, self._held, self._partial = self._held + self._partial, b"", b""
         return out
+
+
+def _complete_events(data: bytes) -> tuple[bytes, bytes]:
+    """``data`` split after its last SSE event terminator: (whole events, the rest)."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := data.rfind(sep)) >= 0]
+    end = max(ends, default=0)
+    return data[:end], data[end:]
 
 
 class _Trace:
