@@ -40,7 +40,7 @@ TIMEOUT = 10.0
 _TRACEBACK_MARKERS = (b"Traceback (most recent call last)", b'File "/')
 #: 5xx answers that are documented refusals, not failures: (status, reason) with a retry hint
 DELIBERATE_5XX = {(503, "no_instances"), (503, "no_instance"), (503, "draining"),
-                  (503, "nonce_store_unavailable")}
+                  (503, "nonce_store_unavailable"), (503, "collateral_unavailable")}
 _INVOKE_HEADERS = ("X-Chute-Id", "X-Instance-Id", "X-E2E-Nonce", "X-E2E-Path", "X-E2E-Version")
 
 

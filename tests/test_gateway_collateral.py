@@ -61,3 +61,30 @@ def test_expired_timeouts_and_malformed_collateral_fail_closed() -> None:
         StaticCollateral("{}")
     with pytest.raises(CollateralError):
         asyncio.run(StaticCollateral(TEXT).get_json(b"garbage", VECTOR_NOW))
+
+
+class _FailingSource:
+    """A collateral source whose upstream (PCS/PCCS) is down."""
+
+    async def get_json(self, quote: bytes, now: int) -> str:
+        raise CollateralError("PCS unreachable")
+
+
+@pytest.mark.parametrize("source", ["none", "failing"])
+def test_collateral_refusals_are_documented_not_server_faults(source: str) -> None:
+    """No source configured is a configuration (404 ``collateral_not_served``, do not
+    retry); a failing source is transient (503 ``collateral_unavailable`` + Retry-After)."""
+    import httpx
+
+    from chutes_subnet.gateway.attest import COLLATERAL_RETRY_AFTER_S
+    from tests.client_fixtures import gateway
+
+    with gateway([], collateral=None if source == "none" else _FailingSource()) as gw:
+        resp = httpx.post(f"{gw.url}/e2e/collateral", content=vector_quote(), timeout=10,
+                          headers={"Authorization": f"Bearer {gw.key}"})
+    if source == "none":
+        assert (resp.status_code, resp.json()["reason"]) == (404, "collateral_not_served")
+        assert "retry-after" not in resp.headers
+    else:
+        assert (resp.status_code, resp.json()["reason"]) == (503, "collateral_unavailable")
+        assert resp.headers["retry-after"] == str(COLLATERAL_RETRY_AFTER_S)

@@ -25,8 +25,10 @@ the gateway cannot forge them (each is signed by a validator hotkey). Admission:
 API key and the general rate limit; unknown or private-to-others instance 404.
 
 ``POST /e2e/collateral``, body = a raw TDX quote: the DCAP collateral for its
-platform from the gateway's cached source (Intel-signed; DCAP verifies it), 503
-``collateral_unavailable`` when there is none. Same admission as step 1-2.
+platform from the gateway's cached source (Intel-signed; DCAP verifies it); 404
+``collateral_not_served`` when the gateway has no collateral source (configuration),
+503 ``collateral_unavailable`` + Retry-After when none is valid for the platform right
+now (the source failed). Same admission as step 1-2.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.wire.messages import AttestRequest
 from chutes_subnet.wire.protocol import MAX_ATTEST_BODY_BYTES, MAX_ATTEST_RESPONSE_BYTES
 
-__all__ = ["MAX_QUOTE_BYTES", "add_attest_routes"]
+__all__ = ["COLLATERAL_RETRY_AFTER_S", "MAX_QUOTE_BYTES", "add_attest_routes"]
 
 _MAX_INSTANCE_ID = 128
+#: Retry-After (seconds) of a 503 ``collateral_unavailable``
+COLLATERAL_RETRY_AFTER_S = 30
 #: largest quote accepted at ``POST /e2e/collateral`` (as the verifier's parser bounds it)
 MAX_QUOTE_BYTES = 32 * 1024
 
@@ -163,11 +167,12 @@ def add_attest_routes(app: FastAPI, state: GatewayState,
         await admit(request)
         quote = await read_body(request.receive, MAX_QUOTE_BYTES, cfg.body_timeout,
                                 declared=request.headers.get("content-length"))
-        if collateral is None:
-            raise Refusal(503, "collateral_unavailable", "this gateway serves no collateral")
+        if collateral is None:  # a configuration, not a fault: do not retry here
+            raise Refusal(404, "collateral_not_served",
+                          "this gateway serves no collateral: use your own PCCS")
         try:
             text = await collateral.get_json(quote, int(time.time()))
         except CollateralError:
-            raise Refusal(503, "collateral_unavailable",
-                          "no valid collateral for this platform") from None
+            raise Refusal(503, "collateral_unavailable", "no valid collateral for this platform",
+                          {"Retry-After": str(COLLATERAL_RETRY_AFTER_S)}) from None
         return Response(text, media_type="application/json")
