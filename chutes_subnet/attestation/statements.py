@@ -43,6 +43,7 @@ from chutes_subnet.attestation.binding import constant_time_equal
 from chutes_subnet.attestation.reasons import Reason
 from chutes_subnet.chain import Metagraph
 from chutes_subnet.errors import StatementError
+from chutes_subnet.wire.protocol import MAX_STATEMENTS, MAX_STATEMENTS_BYTES
 
 __all__ = [
     "BLOCK_SECONDS",
@@ -65,10 +66,6 @@ __all__ = [
 
 STATEMENT_VERSION = 1
 _DOMAIN = b"chutes-subnet/statement/1\n"
-#: statements one answer may carry (one per validator is all that can count)
-MAX_STATEMENTS = 64
-#: bytes of one answer carrying statements (64 statements of ~700 bytes, with room)
-MAX_STATEMENTS_BYTES = 64 * 1024
 #: the longest validity a statement may claim (~4 h at 12 s blocks)
 MAX_VALIDITY_BLOCKS = 1200
 #: seconds per subtensor block (converts wall-clock durations into blocks)

@@ -43,7 +43,6 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from chutes_subnet.asgi import Refusal, read_body
-from chutes_subnet.attestation.statements import MAX_STATEMENTS
 from chutes_subnet.errors import CollateralError
 from chutes_subnet.gateway.api_keys import ApiKey
 from chutes_subnet.gateway.chute_api import check_chute
@@ -52,7 +51,11 @@ from chutes_subnet.gateway.miners import MinerConnectionError
 from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
 from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.wire.messages import AttestRequest
-from chutes_subnet.wire.protocol import MAX_ATTEST_BODY_BYTES, MAX_ATTEST_RESPONSE_BYTES
+from chutes_subnet.wire.protocol import (
+    MAX_ATTEST_BODY_BYTES,
+    MAX_ATTEST_RESPONSE_BYTES,
+    MAX_STATEMENTS,
+)
 
 __all__ = ["COLLATERAL_RETRY_AFTER_S", "MAX_QUOTE_BYTES", "add_attest_routes"]
 

@@ -39,6 +39,7 @@ number and whether it is retired; every change is a new version (see
 
 from __future__ import annotations
 
+import hmac
 import json
 import re
 import tomllib
@@ -47,7 +48,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chutes_subnet.attestation.binding import constant_time_equal
 from chutes_subnet.registry.instances import RegistryError
 from chutes_subnet.wire.protocol import chute_id_for_model
 
@@ -182,7 +182,8 @@ def _parse_manifest(raw: Any, chute_id: str, name: str, image_digest: str) -> di
         raise ChuteSpecError(f"manifest.chute_id must be {chute_id} (derived from name)")
     if manifest.model_id != name:
         raise ChuteSpecError("manifest.model_id must equal name")
-    if not constant_time_equal(manifest.image_digest.encode(), image_digest.encode()):
+    # hmac directly: the keyless gateway imports this module, not the attestation package
+    if not hmac.compare_digest(manifest.image_digest.encode(), image_digest.encode()):
         raise ChuteSpecError("manifest.image_digest must equal image_digest")
     return json.loads(manifest.canonical_bytes())
 

@@ -86,6 +86,10 @@ MAX_ATTEST_BODY_BYTES = 4 * 1024
 MAX_ATTEST_RESPONSE_BYTES = 1024 * 1024
 #: largest DCAP collateral document a client reads from the gateway
 MAX_COLLATERAL_BYTES = 256 * 1024
+#: validator statements one ``/e2e/statements`` answer may carry (one per validator counts)
+MAX_STATEMENTS = 64
+#: bytes of one answer carrying statements (64 statements of ~700 bytes, with room)
+MAX_STATEMENTS_BYTES = 64 * 1024
 ATTEST_NONCE_BYTES = 32
 
 #: Nonce lifetime told to clients; the server keeps nonces longer (grace for clock
