@@ -4,7 +4,8 @@
 Every command opens the gateway's database named by ``--db`` (default
 ``<data-dir>/gateway.db``, the gateway's own default; ``postgresql://…`` for fleets):
 balances live next to the keys and usage they belong to. Errors are one
-line on stderr and a non-zero exit status; chain commands take ``--network`` or
+line on stderr and a non-zero exit status (operator mistakes raise ``ValueError`` /
+``ConfigError``, which :func:`~chutes_subnet.operator_errors.run_command` prints as one line); chain commands take ``--network`` or
 ``--chain-endpoint`` like the neurons.
 """
 
@@ -88,10 +89,7 @@ def cmd_topup_address(args: argparse.Namespace) -> int:
     from chutes_subnet.billing.config import load_seed
     from chutes_subnet.billing.deposits import deposit_keypair
 
-    try:
-        seed = load_seed(args.seed_file)
-    except ValueError as exc:
-        return _fail(str(exc))
+    seed = load_seed(args.seed_file)
     ledger = _ledger(args)
     print(ledger.assign_address(args.key_id, deposit_keypair(seed, args.key_id).ss58_address))
     ledger.close()
@@ -193,8 +191,6 @@ def cmd_credit(args: argparse.Namespace) -> int:
     ledger = _ledger(args)
     try:
         fresh = ledger.credit(args.key_id, args.rao, f"manual:{args.ref}", kind="manual")
-    except ValueError as exc:
-        return _fail(str(exc))
     finally:
         ledger.close()
     print("credited" if fresh else f"already credited (ref {args.ref})")
@@ -206,10 +202,7 @@ def cmd_buy_plan(args: argparse.Namespace) -> int:
     from chutes_subnet.billing.config import load_plans
     from chutes_subnet.billing.ledger import InsufficientBalance
 
-    try:
-        plans = load_plans(args.plans)
-    except ValueError as exc:
-        return _fail(str(exc))
+    plans = load_plans(args.plans)
     if args.plan_id not in plans:
         return _fail(f"no plan {args.plan_id!r} in {args.plans} (have: {', '.join(plans) or 'none'})")
     ledger = _ledger(args)
@@ -273,10 +266,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from chutes_subnet.billing.config import load_seed
     from chutes_subnet.billing.treasury import sweep_deposits
 
-    try:
-        seed = load_seed(args.seed_file)
-    except ValueError as exc:
-        return _fail(str(exc))
+    seed = load_seed(args.seed_file)
     ledger = _ledger(args)
     try:
         outcomes = asyncio.run(sweep_deposits(ledger, _client(args), seed, args.treasury,
@@ -293,13 +283,10 @@ def cmd_burn_run(args: argparse.Namespace) -> int:
     from chutes_subnet.billing.treasury import BurnPolicy, run_burn
     from chutes_subnet.wallets import load_wallet
 
-    try:
-        policy = BurnPolicy(netuid=args.netuid, share_bps=args.share_bps,
-                            threshold_rao=args.threshold_rao, limit_price=args.limit_price,
-                            rate_tolerance=args.rate_tolerance)
-        wallet = load_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
-    except (ValueError, FileNotFoundError) as exc:
-        return _fail(str(exc))
+    policy = BurnPolicy(netuid=args.netuid, share_bps=args.share_bps,
+                        threshold_rao=args.threshold_rao, limit_price=args.limit_price,
+                        rate_tolerance=args.rate_tolerance)
+    wallet = load_wallet(args.wallet_name, args.wallet_hotkey, args.wallet_path)
     ledger, client = _ledger(args), _client(args)
 
     async def runs() -> str:
