@@ -32,7 +32,6 @@ from urllib.parse import quote as urlquote
 import httpx
 
 from chutes_subnet.attestation.quote import parse_quote
-from chutes_subnet.attestation.reasons import Reason
 from chutes_subnet.attestation.simulated import is_simulated_quote
 from chutes_subnet.attestation.verifier import Verifier
 from chutes_subnet.e2ee import decode_public_key
@@ -52,7 +51,7 @@ from chutes_subnet.wire.protocol import (
 )
 
 from ._flow import Flow, Sleep, Step, Work
-from .pins import CollateralCache, PinStore
+from .pins import CollateralCache, PinStore, pinned_verdict, refused
 from .policy import ClientPolicy
 from .verify import ClientVerdict, ParsedAnswer, check_instance, parse_answer
 
@@ -66,10 +65,6 @@ _MAX_REMEMBERED_REJECTIONS = 64
 #: retries (with backoff, 50 ms .. 1 s) while the gateway says a challenge of this
 #: instance is already in flight: concurrent cold requests share the first one's pin
 _BUSY_RETRIES = 6
-
-
-def _refused(instance_id: str, code: str, message: str) -> ClientVerdict:
-    return ClientVerdict(instance_id, (Reason(code, message),))
 
 
 def _relay_reason(resp: httpx.Response) -> str:
@@ -109,14 +104,11 @@ class InstanceVerifier:
         try:  # the length check of the one key decoder
             listed = decode_public_key(base64.b64encode(offer.e2e_pubkey).decode("ascii"))
         except E2EEError:
-            return self._remember(b"", _refused(iid, "malformed_key",
+            return self._remember(b"", refused(iid, "malformed_key",
                                                 "the listed key is not an ML-KEM-768 key"))
         for attempt in range(_BUSY_RETRIES + 1):
-            pinned = self.pins.verified(iid, listed) or self.pins.failed(iid, listed)
+            pinned = pinned_verdict(self.pins, iid, listed, chute_id)
             if pinned is not None:
-                if pinned.ok and chute_id is not None and pinned.chute_id != chute_id:
-                    return _refused(iid, "chute_mismatch", "the instance does not serve the "
-                                    "requested model")
                 return pinned
             nonce = self._nonce()
             request = httpx.Request(
@@ -127,10 +119,10 @@ class InstanceVerifier:
             try:
                 resp = yield Step(request, True, soft=True, limit=MAX_ATTEST_RESPONSE_BYTES)
             except httpx.TimeoutException:
-                return self._remember(listed, _refused(iid, "relay_timeout",
+                return self._remember(listed, refused(iid, "relay_timeout",
                                                        "the attestation relay timed out"))
             except (httpx.TransportError, PayloadTooLargeError):
-                return self._remember(listed, _refused(iid, "relay_error",
+                return self._remember(listed, refused(iid, "relay_error",
                                                        "the attestation relay failed"))
             if resp.status_code == 429 and _relay_reason(resp) == "instance_busy" \
                     and attempt < _BUSY_RETRIES:
@@ -146,13 +138,13 @@ class InstanceVerifier:
             raise AttestationRateLimited(max(0.0, min(retry, 3600.0)))
         if resp.status_code != 200:
             why = _relay_reason(resp)
-            return self._remember(listed, _refused(
+            return self._remember(listed, refused(
                 iid, "relay_error", f"the gateway answered HTTP {resp.status_code}"
                 + (f" ({why})" if why else "")))
         try:
             parsed = parse_answer(resp.content)
         except AttestationError as exc:
-            return self._remember(listed, _refused(iid, "malformed_answer", str(exc)))
+            return self._remember(listed, refused(iid, "malformed_answer", str(exc)))
         now = int(self._clock())
         if self._needs_collateral(parsed, now):
             yield from self._fetch_collateral(base, auth, parsed.evidence.tdx_quote, now)

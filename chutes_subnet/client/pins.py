@@ -21,11 +21,12 @@ from typing import Any
 from chutes_subnet.attestation.binding import constant_time_equal
 from chutes_subnet.attestation.collateral import collateral_key, collateral_window
 from chutes_subnet.attestation.dcap import collateral_from_json
+from chutes_subnet.attestation.reasons import Reason
 from chutes_subnet.errors import CollateralError
 
 from .verify import ClientVerdict
 
-__all__ = ["CollateralCache", "Pin", "PinStore"]
+__all__ = ["CollateralCache", "Pin", "PinStore", "pinned_verdict", "refused"]
 
 
 @dataclass(frozen=True)
@@ -132,3 +133,20 @@ class CollateralCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
+
+
+def refused(instance_id: str, code: str, message: str) -> ClientVerdict:
+    """A failed verdict with one reason."""
+    return ClientVerdict(instance_id, (Reason(code, message),))
+
+
+def pinned_verdict(pins: PinStore, instance_id: str, key: bytes,
+                   chute_id: str | None) -> ClientVerdict | None:
+    """The pinned verdict for (instance, key), if any, refused when a pinned instance
+    serves another chute than the one asked for; None: verify afresh."""
+    pinned = pins.verified(instance_id, key) or pins.failed(instance_id, key)
+    if pinned is not None and pinned.ok and chute_id is not None \
+            and pinned.chute_id != chute_id:
+        return refused(instance_id, "chute_mismatch",
+                       "the instance does not serve the requested model")
+    return pinned

@@ -33,7 +33,6 @@ from urllib.parse import quote as urlquote
 
 import httpx
 
-from chutes_subnet.attestation.reasons import Reason
 from chutes_subnet.attestation.statements import (
     BLOCK_SECONDS,
     MAX_STATEMENTS_BYTES,
@@ -52,7 +51,7 @@ from chutes_subnet.errors import (
 from chutes_subnet.wire.call import SealTarget
 
 from ._flow import Flow, Step, Work
-from .pins import PinStore
+from .pins import PinStore, pinned_verdict, refused
 from .verify import ClientVerdict
 
 __all__ = ["STATEMENTS_TIMEOUT", "MetagraphSource", "QuorumVerifier"]
@@ -63,10 +62,6 @@ STATEMENTS_TIMEOUT = {"connect": 10.0, "read": 30.0, "write": 10.0, "pool": 10.0
 _MAX_REMEMBERED_REJECTIONS = 64
 #: the client's own view of the chain: the latest snapshot, or None when it has none
 MetagraphSource = Callable[[], Metagraph | None]
-
-
-def _refused(instance_id: str, code: str, message: str) -> ClientVerdict:
-    return ClientVerdict(instance_id, (Reason(code, message),))
 
 
 class QuorumVerifier:
@@ -93,16 +88,13 @@ class QuorumVerifier:
         try:
             listed = decode_public_key(base64.b64encode(offer.e2e_pubkey).decode("ascii"))
         except E2EEError:
-            return self._remember(b"", _refused(iid, "malformed_key",
+            return self._remember(b"", refused(iid, "malformed_key",
                                                 "the listed key is not an ML-KEM-768 key"))
-        pinned = self.pins.verified(iid, listed) or self.pins.failed(iid, listed)
+        pinned = pinned_verdict(self.pins, iid, listed, chute_id)
         if pinned is not None:
-            if pinned.ok and chute_id is not None and pinned.chute_id != chute_id:
-                return _refused(iid, "chute_mismatch", "the instance does not serve the "
-                                "requested model")
             return pinned
         if offer.receipt_pubkey is None:
-            return self._remember(listed, _refused(
+            return self._remember(listed, refused(
                 iid, "no_receipt_key", "the gateway lists no receipt key: answers cannot be "
                 "audited"))
         request = httpx.Request("GET", f"{base}/e2e/statements/{urlquote(iid, safe='')}",
@@ -110,21 +102,21 @@ class QuorumVerifier:
         try:
             resp = yield Step(request, True, soft=True, limit=MAX_STATEMENTS_BYTES)
         except httpx.TimeoutException:
-            return self._remember(listed, _refused(iid, "relay_timeout",
+            return self._remember(listed, refused(iid, "relay_timeout",
                                                    "the statements request timed out"))
         except (httpx.TransportError, PayloadTooLargeError):
-            return self._remember(listed, _refused(iid, "relay_error",
+            return self._remember(listed, refused(iid, "relay_error",
                                                    "the statements request failed"))
         if resp.status_code != 200:
-            return self._remember(listed, _refused(
+            return self._remember(listed, refused(
                 iid, "relay_error", f"the gateway answered HTTP {resp.status_code}"))
         try:
             statements = parse_statements(resp.content)
         except StatementError as exc:
-            return self._remember(listed, _refused(iid, "malformed_statements", str(exc)))
+            return self._remember(listed, refused(iid, "malformed_statements", str(exc)))
         snapshot = self.metagraph()
         if snapshot is None:  # not pinned: the client's chain view may come back
-            return self._remember(b"", _refused(iid, "no_metagraph",
+            return self._remember(b"", refused(iid, "no_metagraph",
                                                 "no metagraph snapshot to weigh statements"))
         now_block = self._now_block(snapshot)
         receipt = offer.receipt_pubkey
@@ -133,7 +125,7 @@ class QuorumVerifier:
             metagraph=snapshot, rule=self.rule, now_block=now_block, chute_id=chute_id,
             accept_simulated=self.accept_simulated))
         if quorum.reasons and quorum.reasons[0].code == "stale_metagraph":  # not pinned either
-            return self._remember(b"", _refused(iid, "stale_metagraph",
+            return self._remember(b"", refused(iid, "stale_metagraph",
                                                 quorum.reasons[0].message))
         verdict = ClientVerdict(
             iid, quorum.reasons, e2e_pubkey=listed if quorum.ok else None,
