@@ -87,6 +87,13 @@ def prepare(root: Path) -> Workspace:
     (root / "config-bad.toml").write_text("netuid = \n")
     (root / "config-unknown.toml").write_text("netuid = 1\nno_such_setting = 3\n")
     (root / "home").mkdir(mode=0o700)
+    # a key database of its own for "keys list", so that case does not depend on
+    # "keys create" having run first (the test runs cases concurrently)
+    from chutes_subnet.stores import open_gateway_stores
+
+    listed = open_gateway_stores(str(root / "listed.db"))
+    listed.keys.create("listed-app")
+    listed.close()
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
@@ -124,8 +131,8 @@ def cases(ws: Workspace) -> list[Case]:
              (r"3 neurons",), stream="stdout"),
         Case("keys create", (py, *cs, "keys", "--db", keys_db, "create", "--name", "app",
                              "--json"), 0, (r'"key": "csk_',), stream="stdout"),
-        Case("keys list", (py, *cs, "keys", "--db", keys_db, "list"), 0, (r"app",),
-             stream="stdout"),
+        Case("keys list", (py, *cs, "keys", "--db", str(ws.root / "listed.db"), "list"), 0,
+             (r"listed-app",), stream="stdout"),
         Case("validator dev round explains its miners",
              (*validator, *on_chain, "--wallet.name", "validator", "--neuron.rounds", "1"), 0,
              (r"round 1 at block", r"uid 2 failed: no_axon")),
