@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -58,6 +59,7 @@ def _farm(spec: dict[str, Any]) -> None:
     from chutes_subnet.e2ee import KeyPair, v2
     from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
     from chutes_subnet.receipts import ReceiptSigner
+    from chutes_subnet.receipts import event as receipt_event
     from chutes_subnet.sse import DONE_EVENT, format_event
     from chutes_subnet.wire.messages import AttestResponse
     from chutes_subnet.wire.protocol import chute_id_for_model
@@ -110,16 +112,25 @@ def _farm(spec: dict[str, Any]) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
         kind = "chat.completion.chunk" if path == "/v1/chat/completions" else "text_completion"
+        answer = hashlib.sha256()  # every byte before the receipt event
         for ch in result.text:
             choice = {"index": 0, "delta": {"content": ch}} if kind != "text_completion" \
                 else {"index": 0, "text": ch}
             line = "data: " + json.dumps({"object": kind, "choices": [choice]})
-            await send({"type": "http.response.body", "more_body": True,
-                        "body": format_event({"e2e": sealer.seal(line.encode())})})
+            frame = format_event({"e2e": sealer.seal(line.encode())})
+            answer.update(frame)
+            await send({"type": "http.response.body", "more_body": True, "body": frame})
         usage = {"prompt_tokens": result.prompt_tokens,
                  "completion_tokens": result.completion_tokens}
-        tail = format_event({"e2e_final": sealer.finish(usage)}) + DONE_EVENT
-        await send({"type": "http.response.body", "body": tail})
+        tail = format_event({"e2e_final": sealer.finish(usage)})
+        answer.update(tail)
+        receipt = signer.sign(request_binding=session.request_binding,
+                              answer_sha256=answer.digest(),
+                              prompt_tokens=result.prompt_tokens,
+                              completion_tokens=result.completion_tokens, instance_id=instance,
+                              issued_at_ms=int(time.time() * 1000))
+        await send({"type": "http.response.body",
+                    "body": tail + receipt_event(receipt) + DONE_EVENT})
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="error", access_log=False,
                                            lifespan="off", backlog=2048))
@@ -227,7 +238,7 @@ async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
     durations = sorted(r.duration_s for r in report.results)
     return {
         "miners": len(report.results), "passed": len(passed),
-        "failures": sorted({r.reason for r in report.results if r.reason}),
+        "failures": sorted({f"{r.reason}: {r.detail_text}" for r in report.results if r.reason}),
         "workers": workers,
         "wall_s": wall, "validator_cpu_s": cpu, "cpu_per_miner_ms": 1000 * cpu / len(ports),
         "miner_eval_p50_s": durations[len(durations) // 2],
