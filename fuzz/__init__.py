@@ -7,7 +7,7 @@ targets drive three engines:
 
 * ``python -m fuzz.harness TARGET [libFuzzer flags]`` — coverage-guided (atheris);
 * ``python -m fuzz.run`` — runs every target for N inputs and prints a table;
-* ``tests/test_fuzz_*.py`` — short hypothesis runs in CI.
+* ``tests/security/test_fuzz_targets.py`` — short hypothesis runs in CI.
 
 See ``docs/security.md`` for the documented runs and their numbers.
 """

@@ -4,7 +4,7 @@ a real chain, and every operator mistake of issue 17, as real processes.
 
 Each case asserts the exit code and, for mistakes, that stderr ends with ONE line
 ``<prog>: error: ...`` naming the problem and the fix, with no traceback (only
-``--logging.debug`` prints one). ``tests/test_operator_paths.py`` runs the same
+``--logging.debug`` prints one). ``tests/ops/test_operator_paths.py`` runs the same
 cases under pytest.
 
     python scripts/check_operator_paths.py [--only SUBSTRING] [--keep DIR]

@@ -1,4 +1,4 @@
-"""Test support for tests/test_security_*.py: the real stack, wired like production.
+"""Test support for tests/security/: the real stack, wired like production.
 
 One validator-only miner (embedded model, simulated TEE, btauth/1 gate over a
 LocalChain metagraph that tests can swap to model a deregistration) behind one
