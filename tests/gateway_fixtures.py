@@ -22,7 +22,11 @@ from chutes_subnet.registry import InstanceRecord
 from chutes_subnet.sse import DONE_EVENT, format_event
 from chutes_subnet.wire.headers import InvokeHeaders
 
-__all__ = ["chat_reply", "echo_miner_app", "record_for", "signer_for"]
+__all__ = ["chat_reply", "echo_miner_app", "named_instance_id", "named_record", "record_for",
+           "signer_for"]
+
+#: one key per test instance name; each record's id is derived from its key
+_NAMED_KEYS: dict[str, KeyPair] = {}
 
 
 def chat_reply(payload: dict[str, Any]) -> str:
@@ -137,3 +141,18 @@ def record_for(kp: KeyPair, url: str, *, chute_id: str, model: str,
                           hotkey=hotkey or "5F" + kp.instance_id, uid=uid,
                           e2e_pubkey=kp.public_b64, receipt_pubkey=signer_for(kp).public_b64,
                           verified_at=now, expires_at=now + ttl, score=score, simulated=True)
+
+
+def named_instance_id(name: str) -> str:
+    """The instance id of the test instance called ``name`` (one key per name)."""
+    return _NAMED_KEYS.setdefault(name, KeyPair.generate()).instance_id
+
+
+def named_record(name: str, chute: str = "c1", *, expires: float = 100.0, score: float = 1.0,
+                 model: str = "m1") -> InstanceRecord:
+    """A registry record of the test instance called ``name``, for pure registry and
+    balancer tests (no server behind its URL)."""
+    kp = _NAMED_KEYS.setdefault(name, KeyPair.generate())
+    return InstanceRecord(instance_id=kp.instance_id, chute_id=chute, model=model,
+                          url="http://x", hotkey="hk", uid=0, e2e_pubkey=kp.public_b64,
+                          verified_at=0.0, expires_at=expires, score=score)

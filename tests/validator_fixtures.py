@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,18 +13,14 @@ from typing import Any
 
 from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
 from chutes_subnet.auth import ValidatorGate
-from chutes_subnet.chain import LocalChain
+from chutes_subnet.chain import LocalChain, WeightsResult
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.inference import DEFAULT_MODEL_ID, make_backend
+from chutes_subnet.miner.app import create_app as create_miner_app
+from chutes_subnet.miner.config import MinerConfig
+from chutes_subnet.validator import MinerResult, RoundReport, ScoreEntry
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from tests.servers import UvicornThread, free_port
-
-try:  # the miner package lands in parallel; tests needing it skip with a reason
-    from chutes_subnet.miner.app import create_app as create_miner_app
-    from chutes_subnet.miner.config import MinerConfig
-except ImportError:  # pragma: no cover
-    create_miner_app = None  # type: ignore[assignment]
-    MinerConfig = None  # type: ignore[assignment,misc]
 
 
 @dataclass
@@ -49,6 +47,25 @@ class Subnet:
 
     def by_name(self, name: str) -> MinerHandle:
         return next(m for m in self.miners if m.name == name)
+
+
+@functools.cache
+def bench_wallet() -> Any:
+    """One development wallet for tests that sign as a validator without a chain."""
+    return ensure_dev_wallet("vparts", "default", tempfile.mkdtemp())
+
+
+def round_report(idx: int, ema: dict[int, float], weights: dict[int, float]) -> RoundReport:
+    """A committed-looking round: every uid in ``ema`` attested and served."""
+    results = tuple(MinerResult(uid, f"hk{uid}", f"ck{uid}", "1.2.3.4:5", True, requests=2,
+                                successes=2, tokens_per_s=10.0 * uid, ttft_s=0.05)
+                    for uid in ema)
+    return RoundReport(idx, 100 + idx, 0.0, 1.0, results, dict(ema), dict(ema), weights,
+                       WeightsResult(True, "ok", 100 + idx))
+
+
+def score_entries(ema: dict[int, float]) -> dict[int, ScoreEntry]:
+    return {u: ScoreEntry(f"hk{u}", f"ck{u}", v) for u, v in ema.items()}
 
 
 def dev_verifier() -> Verifier:

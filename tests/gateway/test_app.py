@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2
+from chutes_subnet.gateway import app as gateway_app
 from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
 from chutes_subnet.gateway.config import GatewayConfig
@@ -321,3 +322,7 @@ def test_served_tokens_per_instance_feed_organic_scoring(stack: Stack) -> None:
     served = stack.state.take_served()
     assert served == {IB: 3}  # the echo miner reports 3 completion tokens
     assert stack.state.take_served() == {}
+
+
+def test_public_api_lists() -> None:
+    assert gateway_app.__all__ == ["create_app"]

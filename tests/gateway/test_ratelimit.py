@@ -89,3 +89,14 @@ def test_open_rate_limiter_urls(redis_server) -> None:
     asyncio.run(lim.aclose())
     with pytest.raises(ValueError, match="unsupported rate limiter URL"):
         open_rate_limiter("http://x")
+
+
+def test_rate_limiter_refills_over_time() -> None:
+    t = [0.0]
+    lim = RateLimiter(clock=lambda: t[0])
+    assert [lim.check("k", 2.0, 2).allowed for _ in range(3)] == [True, True, False]
+    d = lim.check("k", 2.0, 2)
+    assert not d.allowed and d.retry_after == pytest.approx(0.5)
+    t[0] = 0.5
+    assert lim.check("k", 2.0, 2).allowed
+    assert lim.check("other", None).allowed

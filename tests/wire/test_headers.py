@@ -116,3 +116,14 @@ def test_header_names_are_written_only_in_wire_headers() -> None:
 def test_usage_counts_are_read_only_by_the_wire_parser() -> None:
     # a usage dict read field by field anywhere else is a second parser
     assert _literals(r"(\.get\(|usage\[)[\"'](prompt|completion)_tokens[\"']") == []
+
+
+def test_usage_header_parsing() -> None:
+    assert parse_usage_header('{"prompt_tokens": 4, "completion_tokens": 9}') == (4, 9)
+    assert parse_usage_header(None) is None
+    for bad in ("", "nope", '{"prompt_tokens": -1}', '{"prompt_tokens": true}',
+                "[1]", "{" * 5000, '{"completion_tokens": 1e999}',
+                '{"completion_tokens": 1099511627777}', '{"prompt_tokens": 4.0}',
+                '{"completion_tokens": "9"}', "{\"\u00e9\u4e2d\": 1"):
+        with pytest.raises(UsageError):
+            parse_usage_header(bad)
