@@ -12,7 +12,8 @@ grouped by the boundary where it happens::
     │   └── ReceiptError              answer receipt missing, malformed or not matching
     ├── WireError                     wire contract (chutes_subnet.wire); also a ValueError
     │   ├── HeaderError               invoke header missing/malformed (reason code)
-    │   └── UsageError                usage report not bounded non-negative integers
+    │   ├── UsageError                usage report not bounded non-negative integers
+    │   └── FleetError                a miner's signed instance list refused (``code``)
     ├── NonceError                    single-use nonces (chutes_subnet.nonces); a
     │   │                             rejected nonce is a ``single_use.Use``, not an error
     │   └── NonceStoreUnavailable     backend down (maps to HTTP 503)
@@ -68,6 +69,7 @@ __all__ = [
     "WireError",
     "HeaderError",
     "UsageError",
+    "FleetError",
     "NonceError",
     "NonceStoreUnavailable",
     "AuthError",
@@ -154,6 +156,15 @@ class HeaderError(WireError):
 
 class UsageError(WireError):
     """A usage report is not a pair of bounded non-negative integer token counts."""
+
+
+class FleetError(WireError):
+    """A miner's signed instance list (``GET /fleet``) is malformed, unsigned, stale or
+    signed by another hotkey; ``code`` is a stable reason (``bad_signature``, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NonceError(ChutesSubnetError):

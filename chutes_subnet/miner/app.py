@@ -4,6 +4,8 @@ Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
 
 * ``POST /attest`` — :mod:`chutes_subnet.miner.attest` (btauth/1, validators only);
 * ``POST /e2e/invoke`` — :mod:`chutes_subnet.miner.invoke` (v1 and v2 envelopes);
+* ``GET /fleet`` — the instance list this hotkey fronts, signed by the hotkey
+  (:mod:`chutes_subnet.miner.fleet`; served when a ``fleet_signer`` is given);
 * ``GET /health`` — public status (ids, key fingerprint, load; nothing secret);
 * ``GET /ready`` — 200 when the instance can serve now (not draining, and the
   backend is loaded: an OpenAI-compatible upstream lists its models), else 503 —
@@ -41,6 +43,7 @@ from chutes_subnet.miner.faults import (
     apply_invoke_fault,
     apply_provider_fault,
 )
+from chutes_subnet.miner.fleet import FleetPublisher, fleet_entries
 from chutes_subnet.miner.invoke import InvokeEndpoint
 from chutes_subnet.miner.limits import ConcurrencyLimiter
 from chutes_subnet.miner.metrics import CONTENT_TYPE_LATEST, MinerMetrics
@@ -48,7 +51,7 @@ from chutes_subnet.miner.state import InstanceIdentity, MinerState
 from chutes_subnet.miner.workload import instance_manifest, measure_workload
 from chutes_subnet.nonces import SeenNonceCache
 from chutes_subnet.receipts import ReceiptSigner
-from chutes_subnet.wire.protocol import NONCE_TTL_SERVER_SECONDS
+from chutes_subnet.wire.protocol import FLEET_PATH, NONCE_TTL_SERVER_SECONDS
 
 __all__ = ["PLAINTEXT_PATH", "create_app", "create_metrics_app"]
 
@@ -63,11 +66,14 @@ def _is_simulated(provider: EvidenceProvider) -> bool:
 
 def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
                provider: EvidenceProvider, gate: ValidatorGate | None,
-               keypair: KeyPair | None = None) -> FastAPI:
+               keypair: KeyPair | None = None, fleet_signer: Any | None = None,
+               netuid: int = 0) -> FastAPI:
     """Build one miner instance around a backend, an evidence provider and a gate.
 
     ``gate=None`` disables every caller check (unit tests only). ``keypair=None``
     generates the instance key now; the receipt signing key is always generated here.
+    ``fleet_signer`` (the hotkey's keypair) serves ``GET /fleet`` for ``netuid``: this
+    instance at ``config.advertised_url``, then ``config.fleet_instances``.
     Faults and the plaintext endpoint are refused unless ``provider`` is the simulated
     one. The backend is closed on shutdown, after uvicorn has let in-flight streams finish.
     """
@@ -128,6 +134,9 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
         routes.append(Route(PLAINTEXT_PATH,
                             apply_invoke_fault(config.fault, InvokeEndpoint(state, plaintext=True)),
                             methods=["POST"]))
+    fleet = _fleet_publisher(config, instance, fleet_signer, netuid)
+    if fleet is not None:
+        routes.append(Route(FLEET_PATH, fleet.endpoint, methods=["GET"]))
     app = FastAPI(title="chutes-subnet miner", lifespan=lifespan, routes=routes,
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.instance = instance
@@ -153,6 +162,27 @@ def create_app(config: MinerConfig, *, hotkey_ss58: str, backend: Backend,
             return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _fleet_publisher(config: MinerConfig, instance: InstanceIdentity, signer: Any | None,
+                     netuid: int) -> FleetPublisher | None:
+    """The ``GET /fleet`` endpoint, or None without a signer (or, for an instance with
+    no siblings, without an address of its own to list)."""
+    if signer is None:
+        return None
+    try:
+        entries = fleet_entries(config.advertised_url, instance.instance_id,
+                                config.fleet_instances)
+    except ValueError as exc:
+        if config.fleet_instances:
+            raise ValueError(f"cannot serve the fleet list: {exc} (set --axon.external_ip "
+                             "to the address validators reach this instance at)") from None
+        log.info("no GET /fleet: %s", exc)
+        return None
+    publisher = FleetPublisher(signer, netuid=netuid, entries=entries, ttl=config.fleet_ttl)
+    if publisher.hotkey != instance.hotkey:
+        raise ValueError("the fleet signer is not this miner's hotkey")
+    return publisher
 
 
 def create_metrics_app(state: MinerState) -> Starlette:

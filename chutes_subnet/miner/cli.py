@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     # refused (flag or env) by config_from_args: the id is derived from the attested key
     p.add_argument("--instance_id", default=os.environ.get(env_name("--instance_id")),
                    help=argparse.SUPPRESS)
+    _add(p, "--fleet.instances", default="",
+         help="comma-separated base URLs (http://ip:port) of sibling instances this hotkey "
+              "fronts, listed after this one in the signed GET /fleet (siblings run with the "
+              "same hotkey and --axon.no_serve)")
+    _add(p, "--fleet.ttl", type=int, default=600,
+         help="seconds a served instance list is valid (re-signed after half)")
     _add(p, "--max_concurrency", type=int, default=4, help="invokes served at once; more get 429")
     _add(p, "--request_timeout", type=float, default=120.0, help="seconds per inference")
     _add(p, "--min_validator_stake", type=float, default=0.0,
@@ -162,7 +168,10 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
             invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),
             metagraph_refresh=g("metagraph_refresh"), shutdown_grace=g("shutdown_grace"),
             tee=g("tee"), serve_axon=not g("axon.no_serve"), fault=g("fault"),
-            workload_manifest=g("workload.manifest"), workload_model_dir=g("workload.model_dir"))
+            workload_manifest=g("workload.manifest"), workload_model_dir=g("workload.model_dir"),
+            fleet_instances=tuple(u.strip() for u in (g("fleet.instances") or "").split(",")
+                                  if u.strip()),
+            fleet_ttl=g("fleet.ttl"))
     except ValueError as exc:
         raise SystemExit(f"invalid configuration: {exc}") from None
 

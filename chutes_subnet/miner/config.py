@@ -71,6 +71,11 @@ class MinerConfig:
     fault: str | None = None
     #: BENCH ONLY (simulated TEE): POST /dangerous/plaintext/invoke serves plaintext
     dangerous_plaintext_endpoint: bool = False
+    #: base URLs of sibling instances this hotkey fronts (served in GET /fleet after this
+    #: instance itself; each runs with the same hotkey and --axon.no_serve)
+    fleet_instances: tuple[str, ...] = ()
+    #: seconds a served instance list is valid (re-signed after half of it)
+    fleet_ttl: int = 600
 
     def __post_init__(self) -> None:
         if not self.model_id:
@@ -104,6 +109,14 @@ class MinerConfig:
             raise ValueError("fault injection is refused unless tee == 'simulated'")
         if self.dangerous_plaintext_endpoint and self.tee != "simulated":
             raise ValueError("dangerous_plaintext_endpoint is refused unless tee == 'simulated'")
+        if not 0 < self.fleet_ttl <= protocol.MAX_FLEET_VALIDITY_SECONDS:
+            raise ValueError(f"fleet_ttl must be in 1..{protocol.MAX_FLEET_VALIDITY_SECONDS}")
+        if len(self.fleet_instances) >= protocol.MAX_FLEET_INSTANCES:
+            raise ValueError(f"at most {protocol.MAX_FLEET_INSTANCES - 1} fleet instances "
+                             "(siblings) may be listed")
+        urls = [protocol.canonical_instance_url(u) for u in self.fleet_instances]
+        if len(set(urls)) != len(urls):
+            raise ValueError("fleet_instances lists an instance URL twice")
 
     @property
     def chute_id(self) -> str:
@@ -114,3 +127,10 @@ class MinerConfig:
     def advertised_ip(self) -> str:
         """The IP published on chain: ``external_ip``, else ``host``."""
         return self.external_ip or self.host
+
+    @property
+    def advertised_url(self) -> str:
+        """``http://ip:port`` validators derive from the published endpoint."""
+        ip = self.advertised_ip
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"http://{host}:{self.external_port or self.port}"

@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from chutes_subnet.attestation import EvidenceProvider, make_provider
-from chutes_subnet.auth import MetagraphCache, ValidatorGate
+from chutes_subnet.auth import MetagraphCache, ValidatorGate, hotkey_signer
 from chutes_subnet.chain import Chain
 from chutes_subnet.chain.local import format_axon
 from chutes_subnet.errors import ChainError
@@ -123,7 +123,8 @@ async def serve_miner(config: MinerConfig, *, wallet: Any, chain: Chain,
     cache = MetagraphCache(chain, interval=config.metagraph_refresh)
     await cache.start()
     gate = ValidatorGate(hotkey, cache, min_stake=config.min_validator_stake)
-    app = create_app(config, hotkey_ss58=hotkey, backend=backend, provider=provider, gate=gate)
+    app = create_app(config, hotkey_ss58=hotkey, backend=backend, provider=provider, gate=gate,
+                     fleet_signer=hotkey_signer(wallet), netuid=chain.netuid)
     sock = metrics_sock = None
     try:
         sock = bind_listen_socket(config.host, config.port, flag="--axon.port")

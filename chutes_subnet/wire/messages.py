@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chutes_subnet.wire.protocol import (
     E2EE_VERSION_V1,
+    MAX_FLEET_INSTANCES,
     NONCE_TTL_CLIENT_SECONDS,
     SUPPORTED_E2EE_VERSIONS,
+    canonical_instance_url,
 )
 
 __all__ = [
@@ -24,6 +26,9 @@ __all__ = [
     "AttestRequest",
     "AttestResponse",
     "ErrorBody",
+    "FleetInstance",
+    "FleetList",
+    "SignedFleet",
 ]
 
 
@@ -89,3 +94,53 @@ class AttestResponse(_Model):
 class ErrorBody(_Model):
     error: str
     reason: str = ""
+
+
+# --- GET /fleet: the instances one hotkey fronts (signed; see chutes_subnet.wire.fleet) ---
+
+class _Signed(BaseModel):
+    """Signed content: exact types, no unknown keys (the signed bytes are re-derived
+    from the parsed fields, so nothing may be dropped or coerced on the way)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class FleetInstance(_Signed):
+    url: str = Field(description="the instance's own base URL, scheme://host:port "
+                                 "(validators and gateways connect to it directly)")
+    instance_id: str | None = Field(
+        default=None, pattern="^[0-9a-f]{32}$",
+        description="if given, the attested key at url must derive this id")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if canonical_instance_url(value) != value:
+            raise ValueError("url must be in canonical form scheme://host:port")
+        return value
+
+
+class FleetList(_Signed):
+    netuid: int = Field(ge=0, le=65535)
+    hotkey: str = Field(pattern="^[1-9A-HJ-NP-Za-km-z]{46,48}$",
+                        description="the miner hotkey (ss58) that signs the list")
+    instances: list[FleetInstance] = Field(min_length=1, max_length=MAX_FLEET_INSTANCES)
+    issued_at: int = Field(ge=0, description="unix seconds")
+    expires_at: int = Field(ge=0, description="unix seconds; the list is void from then")
+
+    @field_validator("instances")
+    @classmethod
+    def _distinct(cls, value: list[FleetInstance]) -> list[FleetInstance]:
+        if len({i.url for i in value}) != len(value):
+            raise ValueError("instances must have distinct urls")
+        ids = [i.instance_id for i in value if i.instance_id is not None]
+        if len(set(ids)) != len(ids):
+            raise ValueError("instances must have distinct instance ids")
+        return value
+
+
+class SignedFleet(_Signed):
+    v: int = Field(ge=1, le=1)
+    fleet: FleetList
+    signature: str = Field(pattern="^[0-9a-f]{128}$",
+                           description="hex sr25519 signature by fleet.hotkey")

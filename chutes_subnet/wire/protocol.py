@@ -12,6 +12,8 @@ Gateway (public, clients talk to it):
 Miner (one instance):
     POST /attest                        AttestRequest (btauth/1 signed) -> AttestResponse
     POST /e2e/invoke                    same headers as the gateway's invoke
+    GET  /fleet                         SignedFleet: the instances this hotkey fronts,
+                                        signed by the hotkey (:mod:`.fleet`)
     GET  /health, GET /metrics
 
 Message schemas are in :mod:`chutes_subnet.wire.messages`, header names and their
@@ -23,9 +25,12 @@ parsers in :mod:`chutes_subnet.wire.headers`, the client's sealed call in
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 from chutes_subnet.errors import EnvelopeFormatError
 
@@ -44,6 +49,12 @@ __all__ = [
     "MAX_DECOMPRESSED_BYTES",
     "MAX_ATTEST_BODY_BYTES",
     "ATTEST_NONCE_BYTES",
+    "FLEET_PATH",
+    "MAX_FLEET_INSTANCES",
+    "MAX_FLEET_BYTES",
+    "MAX_FLEET_URL_CHARS",
+    "MAX_FLEET_VALIDITY_SECONDS",
+    "FLEET_CLOCK_SKEW_SECONDS",
     "MAX_ATTEST_RESPONSE_BYTES",
     "MAX_COLLATERAL_BYTES",
     "NONCE_TTL_CLIENT_SECONDS",
@@ -51,6 +62,7 @@ __all__ = [
     "CHUTE_NAMESPACE",
     "chute_id_for_model",
     "parse_json",
+    "canonical_instance_url",
     "KEM_CIPHERTEXT_BYTES",
     "request_kem_ciphertext",
 ]
@@ -92,6 +104,19 @@ MAX_STATEMENTS = 64
 MAX_STATEMENTS_BYTES = 64 * 1024
 ATTEST_NONCE_BYTES = 32
 
+#: where a miner's published endpoint serves its signed instance list
+FLEET_PATH = "/fleet"
+#: instances one hotkey may list (validators may evaluate fewer: --fleet.max_instances)
+MAX_FLEET_INSTANCES = 64
+#: bytes of one signed instance list (64 entries of ~330 bytes, with room)
+MAX_FLEET_BYTES = 32 * 1024
+#: characters of one instance URL
+MAX_FLEET_URL_CHARS = 256
+#: the longest validity an instance list may claim (expires_at - issued_at)
+MAX_FLEET_VALIDITY_SECONDS = 3600
+#: how far in the future a list's issued_at may be (clock skew between hosts)
+FLEET_CLOCK_SKEW_SECONDS = 60
+
 #: Nonce lifetime told to clients; the server keeps nonces longer (grace for clock
 #: skew and in-flight requests) so a nonce never expires server-side first.
 NONCE_TTL_CLIENT_SECONDS = 55
@@ -120,6 +145,50 @@ def parse_json(data: str | bytes | bytearray) -> Any:
         return json.loads(data)
     except RecursionError:
         raise ValueError("JSON nesting too deep") from None
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+                       r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def canonical_instance_url(url: str) -> str:
+    """``scheme://host:port`` of an instance's base URL; ``ValueError`` names the defect.
+
+    http or https; a DNS name or an IP literal (IPv6 in brackets); no user info, path,
+    query or fragment (a trailing ``/`` is dropped); the port is made explicit, so one
+    address has one spelling and a list cannot name an instance twice unnoticed.
+    """
+    if not isinstance(url, str) or not 0 < len(url) <= MAX_FLEET_URL_CHARS:
+        raise ValueError(f"instance URL must be 1..{MAX_FLEET_URL_CHARS} characters")
+    if not url.isascii() or any(c.isspace() or c == "\\" for c in url):
+        raise ValueError("instance URL must be ASCII without spaces or backslashes")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError("instance URL has an invalid port or address") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError("instance URL must be http:// or https://")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("instance URL must not carry user info")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError("instance URL must be scheme://host[:port] only (no path or query)")
+    host = (parts.hostname or "").lower()
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError("instance URL host must be a DNS name or an IP address") from None
+        shown = host
+    else:
+        if ip.is_unspecified or ip.is_multicast:
+            raise ValueError("instance URL host must be a unicast address")
+        shown = f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+    if port == 0:
+        raise ValueError("instance URL port must be in 1..65535")
+    return f"{scheme}://{shown}:{port or _DEFAULT_PORTS[scheme]}"
 
 
 #: ML-KEM-768 ciphertext size (the e2ee package's KEM uses this constant too).
