@@ -39,6 +39,7 @@ setup(
         "openai>=1.40",
         "filelock>=3.12",
         "orjson>=3.10",  # envelope JSON (only used if it enforces a depth limit)
+        "pybase64>=1.3",  # stream frames: SIMD base64 (binascii fallback)
         # PostgreSQL backend of the gateway's ledger and stores (binary wheel: no libpq needed)
         "psycopg[binary]>=3.2,<4",
         "psycopg-pool>=3.2,<4",

@@ -24,6 +24,8 @@ length is exactly the canonical one, so there is one valid padding per body.
 
 from __future__ import annotations
 
+import struct
+
 from chutes_subnet.errors import EnvelopeFormatError
 
 __all__ = ["FRAME_BUCKET", "MIN_ENVELOPE", "pack_line", "pack_lines", "pad", "padme",
@@ -33,6 +35,7 @@ MIN_ENVELOPE = 512
 FRAME_BUCKET = 512
 _LEN = 4
 _MAX_LEN = 0xFFFFFFFF
+_u32 = struct.Struct(">I").unpack_from
 
 
 def padme(length: int) -> int:
@@ -55,7 +58,7 @@ def pad(body: bytes) -> bytes:
     n = len(body)
     if n > _MAX_LEN:
         raise EnvelopeFormatError("payload too large to pad")
-    return n.to_bytes(_LEN, "big") + body + bytes(padded_size(n) - _LEN - n)
+    return b"".join((n.to_bytes(_LEN, "big"), body, bytes(padded_size(n) - _LEN - n)))
 
 
 def unpad(plain: bytes) -> memoryview:
@@ -84,12 +87,15 @@ def pack_lines(lines: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+_ZEROS = memoryview(bytes(FRAME_BUCKET))
+
+
 def pack_line(line: bytes) -> bytes:
-    """:func:`pack_lines` of one line (the per-token path)."""
+    """:func:`pack_lines` of one line (the per-token path: one allocation)."""
     n = len(line)
     if not n:
         raise EnvelopeFormatError("empty stream line")
-    return n.to_bytes(_LEN, "big") + line + bytes(-(n + _LEN) % FRAME_BUCKET)
+    return b"".join((n.to_bytes(_LEN, "big"), line, _ZEROS[: -(n + _LEN) % FRAME_BUCKET]))
 
 
 def unpack_lines(plain: bytes) -> list[bytes]:
@@ -100,7 +106,7 @@ def unpack_lines(plain: bytes) -> list[bytes]:
     lines: list[bytes] = []
     pos = 0
     while pos + _LEN <= total:
-        n = int.from_bytes(plain[pos : pos + _LEN], "big")
+        (n,) = _u32(plain, pos)
         if n == 0:
             break
         end = pos + _LEN + n

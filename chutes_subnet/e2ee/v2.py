@@ -43,14 +43,13 @@ fails at ``close``.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from chutes_subnet.e2ee import _json, _kem, _padding, _payload
+from chutes_subnet.e2ee import _b64, _json, _kem, _padding, _payload
 from chutes_subnet.e2ee._symmetric import TAG_SIZE, hkdf_expand, hkdf_extract, open_, seal
 from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_PADME, RequestContext
 from chutes_subnet.e2ee.keys import KeyPair
@@ -77,7 +76,10 @@ _LABEL_STREAM = b"chutes-e2ee/v2 stream"
 _HEADER = 1 + _kem.CIPHERTEXT_SIZE
 _MAX_FRAMES = 1 << 88
 _FINAL_FLAG = 1 << 88
-_b64encode = binascii.b2a_base64
+_b64encode = _b64.encode
+_b64decode = _b64.decode
+_pack_line = _padding.pack_line
+_unpack_lines = _padding.unpack_lines
 
 
 class _Keys:
@@ -155,7 +157,7 @@ class StreamSealer:
             raise EnvelopeFormatError("too many stream frames")
         frame = self._encrypt(n.to_bytes(12, "big"), data, self._chunk_aad)
         self._n = n + 1
-        return _b64encode(frame, newline=False)
+        return _b64encode(frame)
 
     def seal_line(self, data: bytes) -> bytes:
         """Encrypt the next frame holding one line; returns its base64 (the per-token path)."""
@@ -163,10 +165,9 @@ class StreamSealer:
         if self._done or n >= _MAX_FRAMES:
             raise EnvelopeFormatError("stream already finished or out of frames")
         if self._padded:
-            data = _padding.pack_line(data)
+            data = _pack_line(data)
         self._n = n + 1
-        return _b64encode(self._encrypt(n.to_bytes(12, "big"), data, self._chunk_aad),
-                          newline=False)
+        return _b64encode(self._encrypt(n.to_bytes(12, "big"), data, self._chunk_aad))
 
     def seal(self, data: bytes) -> str:
         """Encrypt the next chunk (one line); returns the base64 frame as text."""
@@ -179,7 +180,7 @@ class StreamSealer:
         self._done = True
         body = _final_body(self._n, usage, self._padded)
         frame = self._encrypt((_FINAL_FLAG | self._n).to_bytes(12, "big"), body, self._final_aad)
-        return _b64encode(frame, newline=False).decode("ascii")
+        return _b64encode(frame).decode("ascii")
 
 
 class StreamOpener:
@@ -211,15 +212,15 @@ class StreamOpener:
         if self._broken or self._final is not None:
             self._check_open()
         try:  # (a frame shorter than the tag is an InvalidTag too)
-            data = self._decrypt(self._n.to_bytes(12, "big"),
-                                 binascii.a2b_base64(frame_b64, strict_mode=True), self._chunk_aad)
+            data = self._decrypt(self._n.to_bytes(12, "big"), _b64decode(frame_b64),
+                                 self._chunk_aad)
         except (InvalidTag, ValueError, TypeError):  # binascii.Error is a ValueError: one failure
             raise self._fail("stream chunk failed authentication (tampered, reordered or dropped)") from None
         self._n += 1
         if not self._padded:
             return [data]
         try:
-            return _padding.unpack_lines(data)
+            return _unpack_lines(data)
         except EnvelopeFormatError:
             raise self._fail("stream chunk is not a well-formed padded frame") from None
 
@@ -231,7 +232,7 @@ class StreamOpener:
         """Verify the final frame; returns ``{"chunks": n, "usage": ...}``."""
         self._check_open()
         try:
-            sealed = binascii.a2b_base64(frame_b64, strict_mode=True)
+            sealed = _b64decode(frame_b64)
             body = self._decrypt((_FINAL_FLAG | self._n).to_bytes(12, "big"), sealed, self._final_aad)
             if self._padded:
                 (body,) = _padding.unpack_lines(body)

@@ -21,6 +21,10 @@ PADDING_NONE = 0
 #: Padmé-padded envelopes and 512-byte stream buckets (:mod:`chutes_subnet.e2ee._padding`).
 PADDING_PADME = 1
 PADDING_SCHEMES = (PADDING_NONE, PADDING_PADME)
+_AAD_PREFIX = AAD_LABEL + b"\x00\x02"
+#: the AAD's last byte(s) by (stream, padding): the padding byte only when padded
+_STREAM_PAD = {(stream, pad): bytes((stream,)) + (bytes((pad,)) if pad != PADDING_NONE else b"")
+               for stream in (False, True) for pad in PADDING_SCHEMES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +67,12 @@ class RequestContext:
         padding byte is what binds the negotiation, so a router that strips the padding
         header makes the request fail to open. Unpadded contexts keep the original AAD.
         """
-        out = bytearray(AAD_LABEL)
-        out += b"\x00\x02"
+        parts = [_AAD_PREFIX]
         for field in (self.chute_id, self.instance_id, self.nonce, self.path):
             raw = field.encode("utf-8")
             if len(raw) > _MAX_FIELD:
                 raise EnvelopeFormatError("request context field too long")
-            out += len(raw).to_bytes(2, "big") + raw
-        out += b"\x01" if self.stream else b"\x00"
-        if self.padding != PADDING_NONE:
-            out.append(self.padding)
-        return bytes(out)
+            parts.append(len(raw).to_bytes(2, "big"))
+            parts.append(raw)
+        parts.append(_STREAM_PAD[bool(self.stream), self.padding])
+        return b"".join(parts)

@@ -1,0 +1,130 @@
+"""The speed paths of the envelope (issue 14) keep the reference semantics exactly.
+
+Each fast path is checked against the plain implementation it replaces: pybase64 vs
+binascii's strict decoder, the translate-based HMAC vs :mod:`hmac`, the joined AAD vs
+its documented layout, the one-allocation frame packer vs :func:`pack_lines`, and the
+container bound that skips small bodies vs the byte count it stands for.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hmac
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chutes_subnet.e2ee import _b64, _padding, _payload
+from chutes_subnet.e2ee._symmetric import hmac_sha256
+from chutes_subnet.errors import EnvelopeFormatError, PayloadTooLargeError
+from chutes_subnet.wire.context import AAD_LABEL, PADDING_SCHEMES, RequestContext
+
+_B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n -_é"
+
+
+def _strict(data: str | bytes) -> bytes | None:
+    try:
+        return binascii.a2b_base64(data, strict_mode=True)
+    except ValueError:
+        return None
+
+
+@given(st.binary(max_size=2000))
+def test_b64_round_trip_matches_binascii(data: bytes) -> None:
+    text = _b64.encode(data)
+    assert text == binascii.b2a_base64(data, newline=False)
+    assert _b64.decode(text) == data
+    assert _b64.decode(text.decode("ascii")) == data
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet=_B64_ALPHABET, max_size=24))
+def test_b64_decode_accepts_no_more_than_strict_binascii(text: str) -> None:
+    try:
+        got = _b64.decode(text)
+    except ValueError:
+        return  # refusing is always allowed (the AEAD would refuse the frame anyway)
+    assert got == _strict(text), text
+
+
+@pytest.mark.parametrize("bad", ["QUJ", "QUJD=", "Q===", "QU JD", "QUJD\n", "-_-_", "QUJé"])
+def test_b64_decode_refuses_malformed_frames(bad: str) -> None:
+    with pytest.raises(ValueError):
+        _b64.decode(bad)
+
+
+@given(st.binary(max_size=64), st.binary(max_size=300))
+def test_hmac_sha256_matches_stdlib(key: bytes, msg: bytes) -> None:
+    assert hmac_sha256(key, msg) == hmac.digest(key, msg, "sha256")
+
+
+def test_hmac_sha256_refuses_long_keys() -> None:
+    with pytest.raises(ValueError):
+        hmac_sha256(bytes(65), b"m")
+
+
+def _reference_aad(ctx: RequestContext) -> bytes:
+    out = bytearray(AAD_LABEL + b"\x00\x02")
+    for field in (ctx.chute_id, ctx.instance_id, ctx.nonce, ctx.path):
+        raw = field.encode("utf-8")
+        out += len(raw).to_bytes(2, "big") + raw
+    out.append(1 if ctx.stream else 0)
+    if ctx.padding:
+        out.append(ctx.padding)
+    return bytes(out)
+
+
+@given(st.text(max_size=40), st.text(max_size=40), st.text(max_size=70), st.text(max_size=40),
+       st.booleans(), st.sampled_from(PADDING_SCHEMES))
+def test_aad_matches_documented_layout(chute: str, instance: str, nonce: str, path: str,
+                                       stream: bool, padding: int) -> None:
+    ctx = RequestContext(chute, instance, nonce, path, stream, padding)
+    assert ctx.aad() == _reference_aad(ctx)
+
+
+def test_aad_refuses_overlong_field() -> None:
+    with pytest.raises(EnvelopeFormatError, match="too long"):
+        RequestContext("c", "i", "n" * 0x10000, "/p", False).aad()
+
+
+@given(st.binary(min_size=1, max_size=1600))
+def test_pack_line_equals_pack_lines(line: bytes) -> None:
+    packed = _padding.pack_line(line)
+    assert packed == _padding.pack_lines([line])
+    assert len(packed) % _padding.FRAME_BUCKET == 0
+    assert _padding.unpack_lines(packed) == [line]
+
+
+def test_pack_line_refuses_empty_line() -> None:
+    with pytest.raises(EnvelopeFormatError):
+        _padding.pack_line(b"")
+
+
+@given(st.binary(min_size=1, max_size=5000))
+def test_pad_unpad_round_trip(body: bytes) -> None:
+    padded = _padding.pad(body)
+    assert len(padded) == _padding.padded_size(len(body))
+    assert bytes(_padding.unpad(padded)) == body
+
+
+def test_container_bound_skips_only_bodies_that_cannot_exceed_it() -> None:
+    limit = _payload.MAX_JSON_CONTAINERS
+    # brackets inside a string: a small body cannot open more than len/2 containers
+    small = b'{"a":"' + b"[" * (limit + 10) + b'"}'
+    assert len(small) <= 2 * limit
+    assert _payload.parse(small)["a"] == "[" * (limit + 10)
+    # over twice the limit the (conservative) byte count applies, for "[" and "{" alike
+    for opener in (b"[", b"{"):
+        big = b'{"a":"' + opener * (2 * limit + 10) + b'"}'
+        with pytest.raises(PayloadTooLargeError, match="JSON objects/arrays"):
+            _payload.parse(big)
+        with pytest.raises(PayloadTooLargeError, match="JSON objects/arrays"):
+            _payload.parse(memoryview(b"xxxx" + big)[4:])
+
+
+def test_container_count_reads_views_without_copying_them_wrong() -> None:
+    limit = _payload.MAX_JSON_CONTAINERS
+    body = b'{"a":"' + b"x" * (2 * limit) + b'"}'
+    padded = _padding.pad(body)
+    assert _payload.parse(_padding.unpad(padded)) == {"a": "x" * (2 * limit)}
