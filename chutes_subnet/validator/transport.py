@@ -1,7 +1,7 @@
 """Benchmark requests on the organic path, so a miner's host cannot single them out.
 
 Organic requests reach a miner as the gateway forwards them: the gateway's
-:class:`~chutes_subnet.gateway.miners.MinerClient` (aiohttp, no ``User-Agent``, its
+:class:`~chutes_subnet.gateway.miners.MinerClient` (:mod:`chutes_subnet.httpclient`, no ``User-Agent``, its
 own header order), the headers of :meth:`~chutes_subnet.wire.headers.InvokeHeaders.to_headers`
 and the validator hotkey's btauth/1 signature. :class:`GatewayPath` sends benchmark
 requests through the same client class (or the in-process gateway's own instance, so
