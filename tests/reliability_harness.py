@@ -12,7 +12,7 @@ What it starts, each piece real:
   challenge, verification in development mode, encrypted benchmark) that writes the
   verified instances into a gateway registry.
 
-Used by ``tests/e2e/test_load_smoke.py``, ``tests/faults/`` and ``bench/load.py``.
+Used by ``tests/e2e/test_load.py``, ``tests/faults/`` and ``bench/load.py``.
 Every process is stopped (by its own pid) when the context exits.
 """
 

@@ -1,9 +1,16 @@
-"""Parsers never raise anything but our own error types (>= 10,000 inputs each)."""
+"""Parsers never raise anything but our own error types.
+
+Hypothesis inputs per test: 5,000 (FAST) for TDX quotes and SPDM measurements; 1,000
+(SOME) for GPU entries, workload manifests and event logs; 250 (FEW) for manifest objects,
+the workload step and NVIDIA RIMs. The deep campaigns (100,000 inputs per target) are
+``python -m fuzz.run`` (docs/security.md).
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +32,10 @@ QUOTE = (VECTORS / "tdx" / "tdx_v4_quote.bin").read_bytes()
 QUOTE5 = (VECTORS / "tdx" / "tdx_v5_outdated_quote.bin").read_bytes()
 GPU = json.loads((VECTORS / "gpu" / "h100x8_evidence.json").read_text())[0]
 SPDM = base64.b64decode(GPU["evidence"])
+#: sized so the whole file adds seconds, not minutes (the fuzz/ runner goes deeper)
 FAST = settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
+SOME = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+FEW = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 
@@ -58,7 +68,7 @@ def test_spdm_random_and_mutated(raw):
         pass
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@SOME
 @given(st.dictionaries(st.sampled_from(["arch", "certificate", "evidence", "nonce", "x"]),
                        st.one_of(st.text(max_size=80), st.integers(), st.none(), st.binary(max_size=8))))
 def test_gpu_entry_and_wire_garbage(d):
@@ -78,9 +88,6 @@ def test_wire_round_trip():
 
 MANIFEST = workload_manifest()
 LOGS = event_logs()
-#: sized so these five add seconds, not minutes (the fuzz/ runner goes deeper)
-SOME = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
-FEW = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
 RIM = (VECTORS / "gpu" / "rim" / "1010_0200_882_96005E0001_PROD.swidtag").read_bytes()
 _JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
                      lambda inner: st.one_of(st.lists(inner, max_size=5),
@@ -141,3 +148,11 @@ def test_rim_random_and_mutated(raw):
         parse_rim(raw)
     except RimFormatError:
         pass
+
+
+def test_the_promised_input_counts_are_the_settings():
+    """Each "N (NAME)" in the module docstring is what hypothesis runs for NAME."""
+    promised = re.findall(r"([\d,]+)\s+\((FAST|SOME|FEW)\)", __doc__ or "")
+    assert {name for _, name in promised} == {"FAST", "SOME", "FEW"}
+    for count, name in promised:
+        assert globals()[name].max_examples == int(count.replace(",", "")), name

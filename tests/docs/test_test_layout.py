@@ -1,7 +1,8 @@
-"""The tests mirror the package tree (README, "Tests"): a test of
-``chutes_subnet/<sub>/<mod>.py`` lives in ``tests/<sub>/``, a test of a top-level
-module ``chutes_subnet/<mod>.py`` is ``tests/test_<mod>[_<aspect>].py``, and
-whole-system suites live in the few cross-cutting folders below."""
+"""The tests mirror the package tree (README, "Development"): a test of
+``chutes_subnet/<sub>/<mod>.py`` lives in ``tests/<sub>/`` (a nested subpackage in the
+matching nested folder), a test of a top-level module ``chutes_subnet/<mod>.py`` is
+``tests/test_<mod>[_<aspect>].py``, and suites about the whole system live in the few
+cross-cutting folders below."""
 
 from __future__ import annotations
 
@@ -30,14 +31,35 @@ def top_level_modules() -> set[str]:
     return {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
 
 
+def folders_below(root: Path = TESTS) -> list[tuple[str, ...]]:
+    """Every folder below ``root`` that may hold tests, as path parts."""
+    return sorted(p.relative_to(root).parts for p in root.rglob("*") if p.is_dir()
+                  and not any(part in NOT_TESTS or part.startswith(".")
+                              for part in p.relative_to(root).parts))
+
+
+def stray_folder(parts: tuple[str, ...], package: Path = PACKAGE) -> bool:
+    """Neither cross-cutting nor the mirror of a (sub)package of chutes_subnet."""
+    return parts[0] not in CROSS_CUTTING and not (package.joinpath(*parts) / "__init__.py").is_file()
+
+
 def test_every_folder_mirrors_a_subpackage_or_is_cross_cutting() -> None:
-    allowed = subpackages() | set(CROSS_CUTTING)
     assert not subpackages() & set(CROSS_CUTTING), "a cross-cutting name shadows a subpackage"
-    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name not in NOT_TESTS}
-    stray = sorted(folders - allowed)
-    assert not stray, f"tests/{stray[0]}/ is neither a chutes_subnet subpackage nor one of {sorted(CROSS_CUTTING)}"
-    missing = sorted(f for f in folders if not (TESTS / f / "__init__.py").is_file())
+    folders = folders_below()
+    stray = ["/".join(f) for f in folders if stray_folder(f)]
+    assert not stray, (f"tests/{stray[0]}/ mirrors no package of chutes_subnet/ and is none of "
+                       f"{sorted(CROSS_CUTTING)}")
+    missing = ["/".join(f) for f in folders if not TESTS.joinpath(*f, "__init__.py").is_file()]
     assert not missing, f"tests/{missing[0]}/ has no __init__.py (tests is a package)"
+
+
+def test_the_folder_rule_can_fail(tmp_path: Path) -> None:
+    (tmp_path / "wire" / "deep").mkdir(parents=True)
+    (tmp_path / "wire" / "__init__.py").touch()
+    assert not stray_folder(("wire",), tmp_path)
+    assert stray_folder(("wire", "deep"), tmp_path)  # no such subpackage
+    assert stray_folder(("misc",), tmp_path)
+    assert not stray_folder(("e2e",), tmp_path)
 
 
 def root_test_module(name: str, modules: set[str]) -> str | None:
@@ -64,9 +86,3 @@ def test_the_root_rule_can_fail() -> None:
     assert root_test_module("test_single_use_stores.py", modules) == "single_use"
     assert root_test_module("test_gateway_parts.py", modules) is None
     assert root_test_module("test_authority.py", modules) is None
-
-
-def test_no_test_file_deeper_than_one_folder() -> None:
-    deep = sorted(str(p.relative_to(TESTS)) for p in TESTS.glob("*/*/**/test_*.py")
-                  if NOT_TESTS.isdisjoint(p.relative_to(TESTS).parts))
-    assert not deep, f"tests/{deep[0]} is nested too deep: the tree mirrors chutes_subnet/<sub>/"

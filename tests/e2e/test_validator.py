@@ -22,8 +22,6 @@ from chutes_subnet.validator import (
 )
 from tests import validator_fixtures as vf
 
-pytestmark = pytest.mark.skipif(vf.create_miner_app is None, reason="chutes_subnet.miner missing")
-
 FAULTS = {
     "honest": None,
     "debug": "debug-quote",

@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.dev_extra import require_dev_extra
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "audit.sh"
@@ -103,7 +103,7 @@ def test_work_directory_is_cleaned_up(tmp_path: Path) -> None:
 
 
 def test_real_pip_audit_through_a_dead_proxy_says_skipped(tmp_path: Path) -> None:
-    pytest.importorskip("pip_audit", reason="pip-audit is in the dev extra")
+    require_dev_extra("pip_audit")
     env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
            "NO_PROXY": "", "no_proxy": ""}
     proc = subprocess.run(["bash", str(SCRIPT), "--direct"], cwd=REPO, env=env,

@@ -36,8 +36,6 @@ from chutes_subnet.wire.protocol import E2EE_VERSION_V2, chute_id_for_model
 from tests import validator_fixtures as vf
 from tests.servers import free_port
 
-pytestmark = pytest.mark.skipif(vf.create_miner_app is None, reason="chutes_subnet.miner missing")
-
 CHUTE = chute_id_for_model(DEFAULT_MODEL_ID)
 ORGANIC, BENCH = "organic", "benchmark"
 CHANCE_BOUND = 0.65   # ~3 standard deviations above 0.5 for ~100 held-out requests

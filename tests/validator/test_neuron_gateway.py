@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from chutes_subnet.client import E2EETransport
 from chutes_subnet.gateway.api_keys import SQLiteApiKeyStore
@@ -21,8 +20,6 @@ from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_co
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests import validator_fixtures as vf
 from tests.servers import free_port
-
-pytestmark = pytest.mark.skipif(vf.create_miner_app is None, reason="chutes_subnet.miner missing")
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,6 @@ import pytest
 from chutes_subnet.validator import ValidatorState
 from tests import validator_fixtures as vf
 
-pytestmark = pytest.mark.skipif(vf.create_miner_app is None, reason="chutes_subnet.miner missing")
-
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 1.5
 

@@ -25,8 +25,6 @@ from tests import validator_fixtures as vf
 from tests.real_engine import MODEL_NAME
 from tests.servers import UvicornThread
 
-pytestmark = pytest.mark.skipif(vf.create_miner_app is None, reason="chutes_subnet.miner missing")
-
 
 async def _inflating_upstream(scope, receive, send):
     """One character, then usage claiming the whole budget."""

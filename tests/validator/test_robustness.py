@@ -91,8 +91,6 @@ class _HostileOrganic:
 
 @pytest.fixture
 def subnet(tmp_path):
-    if vf.create_miner_app is None:
-        pytest.skip("chutes_subnet.miner missing")
     with vf.local_subnet(tmp_path, {"honest": None}) as s:
         yield s
 
