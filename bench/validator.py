@@ -1,41 +1,42 @@
-"""Validator round benchmark: one full round over N simulated miners on loopback.
+"""Validator round benchmark: one full round over N simulated miner instances on loopback.
 
-Two processes: a *miner farm* (one uvicorn server listening on N loopback ports; each
-port is a light miner with its own ML-KEM key and hotkey binding, answering
-``/attest`` with SIMULATED evidence and ``/e2e/invoke`` with a real v2 E2EE stream of
-the embedded model's real answer) and the real :class:`Validator` in this process,
-with real attestation verification (dev mode), real v2 sealing/opening, local
-recomputation of sampled answers, scoring, a LocalChain weight submission and the
-SQLite state commit.
+The miners are a *farm* (``bench/miner_farm.py``): ``--farm-procs`` processes serving
+one instance per loopback port, each with its own ML-KEM key, receipt key, hotkey and
+simulated machine (PCK + 8 GPUs), answering ``/attest`` with fresh SIMULATED evidence
+and ``/e2e/invoke`` with a real v2 E2EE stream of the embedded model's real answer and
+a signed receipt. The farm is a test double for hardware: keys and machines are built
+before the round (as a fleet boots before it serves), not inside it. The validator is
+the real :class:`Validator` in this process: a fresh nonce per instance, full
+verification of every quote, PCK chain, GPU chain and binding (dev mode), real v2
+sealing/opening and receipt checks, local recomputation of ``--verify`` answers per
+instance, scoring, a LocalChain weight submission and the SQLite state commit.
 
-Reported per round size (``--sizes``, default 256, 1,024 and 4,096 instances): round
-wall time and the validator's CPU per instance — its own process plus its worker
-processes (``--workers``, attestation verification and reference recomputation, see
-``chutes_subnet/validator/workers.py``) — what limits how many instances one
-validator can take. The baseline, measured in the same run at the smallest size, is
-the validator without workers (threads in one process). The farm runs on the same
-cores, so wall times are an upper bound for a validator with the machine to itself.
-Also a projection of a 256-miner round at the default settings (16 miners at once,
-4 prompts x 64 tokens, 30 s timeout) against one tempo (360 blocks = 72 min).
+Reported per round size (``--sizes``, default 256, 1,024 and 4,096 instances): the
+round's wall time, the validator's CPU (its process plus its ``--workers`` worker
+processes, see ``chutes_subnet/validator/workers.py``) in total and per instance, the
+farm's CPU separately, and the load average (the farm and any other job share the
+cores). The baseline, measured in the same run in this process, is the *floor*: the
+CPU per instance of the work no round can avoid (verifying one new machine's evidence
+for a fresh nonce, and recomputing ``--verify`` embedded answers); "vs floor" is the
+round's CPU per instance over it. Also a projection of a 256-miner round at the
+default settings against one tempo (360 blocks = 72 min).
 
 ``--model tiny-llama`` makes the farm a real (tiny, offline-built Llama) chute: its
 miners stream the model's greedy answers, and the validator counts every answer's
 tokens with the chute's tokenizer and logprob-verifies ``--verify`` answers per miner
-against its own reference (the validator CPU per miner then includes verification).
+against its own reference (the floor then holds attestation verification only).
 
-    python bench/validator.py [--quick] [--sizes 256,1024,4096] [--workers 2] [--model tiny-llama]
-    python bench/validator.py --miners 256 --workers 0     # one size, no workers
+    python bench/validator.py [--quick] [--sizes 256,1024,4096] [--workers 2]
+    python bench/validator.py --miners 4096          # one size
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
+import logging
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,124 +46,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from miner_farm import Farm, process_cpu_seconds  # noqa: E402  (bench/ is the script's dir)
+
 TEMPO_SECONDS = 360 * 12
+FLOOR_SAMPLES = 32
 
-
-# --- the miner farm (child process) -------------------------------------------------------
-
-def _farm(spec: dict[str, Any]) -> None:
-    import torch
-    import uvicorn
-
-    from chutes_subnet.asgi import invoke_headers, read_body
-    from chutes_subnet.attestation import SimulatedProvider
-    from chutes_subnet.e2ee import KeyPair, v2
-    from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
-    from chutes_subnet.receipts import ReceiptSigner
-    from chutes_subnet.receipts import event as receipt_event
-    from chutes_subnet.sse import DONE_EVENT, format_event
-    from chutes_subnet.wire.messages import AttestResponse
-    from chutes_subnet.wire.protocol import chute_id_for_model
-
-    torch.set_num_threads(1)
-    model_name = spec.get("model_name") or DEFAULT_MODEL_ID
-    chute = chute_id_for_model(model_name)
-    generate = _real_generator(spec["model_dir"]) if spec.get("model_dir") else None
-    # one simulated machine per miner (its own PCK and GPUs): hardware shared by several
-    # uids earns for none of them, and a real fleet's GPUs are distinct
-    providers: dict[int, SimulatedProvider] = {}
-    socks, miners = [], {}
-    for hotkey in spec["hotkeys"]:
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        socks.append(s)
-        key = KeyPair.generate()
-        miners[s.getsockname()[1]] = (hotkey, key, key.instance_id, ReceiptSigner.generate())
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = await read_body(receive, 1 << 20)
-        hotkey, key, instance, signer = miners[scope["server"][1]]
-        if scope["path"] == "/attest":
-            nonce = bytes.fromhex(json.loads(body)["nonce"])
-            port = scope["server"][1]
-            if port not in providers:
-                providers[port] = SimulatedProvider()
-            ev = await asyncio.to_thread(providers[port].collect, nonce, key.public_bytes, hotkey,
-                                         signer.public_bytes)
-            answer = AttestResponse(instance_id=instance, chute_id=chute, model=model_name,
-                                    hotkey=hotkey, e2e_pubkey=key.public_b64,
-                                    receipt_pubkey=signer.public_b64, **ev.to_wire())
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": answer.model_dump_json().encode()})
-            return
-        h = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        path = h["x-e2e-path"]
-        ctx = invoke_headers(h).context()
-        payload, session = v2.open_request(key, ctx, body)
-        if generate is not None:
-            result = await asyncio.to_thread(generate, path, payload)
-        else:
-            result = await asyncio.to_thread(run_generation, path, payload, seed=DEFAULT_SEED)
-        sealer = session.stream_sealer()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
-        kind = "chat.completion.chunk" if path == "/v1/chat/completions" else "text_completion"
-        answer = hashlib.sha256()  # every byte before the receipt event
-        for ch in result.text:
-            choice = {"index": 0, "delta": {"content": ch}} if kind != "text_completion" \
-                else {"index": 0, "text": ch}
-            line = "data: " + json.dumps({"object": kind, "choices": [choice]})
-            frame = format_event({"e2e": sealer.seal(line.encode())})
-            answer.update(frame)
-            await send({"type": "http.response.body", "more_body": True, "body": frame})
-        usage = {"prompt_tokens": result.prompt_tokens,
-                 "completion_tokens": result.completion_tokens}
-        tail = format_event({"e2e_final": sealer.finish(usage)})
-        answer.update(tail)
-        receipt = signer.sign(request_binding=session.request_binding,
-                              answer_sha256=answer.digest(),
-                              prompt_tokens=result.prompt_tokens,
-                              completion_tokens=result.completion_tokens, instance_id=instance,
-                              issued_at_ms=int(time.time() * 1000))
-        await send({"type": "http.response.body",
-                    "body": tail + receipt_event(receipt) + DONE_EVENT})
-
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", access_log=False,
-                                           lifespan="off", backlog=2048))
-    print("PORTS " + json.dumps({port: m[0] for port, m in miners.items()}), flush=True)
-    server.run(sockets=socks)
-
-
-def _real_generator(model_dir: str) -> Any:
-    """Greedy answers of the tiny Llama (what an engine serving it streams)."""
-    import threading
-    from types import SimpleNamespace
-
-    import torch
-
-    from chutes_subnet.validator.reference import ReferenceModel
-
-    model = ReferenceModel(model_dir, torch_threads=1)
-    lock = threading.Lock()
-
-    def generate(path: str, payload: dict[str, Any]) -> Any:
-        ids = model.prompt_ids(path, payload)
-        with lock, torch.inference_mode():
-            out = model._lm().generate(torch.tensor([ids]), do_sample=False, pad_token_id=1,
-                                       max_new_tokens=int(payload["max_tokens"]))
-        new = out[0][len(ids):]
-        return SimpleNamespace(text=model.tokenizer.decode(new, skip_special_tokens=True),
-                               prompt_tokens=len(ids), completion_tokens=len(new))
-
-    return generate
-
-
-# --- the validator side ---------------------------------------------------------------------
 
 def _raise_fd_limit() -> None:
     import resource
@@ -171,37 +59,74 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _children_cpu(pids: list[int]) -> float:
-    """utime + stime of live processes (Linux /proc), in seconds."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
+def _bench_config(args: argparse.Namespace) -> Any:
+    from chutes_subnet.validator import BenchmarkConfig
+
+    return BenchmarkConfig(prompts_per_miner=args.prompts, max_tokens=args.max_tokens,
+                           verify_sample=args.verify)
 
 
-async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
-                 tmp: Path, workers: int = 0) -> dict[str, Any]:
+def _floor(args: argparse.Namespace, samples: int = FLOOR_SAMPLES) -> dict[str, float]:
+    """CPU ms per instance of the unavoidable work, in this process (see module doc)."""
+    import torch
+
+    from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
+    from chutes_subnet.e2ee import KeyPair
+    from chutes_subnet.inference import DEFAULT_MODEL_ID, run_generation
+    from chutes_subnet.receipts import ReceiptSigner
+    from chutes_subnet.validator.prompts import miner_prompts, new_round_seed
+    from chutes_subnet.wire.protocol import chute_id_for_model
+
+    torch.set_num_threads(1)  # as the validator's workers (one thread: bit-exact, fastest)
+    logging.getLogger("chutes_subnet.attestation.providers").setLevel(logging.ERROR)
+    verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
+    chute = chute_id_for_model(DEFAULT_MODEL_ID)
+    hotkey = "5BenchFloorHotkey"
+    cases = []
+    for _ in range(samples + 1):  # one new machine each; the first warms the shared roots
+        key, signer, nonce = KeyPair.generate(), ReceiptSigner.generate(), os.urandom(32)
+        evidence = SimulatedProvider().collect(nonce, key.public_bytes, hotkey,
+                                               signer.public_bytes)
+        cases.append((evidence, nonce, key.public_bytes, signer.public_bytes))
+    timed = 0.0
+    for i, (evidence, nonce, pub, receipt) in enumerate(cases):
+        t0 = time.process_time()
+        verdict = verifier.verify(evidence, nonce=nonce, e2e_pubkey=pub, hotkey_ss58=hotkey,
+                                  chute_id=chute, receipt_pubkey=receipt)
+        if i:
+            timed += time.process_time() - t0
+        if not verdict.ok:
+            raise RuntimeError(f"floor: evidence refused ({verdict.reasons[0].code})")
+    verify_ms = 1000 * timed / samples
+    recompute_ms = 0.0
+    if not args.model_dir:
+        bench, seed = _bench_config(args), new_round_seed()
+        prompts = [p for uid in range(samples + 1)
+                   for p in miner_prompts(seed, uid, hotkey, bench, embedded=True) if p.verify]
+        run_generation(prompts[0].path, prompts[0].body, seed=bench.embedded_seed)  # model
+        t0 = time.process_time()
+        for p in prompts[1:]:
+            run_generation(p.path, p.body, seed=bench.embedded_seed)
+        recompute_ms = 1000 * (time.process_time() - t0) / samples
+    return {"verify_ms": verify_ms, "recompute_ms": recompute_ms,
+            "floor_ms": verify_ms + recompute_ms}
+
+
+async def _round(args: argparse.Namespace, farm: Farm, tmp: Path) -> dict[str, Any]:
     from chutes_subnet.attestation import Policy, Verifier
     from chutes_subnet.chain import LocalChain
-    from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
+    from chutes_subnet.validator import Validator, ValidatorConfig, ValidatorState
     from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 
     wallet = ensure_dev_wallet("bench-validator", "default", str(tmp / "wallets"))
     chain = LocalChain(":memory:", netuid=1, block_time=0, weights_rate_limit=0,
-                       max_uids=len(ports) + 1)
+                       max_uids=len(farm.ports) + 1)
     chain.register(hotkey_ss58(wallet), coldkey_ss58(wallet), stake=1e4, validator_permit=True)
-    for i, (port, hk) in enumerate(zip(ports, hotkeys, strict=True)):
-        chain.register(hk, f"bench-coldkey-{i:04d}")
+    for i, (port, hk) in enumerate(farm.ports.items()):
+        chain.register(hk, f"bench-coldkey-{i:05d}")
         await chain.serve_axon(hk, "127.0.0.1", port)
-    bench = BenchmarkConfig(prompts_per_miner=args.prompts, max_tokens=args.max_tokens,
-                            verify_sample=args.verify)
     config = ValidatorConfig(concurrency=args.concurrency, timeout=60.0,
-                             dangerous_accept_simulated_tee=True, benchmark=bench)
+                             dangerous_accept_simulated_tee=True, benchmark=_bench_config(args))
     verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
     references = None
     if args.model_dir:
@@ -214,103 +139,119 @@ async def _round(args: argparse.Namespace, ports: list[int], hotkeys: list[str],
         model = ReferenceModel(args.model_dir, torch_threads=1)
         references = ReferenceBook({args.model_name: ChuteReference(model)})
     pool, pids = None, []
-    if workers:
+    if args.workers:
         import functools
 
         from chutes_subnet.validator.workers import WorkerPool
 
-        pool = WorkerPool(workers, functools.partial(
+        pool = WorkerPool(args.workers, functools.partial(
             Verifier, Policy.development(), dangerous_accept_simulated_tee=True))
         pool.warm_up()  # worker start-up (imports) is not round work
         pids = list(pool._exec._processes)  # bench-only CPU accounting of the workers
     validator = Validator(config, chain=chain, wallet=wallet, verifier=verifier,
                           state=ValidatorState(tmp / "state.sqlite"), references=references,
                           pool=pool)
-    cpu0, wall0, wcpu0 = time.process_time(), time.perf_counter(), _children_cpu(pids)
+    load0 = os.getloadavg()[0]
+    cpu0, wall0, wcpu0 = time.process_time(), time.perf_counter(), process_cpu_seconds(pids)
+    fcpu0 = farm.cpu_seconds()
     report = await validator.run_round()
     wall = time.perf_counter() - wall0
-    cpu = time.process_time() - cpu0 + _children_cpu(pids) - wcpu0
+    main_cpu = time.process_time() - cpu0
+    cpu = main_cpu + process_cpu_seconds(pids) - wcpu0
+    farm_cpu = farm.cpu_seconds() - fcpu0
+    load1 = os.getloadavg()[0]
     await validator.aclose()
     if pool is not None:
         pool.close()
     chain.close()
-    passed = [r for r in report.results if r.ok]
+    n = len(report.results)
     durations = sorted(r.duration_s for r in report.results)
     return {
-        "miners": len(report.results), "passed": len(passed),
+        "instances": n, "passed": sum(1 for r in report.results if r.ok),
         "failures": sorted({f"{r.reason}: {r.detail_text}" for r in report.results if r.reason}),
-        "workers": workers,
-        "wall_s": wall, "validator_cpu_s": cpu, "cpu_per_miner_ms": 1000 * cpu / len(ports),
-        "miner_eval_p50_s": durations[len(durations) // 2],
-        "miner_eval_max_s": durations[-1],
+        "wall_s": wall, "validator_cpu_s": cpu, "cpu_per_instance_ms": 1000 * cpu / n,
+        "validator_main_cpu_s": main_cpu,
+        "farm_cpu_s": farm_cpu, "farm_cpu_per_instance_ms": 1000 * farm_cpu / n,
+        "farm_startup_s": farm.startup_s, "loadavg_start": load0, "loadavg_end": load1,
+        "instance_eval_p50_s": durations[n // 2], "instance_eval_max_s": durations[-1],
         "weights_set": bool(report.weights_result and report.weights_result.success),
         "weighted_uids": len(report.weights),
-        "tokens_verified": sum(r.verified for r in report.results) * args.max_tokens,
+        "answers_recomputed": sum(r.verified for r in report.results),
     }
 
 
-def _projection(cpu_per_miner_s: float, miners: int = 256) -> dict[str, float]:
+def _projection(cpu_per_instance_s: float, instances: int = 256) -> dict[str, float]:
     """Round time at the defaults: max(network-bound waves, validator CPU)."""
     from chutes_subnet.validator import BenchmarkConfig, ValidatorConfig
 
     d, b = ValidatorConfig(), BenchmarkConfig()
-    waves = -(-miners // d.concurrency)
+    waves = -(-instances // d.concurrency)
     # a typical GPU LLM stream: 0.5 s TTFT, 40 tok/s per stream (slow end), attest 0.5 s
     typical = 0.5 + b.prompts_per_miner * (0.5 + b.max_tokens / 40)
     # worst case: every miner stalls its first invoke until the timeout
     worst = 0.5 + d.timeout
-    cpu = cpu_per_miner_s * miners * (b.prompts_per_miner / 2) * (b.max_tokens / 16)
+    cpu = cpu_per_instance_s * instances * (b.prompts_per_miner / 2) * (b.max_tokens / 16)
     return {"typical_s": max(waves * typical, cpu), "worst_s": max(waves * worst, cpu),
             "cpu_s": cpu}
 
 
-def _run_size(args: argparse.Namespace, n: int, workers: int) -> dict[str, Any]:
-    """One farm of ``n`` miners and one validator round over it."""
+def _run_size(args: argparse.Namespace, n: int) -> dict[str, Any]:
+    """One farm of ``n`` instances and one validator round over it."""
     hotkeys = [f"5BenchMinerHotkey{i:05d}" for i in range(n)]
-    farm = subprocess.Popen([sys.executable, __file__, "--farm"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert farm.stdin is not None and farm.stdout is not None
-        farm.stdin.write(json.dumps({"hotkeys": hotkeys, "model_dir": args.model_dir,
-                                     "model_name": args.model_name}) + "\n")
-        farm.stdin.flush()
-        line = farm.stdout.readline()
-        if not line.startswith("PORTS "):
-            raise RuntimeError("miner farm did not start")
-        mapping = json.loads(line[6:])
-        ports = [int(p) for p in mapping]
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ.setdefault("CHUTES_SUBNET_HOME", tmp)
-            return asyncio.run(_round(args, ports, list(mapping.values()), Path(tmp), workers))
-    finally:
-        farm.terminate()
-        farm.wait(timeout=30)
+    with Farm(hotkeys, procs=args.farm_procs, model_dir=args.model_dir,
+              model_name=args.model_name) as farm, tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("CHUTES_SUBNET_HOME", tmp)
+        return asyncio.run(_round(args, farm, Path(tmp)))
+
+
+def _print_table(args: argparse.Namespace, floor: dict[str, float],
+                 runs: list[dict[str, Any]]) -> None:
+    print(f"validator rounds over simulated instances (model {args.model}, concurrency "
+          f"{args.concurrency}, {args.workers} workers, {args.prompts} prompts x "
+          f"{args.max_tokens} tokens, {args.verify} recomputed; farm in {args.farm_procs} "
+          f"processes on the same {os.cpu_count()} cores)")
+    print(f"  floor (same run, one process): {floor['floor_ms']:.1f} ms CPU per instance = "
+          f"verify one new machine's evidence {floor['verify_ms']:.1f} ms + recompute "
+          f"{args.verify} answer(s) {floor['recompute_ms']:.1f} ms")
+    print(f"  {'instances':>9} {'passed':>7} {'round wall':>10} {'valid. CPU':>10} "
+          f"{'CPU/inst':>9} {'vs floor':>8} {'farm CPU':>9} {'farm/inst':>9} "
+          f"{'farm start':>10} {'load':>9}  failures")
+    for r in runs:
+        ratio = r["cpu_per_instance_ms"] / floor["floor_ms"]
+        print(f"  {r['instances']:>9} {r['passed']:>7} {r['wall_s']:>9.1f}s "
+              f"{r['validator_cpu_s']:>9.1f}s {r['cpu_per_instance_ms']:>7.1f}ms "
+              f"{ratio:>7.2f}x {r['farm_cpu_s']:>8.1f}s {r['farm_cpu_per_instance_ms']:>7.1f}ms "
+              f"{r['farm_startup_s']:>9.1f}s {r['loadavg_start']:>4.1f}-{r['loadavg_end']:<4.1f} "
+              f" {'; '.join(r['failures']) or '-'}")
+    last = runs[-1]
+    print(f"  largest round: {last['instances']} instances in {last['wall_s'] / 60:.1f} min "
+          f"(goal: 4,096 within 10 min on 2 cores)")
+    proj = _projection(last["cpu_per_instance_ms"] / 1000)
+    print(f"  projected 256-miner round at the defaults: typical "
+          f"{proj['typical_s'] / 60:.1f} min, all stall {proj['worst_s'] / 60:.1f} min; "
+          f"one tempo {TEMPO_SECONDS / 60:.0f} min")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="sizes 64 and 256, 2 prompts x 16 tokens")
+    parser.add_argument("--quick", action="store_true", help="sizes 64 and 256")
     parser.add_argument("--sizes", default=None,
                         help="comma-separated round sizes (default 256,1024,4096)")
     parser.add_argument("--miners", type=int, default=None, help="one size only")
     parser.add_argument("--workers", type=int, default=2,
-                        help="validator worker processes (0 = threads, the baseline)")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the no-workers baseline at the smallest size")
-    parser.add_argument("--concurrency", type=int, default=16)
+                        help="validator worker processes (0 = threads in one process)")
+    parser.add_argument("--farm-procs", dest="farm_procs", type=int, default=2,
+                        help="processes serving the simulated instances")
+    parser.add_argument("--concurrency", type=int, default=64,
+                        help="instances evaluated at once (--neuron.concurrency)")
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=16)
     parser.add_argument("--verify", type=int, default=1)
     parser.add_argument("--model", choices=("embedded", "tiny-llama"), default="embedded",
                         help="tiny-llama: a real (tiny, offline-built) Llama chute verified by "
                              "token counting and logprobs against the validator's reference")
-    parser.add_argument("--farm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _raise_fd_limit()
-    if args.farm:
-        _farm(json.loads(sys.stdin.readline()))
-        return 0
     if args.miners:
         sizes = [args.miners]
     elif args.sizes:
@@ -324,45 +265,34 @@ def main() -> int:
 
         args.model_dir, args.model_name = str(build_model(Path(models.name) / "m")), MODEL_NAME
     runs: list[dict[str, Any]] = []
-    plan = ([(sizes[0], 0)] if args.baseline and args.workers else []) + \
-        [(n, args.workers) for n in sizes]
     try:
-        for n, workers in plan:
-            runs.append(_run_size(args, n, workers))
+        floor = _floor(args)
+        for n in sizes:
+            runs.append(_run_size(args, n))
             r = runs[-1]
-            print(f"done: {n} instances, {workers} workers: wall {r['wall_s']:.1f} s, "
-                  f"CPU {r['validator_cpu_s']:.1f} s ({r['cpu_per_miner_ms']:.1f} ms per "
-                  f"instance), passed {r['passed']}", file=sys.stderr, flush=True)
+            print(f"done: {n} instances: wall {r['wall_s']:.1f} s, validator CPU "
+                  f"{r['validator_cpu_s']:.1f} s ({r['cpu_per_instance_ms']:.1f} ms per "
+                  f"instance), farm CPU {r['farm_cpu_s']:.1f} s, passed {r['passed']}, load "
+                  f"{r['loadavg_start']:.1f}", file=sys.stderr, flush=True)
     finally:
         models.cleanup()
-    base = runs[0]
-    print(f"validator rounds over simulated miners (model {args.model}, concurrency "
-          f"{args.concurrency}, {args.prompts} prompts x {args.max_tokens} tokens, "
-          f"{args.verify} verified; farm and validator share the machine's "
-          f"{os.cpu_count()} cores)")
-    print(f"  {'instances':>9} {'workers':>7} {'passed':>7} {'wall':>8} {'CPU':>8} "
-          f"{'CPU/inst':>9} {'vs base':>8}  failures")
-    for r in runs:
-        ratio = base["cpu_per_miner_ms"] / r["cpu_per_miner_ms"] if r["cpu_per_miner_ms"] else 0
-        print(f"  {r['miners']:>9} {r['workers']:>7} {r['passed']:>7} {r['wall_s']:>7.1f}s "
-              f"{r['validator_cpu_s']:>7.1f}s {r['cpu_per_miner_ms']:>7.1f}ms {ratio:>7.2f}x  "
-              f"{', '.join(r['failures']) or '-'}")
+    _print_table(args, floor, runs)
     last = runs[-1]
-    proj = _projection(last["cpu_per_miner_ms"] / 1000)
-    print(f"  largest round: {last['miners']} instances in {last['wall_s'] / 60:.1f} min "
-          f"(goal: 4,096 within 10 min on 2 cores)")
-    print(f"  projected 256-miner round at the defaults: typical "
-          f"{proj['typical_s'] / 60:.1f} min, all stall {proj['worst_s'] / 60:.1f} min; "
-          f"one tempo {TEMPO_SECONDS / 60:.0f} min")
+    proj = _projection(last["cpu_per_instance_ms"] / 1000)
     out = {"runs": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                     for r in runs],
-           "baseline_cpu_per_instance_ms": round(base["cpu_per_miner_ms"], 2),
-           "cpu_per_instance_ms": {str(r["miners"]): round(r["cpu_per_miner_ms"], 2)
-                                   for r in runs if r["workers"] == args.workers},
-           "largest_round_wall_s": round(last["wall_s"], 1),
+           "floor_ms": round(floor["floor_ms"], 2), "floor_verify_ms": round(floor["verify_ms"], 2),
+           "floor_recompute_ms": round(floor["recompute_ms"], 2),
+           "cpu_per_instance_ms": {str(r["instances"]): round(r["cpu_per_instance_ms"], 2)
+                                   for r in runs},
+           "vs_floor": {str(r["instances"]): round(r["cpu_per_instance_ms"] / floor["floor_ms"], 2)
+                        for r in runs},
+           "round_wall_s": {str(r["instances"]): round(r["wall_s"], 1) for r in runs},
+           "all_passed": all(r["passed"] == r["instances"] for r in runs),
            "projected_256_typical_s": round(proj["typical_s"], 1),
            "projected_256_worst_s": round(proj["worst_s"], 1), "tempo_s": TEMPO_SECONDS,
-           "concurrency": args.concurrency, "workers": args.workers, "model": args.model}
+           "concurrency": args.concurrency, "workers": args.workers,
+           "farm_procs": args.farm_procs, "model": args.model, "cores": os.cpu_count()}
     print(json.dumps(out))
     return 0
 

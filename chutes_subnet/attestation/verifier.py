@@ -112,6 +112,10 @@ class Verifier:
         self.gpu_online = gpu_online
         self.rims = rims
         self.require_revocation = require_revocation
+        #: whether an accepted simulated verdict was logged (at WARNING once, then DEBUG:
+        #: a fleet-sized round would log thousands of identical lines; every verdict
+        #: still carries ``simulated``)
+        self._simulated_logged = False
         if dangerous_accept_simulated_tee:
             log.warning("verifier in DEVELOPMENT mode: simulated (forgeable) TEE evidence "
                         "will be accepted; never use this on a real network")
@@ -169,7 +173,9 @@ class Verifier:
             if isinstance(gpus, GpuCheckResult) else (),
         )
         if simulated and verdict.ok:
-            log.warning("accepted SIMULATED attestation evidence (INSECURE, development mode)")
+            log.log(logging.DEBUG if self._simulated_logged else logging.WARNING,
+                    "accepted SIMULATED attestation evidence (INSECURE, development mode)")
+            self._simulated_logged = True
         return verdict
 
     def _shape(self, evidence: Evidence, nonce: bytes, state: dict[str, object]) -> TdxQuote:

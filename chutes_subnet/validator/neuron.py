@@ -152,10 +152,14 @@ class Validator:
         self.organic = organic
         self.metrics = metrics or ValidatorMetrics()
         self._owns_http = http is None
+        # attestation only: an instance is challenged at most once a round and benchmarked
+        # over ``bench_http``'s own pool, so an idle connection here is never reused, and
+        # httpcore's pool bookkeeping grows with the square of the idle connections it
+        # keeps (a fleet-sized round spent more CPU there than in its HTTP)
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
             limits=httpx.Limits(max_connections=max(16, config.concurrency * 2),
-                                max_keepalive_connections=config.concurrency),
+                                max_keepalive_connections=0),
             follow_redirects=False, trust_env=False)
         #: benchmark requests travel the organic path (the gateway's miner client);
         #: the in-process gateway shares its own with :meth:`use_gateway`
