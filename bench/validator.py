@@ -247,6 +247,8 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=2)
     parser.add_argument("--max-tokens", dest="max_tokens", type=int, default=16)
     parser.add_argument("--verify", type=int, default=1)
+    parser.add_argument("--floor-samples", dest="floor_samples", type=int,
+                        default=FLOOR_SAMPLES, help="instances the floor is measured over")
     parser.add_argument("--model", choices=("embedded", "tiny-llama"), default="embedded",
                         help="tiny-llama: a real (tiny, offline-built) Llama chute verified by "
                              "token counting and logprobs against the validator's reference")
@@ -266,7 +268,7 @@ def main() -> int:
         args.model_dir, args.model_name = str(build_model(Path(models.name) / "m")), MODEL_NAME
     runs: list[dict[str, Any]] = []
     try:
-        floor = _floor(args)
+        floor = _floor(args, args.floor_samples)
         for n in sizes:
             runs.append(_run_size(args, n))
             r = runs[-1]
