@@ -16,7 +16,9 @@ Backends:
 
 * :class:`MemoryNonceStore` — one process.
 * :class:`SQLiteNonceStore` — the embedded default; survives restarts, shared by
-  processes on one host (WAL). Consumption is one ``DELETE ... RETURNING`` statement.
+  processes on one host (WAL). Consumption is one ``DELETE ... RETURNING`` statement,
+  run off the event loop by one writer thread that commits every consume waiting
+  for it in one transaction.
 * :class:`RedisNonceStore` — several gateway replicas; consumption is one Lua script.
 
 The TTL told to clients (``NONCE_TTL_CLIENT_SECONDS``) is shorter than the server TTL
@@ -30,12 +32,16 @@ instance has served for the nonce TTL and refuses a second use.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import secrets
 import sqlite3
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -151,8 +157,13 @@ CREATE INDEX IF NOT EXISTS e2e_nonces_expires ON e2e_nonces(expires);
 class SQLiteNonceStore:
     """File-backed store: survives restarts; safe across processes (WAL, busy timeout).
 
-    Statements are short and run inline on the event loop (tens of µs with WAL and
-    ``synchronous=NORMAL``); a thread hop would cost more than the statement.
+    ``consume`` never runs SQL on the event loop: consumes queue up for one writer
+    thread, which takes every consume waiting when it is free and runs them in one
+    ``BEGIN IMMEDIATE`` transaction (under load, one commit per batch instead of one per
+    request; a database locked by another process stalls that thread, not the loop).
+    A consume's answer is settled only after its transaction committed; a failed
+    transaction answers :class:`NonceStoreUnavailable` to all of its batch (nothing of
+    it was consumed). ``issue`` (discovery, not the hot path) stays inline.
     """
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time, busy_timeout_ms: int = 5000) -> None:
@@ -166,6 +177,11 @@ class SQLiteNonceStore:
         except sqlite3.Error as exc:
             raise NonceStoreUnavailable("nonce database unavailable") from exc
         self._next_sweep = 0.0
+        #: (nonce, encoded scope, time of the call, future, its loop) waiting for the writer
+        self._queue: list[tuple[str, str, float, asyncio.Future[Use], asyncio.AbstractEventLoop]] = []
+        self._queue_lock = threading.Lock()
+        self._writer_busy = False
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="nonce-consume")
 
     def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         try:
@@ -196,25 +212,69 @@ class SQLiteNonceStore:
         return nonces
 
     async def consume(self, nonce: str, scope: NonceScope) -> Use:
-        now = self._clock()
-        enc = scope.encode()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Use] = loop.create_future()
+        with self._queue_lock:
+            self._queue.append((nonce, scope.encode(), self._clock(), fut, loop))
+            start, self._writer_busy = not self._writer_busy, True
+        if start:
+            self._writer.submit(self._drain)
+        return await fut
 
-        def take(db: sqlite3.Connection) -> tuple[Any, Any]:
-            row = db.execute(
-                "DELETE FROM e2e_nonces WHERE nonce = ? AND scope = ? RETURNING expires", (nonce, enc)
-            ).fetchone()
-            if row is not None:
-                return row, None
-            return None, db.execute("SELECT 1 FROM e2e_nonces WHERE nonce = ?", (nonce,)).fetchone()
-
-        taken, exists = self._run(take)
-        if taken is None:
-            return Use.SCOPE if exists else Use.UNKNOWN
-        return Use.EXPIRED if taken[0] <= now else Use.ACCEPTED
+    def _drain(self) -> None:
+        """Writer thread: commit queued consumes batch by batch until none is left."""
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._writer_busy = False
+                    return
+            try:
+                results: list[Use] | NonceStoreUnavailable = self._run(
+                    functools.partial(_take_all, batch=batch))
+            except NonceStoreUnavailable as exc:
+                results = exc
+            for loop in {item[4] for item in batch}:
+                with contextlib.suppress(RuntimeError):  # that loop is gone: nobody waits
+                    loop.call_soon_threadsafe(_settle, batch, results, loop)
 
     async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown)
         with self._lock:
             self._db.close()
+
+
+def _take_all(db: sqlite3.Connection,
+              batch: list[tuple[str, str, float, Any, Any]]) -> list[Use]:
+    """Consume every nonce of ``batch`` in one transaction; one :class:`Use` each."""
+    out: list[Use] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for nonce, enc, now, _, _ in batch:
+            row = db.execute("DELETE FROM e2e_nonces WHERE nonce = ? AND scope = ? "
+                             "RETURNING expires", (nonce, enc)).fetchone()
+            if row is None:
+                other = db.execute("SELECT 1 FROM e2e_nonces WHERE nonce = ?", (nonce,)).fetchone()
+                out.append(Use.SCOPE if other else Use.UNKNOWN)
+            else:
+                out.append(Use.EXPIRED if row[0] <= now else Use.ACCEPTED)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return out
+
+
+def _settle(batch: list[tuple[str, str, float, asyncio.Future[Use], asyncio.AbstractEventLoop]],
+            results: list[Use] | NonceStoreUnavailable, loop: asyncio.AbstractEventLoop) -> None:
+    """On ``loop``: answer that loop's consumes of a committed (or failed) batch."""
+    for i, (_, _, _, fut, owner) in enumerate(batch):
+        if owner is not loop or fut.done():  # another loop's, or its caller gave up
+            continue
+        if isinstance(results, NonceStoreUnavailable):
+            fut.set_exception(NonceStoreUnavailable("nonce database unavailable"))
+        else:
+            fut.set_result(results[i])
 
 
 # KEYS[1] = nonce key; ARGV[1] = expected scope. Returns 1 taken, 0 unknown, -1 other scope.
