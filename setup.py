@@ -15,7 +15,7 @@ setup(
     license="MIT",
     python_requires=">=3.11,<3.14",
     packages=find_packages(include=["chutes_subnet", "chutes_subnet.*"]),
-    package_data={"chutes_subnet": ["py.typed", "attestation/*.toml", "attestation/*.pem"]},
+    package_data={"chutes_subnet": ["py.typed", "attestation/verify/*.toml", "attestation/verify/*.pem"]},
     install_requires=[
         "bittensor==11.3.0",
         "fastapi>=0.110,<1",
@@ -46,7 +46,7 @@ setup(
     ],
     extras_require={
         "redis": ["redis>=5"],
-        # NVIDIA GPU evidence for --tee tdx (chutes_subnet/attestation/providers.py)
+        # NVIDIA GPU evidence for --tee tdx (chutes_subnet/attestation/providers/nvidia.py)
         "gpu": ["nv-local-gpu-verifier>=2"],
         # validators: count tokens with a chute's tokenizer and verify real models'
         # outputs by teacher-forced logprobs (validator/reference.py)

@@ -24,19 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # repo root: tests.vector_files
 
-from chutes_subnet.attestation import (
-    Evidence,
-    MeasurementProfile,
-    Policy,
-    StaticCollateralSource,
-    Verifier,
-    collateral_from_json,
-    parse_quote,
-)
-from chutes_subnet.attestation.eventlog import parse_event_log, replay, workload_event
-from chutes_subnet.attestation.gpu import nvidia_root_der, parse_gpu_entry, verify_gpu_entry
-from chutes_subnet.attestation.manifest import WorkloadManifest
-from chutes_subnet.attestation.workload import StaticManifestSource, check_workload
+from chutes_subnet.attestation.verify.collateral import StaticCollateralSource
+from chutes_subnet.attestation.verify.dcap import collateral_from_json
+from chutes_subnet.attestation.verify.eventlog import parse_event_log, replay, workload_event
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.gpu import nvidia_root_der, parse_gpu_entry, verify_gpu_entry
+from chutes_subnet.attestation.verify.manifest import WorkloadManifest
+from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.verifier import Verifier
+from chutes_subnet.attestation.verify.workload_check import StaticManifestSource, check_workload
 from tests.vector_files import VECTORS_DIR as VECTORS
 
 

@@ -45,7 +45,7 @@ def _serve() -> None:
     """Child: gateway + miner on free loopback ports; prints one JSON line, then serves."""
     import uvicorn
 
-    from chutes_subnet.attestation import SimulatedProvider
+    from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
     from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
     from chutes_subnet.gateway.app import create_app
     from chutes_subnet.gateway.config import GatewayConfig
@@ -136,9 +136,10 @@ def network_phase(url: str, key: str, warm_calls: int, cold_runs: int) -> dict[s
 
 def vector_phase(runs: int) -> dict[str, float]:
     """CPU of one cold client verification of real TDX + 8 real H100 evidence."""
-    from chutes_subnet.attestation import MeasurementProfile, Policy, parse_quote
-    from chutes_subnet.attestation._linkcache import SHARED_LINKS
-    from chutes_subnet.attestation.verifier import Verifier
+    from chutes_subnet.attestation.verify._linkcache import SHARED_LINKS
+    from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+    from chutes_subnet.attestation.verify.quote import parse_quote
+    from chutes_subnet.attestation.verify.verifier import Verifier
     from chutes_subnet.client.pins import CollateralCache
     from chutes_subnet.client.verify import check_instance, parse_answer
     from chutes_subnet.e2ee import KeyPair

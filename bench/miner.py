@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chutes_subnet.attestation import SimulatedProvider  # noqa: E402
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.e2ee import RequestContext, v1, v2  # noqa: E402
 from chutes_subnet.inference import make_backend  # noqa: E402
 from chutes_subnet.miner import PLAINTEXT_PATH, MinerConfig, create_app  # noqa: E402

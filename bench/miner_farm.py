@@ -63,7 +63,7 @@ def _serve(spec: dict[str, Any]) -> None:
     import uvicorn
 
     from chutes_subnet.asgi import invoke_headers, read_body
-    from chutes_subnet.attestation import SimulatedProvider
+    from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
     from chutes_subnet.e2ee import KeyPair, v2
     from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, run_generation
     from chutes_subnet.receipts import ReceiptSigner
@@ -75,7 +75,7 @@ def _serve(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     torch.set_num_threads(1)
     # one "SIMULATED provider" warning per instance would be thousands of lines
-    logging.getLogger("chutes_subnet.attestation.providers").setLevel(logging.ERROR)
+    logging.getLogger("chutes_subnet.attestation.providers.evidence_provider").setLevel(logging.ERROR)
     model_name = spec.get("model_name") or DEFAULT_MODEL_ID
     chute = chute_id_for_model(model_name)
     generate = _real_generator(spec["model_dir"]) if spec.get("model_dir") else None

@@ -34,7 +34,7 @@ def _full_baseline(runs: int) -> float:
 def _quorum_ms(n: int, runs: int) -> float:
     from bittensor.sp_core import Keypair
 
-    from chutes_subnet.attestation.statements import (
+    from chutes_subnet.attestation.verify.signed_statements import (
         QuorumRule,
         Statement,
         check_quorum,

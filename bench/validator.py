@@ -70,7 +70,9 @@ def _floor(args: argparse.Namespace, samples: int = FLOOR_SAMPLES) -> dict[str, 
     """CPU ms per instance of the unavoidable work, in this process (see module doc)."""
     import torch
 
-    from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
+    from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+    from chutes_subnet.attestation.verify.policy import Policy
+    from chutes_subnet.attestation.verify.verifier import Verifier
     from chutes_subnet.e2ee import KeyPair
     from chutes_subnet.inference import DEFAULT_MODEL_ID, run_generation
     from chutes_subnet.receipts import ReceiptSigner
@@ -78,7 +80,7 @@ def _floor(args: argparse.Namespace, samples: int = FLOOR_SAMPLES) -> dict[str, 
     from chutes_subnet.wire.protocol import chute_id_for_model
 
     torch.set_num_threads(1)  # as the validator's workers (one thread: bit-exact, fastest)
-    logging.getLogger("chutes_subnet.attestation.providers").setLevel(logging.ERROR)
+    logging.getLogger("chutes_subnet.attestation.providers.evidence_provider").setLevel(logging.ERROR)
     verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
     chute = chute_id_for_model(DEFAULT_MODEL_ID)
     hotkey = "5BenchFloorHotkey"
@@ -113,7 +115,8 @@ def _floor(args: argparse.Namespace, samples: int = FLOOR_SAMPLES) -> dict[str, 
 
 
 async def _round(args: argparse.Namespace, farm: Farm, tmp: Path) -> dict[str, Any]:
-    from chutes_subnet.attestation import Policy, Verifier
+    from chutes_subnet.attestation.verify.policy import Policy
+    from chutes_subnet.attestation.verify.verifier import Verifier
     from chutes_subnet.chain import LocalChain
     from chutes_subnet.validator import Validator, ValidatorConfig, ValidatorState
     from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58

@@ -218,7 +218,8 @@ class Demo:
         return f"http://127.0.0.1:{port}", registry, secret, key.key_id
 
     async def _run_rounds(self, chain: Any, vwallet: Any, registry: Any) -> Any:
-        from chutes_subnet.attestation import Policy, Verifier
+        from chutes_subnet.attestation.verify.policy import Policy
+        from chutes_subnet.attestation.verify.verifier import Verifier
         from chutes_subnet.validator.config import BenchmarkConfig, ValidatorConfig
         from chutes_subnet.validator.neuron import Validator
         from chutes_subnet.validator.state import ValidatorState

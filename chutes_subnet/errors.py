@@ -42,9 +42,9 @@ grouped by the boundary where it happens::
         └── PlaintextRefusedError     the request would leave the machine unencrypted
 
 Subclasses that belong to one component live next to it and derive from the
-bases above: ``attestation.evidence.EvidenceFormatError``, ``attestation.dcap.
-DcapVerificationError``, ``attestation.gpu.GpuVerificationError``,
-``attestation.simulated.SimulatedVerificationError`` (AttestationError);
+bases above: ``attestation.verify.evidence.EvidenceFormatError``, ``attestation.verify.dcap.
+DcapVerificationError``, ``attestation.verify.gpu.GpuVerificationError``,
+``attestation.verify.simulated_tee.SimulatedVerificationError`` (AttestationError);
 ``inference.InvalidRequestError`` (InferenceError, ValueError),
 ``inference.UpstreamError`` and ``inference.upstream.SSEFormatError`` (InferenceError);
 ``gateway.miners.MinerConnectionError`` (the gateway's miner connection),
@@ -260,7 +260,7 @@ class InstanceVerificationError(ClientError):
     """An instance failed the client's attestation check; nothing was sent to it.
 
     ``instance_id`` names the instance, ``reason`` is a stable code (a verifier
-    :class:`~chutes_subnet.attestation.ReasonCode` value or a client code such as
+    :class:`~chutes_subnet.attestation.verify.reasons.ReasonCode` value or a client code such as
     ``key_mismatch``, ``instance_id_mismatch``, ``relay_timeout``).
     """
 

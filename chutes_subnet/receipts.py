@@ -2,7 +2,7 @@
 
 Each instance generates an Ed25519 **receipt key** next to its ML-KEM key inside the
 TEE; its public half is bound into the attestation's report_data
-(:mod:`chutes_subnet.attestation.binding`, layout v2). For every answer the instance
+(:mod:`chutes_subnet.attestation.verify.binding`, layout v2). For every answer the instance
 signs a receipt; the gateway verifies it with the attested key from the registry and
 bills only verified receipts, and the client verifies the same receipt and hands it
 to the application. A host that rewrites usage, or swaps the answer, breaks the

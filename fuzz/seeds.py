@@ -77,10 +77,10 @@ def v2_exchange() -> tuple[bytes, v2.ClientSession, v2.ServerSession, bytes]:
 @cache
 def simulated_evidence() -> dict[str, Any]:
     """Wire-form evidence from the (insecure) simulated provider, one GPU."""
-    from chutes_subnet.attestation.binding import build_report_data
-    from chutes_subnet.attestation.eventlog import replay, workload_event
-    from chutes_subnet.attestation.evidence import Evidence
-    from chutes_subnet.attestation.simulated import SimulatedDevice
+    from chutes_subnet.attestation.simulator.device import SimulatedDevice
+    from chutes_subnet.attestation.verify.binding import build_report_data
+    from chutes_subnet.attestation.verify.eventlog import replay, workload_event
+    from chutes_subnet.attestation.verify.evidence import Evidence
 
     device = SimulatedDevice(b"\x07" * 32, gpu_count=1)
     report_data = build_report_data(ATTEST_NONCE, instance_key().public_bytes, HOTKEY)
@@ -93,7 +93,7 @@ def simulated_evidence() -> dict[str, Any]:
 
 def workload_manifest() -> Any:
     """A well-formed workload manifest (the seed of the manifest and event-log targets)."""
-    from chutes_subnet.attestation.manifest import WorkloadManifest
+    from chutes_subnet.attestation.verify.manifest import WorkloadManifest
 
     digest = "sha256:" + "5a" * 32
     return WorkloadManifest(chute_id="fuzz-chute", model_id="org/model", model_revision="r1",
@@ -104,7 +104,7 @@ def workload_manifest() -> Any:
 
 def event_logs() -> list[bytes]:
     """RTMR3 event logs: the simulated TD's and the real dstack vector's (if present)."""
-    from chutes_subnet.attestation.eventlog import RuntimeEvent, workload_event
+    from chutes_subnet.attestation.verify.eventlog import RuntimeEvent, workload_event
 
     logs = [json.dumps([RuntimeEvent.runtime("boot", b"\x01").to_wire(),
                         workload_event(workload_manifest()).to_wire()]).encode()]

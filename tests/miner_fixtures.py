@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from chutes_subnet.attestation import SimulatedProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, RequestContext, v1, v2
 from chutes_subnet.inference import make_backend

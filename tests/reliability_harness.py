@@ -224,7 +224,8 @@ class LoopbackSubnet:
     def validator(self, registry: Any = None, *, timeout: float = 20.0, max_tokens: int = 4,
                   state_path: Path | None = None) -> Any:
         """A real :class:`Validator` in development mode (accepts the simulated TEE)."""
-        from chutes_subnet.attestation import Policy, Verifier
+        from chutes_subnet.attestation.verify.policy import Policy
+        from chutes_subnet.attestation.verify.verifier import Verifier
         from chutes_subnet.validator import (
             BenchmarkConfig,
             Validator,

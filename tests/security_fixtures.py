@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from chutes_subnet.attestation import SimulatedProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate, sign_headers
 from chutes_subnet.chain import LocalChain, Metagraph
 from chutes_subnet.e2ee import KeyPair, RequestContext, v1, v2

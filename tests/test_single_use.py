@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chutes_subnet.attestation import ChallengeBook
+from chutes_subnet.attestation.verify.challenges import ChallengeBook
 from chutes_subnet.auth import BoundedNonceStore
 from chutes_subnet.nonces import MemoryNonceStore, NonceScope, SeenNonceCache, SQLiteNonceStore
 from chutes_subnet.single_use import Use

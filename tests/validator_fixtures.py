@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.auth import ValidatorGate
 from chutes_subnet.chain import LocalChain, WeightsResult
 from chutes_subnet.e2ee import KeyPair

@@ -31,9 +31,9 @@ from urllib.parse import quote as urlquote
 
 import httpx
 
-from chutes_subnet.attestation.quote import parse_quote
-from chutes_subnet.attestation.simulated import is_simulated_quote
-from chutes_subnet.attestation.verifier import Verifier
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.simulated_tee import is_simulated_quote
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.e2ee import decode_public_key
 from chutes_subnet.errors import (
     AttestationError,

@@ -5,7 +5,7 @@ used only while it is fresh *and* the gateway still lists the same key (a new ke
 means a new verification). Failures are remembered for a shorter time so a failing
 instance is skipped without being challenged on every request. :class:`CollateralCache`
 keeps Intel collateral per platform (``FMSPC-CA``) inside its own validity window;
-it is the :class:`~chutes_subnet.attestation.CollateralSource` the client's verifier
+it is the :class:`~chutes_subnet.attestation.verify.collateral.CollateralSource` the client's verifier
 reads (memory only, no I/O). Both are bounded and thread-safe; clocks are injectable.
 """
 
@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chutes_subnet.attestation.binding import constant_time_equal
-from chutes_subnet.attestation.collateral import collateral_key, collateral_window
-from chutes_subnet.attestation.dcap import collateral_from_json
-from chutes_subnet.attestation.reasons import Reason
+from chutes_subnet.attestation.verify.binding import constant_time_equal
+from chutes_subnet.attestation.verify.collateral import collateral_key, collateral_window
+from chutes_subnet.attestation.verify.dcap import collateral_from_json
+from chutes_subnet.attestation.verify.reasons import Reason
 from chutes_subnet.errors import CollateralError
 
 from .verify import ClientVerdict

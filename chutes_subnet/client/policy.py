@@ -1,14 +1,14 @@
 """What a client accepts: the attestation policy plus pinning times, as data.
 
 A client policy file is a validator policy file (``[tcb]``, ``[td]``,
-``[[profiles]]``; see :mod:`chutes_subnet.attestation.policy`) with an optional
+``[[profiles]]``; see :mod:`chutes_subnet.attestation.verify.policy`) with an optional
 ``[client]`` table::
 
     [client]
     pin_ttl_seconds = 600       # a verified (instance id -> key) pin lives this long
     failure_ttl_seconds = 30    # a failed instance is skipped this long
 
-The default is the validator's packaged policy (``attestation/default_policy.toml``:
+The default is the validator's packaged policy (``attestation/verify/default_policy.toml``:
 TD-field rules, workload manifests required, no measurement profile allowlisted yet),
 so a default client fails closed until its user names the images and manifests they
 trust, and never drifts from what validators accept. Accepting simulated (forgeable)
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from chutes_subnet.attestation.policy import Policy
+from chutes_subnet.attestation.verify.policy import Policy
 from chutes_subnet.errors import PolicyFileError
 
 __all__ = ["MAX_PIN_TTL", "ClientPolicy"]

@@ -6,12 +6,12 @@ offered instance:
 
 1. a fresh pin for exactly the listed key -> use it; a recent failure -> skip;
 2. ``GET {gateway}/e2e/statements/{instance_id}``: the validator-signed statements
-   (:mod:`chutes_subnet.attestation.statements`; bounded, typed parse errors);
+   (:mod:`chutes_subnet.attestation.verify.signed_statements`; bounded, typed parse errors);
 3. the metagraph snapshot from the **client's own** source (``metagraph``: e.g. a
    :class:`~chutes_subnet.auth.MetagraphCache` over a :class:`~chutes_subnet.chain.Chain`
    the client reaches itself). Stakes and permits are never taken from the gateway: a
    gateway could invent validators;
-4. :func:`~chutes_subnet.attestation.statements.check_quorum` off the event loop,
+4. :func:`~chutes_subnet.attestation.verify.signed_statements.check_quorum` off the event loop,
    at the current block as the client knows it (the snapshot's block advanced by the
    source's ``age``, when it has one: a stuck source goes stale), for the listed E2EE key, the listed receipt key and the
    requested chute;
@@ -33,7 +33,7 @@ from urllib.parse import quote as urlquote
 
 import httpx
 
-from chutes_subnet.attestation.statements import (
+from chutes_subnet.attestation.verify.signed_statements import (
     BLOCK_SECONDS,
     MAX_STATEMENTS_BYTES,
     QuorumRule,

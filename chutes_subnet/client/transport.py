@@ -24,7 +24,7 @@ before a byte leaves the machine. Body-less reads (``GET /v1/models``) pass thro
 ``verify="quorum"`` accepts a key when a stake-weighted quorum of validator-signed
 statements vouches for it (:mod:`chutes_subnet.client.quorum`): it needs the client's
 own ``metagraph`` source (stakes and permits never come from the gateway) and takes a
-``quorum`` :class:`~chutes_subnet.attestation.statements.QuorumRule` (default: 3
+``quorum`` :class:`~chutes_subnet.attestation.verify.signed_statements.QuorumRule` (default: 3
 validators, half of validator stake). ``verify="gateway"`` trusts whatever key the
 gateway lists (the pre-verification behaviour; opt-in, logged as a warning).
 
@@ -63,7 +63,7 @@ from typing import Any
 
 import httpx
 
-from chutes_subnet.attestation.statements import QuorumRule
+from chutes_subnet.attestation.verify.signed_statements import QuorumRule
 from chutes_subnet.client._flow import Flow, Step, drive_async, drive_sync
 from chutes_subnet.client.attest import InstanceVerifier
 from chutes_subnet.client.discovery import DiscoveryCache, parse_instances, parse_models

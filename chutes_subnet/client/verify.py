@@ -14,7 +14,7 @@ verification time, and returns a frozen :class:`ClientVerdict`. Steps, in order
              listed, the one the client would encrypt to (``key_mismatch``); the
              chute id derives from the model and is the chute the client asked for
              (``chute_mismatch``: no cheaper model behind the requested name);
-3. evidence  the validator's :class:`~chutes_subnet.attestation.Verifier` with the
+3. evidence  the validator's :class:`~chutes_subnet.attestation.verify.verifier.Verifier` with the
              client's policy: DCAP quote + TCB status + TD fields, GPU evidence for
              the same nonce, measurement profile, the workload manifest (RTMR3 event
              log replayed, manifest published for this chute), and report_data
@@ -32,10 +32,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from chutes_subnet.attestation.evidence import Evidence
-from chutes_subnet.attestation.quote import Measurements, parse_quote
-from chutes_subnet.attestation.reasons import Reason, Verdict
-from chutes_subnet.attestation.verifier import Verifier
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.quote import Measurements, parse_quote
+from chutes_subnet.attestation.verify.reasons import Reason, Verdict
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.e2ee import decode_public_key
 from chutes_subnet.errors import (
     AttestationError,

@@ -32,7 +32,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 
-from chutes_subnet.attestation import EvidenceProvider, SimulatedProvider
+from chutes_subnet.attestation.providers.evidence_provider import EvidenceProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.auth import ValidatorGate
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.inference import Backend

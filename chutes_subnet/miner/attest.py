@@ -15,7 +15,7 @@ Order of checks (first failure answers ``{"error", "reason"}``):
 
 The answer is an :class:`~chutes_subnet.wire.messages.AttestResponse`. The TDX quote's
 report_data binds the nonce, the E2EE key, the receipt key and the hotkey (layout v2 of
-:func:`chutes_subnet.attestation.build_report_data`); the GPU evidence is made for the
+:func:`chutes_subnet.attestation.verify.binding.build_report_data`); the GPU evidence is made for the
 same nonce.
 """
 

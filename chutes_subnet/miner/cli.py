@@ -207,7 +207,7 @@ def _main(argv: list[str] | None) -> int:
         logging.getLogger("chutes_subnet.miner").warning(
             "--invoke_auth none on a public network: anyone can use this instance")
 
-    from chutes_subnet.attestation import make_provider
+    from chutes_subnet.attestation.providers.choose import make_provider
     from chutes_subnet.chain import open_chain
     from chutes_subnet.inference import make_backend
     from chutes_subnet.miner.runner import serve_miner

@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chutes_subnet.asgi import Receive, Scope, Send
-from chutes_subnet.attestation import Evidence, EvidenceProvider, SimulatedProvider
-from chutes_subnet.attestation.binding import build_report_data
+from chutes_subnet.attestation.providers.evidence_provider import EvidenceProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.binding import build_report_data
+from chutes_subnet.attestation.verify.evidence import Evidence
 from chutes_subnet.inference import Backend
 
 __all__ = ["FOREIGN_HOTKEY", "corrupt_text", "corrupt_chunk", "apply_provider_fault",

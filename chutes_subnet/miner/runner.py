@@ -19,7 +19,8 @@ from typing import Any
 
 import uvicorn
 
-from chutes_subnet.attestation import EvidenceProvider, make_provider
+from chutes_subnet.attestation.providers.choose import make_provider
+from chutes_subnet.attestation.providers.evidence_provider import EvidenceProvider
 from chutes_subnet.auth import MetagraphCache, ValidatorGate, hotkey_signer
 from chutes_subnet.chain import Chain
 from chutes_subnet.chain.local import format_axon

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from chutes_subnet.attestation import EvidenceProvider
+from chutes_subnet.attestation.providers.evidence_provider import EvidenceProvider
 from chutes_subnet.auth import ValidatorGate
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.inference import Backend

@@ -2,7 +2,7 @@
 
 At start, after the backend has loaded its model and before the E2EE key exists, the
 miner builds the manifest of what it serves and has the evidence provider extend RTMR3
-with it (:meth:`~chutes_subnet.attestation.providers.HardwareProvider.measure_workload`):
+with it (:meth:`~chutes_subnet.attestation.providers.evidence_provider.HardwareProvider.measure_workload`):
 
 * embedded model: every field is derived here; ``weights_digest`` is the Merkle root
   over the loaded parameters (name -> raw bytes), so it is computed from the weights
@@ -20,8 +20,12 @@ import logging
 from typing import Any
 
 from chutes_subnet import __version__
-from chutes_subnet.attestation import WorkloadManifest, load_manifest
-from chutes_subnet.attestation.merkle import directory_digest, merkle_digest, tokenizer_digest
+from chutes_subnet.attestation.verify.manifest import WorkloadManifest, load_manifest
+from chutes_subnet.attestation.verify.merkle import (
+    directory_digest,
+    merkle_digest,
+    tokenizer_digest,
+)
 from chutes_subnet.errors import AttestationError
 
 __all__ = ["EMBEDDED_IMAGE_DIGEST", "embedded_manifest", "instance_manifest", "measure_workload"]

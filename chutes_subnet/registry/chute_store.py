@@ -32,7 +32,7 @@ from chutes_subnet.registry.chutes import (
 )
 
 if TYPE_CHECKING:
-    from chutes_subnet.attestation.manifest import WorkloadManifest
+    from chutes_subnet.attestation.verify.manifest import WorkloadManifest
     from chutes_subnet.stores.sql import Database, Transaction
 
 __all__ = ["SQLChuteStore"]

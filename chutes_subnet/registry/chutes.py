@@ -8,7 +8,7 @@ deploys a :class:`ChuteSpec`, usually from a ``chute.toml``::
     allow = ["k_3f2a…"]               # private: other API key ids that may use it
     image_digest = "sha256:…"         # the OCI image the engine runs from
 
-    [manifest]                        # the workload manifest (attestation/manifest.py)
+    [manifest]                        # the workload manifest (attestation/verify/manifest.py)
     model_id = "acme/llama-3-8b"      # must equal name; chute_id may be omitted
     …
 
@@ -28,7 +28,7 @@ deploys a :class:`ChuteSpec`, usually from a ``chute.toml``::
 Identity: ``chute_id = chute_id_for_model(name)`` (uuid5), so miners that name the
 model and clients that call it agree on the id. The manifest must name that chute
 and that model, and carry the same image digest; it is validated with the attestation
-verifier's own parser (:mod:`chutes_subnet.attestation.manifest`) and kept as its
+verifier's own parser (:mod:`chutes_subnet.attestation.verify.manifest`) and kept as its
 canonical JSON. Every check raises
 :class:`ChuteSpecError` with one line naming the field; nothing is stored.
 
@@ -52,7 +52,7 @@ from chutes_subnet.registry.instances import RegistryError
 from chutes_subnet.wire.protocol import chute_id_for_model
 
 if TYPE_CHECKING:
-    from chutes_subnet.attestation.manifest import WorkloadManifest
+    from chutes_subnet.attestation.verify.manifest import WorkloadManifest
 
 __all__ = [
     "MAX_ALLOW",
@@ -132,7 +132,7 @@ class ChuteSpec:
 
     def workload_manifest(self) -> WorkloadManifest:
         """The manifest as the attestation verifier's type (validated at deploy)."""
-        from chutes_subnet.attestation.manifest import WorkloadManifest
+        from chutes_subnet.attestation.verify.manifest import WorkloadManifest
 
         return WorkloadManifest.from_dict(dict(self.manifest))
 
@@ -169,7 +169,7 @@ def _int(value: Any, where: str, low: int, high: int) -> int:
 def _parse_manifest(raw: Any, chute_id: str, name: str, image_digest: str) -> dict[str, Any]:
     # imported here: the attestation package loads X.509 code the keyless gateway
     # process never needs until someone deploys
-    from chutes_subnet.attestation.manifest import ManifestError, WorkloadManifest
+    from chutes_subnet.attestation.verify.manifest import ManifestError, WorkloadManifest
 
     if not isinstance(raw, dict):
         raise ChuteSpecError("manifest must be a table (the workload manifest)")

@@ -86,7 +86,7 @@ class InstanceRecord:
     #: base64 Ed25519 receipt key bound into the attestation ("" = none: never billable)
     receipt_pubkey: str = ""
     #: validator-signed statements vouching for this key (compact JSON each, see
-    #: :mod:`chutes_subnet.attestation.statements`), served to ``verify="quorum"`` clients
+    #: :mod:`chutes_subnet.attestation.verify.signed_statements`), served to ``verify="quorum"`` clients
     statements: tuple[str, ...] = ()
 
     def is_live(self, now: float) -> bool:

@@ -29,8 +29,11 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from chutes_subnet.attestation import ChallengeBook, Evidence, Verdict, Verifier
-from chutes_subnet.attestation.manifest import WorkloadManifest
+from chutes_subnet.attestation.verify.challenges import ChallengeBook
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.manifest import WorkloadManifest
+from chutes_subnet.attestation.verify.reasons import Verdict
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.auth import sign_headers
 from chutes_subnet.chain import Neuron
 from chutes_subnet.e2ee import decode_public_key

@@ -231,13 +231,11 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def _verifier(args: argparse.Namespace) -> Any:
-    from chutes_subnet.attestation import (
-        GpuOnlineChecker,
-        PccsCollateralSource,
-        Policy,
-        Verifier,
-    )
-    from chutes_subnet.attestation.rim import RimStore
+    from chutes_subnet.attestation.fetch.ocsp_client import GpuOnlineChecker
+    from chutes_subnet.attestation.fetch.pccs import PccsCollateralSource
+    from chutes_subnet.attestation.verify.policy import Policy
+    from chutes_subnet.attestation.verify.rim import RimStore
+    from chutes_subnet.attestation.verify.verifier import Verifier
 
     policy = Policy.load(args.policy_path) if args.policy_path else Policy.default()
     if args.dev:

@@ -1,6 +1,6 @@
 """Hardware counted once: one TDX platform and one GPU earn for one uid per round.
 
-Attestation proves which machine answered (:mod:`chutes_subnet.attestation.hardware`:
+Attestation proves which machine answered (:mod:`chutes_subnet.attestation.verify.hardware_identity`:
 the PCK platform's PPID, each GPU's device identity certificate). Several hotkeys
 presenting the same platform or the same GPU are one operator running one machine
 several times over (a quote binds the hotkey it was made for, so nobody else can

@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from chutes_subnet.attestation import Verifier
-from chutes_subnet.attestation.statements import policy_sha256, sign_statement
+from chutes_subnet.attestation.verify.signed_statements import policy_sha256, sign_statement
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.auth import hotkey_signer
 from chutes_subnet.chain import Chain, Metagraph, Neuron, WeightsResult
 from chutes_subnet.errors import ChainError, StatementError

@@ -18,7 +18,7 @@ are not on the wire); for trained models that is the emitted sequence, and the r
 threshold absorbs the rare exception.
 
 Identity: :attr:`ReferenceModel.tokenizer_digest` is the workload manifest's
-``tokenizer_digest`` of the reference directory (:func:`chutes_subnet.attestation.merkle.tokenizer_digest`).
+``tokenizer_digest`` of the reference directory (:func:`chutes_subnet.attestation.verify.merkle.tokenizer_digest`).
 A :class:`ChuteReference` is used for a miner whose attested model id matches and,
 when the instance attested a workload manifest, only if that manifest names the same
 tokenizer (:meth:`ChuteReference.matches`): the count and the scores are then made
@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chutes_subnet.attestation.manifest import WorkloadManifest
-from chutes_subnet.attestation.merkle import tokenizer_digest
+from chutes_subnet.attestation.verify.manifest import WorkloadManifest
+from chutes_subnet.attestation.verify.merkle import tokenizer_digest
 
 from .logprobs import LogprobPolicy, TokenScore
 from .tokencount import UsageTolerance

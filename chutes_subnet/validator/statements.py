@@ -1,13 +1,13 @@
 """The validator's attestation statements: one signed per instance that passed a round.
 
 :func:`statement_for` turns a verified :class:`~chutes_subnet.validator.attest.AttestedInstance`
-into a :class:`~chutes_subnet.attestation.statements.Statement` valid from the round's
+into a :class:`~chutes_subnet.attestation.verify.signed_statements.Statement` valid from the round's
 block until the attestation's TTL (in ~12 s blocks, capped at
-:data:`~chutes_subnet.attestation.statements.MAX_VALIDITY_BLOCKS`).
+:data:`~chutes_subnet.attestation.verify.signed_statements.MAX_VALIDITY_BLOCKS`).
 :func:`merge_statements` folds it into the registry record's list: this validator's
 older statements are replaced; other validators' statements are kept while they are
 unexpired and name the same key; the list stays bounded
-(:data:`~chutes_subnet.attestation.statements.MAX_STATEMENTS`).
+(:data:`~chutes_subnet.attestation.verify.signed_statements.MAX_STATEMENTS`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 
-from chutes_subnet.attestation.statements import (
+from chutes_subnet.attestation.verify.signed_statements import (
     BLOCK_SECONDS,
     MAX_STATEMENTS,
     MAX_VALIDITY_BLOCKS,

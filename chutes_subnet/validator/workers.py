@@ -30,8 +30,9 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from chutes_subnet.attestation import Verdict, Verifier
-    from chutes_subnet.attestation.evidence import Evidence
+    from chutes_subnet.attestation.verify.evidence import Evidence
+    from chutes_subnet.attestation.verify.reasons import Verdict
+    from chutes_subnet.attestation.verify.verifier import Verifier
 
 __all__ = ["WorkerPool"]
 

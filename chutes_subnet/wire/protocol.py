@@ -20,7 +20,7 @@ Message schemas are in :mod:`chutes_subnet.wire.messages`, header names and thei
 parsers in :mod:`chutes_subnet.wire.headers`, the client's sealed call in
 :mod:`chutes_subnet.wire.call`. Binary layouts of envelopes are documented in
 :mod:`chutes_subnet.e2ee`; the report_data binding in
-:mod:`chutes_subnet.attestation.binding`.
+:mod:`chutes_subnet.attestation.verify.binding`.
 """
 
 from __future__ import annotations

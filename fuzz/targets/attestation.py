@@ -7,17 +7,17 @@ import base64
 import json
 import logging
 
-from chutes_subnet.attestation.eventlog import EventLogError, parse_event_log, replay
-from chutes_subnet.attestation.evidence import Evidence
-from chutes_subnet.attestation.gpu import parse_gpu_entry
-from chutes_subnet.attestation.manifest import ManifestError, parse_manifest
-from chutes_subnet.attestation.policy import Policy
-from chutes_subnet.attestation.quote import parse_quote
-from chutes_subnet.attestation.reasons import Verdict
-from chutes_subnet.attestation.rim import RimFormatError, parse_rim
-from chutes_subnet.attestation.spdm import parse_spdm_measurements
-from chutes_subnet.attestation.verifier import Verifier
-from chutes_subnet.attestation.workload import StaticManifestSource, check_workload
+from chutes_subnet.attestation.verify.eventlog import EventLogError, parse_event_log, replay
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.gpu import parse_gpu_entry
+from chutes_subnet.attestation.verify.manifest import ManifestError, parse_manifest
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.reasons import Verdict
+from chutes_subnet.attestation.verify.rim import RimFormatError, parse_rim
+from chutes_subnet.attestation.verify.spdm import parse_spdm_measurements
+from chutes_subnet.attestation.verify.verifier import Verifier
+from chutes_subnet.attestation.verify.workload_check import StaticManifestSource, check_workload
 from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, QuoteFormatError
 
 from .. import seeds

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from chutes_subnet.attestation.binding import (
+from chutes_subnet.attestation.verify.binding import (
     BINDING_V1,
     BINDING_V2,
     binding_matches,

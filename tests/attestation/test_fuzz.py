@@ -15,14 +15,18 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chutes_subnet.attestation import Evidence, WorkloadManifest
-from chutes_subnet.attestation.eventlog import EventLogError, parse_event_log, replay
-from chutes_subnet.attestation.gpu import parse_gpu_entry
-from chutes_subnet.attestation.manifest import ManifestError, parse_manifest
-from chutes_subnet.attestation.quote import parse_quote
-from chutes_subnet.attestation.rim import RimFormatError, parse_rim
-from chutes_subnet.attestation.spdm import parse_spdm_measurements
-from chutes_subnet.attestation.workload import StaticManifestSource, check_workload
+from chutes_subnet.attestation.verify.eventlog import EventLogError, parse_event_log, replay
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.gpu import parse_gpu_entry
+from chutes_subnet.attestation.verify.manifest import (
+    ManifestError,
+    WorkloadManifest,
+    parse_manifest,
+)
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.rim import RimFormatError, parse_rim
+from chutes_subnet.attestation.verify.spdm import parse_spdm_measurements
+from chutes_subnet.attestation.verify.workload_check import StaticManifestSource, check_workload
 from chutes_subnet.errors import AttestationError, GpuEvidenceFormatError, QuoteFormatError
 from fuzz.seeds import event_logs, workload_manifest
 from fuzz.strategies import mutated

@@ -7,10 +7,14 @@ import json
 
 import pytest
 
-from chutes_subnet.attestation import gpu as gpu_mod
-from chutes_subnet.attestation._linkcache import SHARED_LINKS, VerifiedLinkCache
-from chutes_subnet.attestation.gpu import nvidia_root_der, parse_gpu_entry, verify_gpu_evidence
-from chutes_subnet.attestation.reasons import ReasonCode
+from chutes_subnet.attestation.verify import gpu as gpu_mod
+from chutes_subnet.attestation.verify._linkcache import SHARED_LINKS, VerifiedLinkCache
+from chutes_subnet.attestation.verify.gpu import (
+    nvidia_root_der,
+    parse_gpu_entry,
+    verify_gpu_evidence,
+)
+from chutes_subnet.attestation.verify.reasons import ReasonCode
 from tests.vector_files import VECTORS_DIR
 
 V4_NOW = 1751624191  # inside the vectors' certificate validity (tests/attestation/test_vectors.py)

@@ -20,16 +20,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chutes_subnet.asgi import read_body
-from chutes_subnet.attestation import GpuOnlineChecker, Policy, SimulatedProvider, Verifier
-from chutes_subnet.attestation._pem import split_pem_chain
-from chutes_subnet.attestation.ocsp import (
+from chutes_subnet.attestation.fetch.ocsp_client import GpuOnlineChecker
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify._pem import split_pem_chain
+from chutes_subnet.attestation.verify.ocsp import (
     NVIDIA_OCSP_URL,
     REVOCATION_SKIPPED_NOTE,
     REVOCATION_UNUSABLE_NOTE,
     RevocationStatus,
     ocsp_url_of,
 )
-from chutes_subnet.attestation.simulated import dev_gpu_root_der, dev_gpu_root_key
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.simulated_tee import dev_gpu_root_der, dev_gpu_root_key
+from chutes_subnet.attestation.verify.verifier import Verifier
 from tests.servers import UvicornThread, free_port
 
 HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
@@ -248,7 +251,7 @@ def test_failed_responder_is_not_retried_per_certificate(tmp_path):
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_response_verifier_only_raises_its_own_error(data):
-    from chutes_subnet.attestation.ocsp import OcspResponseError, verify_ocsp_response
+    from chutes_subnet.attestation.verify.ocsp import OcspResponseError, verify_ocsp_response
 
     leaf, issuer = _FUZZ_CERTS
     good = bytearray(_FUZZ_GOOD)
@@ -266,7 +269,7 @@ def test_response_verifier_only_raises_its_own_error(data):
 
 
 def _fuzz_seed() -> tuple[tuple[x509.Certificate, x509.Certificate], bytes]:
-    from chutes_subnet.attestation.ocsp import build_ocsp_request, verify_ocsp_response
+    from chutes_subnet.attestation.verify.ocsp import build_ocsp_request, verify_ocsp_response
 
     _, device, root = (x509.load_der_x509_certificate(d) for d in _leaf_chain())
     good = Responder().answer(build_ocsp_request(device, root, b"n" * 16))

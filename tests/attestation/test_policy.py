@@ -8,21 +8,17 @@ import threading
 import pytest
 
 from chutes_subnet import attestation
-from chutes_subnet.attestation import (
-    ChallengeBook,
-    Evidence,
-    EvidenceFacts,
-    PccsCollateralSource,
-    Policy,
-    SimulatedProvider,
-    StaticCollateralSource,
-    Verifier,
-    build_report_data,
-    collateral_from_json,
-    make_provider,
-    measure_simulated_profile,
-)
-from chutes_subnet.attestation.quote import parse_quote
+from chutes_subnet.attestation.fetch.pccs import PccsCollateralSource
+from chutes_subnet.attestation.providers.choose import make_provider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.binding import build_report_data
+from chutes_subnet.attestation.verify.challenges import ChallengeBook
+from chutes_subnet.attestation.verify.collateral import StaticCollateralSource
+from chutes_subnet.attestation.verify.dcap import collateral_from_json
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.policy import EvidenceFacts, Policy, measure_simulated_profile
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.errors import AttestationError, CollateralError, PolicyFileError
 from chutes_subnet.single_use import Use
 from tests.vector_files import VECTORS_DIR as VECTORS

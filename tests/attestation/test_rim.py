@@ -9,20 +9,23 @@ import os
 
 import pytest
 
-from chutes_subnet.attestation import (
-    Evidence,
-    GpuOnlineChecker,
-    MeasurementProfile,
-    Policy,
-    SimulatedProvider,
-    StaticCollateralSource,
-    Verifier,
-    collateral_from_json,
-    parse_quote,
+from chutes_subnet.attestation.fetch.ocsp_client import GpuOnlineChecker
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.collateral import StaticCollateralSource
+from chutes_subnet.attestation.verify.dcap import collateral_from_json
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.gpu import parse_gpu_entry
+from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.rim import (
+    Rim,
+    RimFormatError,
+    RimStore,
+    compare_rim,
+    parse_rim,
 )
-from chutes_subnet.attestation.gpu import parse_gpu_entry
-from chutes_subnet.attestation.rim import Rim, RimFormatError, RimStore, compare_rim, parse_rim
-from chutes_subnet.attestation.simulated import DEV_SEED
+from chutes_subnet.attestation.verify.simulated_tee import DEV_SEED
+from chutes_subnet.attestation.verify.verifier import Verifier
 from tests.vector_files import VECTORS_DIR
 
 RIMS = VECTORS_DIR / "gpu" / "rim"

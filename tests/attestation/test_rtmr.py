@@ -10,16 +10,7 @@ import struct
 
 import pytest
 
-from chutes_subnet.attestation import (
-    Evidence,
-    Policy,
-    SimulatedProvider,
-    Verifier,
-    WorkloadManifest,
-    parse_quote,
-)
-from chutes_subnet.attestation.eventlog import RuntimeEvent, extend, replay, workload_event
-from chutes_subnet.attestation.rtmr import (
+from chutes_subnet.attestation.providers.rtmr import (
     TDREPORT_RTMR0_OFFSET,
     TDX_CMD_EXTEND_RTMR,
     RuntimeLog,
@@ -28,7 +19,17 @@ from chutes_subnet.attestation.rtmr import (
     TdxGuestIoctlRtmr,
     rtmr_device,
 )
-from chutes_subnet.attestation.tdx_guest import TDREPORT_REPORTDATA_OFFSET, TDX_CMD_GET_REPORT0
+from chutes_subnet.attestation.providers.tdx_guest import (
+    TDREPORT_REPORTDATA_OFFSET,
+    TDX_CMD_GET_REPORT0,
+)
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.eventlog import RuntimeEvent, extend, replay, workload_event
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.manifest import WorkloadManifest
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.cli import main as cli_main
 from chutes_subnet.errors import AttestationError
 

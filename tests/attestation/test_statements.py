@@ -10,7 +10,7 @@ from bittensor.sp_core import Keypair
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chutes_subnet.attestation.statements import (
+from chutes_subnet.attestation.verify.signed_statements import (
     MAX_STATEMENTS,
     MAX_STATEMENTS_BYTES,
     QuorumRule,
@@ -161,8 +161,8 @@ def test_another_chute_or_simulated_evidence_is_refused() -> None:
 
 
 def test_policy_digest_is_stable_and_sensitive() -> None:
-    from chutes_subnet.attestation.policy import Policy
-    from chutes_subnet.attestation.statements import policy_sha256
+    from chutes_subnet.attestation.verify.policy import Policy
+    from chutes_subnet.attestation.verify.signed_statements import policy_sha256
     a = Policy(accepted_tcb_statuses=frozenset({"UpToDate", "SWHardeningNeeded"}))
     b = Policy(accepted_tcb_statuses=frozenset({"SWHardeningNeeded", "UpToDate"}))
     assert policy_sha256(a) == policy_sha256(b) != policy_sha256(Policy())

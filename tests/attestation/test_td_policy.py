@@ -10,17 +10,13 @@ from dataclasses import replace
 
 import pytest
 
-from chutes_subnet.attestation import (
-    Evidence,
-    MeasurementProfile,
-    Policy,
-    StaticCollateralSource,
-    TdPolicy,
-    Verifier,
-    collateral_from_json,
-    parse_quote,
-)
-from chutes_subnet.attestation.td_policy import TD_FIELDS
+from chutes_subnet.attestation.verify.collateral import StaticCollateralSource
+from chutes_subnet.attestation.verify.dcap import collateral_from_json
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.td_policy import TD_FIELDS, TdPolicy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.errors import PolicyFileError
 from tests.vector_files import VECTORS_DIR
 

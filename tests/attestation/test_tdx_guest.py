@@ -15,23 +15,26 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chutes_subnet.attestation import HardwareProvider, Policy, Verifier, make_provider
-from chutes_subnet.attestation.binding import build_report_data
-from chutes_subnet.attestation.qgs import (
+from chutes_subnet.attestation.providers.choose import make_provider
+from chutes_subnet.attestation.providers.evidence_provider import HardwareProvider
+from chutes_subnet.attestation.providers.qgs import (
     QgsClient,
     QgsError,
     build_get_quote_request,
     parse_get_quote_response,
     parse_qgs_address,
 )
-from chutes_subnet.attestation.quote import parse_quote
-from chutes_subnet.attestation.simulated import SimulatedDevice, measure_simulated_profile
-from chutes_subnet.attestation.tdx_guest import (
+from chutes_subnet.attestation.providers.tdx_guest import (
     TDREPORT_REPORTDATA_OFFSET,
     TDX_CMD_GET_REPORT0,
     TdxGuestDeviceProvider,
     get_tdreport,
 )
+from chutes_subnet.attestation.simulator.device import SimulatedDevice
+from chutes_subnet.attestation.verify.binding import build_report_data
+from chutes_subnet.attestation.verify.policy import Policy, measure_simulated_profile
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.errors import AttestationError
 
 HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"

@@ -9,18 +9,19 @@ import time
 
 import pytest
 
-from chutes_subnet.attestation import (
-    Evidence,
-    MeasurementProfile,
-    Policy,
-    ReasonCode,
-    StaticCollateralSource,
-    Verifier,
-    build_report_data,
-    collateral_from_json,
-    parse_quote,
+from chutes_subnet.attestation.verify.binding import build_report_data
+from chutes_subnet.attestation.verify.collateral import StaticCollateralSource
+from chutes_subnet.attestation.verify.dcap import collateral_from_json
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.gpu import (
+    nvidia_root_der,
+    parse_gpu_entry,
+    verify_gpu_evidence,
 )
-from chutes_subnet.attestation.gpu import nvidia_root_der, parse_gpu_entry, verify_gpu_evidence
+from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.reasons import ReasonCode
+from chutes_subnet.attestation.verify.verifier import Verifier
 from tests.vector_files import VECTORS_DIR as VECTORS
 
 TDX, GPU = VECTORS / "tdx", VECTORS / "gpu"

@@ -9,7 +9,9 @@ import os
 
 import pytest
 
-from chutes_subnet.attestation import Policy, SimulatedProvider, Verifier
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.e2ee import KeyPair
 
 HOTKEY = "5LoggingTestHotkey"
@@ -35,12 +37,12 @@ def _accepted(caplog: pytest.LogCaptureFixture) -> list[int]:
 
 def test_accepting_simulated_evidence_warns_once_per_verifier(machine, caplog) -> None:
     verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
-    with caplog.at_level(logging.DEBUG, logger="chutes_subnet.attestation.verifier"):
+    with caplog.at_level(logging.DEBUG, logger="chutes_subnet.attestation.verify.verifier"):
         verdicts = [_verify(verifier, machine) for _ in range(3)]
     assert all(v.ok and v.simulated for v in verdicts)
     assert _accepted(caplog) == [logging.WARNING, logging.DEBUG, logging.DEBUG]
     caplog.clear()
-    with caplog.at_level(logging.DEBUG, logger="chutes_subnet.attestation.verifier"):
+    with caplog.at_level(logging.DEBUG, logger="chutes_subnet.attestation.verify.verifier"):
         other = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
         assert _verify(other, machine).ok
     assert _accepted(caplog) == [logging.WARNING]  # another verifier warns again
@@ -48,7 +50,7 @@ def test_accepting_simulated_evidence_warns_once_per_verifier(machine, caplog) -
 
 def test_a_refused_verdict_is_not_logged_as_accepted(machine, caplog) -> None:
     verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
-    with caplog.at_level(logging.DEBUG, logger="chutes_subnet.attestation.verifier"):
+    with caplog.at_level(logging.DEBUG, logger="chutes_subnet.attestation.verify.verifier"):
         verdict = _verify(verifier, machine, bind="5SomeoneElse")  # bound to another hotkey
         assert not verdict.ok
         assert _verify(verifier, machine).ok

@@ -12,8 +12,7 @@ import os
 
 import pytest
 
-from chutes_subnet.attestation import ReasonCode, parse_quote
-from chutes_subnet.attestation.eventlog import (
+from chutes_subnet.attestation.verify.eventlog import (
     RUNTIME_EVENT_TYPE,
     EventLogError,
     RuntimeEvent,
@@ -23,19 +22,21 @@ from chutes_subnet.attestation.eventlog import (
     replay,
     workload_event,
 )
-from chutes_subnet.attestation.manifest import (
+from chutes_subnet.attestation.verify.manifest import (
     ManifestError,
     WorkloadManifest,
     load_manifest,
     parse_manifest,
 )
-from chutes_subnet.attestation.merkle import (
+from chutes_subnet.attestation.verify.merkle import (
     directory_digest,
     merkle_digest,
     merkle_root,
     tokenizer_digest,
 )
-from chutes_subnet.attestation.workload import StaticManifestSource, check_workload
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.reasons import ReasonCode
+from chutes_subnet.attestation.verify.workload_check import StaticManifestSource, check_workload
 from tests.vector_files import VECTORS_DIR
 
 EVENTLOG = VECTORS_DIR / "tdx-eventlog"
@@ -108,7 +109,7 @@ def test_load_manifest(tmp_path):
 
 def test_merkle_root_shape_is_rfc6962():
     leaves = [(f"f{i}", i, hashlib.sha256(bytes([i])).digest()) for i in range(3)]
-    from chutes_subnet.attestation.merkle import leaf_hash
+    from chutes_subnet.attestation.verify.merkle import leaf_hash
     a, b, c = (leaf_hash(*leaf) for leaf in leaves)
     ab = hashlib.sha256(b"\x01" + a + b).digest()
     assert merkle_root(leaves) == hashlib.sha256(b"\x01" + ab + c).digest()

@@ -17,7 +17,7 @@ import openai
 import pytest
 from bittensor.sp_core import Keypair
 
-from chutes_subnet.attestation.statements import (
+from chutes_subnet.attestation.verify.signed_statements import (
     QuorumRule,
     SignedStatement,
     Statement,

@@ -15,7 +15,8 @@ import httpx
 import openai
 import pytest
 
-from chutes_subnet.attestation import MeasurementProfile, Policy, parse_quote
+from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
 from chutes_subnet.client import AsyncE2EETransport, ClientPolicy, E2EETransport
 from chutes_subnet.client.attest import InstanceVerifier
 from chutes_subnet.client.check import verify_model

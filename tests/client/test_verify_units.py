@@ -12,14 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chutes_subnet.attestation import (
-    MeasurementProfile,
-    Policy,
-    Reason,
-    SimulatedProvider,
-    parse_quote,
-)
-from chutes_subnet.attestation.verifier import Verifier
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.reasons import Reason
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.client.pins import CollateralCache, PinStore
 from chutes_subnet.client.policy import ClientPolicy
 from chutes_subnet.client.proxy import _split_host

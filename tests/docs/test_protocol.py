@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from chutes_subnet.attestation.binding import build_report_data
+from chutes_subnet.attestation.verify.binding import build_report_data
 from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, KeyPair, RequestContext, _kem, v1, v2
 from chutes_subnet.gateway.invoke import NONCE_REFUSALS
 from chutes_subnet.nonces import SeenNonceCache, new_nonce

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from chutes_subnet.attestation.statements import key_sha256, parse_statement
+from chutes_subnet.attestation.verify.signed_statements import key_sha256, parse_statement
 from chutes_subnet.chain import plan_weights, quantize_weights
 from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.validator import (
@@ -138,7 +138,8 @@ async def test_validator_without_permit_is_refused_by_miners(subnet, tmp_path):
 
 
 async def test_production_verifier_refuses_simulated_miners(subnet):
-    from chutes_subnet.attestation import Policy, Verifier
+    from chutes_subnet.attestation.verify.policy import Policy
+    from chutes_subnet.attestation.verify.verifier import Verifier
 
     validator = Validator(_config(set_weights=False), chain=subnet.chain,
                           wallet=subnet.validator_wallet,

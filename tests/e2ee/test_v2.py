@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chutes_subnet.e2ee import KeyPair, RequestContext, v2
-from chutes_subnet.errors import DecryptionError, E2EEError, EnvelopeFormatError, StreamIntegrityError
+from chutes_subnet.errors import (
+    DecryptionError,
+    E2EEError,
+    EnvelopeFormatError,
+    StreamIntegrityError,
+)
 
 KP = KeyPair.generate()
 CTX = RequestContext("chute-1", "inst-1", "n0nce", "/v1/chat/completions", True)

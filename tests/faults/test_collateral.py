@@ -20,11 +20,13 @@ import time
 
 import pytest
 
-from chutes_subnet.attestation import Evidence, PccsCollateralSource, Policy, Verifier
-from chutes_subnet.attestation.collateral import collateral_window
-from chutes_subnet.attestation.dcap import collateral_from_json
-from chutes_subnet.attestation.policy import MeasurementProfile
-from chutes_subnet.attestation.quote import parse_quote
+from chutes_subnet.attestation.fetch.pccs import PccsCollateralSource
+from chutes_subnet.attestation.verify.collateral import collateral_window
+from chutes_subnet.attestation.verify.dcap import collateral_from_json
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
+from chutes_subnet.attestation.verify.quote import parse_quote
+from chutes_subnet.attestation.verify.verifier import Verifier
 from tests.servers import free_port
 from tests.vector_files import VECTORS_DIR
 

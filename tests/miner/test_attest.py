@@ -8,7 +8,9 @@ import json
 
 import httpx
 
-from chutes_subnet.attestation import Evidence, Policy, Verifier
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.auth import sign_headers
 from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.wallets import hotkey_ss58

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from chutes_subnet.attestation import SimulatedProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.inference import make_backend
 from chutes_subnet.miner import MinerConfig, create_app
 from tests.miner_fixtures import DEV_MINER_HOTKEY

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chutes_subnet.attestation import Evidence
+from chutes_subnet.attestation.verify.evidence import Evidence
 from chutes_subnet.inference import make_backend
 from chutes_subnet.miner import MinerConfig, create_app
 

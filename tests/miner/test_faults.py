@@ -11,7 +11,10 @@ import re
 import httpx
 import pytest
 
-from chutes_subnet.attestation import Evidence, Policy, SimulatedProvider, Verifier
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.inference import DEFAULT_SEED, make_backend, reference_completion
 from chutes_subnet.miner import MinerConfig, create_app
 from chutes_subnet.miner import invoke as invoke_module

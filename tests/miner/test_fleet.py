@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from chutes_subnet.attestation import SimulatedProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.auth import hotkey_signer
 from chutes_subnet.errors import FleetError
 from chutes_subnet.inference import make_backend

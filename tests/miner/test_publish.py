@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chutes_subnet.attestation import SimulatedProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.chain import LocalChain, Metagraph
 from chutes_subnet.errors import ChainError, ConfigError
 from chutes_subnet.inference import make_backend

@@ -70,7 +70,7 @@ def test_health_is_coarse_and_the_scaler_reads_the_private_metrics_port(tmp_path
     the instance's metrics port and still plans from it."""
     import httpx
 
-    from chutes_subnet.attestation import SimulatedProvider
+    from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
     from chutes_subnet.chutes_cli import _utilization
     from chutes_subnet.inference import make_backend
     from chutes_subnet.miner import MinerConfig, create_app

@@ -32,8 +32,8 @@ SECRET = re.compile(r"(^|_)(digest|hexdigest|mac|hmac|tag|secret|signature|sig|r
                     re.IGNORECASE)
 #: (file relative to the package, source of the comparison) -> why it is not a secret compare
 ALLOWED: dict[tuple[str, str], str] = {
-    ("attestation/quote.py", "s.pos + cert_size != sig_end"): "byte offsets, not secrets",
-    ("attestation/rim.py", "root.tag != _ROOT_TAG"): "an XML element name, not a MAC tag",
+    ("attestation/verify/quote.py", "s.pos + cert_size != sig_end"): "byte offsets, not secrets",
+    ("attestation/verify/rim.py", "root.tag != _ROOT_TAG"): "an XML element name, not a MAC tag",
 }
 _HARMLESS_CALLS = {"len", "type", "isinstance", "int", "bool"}
 
@@ -113,7 +113,7 @@ def spy(monkeypatch) -> list[tuple[bytes | str, bytes | str]]:
 
 
 def test_report_data_binding_uses_compare_digest(spy) -> None:
-    from chutes_subnet.attestation.binding import binding_matches, build_report_data
+    from chutes_subnet.attestation.verify.binding import binding_matches, build_report_data
 
     rd = build_report_data(bytes(32), b"pk", "5Hot")
     assert binding_matches(rd, bytes(32), b"pk", "5Hot")
@@ -150,9 +150,12 @@ def test_nonce_scope_check_uses_compare_digest(spy) -> None:
 
 
 def test_gpu_nonce_check_uses_compare_digest(spy) -> None:
-    from chutes_subnet.attestation import Evidence, Policy, Verifier
-    from chutes_subnet.attestation.binding import build_report_data
-    from chutes_subnet.attestation.simulated import SimulatedDevice, dev_gpu_root_der
+    from chutes_subnet.attestation.simulator.device import SimulatedDevice
+    from chutes_subnet.attestation.verify.binding import build_report_data
+    from chutes_subnet.attestation.verify.evidence import Evidence
+    from chutes_subnet.attestation.verify.policy import Policy
+    from chutes_subnet.attestation.verify.simulated_tee import dev_gpu_root_der
+    from chutes_subnet.attestation.verify.verifier import Verifier
 
     device = SimulatedDevice(b"\x01" * 32, gpu_count=1)
     nonce, pk, hotkey = bytes(range(32)), b"k" * 1184, "5Hot"

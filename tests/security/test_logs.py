@@ -21,7 +21,9 @@ import httpx
 import openai
 import pytest
 
-from chutes_subnet.attestation import Evidence, Policy, Verifier
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.client.transport import E2EETransport
 from tests.security_fixtures import Stack, seal_invoke, security_stack
 

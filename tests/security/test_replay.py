@@ -23,7 +23,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from chutes_subnet.attestation import ChallengeBook, Evidence, Policy, Verifier
+from chutes_subnet.attestation.verify.challenges import ChallengeBook
+from chutes_subnet.attestation.verify.evidence import Evidence
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.wallets import hotkey_ss58
 from tests.security_fixtures import Stack, seal_invoke, security_stack
 

@@ -26,8 +26,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 
 def _gateway_app(stack: Stack):  # the stack's gateway app is not exposed; the routes are static
-    from fuzz.api import _probe_gateway_app
     from chutes_subnet.gateway.app import create_app
+    from fuzz.api import _probe_gateway_app
 
     return _probe_gateway_app(create_app)
 

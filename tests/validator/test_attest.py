@@ -10,7 +10,8 @@ import time
 import httpx
 import pytest
 
-from chutes_subnet.attestation import Policy, Verifier
+from chutes_subnet.attestation.verify.policy import Policy
+from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.chain import Neuron
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.validator import Attestor, EvaluationFailure
@@ -77,7 +78,7 @@ async def test_attest_answers_are_checked(answer, status, reason, needle):
 
 
 async def test_attestation_cache_ttl_and_rechallenge():
-    from chutes_subnet.attestation import SimulatedProvider
+    from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
     from chutes_subnet.inference import make_backend
     from tests.validator_fixtures import MinerConfig, create_miner_app
 

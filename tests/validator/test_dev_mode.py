@@ -14,8 +14,9 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from chutes_subnet.attestation import SimulatedProvider, WorkloadManifest
-from chutes_subnet.attestation.eventlog import workload_event
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.eventlog import workload_event
+from chutes_subnet.attestation.verify.manifest import WorkloadManifest
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app

@@ -12,8 +12,9 @@ import dataclasses
 
 import pytest
 
-from chutes_subnet.attestation import SimulatedProvider, parse_quote
-from chutes_subnet.attestation.hardware import platform_identity
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.hardware_identity import platform_identity
+from chutes_subnet.attestation.verify.quote import parse_quote
 from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
 from chutes_subnet.validator.hardware import GPU_REUSED, PLATFORM_REUSED, refuse_shared_hardware
 from chutes_subnet.validator.results import AttestationSummary, MinerResult

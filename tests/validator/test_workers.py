@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from chutes_subnet.attestation import ChallengeBook, SimulatedProvider
-from chutes_subnet.attestation.evidence import Evidence
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
+from chutes_subnet.attestation.verify.challenges import ChallengeBook
+from chutes_subnet.attestation.verify.evidence import Evidence
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.inference import DEFAULT_SEED, run_generation
 from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from chutes_subnet.attestation.verify.quote import parse_quote
 from chutes_subnet.errors import AttestationError, QuoteFormatError
 
 from .qgs import QgsClient
-from .quote import parse_quote
 
 __all__ = [
     "LEGACY_TDX_DEVICE",

@@ -62,5 +62,5 @@ class VerifiedLinkCache:
             self._entries.clear()
 
 
-#: The process-wide cache :func:`~chutes_subnet.attestation.gpu.verify_gpu_evidence` uses.
+#: The process-wide cache :func:`~chutes_subnet.attestation.verify.gpu.verify_gpu_evidence` uses.
 SHARED_LINKS = VerifiedLinkCache()

@@ -9,21 +9,28 @@ Steps (each ends in :class:`ReasonCode` members; a failing step 1-3 stops early)
 3. crypto   DCAP via dcap-qvl at ``now`` with collateral from the source (or the
             development root for simulated quotes), embedded Intel root pinned;
             each GPU entry: chain to the pinned NVIDIA root, nonce, signature;
-            with ``gpu_online``: OCSP revocation of every GPU chain certificate
+            with ``gpu_online`` (an injected :class:`RevocationChecker`, e.g.
+            :class:`~chutes_subnet.attestation.fetch.ocsp_client.GpuOnlineChecker`):
+            OCSP revocation of every GPU chain certificate
 4. policy   TCB status/advisories, DEBUG, TD fields (MRSEAM, attributes, XFAM,
             MRCONFIGID/MROWNER/MROWNERCONFIG, TEE_TCB_SVN), measurement profile,
             GPU model/count
 5. workload RTMR3 event log replays to the quote's RTMR3 and measures exactly one
-            manifest, published for the claimed chute (:mod:`.workload`)
+            manifest, published for the claimed chute (:mod:`.workload_check`)
 6. binding  report_data == build_report_data(nonce, e2e_pubkey, hotkey[, receipt_pubkey])
 
-Steps 4-6 run on verified data only, and all their violations are reported.
+Steps 4-6 run on verified data only, and all their violations are reported. The
+steps share one :class:`_Findings` record (what is known so far) from which the verdict
+is built, also when a step stops early.
+
+Pure: I/O is only what the injected collateral source and revocation checker do.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
 from chutes_subnet.errors import (
     CollateralError,
@@ -45,24 +52,24 @@ from .gpu import (
     parse_gpu_entry,
     verify_gpu_evidence,
 )
-from .hardware import gpu_identity, platform_identity
+from .hardware_identity import gpu_identity, platform_identity
 from .ocsp import (
     REVOCATION_SKIPPED_NOTE,
     REVOCATION_UNUSABLE_NOTE,
-    GpuOnlineChecker,
+    RevocationChecker,
     RevocationStatus,
 )
 from .policy import EvidenceFacts, Policy
 from .quote import TEE_TYPE_TDX, TdxQuote, parse_header, parse_quote
 from .reasons import Reason, ReasonCode, Verdict
 from .rim import RimStore, compare_rim
-from .simulated import (
+from .simulated_tee import (
     SimulatedVerificationError,
     dev_gpu_root_der,
     is_simulated_quote,
     verify_simulated_quote,
 )
-from .workload import ManifestSource, check_workload
+from .workload_check import ManifestSource, check_workload
 
 __all__ = ["Verifier"]
 
@@ -74,6 +81,23 @@ WORKLOAD_NOTE = "workload not attested (development policy: no RTMR3 workload ev
 class _Stop(Exception):
     def __init__(self, *reasons: Reason) -> None:
         self.reasons = reasons
+
+
+@dataclass
+class _Findings:
+    """What the steps of one verification established so far (the verdict's inputs)."""
+
+    chute_id: str | None
+    simulated: bool = False
+    gpu_entries: list[GpuEvidenceEntry] = field(default_factory=list)
+    tcb_status: str | None = None
+    advisories: tuple[str, ...] = ()
+    gpus: GpuCheckResult | None = None
+    gpu_revocation: RevocationStatus | None = None
+    platform_id: str | None = None
+    profile: str | None = None
+    workload_skipped: bool = False
+    manifest_sha384: str | None = None
 
 
 class Verifier:
@@ -98,7 +122,7 @@ class Verifier:
         dangerous_accept_simulated_tee: bool = False,
         challenges: ChallengeBook | None = None,
         gpu_root_der: bytes | None = None,
-        gpu_online: GpuOnlineChecker | None = None,
+        gpu_online: RevocationChecker | None = None,
         rims: RimStore | None = None,
         require_revocation: bool = False,
         manifests: ManifestSource | None = None,
@@ -130,47 +154,45 @@ class Verifier:
         binding must be report_data layout v2 (:mod:`.binding`).
         """
         when = int(time.time()) if now is None else int(now)
-        state: dict[str, object] = {"simulated": False, "chute_id": chute_id}
+        findings = _Findings(chute_id=chute_id)
         try:
-            return self._verify(evidence, nonce, e2e_pubkey, hotkey_ss58, when, state,
+            return self._verify(evidence, nonce, e2e_pubkey, hotkey_ss58, when, findings,
                                 receipt_pubkey)
         except _Stop as stop:
-            return self._verdict(stop.reasons, state)
+            return self._verdict(stop.reasons, findings)
         except Exception:  # the verifier must never raise on evidence (logged)
             log.exception("unexpected error while verifying evidence")
             return self._verdict(
-                (Reason.of(ReasonCode.MALFORMED_EVIDENCE, "evidence could not be verified"),), state)
+                (Reason.of(ReasonCode.MALFORMED_EVIDENCE, "evidence could not be verified"),), findings)
 
-    def _verdict(self, reasons: tuple[Reason, ...], state: dict[str, object]) -> Verdict:
-        simulated = bool(state.get("simulated"))
-        gpus = state.get("gpus")
+    def _verdict(self, reasons: tuple[Reason, ...], findings: _Findings) -> Verdict:
+        simulated, gpus = findings.simulated, findings.gpus
         notes: list[str] = []
         if simulated:
             notes.append("SIMULATED evidence: INSECURE, no TEE guarantees")
-        if isinstance(gpus, GpuCheckResult) and gpus.count:
-            revocation = state.get("gpu_revocation")
+        if gpus is not None and gpus.count:
+            revocation = findings.gpu_revocation
             if revocation == RevocationStatus.SKIPPED_UNUSABLE:
                 notes.append(REVOCATION_UNUSABLE_NOTE)
             elif revocation in (None, RevocationStatus.SKIPPED_OFFLINE):
                 notes.append(REVOCATION_SKIPPED_NOTE)
             if self.rims is None:
                 notes.append(RIM_NOTE)
-        if state.get("workload_skipped"):
+        if findings.workload_skipped:
             notes.append(WORKLOAD_NOTE)
         verdict = Verdict(
             ok=not reasons,
             reasons=tuple(reasons),
-            tcb_status=state.get("tcb_status"),  # type: ignore[arg-type]
-            advisories=tuple(state.get("advisories", ())),  # type: ignore[arg-type]
+            tcb_status=findings.tcb_status,
+            advisories=findings.advisories,
             simulated=simulated,
-            gpu_count=gpus.count if isinstance(gpus, GpuCheckResult) else 0,
-            gpu_model=gpus.model if isinstance(gpus, GpuCheckResult) else None,
-            profile=state.get("profile"),  # type: ignore[arg-type]
+            gpu_count=gpus.count if gpus is not None else 0,
+            gpu_model=gpus.model if gpus is not None else None,
+            profile=findings.profile,
             notes=tuple(notes),
-            manifest_sha384=state.get("manifest_sha384"),  # type: ignore[arg-type]
-            platform_id=state.get("platform_id"),  # type: ignore[arg-type]
-            gpu_ids=tuple(gpu_identity(r) for r in gpus.reports)
-            if isinstance(gpus, GpuCheckResult) else (),
+            manifest_sha384=findings.manifest_sha384,
+            platform_id=findings.platform_id,
+            gpu_ids=tuple(gpu_identity(r) for r in gpus.reports) if gpus is not None else (),
         )
         if simulated and verdict.ok:
             log.log(logging.DEBUG if self._simulated_logged else logging.WARNING,
@@ -178,7 +200,7 @@ class Verifier:
             self._simulated_logged = True
         return verdict
 
-    def _shape(self, evidence: Evidence, nonce: bytes, state: dict[str, object]) -> TdxQuote:
+    def _shape(self, evidence: Evidence, nonce: bytes, findings: _Findings) -> TdxQuote:
         if not isinstance(nonce, (bytes, bytearray)) or len(nonce) != ATTEST_NONCE_BYTES:
             raise _Stop(Reason.of(ReasonCode.NONCE_INVALID, "challenge nonce must be 32 bytes"))
         if not isinstance(evidence, Evidence) or not isinstance(evidence.tdx_quote, bytes):
@@ -192,25 +214,25 @@ class Verifier:
         except QuoteFormatError as exc:
             raise _Stop(Reason.of(ReasonCode.QUOTE_FORMAT, str(exc))) from exc
         simulated = evidence.simulated or is_simulated_quote(quote)
-        state["simulated"] = simulated and self.dangerous_accept_simulated_tee
+        findings.simulated = simulated and self.dangerous_accept_simulated_tee
         if simulated and not self.dangerous_accept_simulated_tee:
             raise _Stop(Reason.of(ReasonCode.SIMULATED_TEE,
                                   "simulated TEE evidence is only accepted in development mode"))
         if not isinstance(evidence.gpu_evidence, list) or len(evidence.gpu_evidence) > MAX_GPUS:
             raise _Stop(Reason.of(ReasonCode.GPU_EVIDENCE_FORMAT, "too many GPU evidence entries"))
         try:
-            state["gpu_entries"] = [parse_gpu_entry(e) for e in evidence.gpu_evidence]
+            findings.gpu_entries = [parse_gpu_entry(e) for e in evidence.gpu_evidence]
         except GpuEvidenceFormatError as exc:
             raise _Stop(Reason.of(ReasonCode.GPU_EVIDENCE_FORMAT, str(exc))) from exc
         return quote
 
-    def _crypto(self, quote: TdxQuote, nonce: bytes, now: int, state: dict[str, object]) -> None:
-        if state["simulated"]:
+    def _crypto(self, quote: TdxQuote, nonce: bytes, now: int, findings: _Findings) -> GpuCheckResult:
+        if findings.simulated:
             try:
                 verify_simulated_quote(quote, now)
             except SimulatedVerificationError as exc:
                 raise _Stop(Reason.of(exc.code, str(exc))) from exc
-            state["tcb_status"], root = "UpToDate", dev_gpu_root_der()
+            findings.tcb_status, root = "UpToDate", dev_gpu_root_der()
         else:
             if self.collateral is None:
                 raise _Stop(Reason.of(ReasonCode.COLLATERAL_UNAVAILABLE, "no collateral source configured"))
@@ -222,63 +244,59 @@ class Verifier:
                 raise _Stop(Reason.of(ReasonCode.COLLATERAL_UNAVAILABLE, str(exc))) from exc
             except DcapVerificationError as exc:
                 raise _Stop(Reason.of(exc.code, str(exc))) from exc
-            state["tcb_status"], state["advisories"] = result.status, result.advisories
+            findings.tcb_status, findings.advisories = result.status, tuple(result.advisories)
             root = self._gpu_root
-        gpus = verify_gpu_evidence(state["gpu_entries"], nonce, root_der=root, now=now)  # type: ignore[arg-type]
-        state["gpus"] = gpus
+        gpus = verify_gpu_evidence(findings.gpu_entries, nonce, root_der=root, now=now)
+        findings.gpus = gpus
         if gpus.reasons:
             raise _Stop(*gpus.reasons)
         if self.gpu_online is not None and gpus.count:
-            self._revocation(self.gpu_online, state["gpu_entries"], now, state)  # type: ignore[arg-type]
-            if self.require_revocation and state["gpu_revocation"] != RevocationStatus.GOOD:
+            self._revocation(self.gpu_online, findings.gpu_entries, now, findings)
+            if self.require_revocation and findings.gpu_revocation != RevocationStatus.GOOD:
                 raise _Stop(Reason.of(ReasonCode.GPU_REVOCATION_UNCHECKED,
                                       "GPU certificate revocation could not be checked (OCSP "
                                       "responder unreachable and no cached answer)"))
+        return gpus
 
     @staticmethod
-    def _revocation(checker: GpuOnlineChecker, entries: list[GpuEvidenceEntry], now: int,
-                    state: dict[str, object]) -> None:
+    def _revocation(checker: RevocationChecker, entries: list[GpuEvidenceEntry], now: int,
+                    findings: _Findings) -> None:
         overall = RevocationStatus.GOOD
         for i, entry in enumerate(entries):
             outcome = checker.check_chain(entry.chain_der, now)
             if outcome.rejected:
-                state["gpu_revocation"] = outcome.status
+                findings.gpu_revocation = outcome.status
                 what = "revoked" if outcome.status == RevocationStatus.REVOKED else "of unknown status"
                 raise _Stop(Reason.of(ReasonCode.GPU_CERT_REVOKED,
                                       f"GPU {i}: certificate {outcome.index} is {what} (OCSP)"))
             if outcome.status != RevocationStatus.GOOD and overall != RevocationStatus.SKIPPED_UNUSABLE:
                 overall = outcome.status
-        state["gpu_revocation"] = overall
+        findings.gpu_revocation = overall
 
     def _verify(self, evidence: Evidence, nonce: bytes, e2e_pubkey: bytes, hotkey: str,
-                now: int, state: dict[str, object], receipt_pubkey: bytes | None) -> Verdict:
-        quote = self._shape(evidence, nonce, state)
+                now: int, findings: _Findings, receipt_pubkey: bytes | None) -> Verdict:
+        quote = self._shape(evidence, nonce, findings)
         if self.challenges is not None and not self.challenges.consume(bytes(nonce)).ok:
             raise _Stop(Reason.of(ReasonCode.NONCE_UNKNOWN, "challenge nonce is unknown, used or expired"))
-        self._crypto(quote, bytes(nonce), now, state)
-        state["platform_id"] = platform_identity(quote)
-        gpus = state["gpus"]
-        if not isinstance(gpus, GpuCheckResult):  # set by _crypto; answered as internal error
-            raise TypeError("verifier state lacks the GPU check result")
+        gpus = self._crypto(quote, bytes(nonce), now, findings)
+        findings.platform_id = platform_identity(quote)
         report = quote.report
-        facts = EvidenceFacts(
-            tcb_status=state.get("tcb_status"),  # type: ignore[arg-type]
-            advisories=tuple(state.get("advisories", ())),  # type: ignore[arg-type]
+        reasons = self.policy.check(EvidenceFacts(
+            tcb_status=findings.tcb_status, advisories=findings.advisories,
             debug=report.debug, measurements=report.measurements,
             gpu_model=gpus.model, gpu_count=gpus.count,
-        )
-        reasons = self.policy.check(facts)
+        ))
         reasons.extend(self.policy.check_td(report))
-        reasons.extend(self._gpu_policy(state["gpu_entries"], gpus))  # type: ignore[arg-type]
+        reasons.extend(self._gpu_policy(findings.gpu_entries, gpus))
         profile = self.policy.match_profile(report.measurements)
-        state["profile"] = profile.name if profile else None
-        workload = self._workload(evidence, report.rtmr[3], state)
+        findings.profile = profile.name if profile else None
+        workload = self._workload(evidence, report.rtmr[3], findings)
         if workload is not None:
             reasons.append(workload)
         if not binding_matches(report.report_data, nonce, e2e_pubkey, hotkey, receipt_pubkey):
             reasons.append(Reason.of(ReasonCode.BINDING_MISMATCH,
                                      "report_data does not bind this nonce, these keys and hotkey"))
-        return self._verdict(tuple(reasons), state)
+        return self._verdict(tuple(reasons), findings)
 
     def _gpu_policy(self, entries: list[GpuEvidenceEntry], gpus: GpuCheckResult) -> list[Reason]:
         """CC mode / DevTools as the evidence states them, and RIM comparison."""
@@ -306,15 +324,14 @@ class Verifier:
         return [Reason.of(code, f"{text[code]} {'; '.join(which[:4])}")
                 for code, which in found.items()]
 
-    def _workload(self, evidence: Evidence, rtmr3: bytes, state: dict[str, object]) -> Reason | None:
+    def _workload(self, evidence: Evidence, rtmr3: bytes, findings: _Findings) -> Reason | None:
         required = self.policy.workload_required
         if not required and not evidence.event_log and evidence.workload_manifest is None:
-            state["workload_skipped"] = True
+            findings.workload_skipped = True
             return None
-        chute = state.get("chute_id")
+        chute = findings.chute_id if isinstance(findings.chute_id, str) else None
         outcome = check_workload(evidence.event_log, evidence.workload_manifest, rtmr3,
-                                 chute if isinstance(chute, str) else None, self.manifests,
-                                 require_published=required)
+                                 chute, self.manifests, require_published=required)
         if outcome.manifest is not None:
-            state["manifest_sha384"] = outcome.manifest.sha384().hex()
+            findings.manifest_sha384 = outcome.manifest.sha384().hex()
         return outcome.reason

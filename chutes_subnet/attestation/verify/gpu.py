@@ -22,11 +22,11 @@ Across entries, two entries with the same device key are one GPU -> gpu_duplicat
 The GPUs of one machine share their upper chain (NVIDIA's CAs): a (certificate,
 issuer) pair whose signature was already checked is not checked again — within one
 :func:`verify_gpu_evidence` call and, through the process-wide
-:data:`~chutes_subnet.attestation._linkcache.SHARED_LINKS`, across calls (a validator
+:data:`~chutes_subnet.attestation.verify._linkcache.SHARED_LINKS`, across calls (a validator
 re-attests the same GPUs every round) — and the pinned root (compared by hash) is not
 asked to verify itself. Validity windows and CA flags are checked on every call.
 Revocation (OCSP) and reference measurements (RIM) need NVIDIA's services; see
-:mod:`chutes_subnet.attestation.ocsp` (revocation, optional) and the RIM
+:mod:`chutes_subnet.attestation.verify.ocsp` (revocation, optional) and the RIM
 comparison (not implemented).
 """
 
@@ -195,7 +195,7 @@ def _load_chain(chain_der: tuple[bytes, ...]) -> list[x509.Certificate]:
 
 
 #: (certificate DER, issuer DER) pairs whose signature was already verified: a set,
-#: or a :class:`~chutes_subnet.attestation._linkcache.VerifiedLinkCache`
+#: or a :class:`~chutes_subnet.attestation.verify._linkcache.VerifiedLinkCache`
 VerifiedLinks = set[tuple[bytes, bytes]] | VerifiedLinkCache
 
 

@@ -4,7 +4,7 @@ The policy decides what *verified* evidence is acceptable: TCB statuses and
 advisories, the DEBUG attribute, the other TD fields (:mod:`.td_policy`), which
 measurement profiles (MRTD + RTMR0-2, and RTMR3 when a profile pins it) may run, the
 GPUs each profile must bring, and the published workload manifests (``[[manifests]]``,
-checked against RTMR3 through the event log, :mod:`.workload`). ``check()`` and
+checked against RTMR3 through the event log, :mod:`.workload_check`). ``check()`` and
 ``check_td()`` return violations and fail closed: a missing input is a violation,
 never a skip. The file format is documented in ``default_policy.toml`` and
 ``docs/attestation.md``.
@@ -23,10 +23,12 @@ from chutes_subnet.errors import PolicyFileError
 from .manifest import ManifestError, WorkloadManifest
 from .quote import Measurements, TdReport
 from .reasons import Reason, ReasonCode
+from .simulated_tee import SIMULATED_PROFILE_NAME, simulated_measurements, simulated_td_fields
 from .td_policy import TdPolicy
-from .workload import StaticManifestSource
+from .workload_check import StaticManifestSource
 
-__all__ = ["TCB_STATUSES", "EvidenceFacts", "MeasurementProfile", "Policy"]
+__all__ = ["TCB_STATUSES", "EvidenceFacts", "MeasurementProfile", "Policy",
+           "measure_simulated_profile"]
 
 TCB_STATUSES = (
     "UpToDate",
@@ -87,6 +89,15 @@ class MeasurementProfile:
         if unknown:
             raise PolicyFileError(f"profile {name!r}: unknown keys {sorted(unknown)}")
         return cls(name, Measurements(*regs), model if count else None, count, pin_rtmr3)
+
+
+def measure_simulated_profile(*, gpu_model: str = "H100", gpu_count: int = 8) -> MeasurementProfile:
+    """The ``simulated-dev`` profile that :meth:`Policy.development` allowlists
+    (:mod:`.simulated_tee`).
+
+    RTMR3 is not pinned: the simulated TD extends it with the workload event."""
+    return MeasurementProfile(SIMULATED_PROFILE_NAME, simulated_measurements(),
+                              gpu_model if gpu_count else None, gpu_count, pin_rtmr3=False)
 
 
 @dataclass(frozen=True)
@@ -192,8 +203,6 @@ class Policy:
 
     def with_simulated(self, *, gpu_model: str = "H100", gpu_count: int = 8) -> Policy:
         """A copy that also accepts the simulated TD's profile and TD field values."""
-        from .simulated import measure_simulated_profile, simulated_td_fields
-
         sim = measure_simulated_profile(gpu_model=gpu_model, gpu_count=gpu_count)
         return replace(self, profiles=(*self.profiles, sim),
                        td=self.td.accepting(**simulated_td_fields()))

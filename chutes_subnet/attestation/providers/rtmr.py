@@ -30,10 +30,17 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from chutes_subnet.attestation.verify.eventlog import (
+    EventLogError,
+    RuntimeEvent,
+    extend,
+    parse_event_log,
+    replay,
+    workload_event,
+)
+from chutes_subnet.attestation.verify.manifest import WorkloadManifest
 from chutes_subnet.errors import AttestationError
 
-from .eventlog import EventLogError, RuntimeEvent, extend, parse_event_log, replay, workload_event
-from .manifest import WorkloadManifest
 from .tdx_guest import LEGACY_TDX_DEVICE, Ioctl, Opener, _ioctl, get_tdreport
 
 __all__ = [

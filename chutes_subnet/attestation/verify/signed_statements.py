@@ -39,8 +39,8 @@ from typing import Any
 
 from bittensor import sp_core
 
-from chutes_subnet.attestation.binding import constant_time_equal
-from chutes_subnet.attestation.reasons import Reason
+from chutes_subnet.attestation.verify.binding import constant_time_equal
+from chutes_subnet.attestation.verify.reasons import Reason
 from chutes_subnet.chain import Metagraph
 from chutes_subnet.errors import StatementError
 from chutes_subnet.wire.protocol import MAX_STATEMENTS, MAX_STATEMENTS_BYTES
@@ -100,7 +100,7 @@ def _canon(value: Any) -> Any:
 
 
 def policy_sha256(policy: Any) -> str:
-    """SHA-256 of a validator :class:`~chutes_subnet.attestation.policy.Policy` in a
+    """SHA-256 of a validator :class:`~chutes_subnet.attestation.verify.policy.Policy` in a
     canonical JSON form (sets sorted), the ``policy_sha256`` its statements carry."""
     return hashlib.sha256(json.dumps(_canon(policy), sort_keys=True, separators=(",", ":"))
                           .encode()).hexdigest()

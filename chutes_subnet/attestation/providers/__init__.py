@@ -1,0 +1,1 @@
+"""Miner-side evidence providers: real TDX quotes, NVIDIA GPU evidence, RTMR3 measurement."""
