@@ -287,7 +287,7 @@ def test_build_args_named_in_any_doc_are_declared() -> None:
 
 def test_gpu_extra_is_what_tdx_imports_and_numpy_is_installed() -> None:
     kwargs = _setup_kwargs()
-    providers = (ROOT / "chutes_subnet" / "attestation" / "providers.py").read_text()
+    providers = (ROOT / "chutes_subnet" / "attestation" / "providers" / "nvidia.py").read_text()
     assert "from verifier import" in providers
     assert any(r.startswith("nv-local-gpu-verifier") for r in kwargs["extras_require"]["gpu"])
     assert any(r.startswith("numpy") for r in kwargs["install_requires"])

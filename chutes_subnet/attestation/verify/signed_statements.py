@@ -35,15 +35,18 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bittensor import sp_core
 
-from chutes_subnet.attestation.verify.binding import constant_time_equal
-from chutes_subnet.attestation.verify.reasons import Reason
-from chutes_subnet.chain import Metagraph
 from chutes_subnet.errors import StatementError
 from chutes_subnet.wire.protocol import MAX_STATEMENTS, MAX_STATEMENTS_BYTES
+
+from .binding import constant_time_equal
+from .reasons import Reason
+
+if TYPE_CHECKING:
+    from chutes_subnet.chain.types import Metagraph
 
 __all__ = [
     "BLOCK_SECONDS",
