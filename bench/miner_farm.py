@@ -75,7 +75,7 @@ def _serve(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     torch.set_num_threads(1)
     # one "SIMULATED provider" warning per instance would be thousands of lines
-    logging.getLogger("chutes_subnet.attestation.providers.evidence_provider").setLevel(logging.ERROR)
+    logging.getLogger("chutes_subnet.attestation.simulator").setLevel(logging.ERROR)
     model_name = spec.get("model_name") or DEFAULT_MODEL_ID
     chute = chute_id_for_model(model_name)
     generate = _real_generator(spec["model_dir"]) if spec.get("model_dir") else None

@@ -80,7 +80,7 @@ def _floor(args: argparse.Namespace, samples: int = FLOOR_SAMPLES) -> dict[str, 
     from chutes_subnet.wire.protocol import chute_id_for_model
 
     torch.set_num_threads(1)  # as the validator's workers (one thread: bit-exact, fastest)
-    logging.getLogger("chutes_subnet.attestation.providers.evidence_provider").setLevel(logging.ERROR)
+    logging.getLogger("chutes_subnet.attestation.simulator").setLevel(logging.ERROR)
     verifier = Verifier(Policy.development(), dangerous_accept_simulated_tee=True)
     chute = chute_id_for_model(DEFAULT_MODEL_ID)
     hotkey = "5BenchFloorHotkey"
