@@ -20,9 +20,14 @@ proxy process per request):
 * ``nginx`` — nginx (Debian package) as a keep-alive reverse proxy, one worker: the
   cost of relaying with a C proxy. Skipped with a note when nginx is not installed.
 
+With ``--pin-proxy CPU`` the proxy under test (gateway, relay, nginx; with its worker
+processes) runs on that one CPU only, while the miner and the load generator may use
+every core: "req/s on one core" for each proxy, still measured in the same run.
+
 Prints a table, then one JSON line with the figures (ratios against both baselines).
 
     python bench/gateway.py [--quick] [--concurrency 64] [--seconds 10] [--baselines relay,nginx]
+                            [--pin-proxy CPU]
 """
 
 from __future__ import annotations
@@ -60,6 +65,16 @@ def _receipt_signer():  # type: ignore[no-untyped-def]
     from chutes_subnet.receipts import ReceiptSigner
 
     return ReceiptSigner(Ed25519PrivateKey.from_private_bytes(RECEIPT_SEED))
+
+
+#: the CPU the proxy under test is pinned to (None: not pinned)
+_PIN_CPU: int | None = None
+
+
+def _pinned() -> None:
+    """``preexec_fn`` of a proxy process: run on ``_PIN_CPU`` only (children inherit it)."""
+    if _PIN_CPU is not None:
+        os.sched_setaffinity(0, {_PIN_CPU})
 
 
 def _free_port() -> int:
@@ -181,7 +196,7 @@ class Baseline:
             proxy = [_nginx_binary() or "nginx", "-c", str(conf), "-p", str(tmp),
                      "-g", "daemon off;"]
         self.procs.append(subprocess.Popen(proxy, env=env, cwd=str(ROOT),
-                                           stderr=subprocess.DEVNULL))
+                                           stderr=subprocess.DEVNULL, preexec_fn=_pinned))
         time.sleep(0.3)
         _wait_post(self.url + "/e2e/invoke")
 
@@ -210,7 +225,7 @@ def _wait_post(url: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(urllib.request.Request(  # noqa: S310 - loopback only
+            urllib.request.urlopen(urllib.request.Request(
                 url, data=BODY, headers=_BASELINE_HEADERS), timeout=1)
             return
         except Exception:  # noqa: BLE001
@@ -255,7 +270,7 @@ def _wait(url: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            urllib.request.urlopen(url, timeout=1)
             return
         except Exception:  # noqa: BLE001
             time.sleep(0.05)
@@ -293,7 +308,7 @@ class Stack:
                               "--nonces", nonces_url, "--db", str(db),
                               "--nonces-per-instance", "256", "--log-level", "warning",
                               "--workers", str(workers), "--dangerous-unsigned-forwards"],
-                             env=env, cwd=str(ROOT)),
+                             env=env, cwd=str(ROOT), preexec_fn=_pinned),
         ]
         _wait(self.gw + "/health")
         time.sleep(0.3)  # the miner has no health route; it starts faster than the gateway
@@ -423,6 +438,8 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2", help="gateway worker counts to run, e.g. 1,2")
     ap.add_argument("--baselines", default="relay,nginx",
                     help="baselines measured in the same run: relay, nginx ('' = none)")
+    ap.add_argument("--pin-proxy", type=int, default=None, metavar="CPU",
+                    help="run the proxy under test (gateway, relay, nginx) on this CPU only")
     ap.add_argument("--serve-miner", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--serve-relay", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -432,6 +449,8 @@ def main() -> int:
     if args.serve_relay:
         _serve_relay(*args.serve_relay)
         return 0
+    global _PIN_CPU
+    _PIN_CPU = args.pin_proxy
     seconds = 3.0 if args.quick else args.seconds
     samples = 300 if args.quick else args.latency_samples
     results: dict[str, dict[str, float]] = {}
@@ -470,7 +489,8 @@ def main() -> int:
             if redis is not None:
                 redis[0].terminate()
                 redis[0].wait(timeout=10)
-    print(f"\ngateway routing, {os.cpu_count()} cores, concurrency {args.concurrency}, "
+    pin = "" if _PIN_CPU is None else f", proxy pinned to CPU {_PIN_CPU}"
+    print(f"\ngateway routing, {os.cpu_count()} cores{pin}, concurrency {args.concurrency}, "
           f"{seconds:.0f} s per backend, 1 KiB sealed body")
     print(f"{'store/workers':<14}{'routed req/s':>14}{'gw CPU/req':>12}{'1-core cap':>12}"
           f"{'direct p50':>12}{'routed p50':>12}{'added p50':>11}{'added p99':>11}")
@@ -499,7 +519,7 @@ def main() -> int:
                 ratios[f"{name.replace(' ', '_')}_vs_{kind}_cap"] = round(cap_ratio, 3)
                 cells += f"{rps_ratio:>15.2f}x{cap_ratio:>17.2f}x"
             print(f"{name:<14}{cells}")
-    print(json.dumps({"bench": "gateway", "cores": os.cpu_count(),
+    print(json.dumps({"bench": "gateway", "cores": os.cpu_count(), "pinned_cpu": _PIN_CPU,
                       "concurrency": args.concurrency, "seconds": seconds,
                       **{f"{k.replace(' ', '_')}_{m}": round(v, 3) for k, r in results.items()
                          for m, v in r.items()},

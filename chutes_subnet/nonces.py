@@ -41,7 +41,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -154,6 +153,10 @@ CREATE INDEX IF NOT EXISTS e2e_nonces_expires ON e2e_nonces(expires);
 """
 
 
+#: seconds the consume writer thread waits for work before it ends
+_WRITER_IDLE_SECONDS = 5.0
+
+
 class SQLiteNonceStore:
     """File-backed store: survives restarts; safe across processes (WAL, busy timeout).
 
@@ -181,7 +184,12 @@ class SQLiteNonceStore:
         self._queue: list[tuple[str, str, float, asyncio.Future[Use], asyncio.AbstractEventLoop]] = []
         self._queue_lock = threading.Lock()
         self._writer_busy = False
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="nonce-consume")
+        self._writer: threading.Thread | None = None
+        #: released (by the loop) to wake the idle writer thread; a plain lock is the
+        #: cheapest cross-thread signal
+        self._wake = threading.Lock()
+        self._wake.acquire()
+        self._closing = False
 
     def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         try:
@@ -215,14 +223,33 @@ class SQLiteNonceStore:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Use] = loop.create_future()
         with self._queue_lock:
+            if self._closing:
+                raise NonceStoreUnavailable("nonce store closed")
             self._queue.append((nonce, scope.encode(), self._clock(), fut, loop))
-            start, self._writer_busy = not self._writer_busy, True
-        if start:
-            self._writer.submit(self._drain)
+            wake, self._writer_busy = not self._writer_busy, True
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                                name="nonce-consume")
+                self._writer.start()
+        if wake:
+            self._wake.release()
         return await fut
 
+    def _write_forever(self) -> None:
+        """Writer thread: sleep until woken, then commit queued consumes batch by batch
+        until none is left."""
+        while True:
+            if not self._wake.acquire(timeout=_WRITER_IDLE_SECONDS):
+                with self._queue_lock:
+                    if not self._writer_busy:  # idle: end (a later consume starts another)
+                        self._writer = None
+                        return
+                self._wake.acquire()  # a consume woke us just as we timed out
+            self._drain()
+            if self._closing:
+                return
+
     def _drain(self) -> None:
-        """Writer thread: commit queued consumes batch by batch until none is left."""
         while True:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
@@ -239,7 +266,14 @@ class SQLiteNonceStore:
                     loop.call_soon_threadsafe(_settle, batch, results, loop)
 
     async def aclose(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.shutdown)
+        with self._queue_lock:
+            self._closing = True
+            writer, wake = self._writer, not self._writer_busy
+            self._writer_busy = True
+        if writer is not None:
+            if wake:
+                self._wake.release()
+            await asyncio.get_running_loop().run_in_executor(None, writer.join)
         with self._lock:
             self._db.close()
 

@@ -267,13 +267,17 @@ class _GatewayApp(FastAPI):
 
 
 async def _flush(state: GatewayState) -> None:
-    """Write buffered usage and journal entries and refresh the registry's read cache
-    (off the event loop for remote stores)."""
+    """Write buffered usage and journal entries (always in a worker thread: a batch of a
+    second's requests is too long a write for the event loop; both stores lock their
+    buffers) and refresh the registry's read cache (off the loop for remote stores)."""
     for store in (state.usage, state.journal, state.registry):
         if not hasattr(store, "flush"):
             continue
         try:
-            await off_loop(store, store.flush)
+            if store is state.registry:
+                await off_loop(store, store.flush)
+            else:
+                await asyncio.to_thread(store.flush)
         except Exception as exc:  # noqa: BLE001 - a failed flush keeps its rows; try again
             _log.warning("flush of %s failed (%s); retrying next interval",
                          type(store).__name__, type(exc).__name__)

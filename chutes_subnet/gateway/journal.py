@@ -15,10 +15,11 @@ which lets a user audit what the router learned about their traffic.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -91,6 +92,10 @@ _SELECT = (f"SELECT {', '.join(_COLUMNS)} FROM request_journal"  # noqa: S608 - 
            " WHERE key_id = ? ORDER BY id DESC LIMIT ?")
 
 
+#: an entry's column values in ``_COLUMNS`` order (``dataclasses.astuple`` deep-copies)
+_row = operator.attrgetter(*_COLUMNS)
+
+
 def _entry(row: tuple[Any, ...]) -> JournalEntry:
     data = dict(zip(_COLUMNS, row, strict=True))
     data["stream"], data["interrupted"] = bool(data["stream"]), bool(data["interrupted"])
@@ -130,7 +135,7 @@ class SQLJournal:
         now = time.time()
         try:
             with self.db.transaction() as tx:
-                tx.executemany(_INSERT, [astuple(e) for e in batch])
+                tx.executemany(_INSERT, [_row(e) for e in batch])
                 if now >= self._next_prune:
                     tx.execute("DELETE FROM request_journal WHERE at < ?", (now - self._retention,))
         except BaseException:

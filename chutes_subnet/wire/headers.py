@@ -16,7 +16,6 @@ mapping keyed by lower-case names (any case-insensitive mapping works too).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -171,9 +170,8 @@ class Usage(NamedTuple):
 
     def to_header(self) -> str:
         """The ``X-E2E-Usage`` value (compact JSON, ASCII)."""
-        return json.dumps({"prompt_tokens": self.prompt_tokens,
-                           "completion_tokens": self.completion_tokens,
-                           "total_tokens": self.total_tokens}, separators=(",", ":"))
+        p, c = int(self.prompt_tokens), int(self.completion_tokens)  # the JSON json.dumps writes
+        return f'{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{p + c}}}'
 
 
 def _count(obj: Mapping[object, object], key: str) -> int:
