@@ -96,7 +96,8 @@ def test_rewritten_receipt_is_caught(index: int, reason: str) -> None:
     ("ok", SIGNER.public_bytes, {"instance_id": "inst-2"}, "wrong_instance"),
     ("ok", SIGNER.public_bytes, {"now_ms": 1_000_000 + 16 * 60 * 1000}, "stale"),
     ("ok", SIGNER.public_bytes, {"now_ms": 1_000_000 - 6 * 60 * 1000}, "stale"),
-])
+], ids=["none", "empty", "not-base64", "short", "oversize", "no-key", "other-key",
+        "other-request", "other-answer", "other-instance", "too-old", "from-the-future"])
 def test_reject_paths(wire, key, over, reason) -> None:
     with pytest.raises(ReceiptError) as err:
         _verify(_sign() if wire == "ok" else wire, key, **over)
