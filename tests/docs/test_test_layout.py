@@ -86,3 +86,17 @@ def test_the_root_rule_can_fail() -> None:
     assert root_test_module("test_single_use_stores.py", modules) == "single_use"
     assert root_test_module("test_gateway_parts.py", modules) is None
     assert root_test_module("test_authority.py", modules) is None
+
+
+def test_the_default_run_keeps_slow_tests_and_leaves_out_load() -> None:
+    """CI runs ``python -m pytest -q``: ``slow`` tests are in it, ``load`` and ``localnet``
+    (bench-sized, or needing a live devnet) are not."""
+    import shlex
+    import tomllib
+
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    args = shlex.split(ini["addopts"])
+    expr = args[args.index("-m") + 1]
+    assert expr == "not localnet and not load", expr
+    assert {m.split(":")[0] for m in ini["markers"]} == {"slow", "load", "localnet"}
+    assert "--strict-markers" in args

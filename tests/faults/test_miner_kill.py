@@ -25,6 +25,9 @@ from chutes_subnet.registry import MemoryInstanceRegistry
 from tests.reliability_harness import LoopbackSubnet, miner_counter
 from tests.servers import UvicornThread
 
+# slow: starts three miner processes (about 20 s on 2 busy cores)
+pytestmark = pytest.mark.slow
+
 LONG = 2000  # tokens: the stream is still running when the miner dies
 PATH = "/v1/chat/completions"
 

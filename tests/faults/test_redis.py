@@ -30,6 +30,9 @@ from chutes_subnet.single_use import Use
 from tests.reliability_harness import LoopbackSubnet, miner_counter
 from tests.servers import RedisServer, UvicornThread
 
+# slow: restarts a redis-server under load (about 15 s on 2 busy cores)
+pytestmark = pytest.mark.slow
+
 CLIENTS = 8
 
 

@@ -27,6 +27,9 @@ from chutes_subnet.registry import MemoryInstanceRegistry
 from tests.reliability_harness import LoopbackSubnet
 from tests.servers import UvicornThread
 
+# slow: freezes a miner process and runs validator rounds (about 12 s on 2 busy cores)
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 2.0        # validator, per miner
 READ_TIMEOUT = 1.0   # gateway, silence from a miner before it gives up
 

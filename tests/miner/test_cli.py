@@ -97,6 +97,7 @@ def test_config_validation() -> None:
     assert MinerConfig(host="10.0.0.2").advertised_ip == "10.0.0.2"
 
 
+@pytest.mark.slow
 def test_miner_process_publishes_attests_and_drains_on_sigterm(tmp_path: Path) -> None:
     wallets = str(tmp_path / "wallets")
     miner = ensure_dev_wallet("miner", "hot", wallets)

@@ -124,6 +124,7 @@ def test_script_calls_the_expected_steps():
         assert step in commands, step
 
 
+@pytest.mark.slow
 def test_every_btcli_subcommand_and_flag_exists():
     calls = [_command_and_flags(c) for c in btcli_calls(SCRIPT.read_text())]
     assert len(calls) >= 10

@@ -103,6 +103,7 @@ def test_runner_prints_a_table_and_one_json_line(capsys):
     assert any(line.startswith("sse_parser") for line in out)
 
 
+@pytest.mark.slow
 def test_atheris_harness_smoke(tmp_path):
     if sys.platform != "linux" or platform.machine() != "x86_64":
         pytest.skip("atheris is built only for Linux x86_64 (the dev extra leaves it out here)")

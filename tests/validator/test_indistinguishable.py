@@ -36,6 +36,9 @@ from chutes_subnet.wire.protocol import E2EE_VERSION_V2, chute_id_for_model
 from tests import validator_fixtures as vf
 from tests.servers import free_port
 
+# slow: a few hundred requests through a recording host proxy (about 8 s on 2 busy cores)
+pytestmark = pytest.mark.slow
+
 CHUTE = chute_id_for_model(DEFAULT_MODEL_ID)
 ORGANIC, BENCH = "organic", "benchmark"
 CHANCE_BOUND = 0.65   # ~3 standard deviations above 0.5 for ~100 held-out requests
@@ -144,7 +147,7 @@ def _threshold_accuracy(train, test) -> float:
 
 
 def _host_accuracy(seen: list[Seen]) -> tuple[float, float]:
-    rows = list(zip(_features(seen), (s.label for s in seen)))
+    rows = list(zip(_features(seen), (s.label for s in seen), strict=True))
     random.Random(7).shuffle(rows)
     half = len(rows) // 2
     return _lookup_accuracy(rows[:half], rows[half:]), _threshold_accuracy(rows[:half], rows[half:])
@@ -219,7 +222,7 @@ async def test_host_cannot_tell_benchmarks_from_organic_requests(subnet, tmp_pat
     validator.use_gateway(app.state.gateway)
     rng = random.Random(11)
     try:
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, no event to await
             await asyncio.sleep(0.02)
         proxy.label = BENCH
         first = await validator.run_round()              # publishes the instance

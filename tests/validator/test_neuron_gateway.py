@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from chutes_subnet.client import E2EETransport
 from chutes_subnet.gateway.api_keys import SQLiteApiKeyStore
@@ -20,6 +21,9 @@ from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_co
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests import validator_fixtures as vf
 from tests.servers import free_port
+
+# slow: runs the validator neuron as a process (about 9 s on 2 busy cores)
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,6 +15,9 @@ import pytest
 from chutes_subnet.validator import ValidatorState
 from tests import validator_fixtures as vf
 
+# slow: kills and restarts a validator process mid-round (about 20 s on 2 busy cores)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 1.5
 
