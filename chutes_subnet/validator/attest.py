@@ -13,7 +13,9 @@
 
 ``Attestor.ensure`` serves a verified key from the cache until its TTL, but
 re-challenges with probability ``rechallenge_probability`` every round, so a miner
-cannot predict when its hardware is looked at again.
+cannot predict when its hardware is looked at again. The cache holds one entry per
+``(uid, instance URL)``: a uid fronting several instances (:mod:`.fleet`) has each
+challenged, cached and forgotten on its own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +83,12 @@ class AttestedInstance:
     manifest: WorkloadManifest | None = None
     #: SHA-256 (hex) of the verified TDX quote (what validator statements name)
     quote_sha256: str = ""
+    #: the instance's base URL from the uid's fleet list ("": the published axon itself)
+    base_url: str = ""
 
     @property
     def url(self) -> str:
-        return miner_url(self.axon)
+        return self.base_url or miner_url(self.axon)
 
     @property
     def expires_at(self) -> float:
@@ -143,23 +147,43 @@ class Attestor:
         self.rechallenge_probability = float(rechallenge_probability)
         self._clock = clock
         self._rng = rng or random.SystemRandom()
-        self._cache: dict[int, AttestedInstance] = {}
+        #: uid -> instance URL -> verified instance
+        self._cache: dict[int, dict[str, AttestedInstance]] = {}
 
-    def cached(self, uid: int) -> AttestedInstance | None:
-        """The cached verified instance of ``uid`` (possibly expired)."""
-        return self._cache.get(uid)
+    def cached(self, uid: int, url: str | None = None) -> AttestedInstance | None:
+        """The cached verified instance of ``uid`` at ``url`` (None: its first), possibly
+        expired."""
+        entries = self._cache.get(uid, {})
+        return entries.get(url) if url is not None else next(iter(entries.values()), None)
 
-    def forget(self, uid: int) -> AttestedInstance | None:
-        """Drop ``uid``'s cached key (its next evaluation re-challenges)."""
-        return self._cache.pop(uid, None)
+    def forget(self, uid: int, url: str | None = None) -> AttestedInstance | None:
+        """Drop the cached key of ``uid`` at ``url`` (None: all of ``uid``'s); their next
+        evaluation re-challenges. Returns the dropped instance (the first, for all)."""
+        if url is None:
+            return next(iter(self._cache.pop(uid, {}).values()), None)
+        entries = self._cache.get(uid, {})
+        dropped = entries.pop(url, None)
+        if not entries:
+            self._cache.pop(uid, None)
+        return dropped
 
-    async def ensure(self, neuron: Neuron) -> tuple[AttestedInstance, bool]:
-        """A verified instance for ``neuron``: ``(instance, from_cache)``.
+    def retain(self, uid: int, urls: Collection[str]) -> None:
+        """Forget ``uid``'s instances that are no longer in its list."""
+        for url in [u for u in self._cache.get(uid, {}) if u not in urls]:
+            self.forget(uid, url)
+
+    async def ensure(self, neuron: Neuron, url: str | None = None
+                     ) -> tuple[AttestedInstance, bool]:
+        """A verified instance of ``neuron`` at ``url`` (None: its published endpoint):
+        ``(instance, from_cache)``.
 
         Raises :class:`EvaluationFailure` (and forgets the cached key) when a fresh
         challenge fails.
         """
-        entry = self._cache.get(neuron.uid)
+        if not neuron.axon:
+            raise EvaluationFailure("no_axon", "the hotkey has not published an endpoint")
+        url = url or miner_url(neuron.axon)
+        entry = self.cached(neuron.uid, url)
         fresh_needed = (
             entry is None
             or entry.hotkey != neuron.hotkey
@@ -170,23 +194,25 @@ class Attestor:
         if not fresh_needed and entry is not None:
             return entry, True
         try:
-            instance = await self.challenge(neuron)
+            instance = await self.challenge(neuron, url)
         except EvaluationFailure:
-            self._cache.pop(neuron.uid, None)
+            self.forget(neuron.uid, url)
             raise
-        self._cache[neuron.uid] = instance
+        self._cache.setdefault(neuron.uid, {})[url] = instance
         return instance, False
 
-    async def challenge(self, neuron: Neuron) -> AttestedInstance:
-        """One fresh challenge + full verification (see module doc)."""
+    async def challenge(self, neuron: Neuron, url: str | None = None) -> AttestedInstance:
+        """One fresh challenge of the instance at ``url`` (None: the published endpoint)
+        + full verification (see module doc)."""
         if not neuron.axon:
             raise EvaluationFailure("no_axon", "the hotkey has not published an endpoint")
+        base = url or miner_url(neuron.axon)
         nonce = self.challenges.issue()
         body = AttestRequest(nonce=nonce.hex()).model_dump_json().encode()
         headers = {"Content-Type": "application/json"}
         headers.update(sign_headers(self.wallet, method="POST", path="/attest", body=body,
                                     receiver_ss58=neuron.hotkey))
-        url = miner_url(neuron.axon) + "/attest"
+        url = base + "/attest"
         try:
             async with self.http.stream("POST", url, content=body, headers=headers) as resp:
                 raw = await read_bounded(resp, MAX_ATTEST_RESPONSE_BYTES, "attest")
@@ -223,7 +249,8 @@ class Attestor:
         return AttestedInstance(neuron.uid, neuron.hotkey, neuron.axon, response.instance_id,
                                 response.chute_id, response.model, pubkey, summary, versions,
                                 receipt_key, manifest,
-                                hashlib.sha256(evidence.tdx_quote).hexdigest())
+                                hashlib.sha256(evidence.tdx_quote).hexdigest(),
+                                "" if base == miner_url(neuron.axon) else base)
 
     def _parse(self, raw: bytes) -> tuple[AttestResponse, Evidence, bytes, bytes]:
         try:

@@ -114,6 +114,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
               "round)")
     _add(g, "--neuron.concurrency", dest="concurrency", type=int, default=d.concurrency,
          help="miners evaluated at once")
+    _add(g, "--fleet.max_instances", dest="fleet_max_instances", type=int,
+         default=d.max_instances_per_uid,
+         help="instances of one uid's signed list (GET /fleet) evaluated per round")
+    _add(g, "--fleet.concurrency", dest="fleet_concurrency", type=int,
+         default=d.instance_concurrency,
+         help="instances of one uid evaluated at once (within --neuron.concurrency)")
     _add(g, "--neuron.round_blocks", dest="round_blocks", type=int, default=d.round_blocks,
          help="blocks between rounds")
     _add(g, "--neuron.poll_interval", dest="poll_interval", type=float, default=d.poll_interval)
@@ -227,6 +233,8 @@ def _config(args: argparse.Namespace) -> Any:
         round_blocks=args.round_blocks, poll_interval=args.poll_interval,
         version_key=args.version_key, benchmark=bench,
         fallback_uid=None if args.fallback_uid < 0 else args.fallback_uid,
+        max_instances_per_uid=args.fleet_max_instances,
+        instance_concurrency=args.fleet_concurrency,
         scoring=ScoringConfig(organic_weight=args.organic_weight))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED
+from chutes_subnet.wire.protocol import MAX_FLEET_INSTANCES
 
 __all__ = ["ScoringConfig", "BenchmarkConfig", "ValidatorConfig"]
 
@@ -101,6 +102,10 @@ class ValidatorConfig:
     fallback_uid: int | None = 0
     #: skip the validator's own uid and other validator-permit holders without an axon
     evaluate_validators: bool = False
+    #: instances of one uid's fleet list (GET /fleet) evaluated per round, in its order
+    max_instances_per_uid: int = 16
+    #: instances of one uid evaluated at the same time (within ``concurrency``)
+    instance_concurrency: int = 4
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
 
@@ -117,5 +122,9 @@ class ValidatorConfig:
             raise ValueError("round_blocks >= 1 and poll_interval > 0 required")
         if self.fallback_uid is not None and self.fallback_uid < 0:
             raise ValueError("fallback_uid must be >= 0 (None disables the fallback)")
+        if not 1 <= self.max_instances_per_uid <= MAX_FLEET_INSTANCES:
+            raise ValueError(f"max_instances_per_uid must be in 1..{MAX_FLEET_INSTANCES}")
+        if self.instance_concurrency < 1:
+            raise ValueError("instance_concurrency must be >= 1")
         if self.max_weight is not None and not 0.0 < self.max_weight <= 1.0:
             raise ValueError("max_weight must be in (0, 1]")

@@ -10,8 +10,9 @@ Which uid: the one that held the identity in the previous round (the incumbent).
 no claimant is the incumbent, none is credited, as for shared E2EE keys
 (:mod:`.identity`): ownership is ambiguous, so nobody gets the score. Every other
 claimant fails the round with :data:`PLATFORM_REUSED` or :data:`GPU_REUSED` (an
-``attestation:`` reason, which resets its score). Pure: the holder map is returned
-for the next round.
+``attestation:`` reason, which resets its score). Within one uid's fleet a platform
+may carry several instances (TDs), but a GPU counts for one instance only. Pure: the
+holder map is returned for the next round.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from dataclasses import replace
 
 from .results import MinerResult
 
-__all__ = ["GPU_REUSED", "PLATFORM_REUSED", "hardware_of", "refuse_shared_hardware"]
+__all__ = ["FLEET_GPU_REUSED", "GPU_REUSED", "PLATFORM_REUSED", "hardware_of",
+           "refuse_shared_hardware"]
 
 log = logging.getLogger(__name__)
 
 PLATFORM_REUSED = "attestation:platform_reused"
 GPU_REUSED = "attestation:gpu_reused"
+#: two instances of one uid presenting the same GPU: it counts once
+FLEET_GPU_REUSED = "fleet:gpu_reused"
 
 
 def hardware_of(result: MinerResult) -> tuple[str, ...]:
@@ -42,25 +46,38 @@ def refuse_shared_hardware(results: list[MinerResult], holders: Mapping[str, str
                            ) -> tuple[list[MinerResult], dict[str, str]]:
     """``(results with every non-holder of shared hardware failed, next holders)``.
 
-    ``holders`` maps an identity to the hotkey credited for it last round.
+    ``holders`` maps an identity to the hotkey credited for it last round. Results are
+    per instance (:mod:`.fleet`): the instances of one hotkey may share a platform (one
+    host running several TDs), never a GPU; of several instances of one hotkey
+    presenting the same GPU the first counts and the others fail as
+    :data:`FLEET_GPU_REUSED` (a ``fleet`` reason: the uid keeps its history).
     """
-    claimants: dict[str, list[MinerResult]] = {}
-    for r in results:
+    claimants: dict[str, list[int]] = {}
+    for i, r in enumerate(results):
         for ident in dict.fromkeys(hardware_of(r)):
-            claimants.setdefault(ident, []).append(r)
+            claimants.setdefault(ident, []).append(i)
     refused: dict[int, tuple[str, str]] = {}
-    for ident, group in claimants.items():
-        if len(group) < 2:
-            continue
-        holder = holders.get(ident)
-        reason = PLATFORM_REUSED if not ident.startswith("gpu:") else GPU_REUSED
-        for r in group:
-            if r.hotkey != holder and r.uid not in refused:
-                refused[r.uid] = (reason, f"{ident.split(':')[0]} {ident[-12:]} is presented by "
-                                          f"{len(group)} uids; it earns for "
-                                          + ("its incumbent only" if holder else "none of them"))
-                log.warning("uid %d (%s) refused: %s", r.uid, r.hotkey, refused[r.uid][1])
-    out = [replace(r, reason=refused[r.uid][0], detail_text=refused[r.uid][1])
-           if r.uid in refused else r for r in results]
+    for ident, idxs in claimants.items():
+        hotkeys = list(dict.fromkeys(results[i].hotkey for i in idxs))
+        gpu = ident.startswith("gpu:")
+        if len(hotkeys) == 1:
+            winner: str | None = hotkeys[0]
+        else:
+            winner = holders.get(ident)
+            reason = GPU_REUSED if gpu else PLATFORM_REUSED
+            for i in idxs:
+                if results[i].hotkey != winner and i not in refused:
+                    refused[i] = (reason, f"{ident.split(':')[0]} {ident[-12:]} is presented by "
+                                          f"{len(hotkeys)} uids; it earns for "
+                                          + ("its incumbent only" if winner else "none of them"))
+                    log.warning("uid %d (%s) refused: %s", results[i].uid, results[i].hotkey,
+                                refused[i][1])
+        own = [i for i in idxs if results[i].hotkey == winner and i not in refused]
+        for i in own[1:] if gpu else ():
+            refused[i] = (FLEET_GPU_REUSED, f"gpu {ident[-12:]} is presented by "
+                                            f"{len(own)} instances of this uid; it counts once")
+            log.warning("uid %d (%s): %s", results[i].uid, results[i].hotkey, refused[i][1])
+    out = [replace(r, reason=refused[i][0], detail_text=refused[i][1])
+           if i in refused else r for i, r in enumerate(results)]
     next_holders = {ident: r.hotkey for r in out for ident in hardware_of(r)}
     return out, next_holders

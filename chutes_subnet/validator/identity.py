@@ -11,16 +11,18 @@ with that id (the incumbent); if none of the claimants holds it, none is credite
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from .results import MinerResult
 
-__all__ = ["DUPLICATE_REASON", "holders_from", "refuse_duplicate_keys"]
+__all__ = ["DUPLICATE_REASON", "FLEET_DUPLICATE", "holders_from", "refuse_duplicate_keys"]
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_REASON = "attestation:duplicate_instance"
+#: one uid listing one instance (one key) under several URLs: counted once
+FLEET_DUPLICATE = "fleet:duplicate_instance"
 
 
 def _instance_id(result: MinerResult) -> str | None:
@@ -33,30 +35,40 @@ def refuse_duplicate_keys(results: list[MinerResult],
 
     ``holder_of(instance_id)`` is the hotkey that holds the id in the registry (or
     ``None``). A single uid presenting an id held by another hotkey is refused too.
+    Results are per instance: a uid that lists one instance under several URLs is
+    credited for its first listing, the others fail as :data:`FLEET_DUPLICATE` (a
+    ``fleet`` reason: its other instances keep their history).
     """
-    claimants: dict[str, list[MinerResult]] = {}
-    for r in results:
+    claimants: dict[str, list[int]] = {}
+    for i, r in enumerate(results):
         iid = _instance_id(r)
         if iid is not None:
-            claimants.setdefault(iid, []).append(r)
-    refused: dict[int, str] = {}
-    for iid, group in claimants.items():
+            claimants.setdefault(iid, []).append(i)
+    refused: dict[int, tuple[str, str]] = {}
+    for iid, idxs in claimants.items():
         holder = holder_of(iid)
-        if len(group) == 1 and holder in (None, group[0].hotkey):
-            continue
-        for r in group:
-            if r.hotkey != holder:
-                refused[r.uid] = (f"instance {iid} is held by "
-                                  + ("another uid" if holder else f"{len(group)} uids at once"))
-                log.warning("uid %d (%s) refused: %s", r.uid, r.hotkey, refused[r.uid])
-    return [replace(r, reason=DUPLICATE_REASON, detail_text=refused[r.uid])
-            if r.uid in refused else r for r in results]
+        hotkeys = {results[i].hotkey for i in idxs}
+        if len(hotkeys) == 1 and holder in (None, results[idxs[0]].hotkey):
+            holder = results[idxs[0]].hotkey  # one uid: no contest, only repeats
+        else:
+            for i in idxs:
+                if results[i].hotkey != holder:
+                    refused[i] = (DUPLICATE_REASON, f"instance {iid} is held by "
+                                  + ("another uid" if holder else f"{len(hotkeys)} uids at once"))
+                    log.warning("uid %d (%s) refused: %s", results[i].uid, results[i].hotkey,
+                                refused[i][1])
+        own = [i for i in idxs if results[i].hotkey == holder]
+        for i in own[1:]:
+            refused[i] = (FLEET_DUPLICATE, f"instance {iid} is listed more than once by its uid")
+    return [replace(r, reason=refused[i][0], detail_text=refused[i][1])
+            if i in refused else r for i, r in enumerate(results)]
 
 
-def holders_from(published: Mapping[int, tuple[str, str]],
+def holders_from(published: Iterable[tuple[str, str]],
                  registry_holder: Callable[[str], str | None] | None) -> Callable[[str], str | None]:
-    """``holder_of`` from this validator's published map, then the registry."""
-    mine = {iid: hotkey for hotkey, iid in published.values()}
+    """``holder_of`` from this validator's published ``(hotkey, instance_id)`` pairs,
+    then the registry."""
+    mine = {iid: hotkey for hotkey, iid in published}
 
     def holder_of(iid: str) -> str | None:
         if iid in mine:

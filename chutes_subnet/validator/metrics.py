@@ -55,9 +55,9 @@ class ValidatorMetrics:
         self.weight = Gauge("chutes_validator_weight", "Planned weight per uid", ["uid"],
                             registry=r)
         self.tokens_per_s = Gauge("chutes_validator_miner_tokens_per_second",
-                                  "Median output tokens/s in the last round", ["uid"], registry=r)
+                                  "Median output tokens/s in the last round (a fleet: summed over its passing instances)", ["uid"], registry=r)
         self.ttft = Gauge("chutes_validator_miner_ttft_seconds",
-                          "Median time to first token in the last round", ["uid"], registry=r)
+                          "Median time to first token in the last round (a fleet: its best instance)", ["uid"], registry=r)
         self.weights_submissions = Counter("chutes_validator_weight_submissions",
                                            "set_weights outcomes", ["outcome"], registry=r)
         # chain health: is this validator still moving its weights?
@@ -94,16 +94,19 @@ class ValidatorMetrics:
             self.blocks_since_weights.set(max(0, report.block - self._weights_block))
         self.round_seconds.observe(report.duration_s)
         self.last_round_block.set(report.block)
-        self.miners_evaluated.set(len(report.results))
-        self.miners_attested.set(sum(1 for r in report.results if r.attested))
+        uids = list(dict.fromkeys(r.uid for r in report.results))
+        self.miners_evaluated.set(len(uids))
+        self.miners_attested.set(len({r.uid for r in report.results if r.attested}))
         for r in report.results:
-            if not r.attestation_cached and r.reason != "no_axon":
+            if not r.attestation_cached and r.instance_url is not None:  # a challenge ran
                 self.attestations.labels("ok" if r.attested else "rejected").inc()
             if r.reason:
                 self.failures.labels(reason_kind(r.reason) or "", r.reason).inc()
-            uid = str(r.uid)
-            self.tokens_per_s.labels(uid).set(r.tokens_per_s)
-            self.ttft.labels(uid).set(r.ttft_s if r.ttft_s is not None else float("nan"))
+        for uid in uids:  # a fleet: its instances' throughput summed, its best TTFT
+            group = [r for r in report.results_for(uid) if r.ok]
+            ttfts = [r.ttft_s for r in group if r.ttft_s is not None]
+            self.tokens_per_s.labels(str(uid)).set(sum(r.tokens_per_s for r in group))
+            self.ttft.labels(str(uid)).set(min(ttfts) if ttfts else float("nan"))
         for series in (self.score, self.weight):
             series.clear()
         for n, value in report.ema.items():

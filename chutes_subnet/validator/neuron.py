@@ -4,7 +4,10 @@ One round (:meth:`Validator.run_round`):
 
 1. metagraph snapshot; targets = every other neuron (those without an axon score 0
    as ``no_axon``), optionally a random sample of ``sample_size``;
-2. per target, with bounded concurrency and a per-miner deadline: attestation
+2. per target, its instances (:mod:`.fleet`: the hotkey-signed ``GET /fleet`` list,
+   at most ``max_instances_per_uid``; a miner without a list is its one instance);
+   per instance, with bounded concurrency (``concurrency`` in all,
+   ``instance_concurrency`` per uid) and a per-instance deadline: attestation
    (cached key or fresh challenge), then the encrypted benchmark on the attested key,
    its answers checked against the chute's reference (embedded recomputation, or
    token count + logprobs of a real model; ``unverified`` without one);
@@ -12,13 +15,14 @@ One round (:meth:`Validator.run_round`):
    (:mod:`.supply`);
 3. one key, one uid (:mod:`.identity`): a uid presenting an instance key another
    uid holds is refused; one machine, one uid (:mod:`.hardware`): a TDX platform or
-   GPU presented by several uids earns for its incumbent only; then pure scoring
-   (:mod:`.scoring`): round scores (times the chute's supply multiplier,
-   :mod:`.supply`), EMA with resets, coldkey dedupe,
-   SDK-identical weight planning;
+   GPU presented by several uids earns for its incumbent only, and a GPU counts for
+   one instance of a fleet; then pure scoring (:mod:`.scoring`): per-instance scores
+   (times the chute's supply multiplier, :mod:`.supply`) summed per uid, EMA with
+   resets, coldkey dedupe, SDK-identical weight planning;
 4. weights through :meth:`Chain.set_weights` when the rate limit allows;
-5. one atomic state commit, then the instance registry (each uid creates, refreshes
-   or removes only its own records) and metrics are updated.
+5. one atomic state commit, then the instance registry (one record per attested
+   instance; each uid creates, refreshes or removes only its own records) and metrics
+   are updated.
 
 :meth:`Validator.run` repeats rounds every ``round_blocks`` blocks until stopped.
 """
@@ -48,23 +52,31 @@ from chutes_subnet.registry import (
     InstanceRegistry,
     RegistryError,
 )
-from chutes_subnet.registry.demand import Target
+from chutes_subnet.registry.demand import MAX_MULTIPLIER, Target
 from chutes_subnet.wallets import hotkey_ss58
 
 from .attest import AttestedInstance, Attestor
 from .benchmark import BenchHTTP, BenchmarkOutcome, ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
-from .hardware import GPU_REUSED, PLATFORM_REUSED, refuse_shared_hardware
-from .identity import DUPLICATE_REASON, holders_from, refuse_duplicate_keys
+from .fleet import FleetMember, fetch_fleet
+from .hardware import FLEET_GPU_REUSED, GPU_REUSED, PLATFORM_REUSED, refuse_shared_hardware
+from .identity import DUPLICATE_REASON, FLEET_DUPLICATE, holders_from, refuse_duplicate_keys
 from .metrics import ValidatorMetrics
 from .prompts import miner_prompts, new_round_seed
 from .reference import ReferenceBook
 from .results import MinerResult, RoundReport
-from .scoring import ScoreEntry, reset_uids, score_round, update_ema, weights_from_scores
+from .scoring import (
+    ScoreEntry,
+    instance_scores,
+    reset_uids,
+    sum_by_uid,
+    update_ema,
+    weights_from_scores,
+)
 from .state import ValidatorState
 from .statements import merge_statements, statement_for
-from .supply import ChuteCatalog, apply_supply, check_served_chute
+from .supply import ChuteCatalog, check_served_chute, supply_multipliers
 from .table import ScoreRow, build_score_table
 from .transport import GatewayPath
 from .workers import WorkerPool
@@ -72,6 +84,10 @@ from .workers import WorkerPool
 __all__ = ["Validator", "OrganicSource", "explain_no_miners", "fallback_weights"]
 
 log = logging.getLogger(__name__)
+
+#: refusals after the round (shared keys or hardware): the instance's key is forgotten
+_REFUSED_AFTER_ROUND = (DUPLICATE_REASON, PLATFORM_REUSED, GPU_REUSED, FLEET_DUPLICATE,
+                        FLEET_GPU_REUSED)
 
 
 class OrganicSource(Protocol):
@@ -177,8 +193,8 @@ class Validator:
         self.round_index = snapshot.round_index
         self.last_round_block = snapshot.last_block
         self.scores: dict[int, ScoreEntry] = dict(snapshot.scores)
-        #: uid -> (hotkey, instance_id) of each record this validator holds in the registry
-        self._published: dict[int, tuple[str, str]] = {}
+        #: uid -> {instance_id: hotkey} of the records this validator holds in the registry
+        self._published: dict[int, dict[str, str]] = {}
         #: hardware identity -> hotkey credited for it last round (:mod:`.hardware`)
         self._hardware_holders: dict[str, str] = {}
         self._rng = random.SystemRandom()
@@ -194,22 +210,32 @@ class Validator:
             others = sorted(self._rng.sample(others, size), key=lambda n: n.uid)
         return others
 
-    async def _evaluate(self, neuron: Neuron, seed: bytes, refs: ReferenceCache) -> MinerResult:
+    async def _evaluate(self, neuron: Neuron, member: FleetMember, seed: bytes,
+                        refs: ReferenceCache) -> MinerResult:
+        """One instance of ``neuron``'s fleet: attest, check, benchmark."""
         started = time.perf_counter()
+        url = member.url
         base: dict[str, Any] = {"uid": neuron.uid, "hotkey": neuron.hotkey,
-                                "coldkey": neuron.coldkey, "axon": neuron.axon}
+                                "coldkey": neuron.coldkey, "axon": neuron.axon,
+                                "instance_url": url}
         cfg = self.config
         bench = cfg.benchmark
         deadline = cfg.timeout * (2 + bench.prompts_per_miner + bench.canary_repeats)
         try:
             async with asyncio.timeout(deadline):
-                instance, cached = await self.attestor.ensure(neuron)
-                if self.chutes is not None:
-                    try:
+                instance, cached = await self.attestor.ensure(neuron, url)
+                try:
+                    if member.instance_id is not None \
+                            and member.instance_id != instance.instance_id:
+                        raise EvaluationFailure(
+                            "fleet:instance_mismatch", "the instance at this URL attested "
+                            "another key than its entry in the signed list names",
+                            instance.summary)
+                    if self.chutes is not None:
                         check_served_chute(self.chutes, instance.chute_id, instance.summary)
-                    except EvaluationFailure:
-                        self.attestor.forget(neuron.uid)
-                        raise
+                except EvaluationFailure:
+                    self.attestor.forget(neuron.uid, url)
+                    raise
                 embedded = instance.model == cfg.benchmark.embedded_model
                 reference = None if embedded else self.references.get(instance.model)
                 if (reference is not None and instance.manifest is not None
@@ -231,19 +257,19 @@ class Validator:
                                detail_text=failure.detail, attestation=failure.attestation,
                                duration_s=time.perf_counter() - started)
         except TimeoutError:
-            self.attestor.forget(neuron.uid)
+            self.attestor.forget(neuron.uid, url)
             return MinerResult(**base, attested=False, reason="timeout",
                                detail_text=f"evaluation exceeded {deadline:g}s",
                                duration_s=time.perf_counter() - started)
         except Exception as exc:  # miner input must never abort the round (logged)
             log.exception("uid %d: unexpected error during evaluation", neuron.uid)
-            self.attestor.forget(neuron.uid)
+            self.attestor.forget(neuron.uid, url)
             return MinerResult(**base, attested=False, reason="bad_response",
                                detail_text=f"evaluation failed ({type(exc).__name__})",
                                duration_s=time.perf_counter() - started)
         if outcome.reason is not None:
             # wrong answers and dead instances: the next round challenges them again
-            self.attestor.forget(neuron.uid)
+            self.attestor.forget(neuron.uid, url)
         return MinerResult(
             **base, attested=True, reason=outcome.reason, detail_text=outcome.detail,
             attestation=instance.summary, attestation_cached=cached,
@@ -252,18 +278,47 @@ class Validator:
             completion_tokens=outcome.completion_tokens,
             duration_s=time.perf_counter() - started, chute_id=instance.chute_id)
 
+    async def _fleet(self, neuron: Neuron) -> tuple[FleetMember, ...]:
+        """``neuron``'s instances (:func:`.fleet.fetch_fleet`), within one timeout."""
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await fetch_fleet(self.http, neuron, netuid=self.chain.netuid,
+                                         limit=self.config.max_instances_per_uid)
+        except TimeoutError:
+            raise EvaluationFailure("timeout", f"fleet: no complete answer in "
+                                               f"{self.config.timeout:g}s") from None
+
+    async def _evaluate_uid(self, neuron: Neuron, seed: bytes, refs: ReferenceCache,
+                            gate: asyncio.Semaphore) -> list[MinerResult]:
+        """Every instance ``neuron`` fronts, each on its own (one result per instance)."""
+        if not neuron.axon:
+            return [MinerResult(neuron.uid, neuron.hotkey, neuron.coldkey, None, False,
+                                reason="no_axon", detail_text="no endpoint published")]
+        started = time.perf_counter()
+        try:
+            async with gate:
+                members = await self._fleet(neuron)
+        except EvaluationFailure as failure:
+            self.attestor.forget(neuron.uid)
+            return [MinerResult(neuron.uid, neuron.hotkey, neuron.coldkey, neuron.axon, False,
+                                reason=failure.reason, detail_text=failure.detail,
+                                duration_s=time.perf_counter() - started)]
+        self.attestor.retain(neuron.uid, {m.url for m in members})
+        per_uid = asyncio.Semaphore(self.config.instance_concurrency)
+
+        async def one(member: FleetMember) -> MinerResult:
+            async with per_uid, gate:
+                return await self._evaluate(neuron, member, seed, refs)
+
+        return list(await asyncio.gather(*(one(m) for m in members)))
+
     async def _evaluate_all(self, targets: list[Neuron], seed: bytes) -> list[MinerResult]:
+        """One result per instance of every target, grouped by uid in target order."""
         refs = ReferenceCache(self.config.benchmark.embedded_seed, self.pool)
         gate = asyncio.Semaphore(self.config.concurrency)
-
-        async def one(neuron: Neuron) -> MinerResult:
-            if not neuron.axon:
-                return MinerResult(neuron.uid, neuron.hotkey, neuron.coldkey, None, False,
-                                   reason="no_axon", detail_text="no endpoint published")
-            async with gate:
-                return await self._evaluate(neuron, seed, refs)
-
-        return list(await asyncio.gather(*(one(n) for n in targets)))
+        groups = await asyncio.gather(*(self._evaluate_uid(n, seed, refs, gate)
+                                        for n in targets))
+        return [r for group in groups for r in group]
 
     async def _submit_weights(self, weights: dict[int, float]) -> WeightsResult | None:
         if not self.config.set_weights:
@@ -298,32 +353,56 @@ class Validator:
             log.warning("no attestation statement for %s: %s", instance.instance_id[:12], exc)
             return existing
 
+    def _record(self, registry: InstanceRegistry, instance: AttestedInstance, score: float,
+                block: int) -> InstanceRecord:
+        s = instance.summary
+        return InstanceRecord(
+            instance_id=instance.instance_id, chute_id=instance.chute_id,
+            model=instance.model, url=instance.url, hotkey=instance.hotkey,
+            uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "",
+            e2e_versions=instance.e2e_versions, verified_at=s.verified_at,
+            expires_at=s.expires_at, score=score, simulated=s.simulated,
+            receipt_pubkey=base64.b64encode(instance.receipt_pubkey).decode("ascii"),
+            statements=self._statements(registry, instance, block))
+
     def _publish(self, results: list[MinerResult], scores: dict[int, ScoreEntry],
-                 block: int = 0) -> None:
+                 block: int = 0, inst_scores: list[float] | None = None) -> None:
+        """One registry record per passing instance; a uid's records of instances that
+        did not pass (or are no longer listed) are removed.
+
+        A record's score is its uid's EMA times the instance's share of the uid's round
+        score (the whole EMA for a single instance), so gateways prefer the better
+        instances of a fleet.
+        """
         if self.registry is None:
             return
-        for r in results:
-            old = self._published.pop(r.uid, None)
-            instance: AttestedInstance | None = self.attestor.cached(r.uid)
-            if old and (not r.ok or instance is None or old != (r.hotkey, instance.instance_id)):
-                self.registry.remove(*old)
-            if not r.ok or instance is None:
-                continue
-            s, entry = instance.summary, scores.get(r.uid)
-            try:
-                self.registry.upsert(InstanceRecord(
-                    instance_id=instance.instance_id, chute_id=instance.chute_id,
-                    model=instance.model, url=instance.url, hotkey=instance.hotkey,
-                    uid=instance.uid, e2e_pubkey=s.e2e_pubkey or "",
-                    e2e_versions=instance.e2e_versions, verified_at=s.verified_at,
-                    expires_at=s.expires_at, score=entry.ema if entry else 0.0,
-                    simulated=s.simulated,
-                    receipt_pubkey=base64.b64encode(instance.receipt_pubkey).decode("ascii"),
-                    statements=self._statements(self.registry, instance, block)))
-            except RegistryError as exc:  # logged by the registry; never routed, never credited
-                log.warning("uid %d not published: %s", r.uid, exc)
-                continue
-            self._published[r.uid] = (instance.hotkey, instance.instance_id)
+        inst = inst_scores if inst_scores is not None else [1.0] * len(results)
+        groups: dict[int, list[tuple[MinerResult, float]]] = {}
+        for r, score in zip(results, inst, strict=True):
+            groups.setdefault(r.uid, []).append((r, score))
+        for uid, group in groups.items():
+            old = self._published.pop(uid, {})
+            passing = [(r, sc, inst_) for r, sc in group
+                       if r.ok and (inst_ := self.attestor.cached(uid, r.instance_url))
+                       is not None]
+            total = sum(sc for _r, sc, _i in passing)
+            entry = scores.get(uid)
+            kept: dict[str, str] = {}
+            for _r, sc, instance in passing:
+                share = sc / total if total > 0 else 1.0 / len(passing)
+                try:
+                    self.registry.upsert(self._record(
+                        self.registry, instance, (entry.ema if entry else 0.0) * share, block))
+                except RegistryError as exc:  # logged by the registry; never routed
+                    log.warning("uid %d instance %s not published: %s", uid,
+                                instance.instance_id[:12], exc)
+                    continue
+                kept[instance.instance_id] = instance.hotkey
+            for iid, hotkey in old.items():
+                if kept.get(iid) != hotkey:
+                    self.registry.remove(hotkey, iid)
+            if kept:
+                self._published[uid] = kept
         self.registry.prune(time.time() - EXPIRED_RETENTION_SECONDS)
 
     async def run_round(self) -> RoundReport:
@@ -336,20 +415,24 @@ class Validator:
         seed = new_round_seed()
         results = await self._evaluate_all(targets, seed)
         results = refuse_duplicate_keys(results, holders_from(
-            self._published, self._registry_holder if self.registry is not None else None))
+            self._published_pairs(),
+            self._registry_holder if self.registry is not None else None))
         results, self._hardware_holders = refuse_shared_hardware(results,
                                                                  self._hardware_holders)
         for r in results:
-            if r.reason in (DUPLICATE_REASON, PLATFORM_REUSED, GPU_REUSED):
-                self.attestor.forget(r.uid)
-        organic = self._organic()
-        round_scores = score_round(results, self.config.scoring, organic)
-        if self.supply is not None:
-            round_scores = apply_supply(round_scores, results, self.supply())
+            if r.reason in _REFUSED_AFTER_ROUND:
+                self.attestor.forget(r.uid, r.instance_url)
+        inst_scores = instance_scores(results, self.config.scoring, self._organic())
+        if self.supply is not None:  # per instance: a fleet may serve several chutes
+            inst_scores = [s * m for s, m in
+                           zip(inst_scores, supply_multipliers(results, self.supply()),
+                               strict=True)]
+        round_scores = sum_by_uid(results, inst_scores)
         neurons = {n.uid: (n.hotkey, n.coldkey) for n in metagraph.neurons
                    if n.hotkey != self.hotkey}
         ema = update_ema(self.scores, round_scores, alpha=self.config.scoring.ema_alpha,
-                         neurons=neurons, resets=reset_uids(results, self.config.scoring))
+                         neurons=neurons, resets=reset_uids(results, self.config.scoring),
+                         max_score=self.config.max_instances_per_uid * MAX_MULTIPLIER)
         weights = weights_from_scores(ema, max_weight=self.config.max_weight)
         to_submit = fallback_weights(weights, metagraph, self.config.fallback_uid)
         if to_submit is not weights:
@@ -364,7 +447,7 @@ class Validator:
         await asyncio.to_thread(self.state.commit_round, report, ema, seed)
         self.round_index, self.last_round_block, self.scores = (
             report.round_index, report.block, ema)
-        self._publish(results, ema, metagraph.block)
+        self._publish(results, ema, metagraph.block, inst_scores)
         self.metrics.observe_round(report)
         self._log_round(report)
         return report
@@ -424,8 +507,15 @@ class Validator:
                 await asyncio.wait_for(stop.wait(), self.config.poll_interval)
 
     def published(self) -> dict[int, str]:
-        """uid -> instance id of every instance this validator currently publishes."""
-        return {uid: iid for uid, (_hotkey, iid) in self._published.items()}
+        """uid -> instance id of the (first) instance this validator publishes for it."""
+        return {uid: next(iter(ids)) for uid, ids in self._published.items()}
+
+    def published_instances(self) -> dict[int, tuple[str, ...]]:
+        """uid -> the instance ids this validator currently publishes for it."""
+        return {uid: tuple(ids) for uid, ids in self._published.items()}
+
+    def _published_pairs(self) -> list[tuple[str, str]]:
+        return [(hotkey, iid) for ids in self._published.values() for iid, hotkey in ids.items()]
 
     def _registry_holder(self, instance_id: str) -> str | None:
         if self.registry is None:  # only consulted when a registry is configured

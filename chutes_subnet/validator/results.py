@@ -1,4 +1,9 @@
-"""Frozen records of what a validator observed: per miner, per round.
+"""Frozen records of what a validator observed: per instance, per round.
+
+A uid fronting several instances (``GET /fleet``) has one :class:`MinerResult` per
+instance it listed, each with its ``instance_url``; :meth:`RoundReport.results_for`
+gives them all, :meth:`RoundReport.result_for` the uid's representative (its first
+passing instance, else its first).
 
 A failed evaluation always carries a ``reason``: a stable code of the form
 ``kind`` or ``kind:detail`` (e.g. ``attestation:debug_td``, ``timeout``,
@@ -19,11 +24,14 @@ __all__ = [
     "AttestationSummary",
     "MinerResult",
     "RoundReport",
+    "representative",
 ]
 
 #: Failure kinds, in the order an evaluation can fail.
 REASON_KINDS = (
     "no_axon",        # the hotkey published no endpoint
+    "fleet",          # the hotkey's instance list (GET /fleet) was refused (fleet:<code>),
+                      # or an instance was refused as a duplicate within its own fleet
     "unreachable",    # connection refused / reset / DNS
     "timeout",        # no complete answer within the per-request timeout
     "bad_response",   # HTTP error, malformed message, failed decryption or stream integrity
@@ -102,6 +110,9 @@ class MinerResult:
     duration_s: float = 0.0
     #: the chute the attested instance serves (scores compare within it)
     chute_id: str | None = None
+    #: the instance evaluated (base URL from the uid's fleet list; None: the uid as a
+    #: whole failed before any instance, e.g. no axon or a refused list)
+    instance_url: str | None = None
 
     @property
     def success_rate(self) -> float:
@@ -120,6 +131,11 @@ class MinerResult:
         return out
 
 
+def representative(results: tuple[MinerResult, ...] | list[MinerResult]) -> MinerResult | None:
+    """The result that stands for a uid: its first passing instance, else its first."""
+    return next((r for r in results if r.ok), results[0] if results else None)
+
+
 @dataclass(frozen=True)
 class RoundReport:
     """Outcome of :meth:`Validator.run_round`."""
@@ -135,6 +151,11 @@ class RoundReport:
     weights_result: WeightsResult | None = None
     notes: tuple[str, ...] = field(default=())
 
+    def results_for(self, uid: int) -> tuple[MinerResult, ...]:
+        """This round's results of ``uid``, one per instance evaluated."""
+        return tuple(r for r in self.results if r.uid == uid)
+
     def result_for(self, uid: int) -> MinerResult | None:
-        """This round's result for ``uid`` (None if it was not evaluated)."""
-        return next((r for r in self.results if r.uid == uid), None)
+        """``uid``'s representative result: its first passing instance, else its first
+        (None if it was not evaluated)."""
+        return representative(self.results_for(uid))

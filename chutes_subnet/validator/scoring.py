@@ -4,9 +4,10 @@ Round score of a miner (all terms in [0, 1]; see docs/validator.md)::
 
     0                                              unless attested and no failure reason
     bench   = success_rate ** e * (w * tps / best_tps + (1 - w) * best_ttft / ttft)
-    round   = (1 - o) * bench + o * organic / best_organic      (o = 0 without a source)
+    inst    = (1 - o) * bench + o * organic / best_organic      (o = 0 without a source)
+    round   = sum of inst over the uid's instances              (one, unless a fleet)
 
-``best_*`` are taken over the miners of the same chute (same model) that passed this
+``best_*`` are taken over the instances of the same chute (same model) that passed this
 round, so scores are relative to the current competition serving the same model. The EMA then smooths rounds; a new hotkey at a uid
 starts from 0, and failures whose kind is in ``ScoringConfig.reset_on`` (untrusted
 hardware, wrong answers) wipe the miner's history. Only the best hotkey of each
@@ -16,7 +17,7 @@ coldkey keeps its score when weights are planned.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from chutes_subnet.chain import plan_weights
@@ -27,6 +28,8 @@ from .results import MinerResult, reason_kind
 __all__ = [
     "ScoreEntry",
     "score_round",
+    "instance_scores",
+    "sum_by_uid",
     "reset_uids",
     "update_ema",
     "dedupe_by_coldkey",
@@ -70,27 +73,32 @@ def _chute_bests(passed: list[MinerResult], organic: Mapping[int, float] | None
     return bests
 
 
-def score_round(
-    results: Iterable[MinerResult],
+def instance_scores(
+    results: Sequence[MinerResult],
     config: ScoringConfig,
     organic: Mapping[int, float] | None = None,
-) -> dict[int, float]:
-    """Score every result of one round (uids of failed miners map to 0.0).
+) -> list[float]:
+    """The round score in [0, 1] of every result (one per instance), aligned with ``results``.
 
     Throughput, TTFT and organic traffic are compared within a chute only (the
-    ``best_*`` of the miner's own chute), so a fast small model never sets the bar
-    for a big one. Every input is coerced by ``_finite_nonneg``: no value can raise.
+    ``best_*`` of the instance's own chute), so a fast small model never sets the bar
+    for a big one. Organic traffic is counted per uid: each passing instance of a uid
+    is credited an equal share of it. Every input is coerced by ``_finite_nonneg``: no
+    value can raise.
     """
-    results = list(results)
     passed = [r for r in results if r.ok and r.successes > 0]
     use_organic = organic is not None and config.organic_weight > 0
-    bests = _chute_bests(passed, organic if use_organic else None)
-    passed_uids = {r.uid for r in passed}
-    scores: dict[int, float] = {}
+    shares: dict[int, int] = {}
+    for r in passed:
+        shares[r.uid] = shares.get(r.uid, 0) + 1
+    per_instance = ({uid: _finite_nonneg(organic.get(uid, 0.0)) / n for uid, n in shares.items()}
+                    if use_organic and organic is not None else None)
+    bests = _chute_bests(passed, per_instance)
     w = config.throughput_weight
+    scores: list[float] = []
     for r in results:
-        if r.uid not in passed_uids:
-            scores[r.uid] = 0.0
+        if not (r.ok and r.successes > 0):
+            scores.append(0.0)
             continue
         best_tps, best_ttft, best_organic = bests[r.chute_id]
         tps, ttft = _finite_nonneg(r.tokens_per_s), _finite_nonneg(r.ttft_s)
@@ -98,12 +106,32 @@ def score_round(
         ttft_term = best_ttft / ttft if ttft > 0 and best_ttft > 0 else 0.0
         quality = w * tps_term + (1.0 - w) * ttft_term
         bench = (r.success_rate ** config.success_exponent) * quality
-        if use_organic and organic is not None:
-            org = _finite_nonneg(organic.get(r.uid, 0.0))
+        if per_instance is not None:
+            org = per_instance.get(r.uid, 0.0)
             org_term = org / best_organic if best_organic > 0 else 0.0
             bench = (1.0 - config.organic_weight) * bench + config.organic_weight * org_term
-        scores[r.uid] = min(1.0, max(0.0, bench))
+        scores.append(min(1.0, max(0.0, bench)))
     return scores
+
+
+def sum_by_uid(results: Sequence[MinerResult], scores: Sequence[float]) -> dict[int, float]:
+    """Per uid, the sum of its instances' scores (every uid in ``results`` appears)."""
+    out: dict[int, float] = {}
+    for r, score in zip(results, scores, strict=True):
+        out[r.uid] = out.get(r.uid, 0.0) + _finite_nonneg(score)
+    return out
+
+
+def score_round(
+    results: Iterable[MinerResult],
+    config: ScoringConfig,
+    organic: Mapping[int, float] | None = None,
+) -> dict[int, float]:
+    """Score every uid of one round: the sum of its instances' :func:`instance_scores`
+    (uids whose instances all failed map to 0.0). A single-instance uid scores in
+    [0, 1]; a fleet of n instances in [0, n]."""
+    results = list(results)
+    return sum_by_uid(results, instance_scores(results, config, organic))
 
 
 def reset_uids(results: Iterable[MinerResult], config: ScoringConfig) -> set[int]:
@@ -118,12 +146,14 @@ def update_ema(
     alpha: float,
     neurons: Mapping[int, tuple[str, str]],
     resets: Collection[int] = (),
+    max_score: float = 1.0,
 ) -> dict[int, ScoreEntry]:
     """Fold one round into the EMA.
 
     ``neurons`` maps every registered uid to ``(hotkey, coldkey)`` at this round.
     Uids no longer registered are dropped; a uid whose hotkey changed starts from 0;
-    uids in ``resets`` start from 0; uids not scored this round keep their EMA.
+    uids in ``resets`` start from 0; uids not scored this round keep their EMA. Round
+    scores are clipped to [0, ``max_score``] (a fleet's sum may exceed 1).
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError("alpha must be in (0, 1]")
@@ -134,7 +164,7 @@ def update_ema(
         if uid in resets:
             base = 0.0
         if uid in round_scores:
-            score = min(1.0, max(0.0, float(round_scores[uid])))
+            score = min(max_score, _finite_nonneg(round_scores[uid]))
             value = alpha * score + (1.0 - alpha) * base
         elif old is None or old.hotkey != hotkey:
             continue

@@ -6,7 +6,8 @@ with SIGKILL in the middle of a round or of the commit - restarts with the score
 the last committed round and never with a mix of two rounds.
 
 Tables: ``scores`` (uid -> hotkey, coldkey, EMA, planned weight), ``results`` (last
-result per uid as JSON, incl. the attestation summary), ``rounds`` (one row per
+result per uid as JSON, incl. the attestation summary; a fleet's per-instance results
+under ``instances``), ``rounds`` (one row per
 round: block, timing, seed, weights outcome), ``meta`` (schema version, counters).
 """
 
@@ -57,6 +58,22 @@ class StateSnapshot:
     weights: dict[int, float]
     results: dict[int, dict[str, Any]]
     last_weights_block: int | None
+
+
+def _results_by_uid(report: RoundReport) -> dict[int, dict[str, Any]]:
+    """One stored result per uid: its representative, with every instance's result
+    under ``"instances"`` when it fronts a fleet."""
+    out: dict[int, dict[str, Any]] = {}
+    for uid in dict.fromkeys(r.uid for r in report.results):
+        group = report.results_for(uid)
+        rep = report.result_for(uid)
+        if rep is None:  # pragma: no cover - uid comes from the results
+            continue
+        data = rep.to_dict()
+        if len(group) > 1:
+            data["instances"] = [r.to_dict() for r in group]
+        out[uid] = data
+    return out
 
 
 class ValidatorState:
@@ -128,13 +145,13 @@ class ValidatorState:
                              " AND round_index < ?", (report.round_index,))
                 conn.executemany(
                     "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
-                    [(r.uid, report.round_index, r.hotkey,
-                      json.dumps(r.to_dict(), separators=(",", ":"), sort_keys=True))
-                     for r in report.results])
+                    [(uid, report.round_index, result["hotkey"],
+                      json.dumps(result, separators=(",", ":"), sort_keys=True))
+                     for uid, result in _results_by_uid(report).items()])
                 conn.execute(
                     "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (report.round_index, report.block, report.started_at, report.duration_s,
-                     seed.hex(), len(report.results),
+                     seed.hex(), len({r.uid for r in report.results}),
                      json.dumps({str(k): v for k, v in sorted(weights.items())}),
                      None if wr is None else int(wr.success),
                      None if wr is None else wr.message[:500]))

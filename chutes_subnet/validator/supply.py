@@ -9,12 +9,13 @@
   and is not checked).
 * :func:`apply_supply`: each passing uid's round score is multiplied by its chute's
   supply multiplier (:func:`chutes_subnet.registry.demand.supply_multiplier`): serving
-  what users ask for and others do not pays more.
+  what users ask for and others do not pays more; :func:`supply_multipliers` gives the
+  same per instance (a fleet's instances may serve different chutes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from chutes_subnet.registry.chutes import Chute
@@ -23,7 +24,7 @@ from chutes_subnet.registry.demand import Target
 from .failures import EvaluationFailure
 from .results import AttestationSummary, MinerResult
 
-__all__ = ["ChuteCatalog", "apply_supply", "check_served_chute"]
+__all__ = ["ChuteCatalog", "apply_supply", "check_served_chute", "supply_multipliers"]
 
 
 class ChuteCatalog(Protocol):
@@ -52,6 +53,17 @@ def check_served_chute(catalog: ChuteCatalog, chute_id: str,
                 "attestation:hardware_mismatch",
                 f"chute {chute.name} needs {need.gpu_count} x {need.gpu_model}; the instance "
                 f"attested {summary.gpu_count} x {have or 'no GPU'}", summary)
+
+
+def supply_multipliers(results: Sequence[MinerResult],
+                       targets: Mapping[str, Target]) -> list[float]:
+    """The multiplier of the chute each passing result (instance) serves; 1.0 for the rest."""
+    out = []
+    for r in results:
+        chute = r.attestation.chute_id if r.ok and r.attestation is not None else None
+        target = targets.get(chute or "")
+        out.append(target.multiplier if target is not None else 1.0)
+    return out
 
 
 def apply_supply(round_scores: Mapping[int, float], results: list[MinerResult],
