@@ -12,6 +12,7 @@ authentication is always the message-less :class:`~chutes_subnet.errors.Decrypti
 from chutes_subnet.e2ee import v1, v2
 from chutes_subnet.e2ee._codec import GZIP_IMPL
 from chutes_subnet.e2ee._json import IMPL as JSON_IMPL
+from chutes_subnet.e2ee._json import dumps as dump_json
 from chutes_subnet.e2ee._kem import BACKEND as KEM_BACKEND
 from chutes_subnet.e2ee._payload import parse as parse_payload
 from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_PADME, RequestContext
@@ -26,6 +27,7 @@ __all__ = [
     "KeyPair",
     "RequestContext",
     "decode_public_key",
+    "dump_json",
     "parse_payload",
     "v1",
     "v2",

@@ -28,12 +28,14 @@ import struct
 
 from chutes_subnet.errors import EnvelopeFormatError
 
-__all__ = ["FRAME_BUCKET", "MIN_ENVELOPE", "pack_line", "pack_lines", "pad", "padme",
+__all__ = ["FRAME_BUCKET", "MIN_ENVELOPE", "RECORD_OVERHEAD", "pack_line", "pack_lines", "pad", "padme",
            "unpack_lines", "unpad"]
 
 MIN_ENVELOPE = 512
 FRAME_BUCKET = 512
 _LEN = 4
+#: bytes a frame record adds to its line (the length prefix)
+RECORD_OVERHEAD = _LEN
 _MAX_LEN = 0xFFFFFFFF
 _u32 = struct.Struct(">I").unpack_from
 
@@ -53,20 +55,24 @@ def padded_size(body_len: int) -> int:
     return padme(max(MIN_ENVELOPE, _LEN + body_len))
 
 
-def pad(body: bytes) -> bytes:
-    """``len || body || zeros`` to the body's bucket (one copy of ``body``)."""
+def pad(body: bytes, size: int | None = None) -> bytes:
+    """``len || body || zeros`` to the body's bucket (one copy of ``body``); ``size`` is
+    ``padded_size(len(body))`` when the caller computed it already."""
     n = len(body)
     if n > _MAX_LEN:
         raise EnvelopeFormatError("payload too large to pad")
-    return b"".join((n.to_bytes(_LEN, "big"), body, bytes(padded_size(n) - _LEN - n)))
+    if size is None:
+        size = padded_size(n)
+    return b"".join((n.to_bytes(_LEN, "big"), body, bytes(size - _LEN - n)))
 
 
 def unpad(plain: bytes) -> memoryview:
     """The body inside a padded plaintext (a view: no copy); refuses non-canonical padding."""
-    if len(plain) < _LEN:
+    total = len(plain)
+    if total < _LEN:
         raise EnvelopeFormatError("padded payload is too short")
-    n = int.from_bytes(plain[:_LEN], "big")
-    if _LEN + n > len(plain) or padded_size(n) != len(plain):
+    (n,) = _u32(plain, 0)
+    if _LEN + n > total or padded_size(n) != total:
         raise EnvelopeFormatError("payload padding is not canonical")
     return memoryview(plain)[_LEN : _LEN + n]
 

@@ -53,9 +53,10 @@ def encode(payload: dict[str, Any] | bytes, padded: bool) -> bytes:
     if not padded:
         return dump(payload)
     raw = _serialise(payload)
-    if _padding.padded_size(len(raw)) > MAX_ENVELOPE_BYTES:
+    size = _padding.padded_size(len(raw))
+    if size > MAX_ENVELOPE_BYTES:
         raise PayloadTooLargeError(f"padded payload exceeds {MAX_ENVELOPE_BYTES} bytes")
-    return _padding.pad(raw)
+    return _padding.pad(raw, size)
 
 
 def decode(plain: bytes, padded: bool) -> bytes | memoryview:

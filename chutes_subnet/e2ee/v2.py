@@ -56,6 +56,7 @@ from chutes_subnet.e2ee.keys import KeyPair
 from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
 
 __all__ = [
+    "FRAME_CAPACITY",
     "PADDING_NONE",
     "PADDING_PADME",
     "VERSION_BYTE",
@@ -63,6 +64,7 @@ __all__ = [
     "ServerSession",
     "StreamOpener",
     "StreamSealer",
+    "line_cost",
     "open_request",
     "open_request_raw",
     "seal_request",
@@ -76,6 +78,8 @@ _LABEL_STREAM = b"chutes-e2ee/v2 stream"
 _HEADER = 1 + _kem.CIPHERTEXT_SIZE
 _MAX_FRAMES = 1 << 88
 _FINAL_FLAG = 1 << 88
+#: line-record bytes one padded frame holds without growing past its bucket
+FRAME_CAPACITY = _padding.FRAME_BUCKET
 _b64encode = _b64.encode
 _b64decode = _b64.decode
 _pack_line = _padding.pack_line
@@ -115,6 +119,11 @@ class _Keys:
     def request_binding(self) -> bytes:
         """SHA256(binding): what a receipt names the request by (:mod:`.receipts`)."""
         return hashlib.sha256(self.binding).digest()
+
+
+def line_cost(line: bytes) -> int:
+    """What ``line`` takes of a padded frame's :data:`FRAME_CAPACITY` (its record)."""
+    return _padding.RECORD_OVERHEAD + len(line)
 
 
 def _final_body(n: int, usage: dict[str, Any] | None, padded: bool) -> bytes:

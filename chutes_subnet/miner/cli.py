@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
          help="seconds a served instance list is valid (re-signed after half)")
     _add(p, "--max_concurrency", type=int, default=4, help="invokes served at once; more get 429")
     _add(p, "--request_timeout", type=float, default=120.0, help="seconds per inference")
+    _add(p, "--stream.coalesce_ms", type=float, default=20.0,
+         help="padded v2 streams: milliseconds a frame waits for more tokens to share it "
+              "(the first token is never held; 0: one token per frame)")
     _add(p, "--min_validator_stake", type=float, default=0.0,
          help="stake a validator needs to be served")
     _add(p, "--metagraph_refresh", type=float, default=60.0,
@@ -165,6 +168,7 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
             metrics_port=g("metrics.port") or None, metrics_host=g("metrics.host"),
             model_id=g("model"),
             max_concurrency=g("max_concurrency"), request_timeout=g("request_timeout"),
+            stream_coalesce_ms=g("stream.coalesce_ms"),
             invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),
             metagraph_refresh=g("metagraph_refresh"), shutdown_grace=g("shutdown_grace"),
             tee=g("tee"), serve_axon=not g("axon.no_serve"), fault=g("fault"),

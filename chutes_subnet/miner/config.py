@@ -20,6 +20,8 @@ __all__ = ["FAULTS", "INVOKE_AUTH_MODES", "TEE_KINDS", "MinerConfig"]
 FAULTS = ("wrong-tokens", "stall", "debug-quote", "foreign-hotkey")
 TEE_KINDS = ("tdx", "simulated")
 INVOKE_AUTH_MODES = ("validator", "none")
+#: longest token-coalescing window: beyond it a stream visibly stutters
+MAX_COALESCE_MS = 250.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class MinerConfig:
     max_body_bytes: int = protocol.MAX_ENVELOPE_BYTES
     #: seconds for one inference, first byte to last (streams included)
     request_timeout: float = 120.0
+    #: padded v2 streams: milliseconds a frame waits for more tokens to share it (after
+    #: the first token, which is never held; 0: one token per frame)
+    stream_coalesce_ms: float = 20.0
     #: seconds to receive a request body
     body_timeout: float = 30.0
     #: seconds to produce attestation evidence
@@ -95,6 +100,8 @@ class MinerConfig:
         for name in ("request_timeout", "body_timeout", "attest_timeout", "metagraph_refresh"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        if not 0 <= self.stream_coalesce_ms <= MAX_COALESCE_MS:
+            raise ValueError(f"stream_coalesce_ms must be in 0..{MAX_COALESCE_MS:g}")
         if self.shutdown_grace < 0 or self.retry_after < 1:
             raise ValueError("shutdown_grace must be >= 0 and retry_after >= 1")
         if self.min_validator_stake < 0:

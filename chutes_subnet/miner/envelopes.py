@@ -6,8 +6,10 @@
 
 * non-stream: ``seal_json(obj)`` -> body bytes (``application/octet-stream``);
 * stream: :class:`StreamFramer` — ``start()`` (v1: ``e2e_init``), ``chunk(line)`` per
-  OpenAI chunk line ``"data: {json}"`` (v1 ``{"e2e": ...}``, v2 ``{"e2e": frame}``),
-  ``finish(usage)`` (v2: ``{"e2e_final": frame}`` authenticating the chunk count
+  OpenAI chunk line ``"data: {json}"`` (v1 ``{"e2e": ...}``, v2 ``{"e2e": frame}``), or
+  ``chunk_lines(lines)`` for UTF-8 lines coalesced into one frame where the format
+  allows it (padded v2: ``coalesce_capacity`` is the frame's bucket; else None and one
+  frame per line), ``finish(usage)`` (v2: ``{"e2e_final": frame}`` authenticating the chunk count
   and usage; v1: the plaintext usage event the public client passes on); the caller
   then appends the receipt event and ``[DONE]``.
 
@@ -35,11 +37,18 @@ from chutes_subnet.wire.protocol import request_kem_ciphertext
 
 __all__ = ["OpenedRequest", "StreamFramer", "open_envelope", "open_plaintext"]
 
+_E2E_OPEN = b'data: {"e2e":"'
+_E2E_CLOSE = b'"}\n\n'
+
 
 class StreamFramer(Protocol):
+    #: bytes of line records one frame holds (:func:`chutes_subnet.e2ee.v2.line_cost`
+    #: per line), or None when the format sends one frame per line
+    coalesce_capacity: int | None
+
     def start(self) -> bytes: ...
     def chunk(self, line: str) -> bytes: ...
-    def chunk_lines(self, lines: list[str]) -> bytes: ...
+    def chunk_lines(self, lines: list[bytes]) -> bytes: ...
     def finish(self, usage: dict[str, Any] | None) -> bytes: ...
 
 
@@ -47,12 +56,13 @@ class _OneFramePerLine:
     """Formats that cannot coalesce send the lines one frame each."""
 
     __slots__ = ()
+    coalesce_capacity: int | None = None
 
     def chunk(self, line: str) -> bytes:
         raise NotImplementedError
 
-    def chunk_lines(self, lines: list[str]) -> bytes:
-        return b"".join(self.chunk(line) for line in lines)
+    def chunk_lines(self, lines: list[bytes]) -> bytes:
+        return b"".join(self.chunk(line.decode("utf-8")) for line in lines)
 
 
 class OpenedRequest:
@@ -97,24 +107,26 @@ class _V1Framer(_OneFramePerLine):
 
 
 class _V2Framer:
-    __slots__ = ("_sealer",)
+    __slots__ = ("_sealer", "coalesce_capacity")
 
     def __init__(self, session: v2.ServerSession) -> None:
         self._sealer = session.stream_sealer()
+        self.coalesce_capacity = v2.FRAME_CAPACITY if self._sealer.padded else None
 
     def start(self) -> bytes:
         return b""
 
     def chunk(self, line: str) -> bytes:
         # == format_event({"e2e": frame}); base64 needs no JSON escaping (hot path: per token)
-        return b'data: {"e2e":"' + self._sealer.seal_line(line.encode("utf-8")) + b'"}\n\n'
+        return b"".join((_E2E_OPEN, self._sealer.seal_line(line.encode("utf-8")), _E2E_CLOSE))
 
-    def chunk_lines(self, lines: list[str]) -> bytes:
+    def chunk_lines(self, lines: list[bytes]) -> bytes:
         """Several lines in one padded frame (coalesced tokens); one frame each unpadded."""
-        if not self._sealer.padded:
-            return b"".join(self.chunk(line) for line in lines)
-        frame = self._sealer.seal_lines([line.encode("utf-8") for line in lines])
-        return b'data: {"e2e":"' + frame + b'"}\n\n'
+        seal_line = self._sealer.seal_line
+        if len(lines) == 1 or not self._sealer.padded:
+            return b"".join(part for line in lines
+                            for part in (_E2E_OPEN, seal_line(line), _E2E_CLOSE))
+        return b"".join((_E2E_OPEN, self._sealer.seal_lines(lines), _E2E_CLOSE))
 
     def finish(self, usage: dict[str, Any] | None) -> bytes:
         # the usage is authenticated inside the final frame (and signed in the receipt)

@@ -29,6 +29,10 @@ code reason               when
 500  inference_error      the model failed
 ==== ===================== =====================================================
 
+Padded v2 streams coalesce tokens (:mod:`chutes_subnet.miner.coalesce`, window
+``stream_coalesce_ms``): the first output chunk goes alone and at once, later ones share
+a 512-byte frame when they arrive within the window.
+
 Every answer carries the instance's signed receipt (:mod:`chutes_subnet.receipts`):
 the ``X-E2E-Receipt`` header of a 200 non-stream answer, the last event before
 ``[DONE]`` of a stream, over the exact bytes sent before it. Once a stream has started,
@@ -42,10 +46,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
 from typing import Any
 
 from chutes_subnet.asgi import (
@@ -59,7 +62,8 @@ from chutes_subnet.asgi import (
     send_refusal,
 )
 from chutes_subnet.auth import ReplayCacheFull
-from chutes_subnet.e2ee import RequestContext
+from chutes_subnet.e2ee import RequestContext, dump_json
+from chutes_subnet.e2ee.v2 import line_cost
 from chutes_subnet.errors import (
     AuthenticationError,
     E2EEError,
@@ -70,6 +74,7 @@ from chutes_subnet.errors import (
 )
 from chutes_subnet.inference import InvalidRequestError, UpstreamError
 from chutes_subnet.inference.responses import wants_stream_usage
+from chutes_subnet.miner.coalesce import coalesce
 from chutes_subnet.miner.envelopes import OpenedRequest, open_envelope, open_plaintext
 from chutes_subnet.miner.state import MinerState
 from chutes_subnet.receipts import MAX_TOKENS as MAX_RECEIPT_TOKENS
@@ -287,14 +292,26 @@ class InvokeEndpoint:
         frames = 0
         pending = framer.start()
         keep_usage = wants_stream_usage(opened.payload)
+
+        async def lines() -> AsyncIterator[tuple[bytes, bool]]:
+            """(SSE line, carries output) per chunk; keeps the usage aside."""
+            nonlocal usage
+            async for item in _prepend(first, chunks):
+                if item.get("usage"):
+                    usage = item["usage"] if keep_usage else item.pop("usage")
+                    if not keep_usage and not item.get("choices"):
+                        continue  # the usage-only chunk: not asked for (OpenAI default)
+                yield b"data: " + dump_json(item), _carries_output(item)
+
+        capacity = framer.coalesce_capacity  # None: one frame per line (v1, unpadded v2)
+        window = st.config.stream_coalesce_ms / 1000 if capacity else 0.0
+        batches: AsyncGenerator[list[tuple[bytes, bool]], None] = coalesce(
+            lines(), window=window, capacity=capacity or 0, cost=_line_cost,
+            eager_until=_output_flag)
         try:
-            async with asyncio.timeout_at(deadline):
-                async for item in _prepend(first, chunks):
-                    if item.get("usage"):
-                        usage = item["usage"] if keep_usage else item.pop("usage")
-                        if not keep_usage and not item.get("choices"):
-                            continue  # the usage-only chunk: not asked for (OpenAI default)
-                    pending += framer.chunk("data: " + json.dumps(item, separators=(",", ":")))
+            async with asyncio.timeout_at(deadline), contextlib.aclosing(batches):
+                async for batch in batches:
+                    pending += framer.chunk_lines([line for line, _ in batch])
                     frames += 1
                     answer.update(pending)
                     await send({"type": "http.response.body", "body": pending, "more_body": True})
@@ -344,6 +361,27 @@ class InvokeEndpoint:
             m.ttft.labels(mode).observe(ttft)
         if completion > 0 and elapsed > 0:
             m.tokens_per_second.labels(mode).observe(completion / elapsed)
+
+
+def _carries_output(item: dict[str, Any]) -> bool:
+    """Whether a chunk carries model output (text, a tool call, ...), not only a role or
+    usage: coalescing starts after the first one, so it never delays the first token."""
+    choices = item.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return False
+    choice = choices[0]
+    if choice.get("text"):
+        return True
+    delta = choice.get("delta")
+    return isinstance(delta, dict) and any(v for k, v in delta.items() if k != "role")
+
+
+def _line_cost(entry: tuple[bytes, bool]) -> int:
+    return line_cost(entry[0])
+
+
+def _output_flag(entry: tuple[bytes, bool]) -> bool:
+    return entry[1]
 
 
 async def _prepend(first: dict[str, Any],
