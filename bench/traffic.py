@@ -11,7 +11,9 @@ framer (:func:`chutes_subnet.miner.envelopes.open_envelope`) for
 * ``v1``            — the public client's format (one frame per token, random nonce);
 * ``v2 unpadded``   — v2 as first specified (one frame per token, no padding): *before*;
 * ``v2 padded``     — the default now (512-byte buckets): *after*;
-* ``v2 coalesced``  — padded, two tokens per frame when they are ready together.
+* ``v2 coalesced``  — padded, and the miner's coalescing policy
+  (:mod:`chutes_subnet.miner.coalesce`) over tokens ready together: the first alone,
+  then as many as fit one 512-byte bucket (two chunk lines).
 
 The attacker calibrates a size -> length map on one text (for each observed frame size
 the most common token length, and the mean length as a continuous estimate; the
@@ -30,17 +32,21 @@ Ends with one line of JSON.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import random
 import re
 import statistics
 import sys
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, KeyPair, RequestContext, v1, v2
+from chutes_subnet.miner.coalesce import coalesce
 from chutes_subnet.miner.envelopes import open_envelope
 
 WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at "
@@ -84,8 +90,26 @@ def chunk_line(token: str) -> str:
     return "data: " + json.dumps(chunk, separators=(",", ":"))
 
 
-def frame_sizes(fmt: str, tokens: list[str], kp: KeyPair) -> list[int]:
-    """SSE bytes per frame as the miner's framer writes them (what an observer sees)."""
+def _coalesced(tokens: list[str], capacity: int) -> list[list[str]]:
+    """The miner's own coalescing policy (:func:`chutes_subnet.miner.coalesce.coalesce`)
+    over tokens that are ready together (a fast model): the first alone, then as many
+    as fit one bucket."""
+    async def source() -> AsyncIterator[tuple[str, bytes]]:
+        for token in tokens:
+            yield token, chunk_line(token).encode("utf-8")
+
+    async def run() -> list[list[str]]:
+        batches = coalesce(source(), window=1.0, capacity=capacity,
+                           cost=lambda entry: v2.line_cost(entry[1]), eager_until=lambda _: True)
+        async with contextlib.aclosing(batches):
+            return [[token for token, _ in batch] async for batch in batches]
+
+    return asyncio.run(run())
+
+
+def frames(fmt: str, tokens: list[str], kp: KeyPair) -> list[tuple[int, list[str]]]:
+    """(SSE bytes, tokens) per frame as the miner's framer writes them (an observer sees
+    the bytes)."""
     version = 1 if fmt == "v1" else 2
     padding = PADDING_NONE if fmt in ("v1", "v2 unpadded") else PADDING_PADME
     ctx = RequestContext(stream=True, padding=padding, **CTX)
@@ -95,15 +119,15 @@ def frame_sizes(fmt: str, tokens: list[str], kp: KeyPair) -> list[int]:
     framer = opened.stream()
     framer.start()
     if fmt == "v2 coalesced":
-        return [len(framer.chunk_lines([chunk_line(a), chunk_line(b)]))
-                for a, b in zip(tokens[::2], tokens[1::2], strict=False)]
-    return [len(framer.chunk(chunk_line(t))) for t in tokens]
+        assert framer.coalesce_capacity is not None
+        return [(len(framer.chunk_lines([chunk_line(t).encode("utf-8") for t in batch])), batch)
+                for batch in _coalesced(tokens, framer.coalesce_capacity)]
+    return [(len(framer.chunk(chunk_line(t))), [t]) for t in tokens]
 
 
-def _truth(fmt: str, tokens: list[str]) -> list[int]:
-    if fmt == "v2 coalesced":  # one frame carries two tokens: the attacker wants their sum
-        return [len(a) + len(b) for a, b in zip(tokens[::2], tokens[1::2], strict=False)]
-    return [len(t) for t in tokens]
+def frame_sizes(fmt: str, tokens: list[str], kp: KeyPair) -> list[int]:
+    """SSE bytes per frame (what an observer sees)."""
+    return [size for size, _ in frames(fmt, tokens, kp)]
 
 
 class SizeModel:
@@ -134,17 +158,22 @@ def _pearson(xs: list[float], ys: list[int]) -> float:
 
 
 def attack(fmt: str, train: list[str], test: list[str], kp: KeyPair) -> dict[str, float]:
-    model = SizeModel(frame_sizes(fmt, train, kp), _truth(fmt, train))
-    sizes = frame_sizes(fmt, test, kp)
-    truth = _truth(fmt, test)
+    """Calibrate on ``train``, predict ``test``: per frame, the length of the token(s) it
+    carries (a coalesced frame's truth is the sum of its tokens' lengths)."""
+    calib = frames(fmt, train, kp)
+    model = SizeModel([size for size, _ in calib], [sum(map(len, ts)) for _, ts in calib])
+    observed = frames(fmt, test, kp)
+    sizes = [size for size, _ in observed]
+    truth = [sum(map(len, ts)) for _, ts in observed]
     predicted = [model.estimate(s) for s in sizes]
     guesses = [model.guess(s) for s in sizes]
-    common = Counter(_truth(fmt, train)).most_common(1)[0][0]
+    common = Counter(sum(map(len, ts)) for _, ts in calib).most_common(1)[0][0]
     return {
         "accuracy": sum(g == t for g, t in zip(guesses, truth, strict=True)) / len(truth),
         "chance": sum(t == common for t in truth) / len(truth),
         "correlation": _pearson(predicted, truth),
         "distinct_frame_sizes": len(set(sizes)),
+        "frames": len(sizes),
         "bytes_per_token": sum(sizes) / len(test),
     }
 
@@ -184,9 +213,9 @@ def main() -> int:
     print()
     print(f"request envelopes for prompts of 1..{300 if args.quick else 2000} characters: "
           f"{env['unpadded']} distinct sizes unpadded, {env['padded']} padded (Padmé)")
-    after = results["v2 padded"]
-    verdict = after["accuracy"] <= after["chance"] + 1e-9 and abs(after["correlation"]) < 0.05
-    print(f"after padding the attack is at chance: {'YES' if verdict else 'NO'}")
+    verdict = all(r["accuracy"] <= r["chance"] + 1e-9 and abs(r["correlation"]) < 0.05
+                  for r in (results["v2 padded"], results["v2 coalesced"]))
+    print(f"after padding (and coalescing) the attack is at chance: {'YES' if verdict else 'NO'}")
     print(json.dumps({"bench": "traffic", "quick": args.quick, "tokens": len(test),
                       "attack": results, "envelope_sizes": env, "at_chance_after": verdict},
                      separators=(",", ":"), sort_keys=True))

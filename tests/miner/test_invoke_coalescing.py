@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chutes_subnet.attestation import SimulatedProvider
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.e2ee import PADDING_NONE
 from chutes_subnet.errors import StreamIntegrityError
 from chutes_subnet.inference import DEFAULT_SEED, make_backend, reference_completion

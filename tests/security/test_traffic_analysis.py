@@ -40,6 +40,16 @@ def test_after_padding_the_attack_is_at_chance(fmt: str) -> None:
     assert r["accuracy"] == pytest.approx(r["chance"])
 
 
+def test_coalescing_uses_the_miners_policy_and_halves_the_bytes() -> None:
+    coalesced = traffic.frames("v2 coalesced", TEST, KP)
+    assert [len(ts) for _, ts in coalesced[:3]] == [1, 2, 2]      # first token alone
+    assert [t for _, ts in coalesced for t in ts] == TEST          # every token, in order
+    padded = traffic.attack("v2 padded", TRAIN, TEST, KP)
+    merged = traffic.attack("v2 coalesced", TRAIN, TEST, KP)
+    assert merged["frames"] <= padded["frames"] // 2 + 1
+    assert merged["bytes_per_token"] < 0.55 * padded["bytes_per_token"]
+
+
 def test_padme_leaves_few_envelope_sizes() -> None:
     sizes = traffic.envelope_sizes(600, KP)
     assert sizes["unpadded"] == 600 and sizes["padded"] <= 6  # 512..672 in 32-byte Padmé steps
