@@ -55,3 +55,12 @@ def test_malformed_receipt_key_is_refused(rk) -> None:
     with pytest.raises(ValueError):
         build_report_data(NONCE, PK, HOTKEY, rk)
     assert not binding_matches(bytes(64), NONCE, PK, HOTKEY, rk)
+
+
+def test_report_data_layout_v1_is_two_hashes():
+    import hashlib
+    nonce = bytes(range(32))
+    rd = build_report_data(nonce, b"pk", "5abc")
+    assert rd == hashlib.sha256(nonce + b"pk").digest() + hashlib.sha256(nonce + b"5abc").digest()
+    with pytest.raises(ValueError):
+        build_report_data(b"short", b"pk", "5abc")

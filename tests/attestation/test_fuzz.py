@@ -12,6 +12,7 @@ import base64
 import json
 import re
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,8 @@ QUOTE = (VECTORS / "tdx" / "tdx_v4_quote.bin").read_bytes()
 QUOTE5 = (VECTORS / "tdx" / "tdx_v5_outdated_quote.bin").read_bytes()
 GPU = json.loads((VECTORS / "gpu" / "h100x8_evidence.json").read_text())[0]
 SPDM = base64.b64decode(GPU["evidence"])
-#: sized so the whole file adds seconds, not minutes (the fuzz/ runner goes deeper)
+#: sized so the whole file adds seconds, not minutes (the fuzz/ runner goes deeper);
+#: the FAST tests take several seconds each and are marked slow
 FAST = settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
 SOME = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 FEW = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
@@ -53,18 +55,21 @@ def _parse_quote(raw: bytes) -> None:
 
 @FAST
 @given(st.binary(max_size=6000))
+@pytest.mark.slow
 def test_quote_random_bytes(raw):
     _parse_quote(raw)
 
 
 @FAST
 @given(st.one_of(mutated(QUOTE), mutated(QUOTE5)))
+@pytest.mark.slow
 def test_quote_mutations(raw):
     _parse_quote(raw)
 
 
 @FAST
 @given(st.one_of(st.binary(max_size=5000), mutated(SPDM)))
+@pytest.mark.slow
 def test_spdm_random_and_mutated(raw):
     try:
         parse_spdm_measurements(raw)

@@ -22,6 +22,9 @@ from chutes_subnet.validator import (
 )
 from tests import validator_fixtures as vf
 
+# slow: real miner servers and full validator rounds (about 20 s on 2 busy cores)
+pytestmark = pytest.mark.slow
+
 FAULTS = {
     "honest": None,
     "debug": "debug-quote",

@@ -64,6 +64,7 @@ def test_load_bucket(in_flight: int, capacity: int, bucket: str) -> None:
     assert load_bucket(in_flight, capacity) == bucket
 
 
+@pytest.mark.slow
 def test_health_is_coarse_and_the_scaler_reads_the_private_metrics_port(tmp_path) -> None:
     """Anonymous ``/health`` cannot count requests one by one (three busy slots of four
     and two busy slots both read "high"); ``chutes scale`` gets the exact utilisation from

@@ -21,6 +21,9 @@ from chutes_subnet.validator.attest import Attestor
 from chutes_subnet.validator.workers import WorkerPool
 from tests import validator_fixtures as vf
 
+# slow: starts a worker process pool (about 8 s on 2 busy cores)
+pytestmark = pytest.mark.slow
+
 HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 
