@@ -12,7 +12,7 @@ from chutes_subnet.attestation.verify.policy import Policy
 from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.single_use import Use
 
-HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
+HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 
 def test_challenge_book_single_use_and_expiry():

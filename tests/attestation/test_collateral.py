@@ -13,7 +13,7 @@ from chutes_subnet.attestation.verify.verifier import Verifier
 from chutes_subnet.errors import CollateralError
 from tests.vector_files import VECTORS_DIR as VECTORS
 
-HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
+HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 
 def test_pccs_cache_respects_validity_window(tmp_path):

@@ -8,9 +8,6 @@ import pytest
 from chutes_subnet.attestation.verify.policy import EvidenceFacts, Policy, measure_simulated_profile
 from chutes_subnet.errors import PolicyFileError
 
-HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
-
-
 # --- policy ------------------------------------------------------------------------
 
 

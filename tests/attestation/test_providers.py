@@ -9,8 +9,6 @@ from chutes_subnet.attestation.providers.choose import make_provider
 from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
 from chutes_subnet.errors import AttestationError
 
-HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
-
 
 def test_make_provider():
     assert isinstance(make_provider("simulated", gpu_count=1), SimulatedProvider)

@@ -15,7 +15,7 @@ from chutes_subnet.attestation.verify.policy import Policy
 from chutes_subnet.attestation.verify.quote import parse_quote
 from chutes_subnet.attestation.verify.verifier import Verifier
 
-HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
+HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 
 def test_simulated_rejected_by_default_policy():

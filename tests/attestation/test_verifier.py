@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chutes_subnet.attestation.verify.evidence import Evidence
 
-HOTKEY, NOW = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty", 1_760_000_000
+HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 
 def test_verifier_never_raises_on_garbage(dev_verifier):

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from chutes_subnet.client.proxy import create_proxy_app
+from chutes_subnet.client.proxy import _split_host, create_proxy_app
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
 from chutes_subnet.gateway.app import create_app
@@ -106,3 +106,12 @@ def test_unknown_model_maps_to_503_openai_error(env: Env) -> None:
     r = httpx.post(env.proxy + "/v1/chat/completions", json={"model": "ghost", "messages": MSG})
     assert r.status_code == 503
     assert json.loads(r.content)["error"]["type"] == "unavailable"
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("127.0.0.1:8787", ("127.0.0.1", 8787)), ("localhost", ("localhost", None)),
+    ("[::1]:9", ("::1", 9)), ("ATTACKER.example:8787", ("attacker.example", 8787)),
+    ("evil:1:2", ("evil:1:2", None)), ("127.0.0.1:x", ("127.0.0.1", -1)),
+])
+def test_host_header_split(value: str, expected: tuple) -> None:
+    assert _split_host(value) == expected

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from chutes_subnet.client import AsyncE2EETransport, E2EETransport
+from chutes_subnet.client.transport import plaintext_refusal
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import (
     DecryptionError,
@@ -240,3 +241,17 @@ async def test_async_sdk_non_stream_and_stream(env: Env) -> None:
     text = "".join([c.choices[0].delta.content or "" async for c in stream])
     assert text == "echo: tell me a secret"
     await http.aclose()
+
+
+@pytest.mark.parametrize("method,path,body,allowed", [
+    ("GET", "/v1/models", b"", True),
+    ("DELETE", "/v1/files/x", b"", True),
+    ("POST", "/v1/embeddings", b'{"input": "secret"}', False),
+    ("POST", "/v1/responses", b'{"input": "secret"}', False),
+    ("POST", "/v1/chat/completions", b"not json", False),
+    ("PUT", "/v1/anything", b"x", False),
+    ("GET", "/v1/models", b"body on a GET", False),
+])
+def test_plaintext_rule(method: str, path: str, body: bytes, allowed: bool) -> None:
+    """Consulted only for requests that are not sealable model calls (no ``model``)."""
+    assert (plaintext_refusal(method, path, body) is None) == allowed
