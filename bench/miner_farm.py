@@ -70,7 +70,7 @@ def _serve(spec: dict[str, Any]) -> None:
     from chutes_subnet.receipts import event as receipt_event
     from chutes_subnet.sse import DONE_EVENT, format_event
     from chutes_subnet.wire.messages import AttestResponse
-    from chutes_subnet.wire.protocol import chute_id_for_model
+    from chutes_subnet.wire.protocol import INVOKE_PATH, chute_id_for_model
 
     started = time.perf_counter()
     torch.set_num_threads(1)
@@ -142,8 +142,11 @@ def _serve(spec: dict[str, Any]) -> None:
         body = await read_body(receive, 1 << 20)
         if scope["path"] == "/attest":
             await attest(body, scope["server"][1], send)
-        else:
+        elif scope["path"] == INVOKE_PATH:
             await invoke(scope, body, send)
+        else:  # e.g. another process on this machine probing a port the farm holds
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="error", access_log=False,
                                            lifespan="off", backlog=2048))
