@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
               "same hotkey and --axon.no_serve)")
     _add(p, "--fleet.ttl", type=int, default=600,
          help="seconds a served instance list is valid (re-signed after half)")
+    _add(p, "--fleet.front", help="name of the instance that fronts this hotkey's fleet "
+         "(e.g. the pod chutes-miner-0); with --fleet.self, every other instance runs as a "
+         "sibling: no axon published, no list")
+    _add(p, "--fleet.self", help="this instance's name, compared with --fleet.front (e.g. "
+         "the pod name from the downward API)")
     _add(p, "--max_concurrency", type=int, default=4, help="invokes served at once; more get 429")
     _add(p, "--request_timeout", type=float, default=120.0, help="seconds per inference")
     _add(p, "--stream.coalesce_ms", type=float, default=20.0,
@@ -156,6 +161,13 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
         raise SystemExit("--instance_id is not accepted: the instance id is derived from the "
                          "instance's attested E2EE key (sha256 of the public key)")
     spec = chain_spec(args)
+    serve_axon, siblings = not g("axon.no_serve"), g("fleet.instances") or ""
+    front, me = g("fleet.front"), g("fleet.self")
+    if bool(front) != bool(me):
+        raise SystemExit("--fleet.front and --fleet.self go together (one names the front "
+                         "instance, the other this one)")
+    if front and front != me:  # a sibling: the front publishes the endpoint and the list
+        serve_axon, siblings = False, ""
     if g("tee") == "simulated" and not is_local_chain(spec) \
             and not g("allow_insecure_simulated_tee"):
         raise SystemExit("refusing --tee simulated on network "
@@ -171,10 +183,9 @@ def config_from_args(args: argparse.Namespace) -> MinerConfig:
             stream_coalesce_ms=g("stream.coalesce_ms"),
             invoke_auth=g("invoke_auth"), min_validator_stake=g("min_validator_stake"),
             metagraph_refresh=g("metagraph_refresh"), shutdown_grace=g("shutdown_grace"),
-            tee=g("tee"), serve_axon=not g("axon.no_serve"), fault=g("fault"),
+            tee=g("tee"), serve_axon=serve_axon, fault=g("fault"),
             workload_manifest=g("workload.manifest"), workload_model_dir=g("workload.model_dir"),
-            fleet_instances=tuple(u.strip() for u in (g("fleet.instances") or "").split(",")
-                                  if u.strip()),
+            fleet_instances=tuple(u.strip() for u in siblings.split(",") if u.strip()),
             fleet_ttl=g("fleet.ttl"))
     except ValueError as exc:
         raise SystemExit(f"invalid configuration: {exc}") from None

@@ -119,3 +119,16 @@ def test_cli_flags(monkeypatch):
                                       "--subtensor.network", "local"])
     with pytest.raises(SystemExit, match="no path"):
         config_from_args(args)
+
+
+@pytest.mark.parametrize(("me", "front"), [("chutes-miner-0", True), ("chutes-miner-1", False)])
+def test_the_front_is_named_and_every_other_instance_is_a_sibling(me, front):
+    args = build_parser().parse_args(
+        ["--fleet.instances", "http://10.0.0.2:8091", "--fleet.front", "chutes-miner-0",
+         "--fleet.self", me, "--subtensor.network", "local"])
+    cfg = config_from_args(args)
+    assert cfg.serve_axon is front
+    assert cfg.fleet_instances == (("http://10.0.0.2:8091",) if front else ())
+    args = build_parser().parse_args(["--fleet.front", "x", "--subtensor.network", "local"])
+    with pytest.raises(SystemExit, match="go together"):
+        config_from_args(args)

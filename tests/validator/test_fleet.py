@@ -24,9 +24,15 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chutes_subnet.auth import hotkey_signer
+from chutes_subnet.auth import forward_signer, hotkey_signer
 from chutes_subnet.chain import Neuron
+from chutes_subnet.gateway.api_keys import MemoryApiKeyStore
+from chutes_subnet.gateway.app import create_app as create_gateway
+from chutes_subnet.gateway.config import GatewayConfig
+from chutes_subnet.gateway.usage import MemoryUsageMeter
+from chutes_subnet.inference import DEFAULT_MODEL_ID
 from chutes_subnet.instance_id import instance_id_for_b64
+from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
 from chutes_subnet.validator.config import ScoringConfig
@@ -45,9 +51,14 @@ from chutes_subnet.validator.identity import (
 from chutes_subnet.validator.results import AttestationSummary, MinerResult
 from chutes_subnet.validator.scoring import instance_scores, score_round, update_ema
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
+from chutes_subnet.wire.call import SealTarget, seal_call
 from chutes_subnet.wire.fleet import fleet_json, sign_fleet
 from chutes_subnet.wire.messages import FleetInstance
-from chutes_subnet.wire.protocol import MAX_FLEET_BYTES, MAX_FLEET_INSTANCES
+from chutes_subnet.wire.protocol import (
+    MAX_FLEET_BYTES,
+    MAX_FLEET_INSTANCES,
+    chute_id_for_model,
+)
 from tests import validator_fixtures as vf
 from tests.servers import UvicornThread, free_port
 
@@ -221,6 +232,38 @@ def test_a_list_not_signed_by_the_uids_hotkey_scores_zero_and_publishes_nothing(
     # the fleet's own instances were not taken over through the forged list
     assert {r.hotkey for r in registry.list_verified()
             if r.url in subnet.by_name("fleet").listed} == {subnet.by_name("fleet").hotkey}
+
+
+def test_the_gateway_routes_to_each_instance_of_a_fleet_directly(subnet, rounds):
+    _reports, registry, _published, _path = rounds
+    fleet = subnet.by_name("fleet")
+    keys = MemoryApiKeyStore()
+    secret, _rec = keys.create("app")
+    auth = {"Authorization": f"Bearer {secret}"}
+    app = create_gateway(GatewayConfig(max_instances=16), registry=registry,
+                         nonce_store=MemoryNonceStore(), keys=keys, usage=MemoryUsageMeter(),
+                         forward_signer=forward_signer(subnet.validator_wallet))
+    chute = chute_id_for_model(DEFAULT_MODEL_ID)
+    with UvicornThread(app) as gw:
+        listed = httpx.get(f"{gw.url}/e2e/instances/{chute}", headers=auth, timeout=10).json()
+        offered = {i["instance_id"]: i for i in listed["instances"]}
+        records = {r.instance_id: r for r in registry.list_verified(chute)
+                   if r.hotkey == fleet.hotkey}
+        assert len(records) == 3 and set(records) <= set(offered)   # every instance offered
+        served = {}
+        for iid, rec in records.items():
+            info = offered[iid]
+            target = SealTarget(iid, base64.b64decode(info["e2e_pubkey"]), (2,))
+            call = seal_call(target, chute_id=chute, nonce=info["nonces"][0],
+                             path="/v1/completions", stream=False,
+                             payload={"prompt": "hi", "max_tokens": 2}, version=2)
+            resp = httpx.post(f"{gw.url}/e2e/invoke", headers={**call.headers, **auth},
+                              content=call.body, timeout=30)
+            # only the instance holding the key can answer: 200 means the gateway went
+            # straight to that instance's own URL
+            assert resp.status_code == 200, (rec.url, resp.text)
+            served[rec.url] = resp
+    assert sorted(served) == sorted(fleet.listed)
 
 
 # --- the fetch on its own: real HTTP, every refusal ---------------------------------
