@@ -9,8 +9,9 @@ Usage: python bench/e2ee.py [--quick]
   request and the answer JSON bytes. Targets: <= 1.5x at 1 KiB and 4 KiB, <= 2x at 1 MiB.
 * **Throughput**: 1 MiB sealed+opened by the envelope vs raw ChaCha20-Poly1305 (>= 0.5x).
 * **Stream**: one frame sealed + opened vs one raw AEAD encrypt + decrypt of the same
-  line (<= 1.3x), and microseconds per streamed token on the miner (JSON chunk -> SSE
-  frame) and on the client (SSE bytes -> plaintext line).
+  line (<= 1.3x), and microseconds per streamed token on the miner (chunk object -> JSON
+  line -> SSE frame, with the coalescer's batching when coalesced) and on the client
+  (SSE bytes -> plaintext lines), one token per frame and coalesced.
 * **Receipts and padding**, each reported apart: the cost of signing + verifying one
   receipt, and of padded vs unpadded envelopes and frames (time and bytes).
 
@@ -47,6 +48,7 @@ NONCE = "0123456789abcdef0123456789abcdef"
 WORDS = ["the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "they", "you", "were", "her", "she", "there", "would", "their", "we", "him", "been", "has", "when", "who", "will", "more", "no", "if", "out", "so", "said", "what", "up", "its", "about", "into", "than", "them", "can", "only", "other", "new", "some", "could", "time", "these", "two", "may", "then", "do", "first", "any", "my", "now", "such", "like", "our", "over", "man", "me", "even", "most", "made", "after", "also", "did", "many", "before", "must", "through", "back", "years", "where", "much", "your", "way", "well", "down", "should", "because", "each", "just", "those", "people", "how", "too", "little", "state", "good", "very", "make", "world", "still", "own", "see", "men", "work", "long", "get", "here", "between", "both", "life", "being", "under", "never", "day", "same", "another", "know", "while", "last", "might", "us", "great", "old", "year", "off", "come", "since", "against", "go", "came", "right", "used", "take", "three"]
 _HAS_PAD = hasattr(v2, "PADDING_PADME")
 _HAS_RECEIPTS = hasattr(v2.ClientSession, "request_binding")
+_HAS_COALESCE = hasattr(v2, "line_cost")
 
 
 def _median_us(fn: Callable[[], object], repeats: int, inner: int = 1) -> float:
@@ -232,19 +234,23 @@ def bench_stream(repeats: int) -> dict[str, float]:
     if _HAS_PAD:
         out["frame_padded_ratio"] = out["frame_padded_us"] / out["raw_aead_512_us"]
 
-    # whole per-token path: miner (JSON chunk -> SSE bytes, + the receipt's running hash),
-    # client (SSE bytes -> plaintext line, + the receipt tap). Padding and receipts apart.
-    try:
-        from chutes_subnet.wire.call import StreamDecoder
-    except ImportError:  # before the wire layer
-        from chutes_subnet.client.envelope import StreamDecoder  # type: ignore[no-redef]
+    # whole per-token path as the miner and the client run it: miner (chunk object -> JSON
+    # line -> SSE frame bytes, + the receipt's running hash; coalesced: + the coalescer's
+    # batching), client (SSE bytes -> plaintext lines, + the receipt tap). Padding,
+    # receipts and coalescing reported apart.
+    from chutes_subnet.wire.call import StreamDecoder
 
-    def miner(opened: Any, events: list[bytes], hashed: bool) -> None:
+    miner_line = _miner_line_encoder()
+
+    def miner(opened: Any, events: list[bytes], hashed: bool, coalesced: bool) -> None:
         events.clear()
         framer = opened.stream()
         answer = hashlib.sha256()
-        for _ in range(n):
-            ev = framer.chunk("data: " + json.dumps(CHUNK, separators=(",", ":")))
+        batches = _coalesced_batches(framer, miner_line, n) if coalesced else \
+            ([miner_line(CHUNK)] for _ in range(n))
+        for batch in batches:
+            # this miner: UTF-8 lines, one frame per batch; older ones: one text line per frame
+            ev = framer.chunk_lines(batch) if isinstance(batch[0], bytes) else framer.chunk(batch[0])
             if hashed:
                 answer.update(ev)
             events.append(ev)
@@ -255,22 +261,56 @@ def bench_stream(repeats: int) -> dict[str, float]:
         for ev in events:
             dec.feed(ev)
 
-    for label, ctx in (("", _ctx(True)), ("_unpadded", _ctx_unpadded(True))):
+    variants = [("", _ctx(True), False), ("_unpadded", _ctx_unpadded(True), False)]
+    if _HAS_COALESCE:
+        variants.append(("_coalesced", _ctx(True), True))
+    for label, ctx, coalesced in variants:
         blob, client = v2.seal_request(kp.public_bytes, ctx, {"x": 1})
         opened = open_envelope(2, kp, ctx, blob)
         events: list[bytes] = []
         out[f"miner_token_us{label}"] = _median_us(
-            functools.partial(miner, opened, events, False), reps) / n
+            functools.partial(miner, opened, events, False, coalesced), reps) / n
         out[f"frame_bytes{label}"] = len(events[0])
+        out[f"wire_bytes_per_token{label}"] = sum(map(len, events)) / n
         out[f"client_token_us{label}"] = _median_us(
             functools.partial(client_side, client, events, False), reps) / n
-        if _HAS_RECEIPTS and label == "":
-            out["miner_token_us_receipt"] = _median_us(
-                functools.partial(miner, opened, events, True), reps) / n
-            out["client_token_us_receipt"] = _median_us(
+        if _HAS_RECEIPTS and label in ("", "_coalesced"):
+            out[f"miner_token_us_receipt{label}"] = _median_us(
+                functools.partial(miner, opened, events, True, coalesced), reps) / n
+            out[f"client_token_us_receipt{label}"] = _median_us(
                 functools.partial(client_side, client, events, True), reps) / n
     out["line_bytes"] = len(line) + 2
     return out
+
+
+def _miner_line_encoder() -> Callable[[dict[str, Any]], Any]:
+    """How this version of the miner turns a chunk object into its SSE line."""
+    try:
+        from chutes_subnet.e2ee import dump_json
+    except ImportError:  # before orjson lines: stdlib JSON, text lines
+        return lambda chunk: "data: " + json.dumps(chunk, separators=(",", ":"))
+    return lambda chunk: b"data: " + dump_json(chunk)
+
+
+def _coalesced_batches(framer: Any, encode: Callable[[dict[str, Any]], Any],
+                       n: int) -> list[list[bytes]]:
+    """n chunk lines through the miner's coalescer, all ready together (a fast model)."""
+    import asyncio
+    import contextlib
+
+    from chutes_subnet.miner.coalesce import coalesce
+
+    async def source() -> Any:
+        for _ in range(n):
+            yield encode(CHUNK)
+
+    async def run() -> list[list[bytes]]:
+        batches = coalesce(source(), window=1.0, capacity=framer.coalesce_capacity,
+                           cost=v2.line_cost, eager_until=lambda _: True)
+        async with contextlib.aclosing(batches):
+            return [batch async for batch in batches]
+
+    return asyncio.run(run())
 
 
 def bench_receipts(repeats: int) -> dict[str, float]:
@@ -339,12 +379,31 @@ def main() -> int:
           + (f"; padded frame {st['frame_padded_us']:.2f} us vs raw AEAD over its 512 B "
              f"{st['raw_aead_512_us']:.2f} us -> {st['frame_padded_ratio']:.2f}x"
              if "frame_padded_us" in st else ""))
-    print(f"per streamed token (miner / client): unpadded {st['miner_token_us_unpadded']:.2f} / "
-          f"{st['client_token_us_unpadded']:.2f} us, {st['frame_bytes_unpadded']} B; "
-          f"padded {st['miner_token_us']:.2f} / {st['client_token_us']:.2f} us, "
-          f"{st['frame_bytes']} B (for a {st['line_bytes']} B line)"
-          + (f"; padded + receipt {st['miner_token_us_receipt']:.2f} / "
-             f"{st['client_token_us_receipt']:.2f} us" if "miner_token_us_receipt" in st else ""))
+    print()
+    print(f"{'per streamed token':>26} | {'miner':>8} | {'client':>8} | {'wire B/token':>12}")
+    print("-" * 64)
+    for label, name in (("_unpadded", "v2 unpadded"), ("", "v2 padded, 1 token/frame"),
+                        ("_receipt", "  + receipt hash/tap"),
+                        ("_coalesced", "v2 padded, coalesced"),
+                        ("_receipt_coalesced", "  + receipt hash/tap")):
+        if f"miner_token_us{label}" not in st:
+            continue
+        wire = st.get(f"wire_bytes_per_token{label}", st.get(
+            "wire_bytes_per_token" + label.replace("_receipt", ""), float("nan")))
+        print(f"{name:>26} | {st[f'miner_token_us{label}']:>5.2f} us | "
+              f"{st[f'client_token_us{label}']:>5.2f} us | {wire:>12.0f}")
+    print()
+    print("cost of padding (padded - unpadded): round trip "
+          + ", ".join(f"{k} {r['v2_us'] - r['v2_unpadded_us']:+.0f} us / "
+                      f"{r['wire_bytes'] / r['wire_bytes_unpadded'] - 1:+.1%} bytes"
+                      for k, r in rt.items() if "v2_unpadded_us" in r)
+          + f"; per token {st['miner_token_us'] - st['miner_token_us_unpadded']:+.2f} us miner, "
+            f"{st['client_token_us'] - st['client_token_us_unpadded']:+.2f} us client")
+    if "miner_token_us_receipt" in st:
+        print(f"cost of receipts: per answer sign {rc.get('sign_us', float('nan')):.1f} us "
+              f"(instance) + verify {rc.get('verify_us', float('nan')):.1f} us (gateway, client); "
+              f"per token {st['miner_token_us_receipt'] - st['miner_token_us']:+.2f} us miner, "
+              f"{st['client_token_us_receipt'] - st['client_token_us']:+.2f} us client")
     if rc:
         print(f"receipt: sign {rc['sign_us']:.1f} us, verify {rc['verify_us']:.1f} us, "
               f"{rc['wire_chars']} header chars")

@@ -45,6 +45,10 @@ class SSEParser:
 
     def feed(self, chunk: bytes) -> list[str]:
         """Consume ``chunk``; return the data of every event it completes."""
+        if not (self._buf or self._data or self._pending_cr):
+            whole = self._whole_events(chunk)
+            if whole is not None:
+                return whole
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._pending_cr = False
@@ -71,6 +75,21 @@ class SSEParser:
         if len(self._buf) > self._max_line:
             raise EnvelopeFormatError("SSE line exceeds the size limit")
         return events
+
+    def _whole_events(self, chunk: bytes) -> list[str] | None:
+        """Fast path (one per streamed token): ``chunk`` is whole one-line ``data: ``
+        events, as every sender here writes them. None: parse it line by line instead."""
+        if not chunk.endswith(b"\n\n") or b"\r" in chunk:
+            return None
+        blocks = chunk[:-2].split(b"\n\n")
+        limit = self._max_line
+        for block in blocks:
+            if not block.startswith(b"data: ") or b"\n" in block or len(block) > limit:
+                return None
+        try:
+            return [block[6:].decode("utf-8") for block in blocks]
+        except UnicodeDecodeError as exc:
+            raise EnvelopeFormatError("SSE line is not UTF-8") from exc
 
     def close(self) -> list[str]:
         """End of input: a final event without its blank line still counts."""
