@@ -13,8 +13,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -41,7 +42,7 @@ class UvicornThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> "UvicornThread":
+    def start(self, timeout: float = 20.0) -> UvicornThread:
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -54,7 +55,7 @@ class UvicornThread:
         self.server.should_exit = True
         self.thread.join(timeout=15)
 
-    def __enter__(self) -> "UvicornThread":
+    def __enter__(self) -> UvicornThread:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -73,7 +74,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         exe = redis_server_binary()
         self.proc = subprocess.Popen(
             [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -161,7 +162,7 @@ class PostgresServer:
     def _run_as(self) -> dict[str, Any]:
         return {"user": "nobody", "group": "nogroup"} if os.geteuid() == 0 else {}
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         self._bindir = _unprivileged_copy(postgres_bindir())
         data, sock = self.dir / "data", self.dir / "sock"
         if not data.exists():
@@ -173,7 +174,7 @@ class PostgresServer:
                 [str(self._bindir / "initdb"), "-D", str(data), "-U", _PG_USER, "--auth=trust",
                  "-E", "UTF8", "--locale=C", "--no-sync"],
                 check=True, capture_output=True, timeout=120, **self._run_as())
-        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 - closed with the process
+        log = open(self.dir / "server.log", "ab")
         self.proc = subprocess.Popen(
             [str(self._bindir / "postgres"), "-D", str(data), "-p", str(self.port),
              "-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",

@@ -227,6 +227,14 @@ class FlakyChain:
         return await self.inner.metagraph()
 
 
+async def _until(condition, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail (never hang) after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
 async def test_metagraph_cache_refreshes_and_survives_errors(caplog):
     local = LocalChain(":memory:", block_time=0)
     local.register("v", "ck", validator_permit=True)
@@ -239,15 +247,13 @@ async def test_metagraph_cache_refreshes_and_survives_errors(caplog):
         flaky.fail = ChainError("node unreachable")
         local.register("m", "ck")
         calls = flaky.calls
-        while flaky.calls < calls + 2:
-            await asyncio.sleep(0.02)
+        await _until(lambda: flaky.calls >= calls + 2)
         assert cache.current is first and cache.failures >= 2  # last good snapshot kept
         assert "node unreachable" in caplog.text
         flaky.fail = RuntimeError("bug")
         await cache.refresh()
         flaky.fail = None
-        while cache.current is first:
-            await asyncio.sleep(0.02)
+        await _until(lambda: cache.current is not first)
         assert [n.hotkey for n in cache().neurons] == ["v", "m"]
     assert cache._task is None
     local.close()

@@ -86,7 +86,7 @@ def test_trickled_head_is_cut_after_the_head_timeout(server, monkeypatch):
             sock.settimeout(0.1)
             try:
                 data = sock.recv(4096)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 break

@@ -37,7 +37,7 @@ from tests.servers import UvicornThread, free_port
 
 HOTKEY = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 ROOT = x509.load_der_x509_certificate(dev_gpu_root_der())
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _delegate(eku: bool, signer: ec.EllipticCurvePrivateKey | None = None

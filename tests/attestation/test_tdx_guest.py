@@ -191,7 +191,7 @@ def test_qgs_failures(device, qgs, mode, match):
 
 def test_qgs_timeout_and_unreachable(device, qgs):
     qgs.mode = "silent"
-    with pytest.raises(QgsError, match="timed out after 0.3 s"):
+    with pytest.raises(QgsError, match=r"timed out after 0\.3 s"):
         QgsClient(qgs.address, timeout=0.3).get_quote(bytes(1024))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

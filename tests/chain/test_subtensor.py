@@ -201,7 +201,7 @@ async def test_set_weights_submits_the_conformed_vector_signed_by_the_hotkey(nod
     assert signer == hotkey_ss58(wallets["validator"])
     assert (call.module, call.function) == ("SubtensorModule", "set_mechanism_weights")
     expected = quantize_weights(plan_weights(scores))
-    assert dict(zip(call.params["dests"], call.params["weights"])) == expected == {1: 65535,
+    assert dict(zip(call.params["dests"], call.params["weights"], strict=True)) == expected == {1: 65535,
                                                                                     2: 21845}
     assert call.params["version_key"] == 42 and call.params["netuid"] == NETUID
 
@@ -234,7 +234,7 @@ async def test_a_timed_out_submission_that_landed_is_success(node, wallets):
     async def landed_then_timeout(call, keypair, **kwargs):
         await submit(call, keypair, **kwargs)
         node.storage[("LastUpdate", (NETUID,))] = [BLOCK, 0, 0]
-        raise asyncio.TimeoutError
+        raise TimeoutError
 
     node.submit = landed_then_timeout
     chain, sleeps = _chain(node, wallets["validator"], max_attempts=3)

@@ -28,7 +28,7 @@ def _sdk_conform(scores: dict[int, float], limit: float | None) -> dict[int, int
     preflight = _Preflight(uid=65535, commit_reveal=False, min_allowed_weights=0,
                            max_weight_limit=u16)
     uids, values = _conform([u for u, _ in items], [w for _, w in items], preflight, 1)
-    return dict(zip(uids, values))
+    return dict(zip(uids, values, strict=True))
 
 
 @settings(max_examples=300, deadline=None)
@@ -45,7 +45,7 @@ def test_plan_matches_sdk_clip_and_normalize(scores, limit):
     else:
         total = math.fsum(values)
         expected = [w / total for w in values]
-    want = {uid: w for (uid, _), w in zip(items, expected) if w > 0}
+    want = {uid: w for (uid, _), w in zip(items, expected, strict=True) if w > 0}
     assert plan == want  # bit-for-bit: same functions, same order
     assert math.isclose(sum(plan.values()), 1.0, rel_tol=1e-9)
     assert all(w > 0 for w in plan.values())
@@ -94,7 +94,7 @@ def test_clipping_twice_is_not_clipping_once():
 def test_quantize_is_the_sdk_normalize(scores):
     plan = plan_weights(scores)
     uids, values = normalize(sorted(plan), [plan[u] for u in sorted(plan)])
-    assert quantize_weights(plan) == dict(zip(uids, values))
+    assert quantize_weights(plan) == dict(zip(uids, values, strict=True))
     if plan:
         assert max(quantize_weights(plan).values()) == 65535
 

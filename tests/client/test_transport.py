@@ -189,7 +189,7 @@ class TamperingBox(httpx.BaseTransport):
         elif self.mode == "truncate":
             events = events[: enc[-1] + 1]
         elif self.mode == "truncate_with_done":
-            events = events[: enc[-1] + 1] + [b"data: [DONE]"]
+            events = [*events[: enc[-1] + 1], b"data: [DONE]"]
         elif self.mode == "flip":
             ev = json.loads(events[enc[0]][6:])
             raw = bytearray(base64.b64decode(ev["e2e"]))

@@ -70,8 +70,8 @@ def test_request_for_another_instance_key_is_rejected():
 
 
 def test_response_replayed_from_another_request_is_rejected():
-    _, client_a, server_a, _ = _pair()
-    _, client_b, server_b, _ = _pair()
+    _, client_a, _server_a, _ = _pair()
+    _, _client_b, server_b, _ = _pair()
     with pytest.raises(DecryptionError):
         client_a.open_response(server_b.seal_response({"x": 1}))
     frames_b, final_b = _stream(server_b, 2)
@@ -124,7 +124,7 @@ def test_stream_tamper_matrix(attack):
 
 def test_stream_failure_is_sticky():
     _, client, server, _ = _pair()
-    frames, final = _stream(server, 3)
+    frames, _final = _stream(server, 3)
     op = client.stream_opener()
     with pytest.raises(StreamIntegrityError):
         op.open(frames[1])

@@ -298,7 +298,7 @@ def test_dead_miner_gives_502_with_retry_hint_and_is_benched() -> None:
 def test_journal_shows_only_ids_sizes_and_usage_to_the_key_owner(stack: Stack) -> None:
     inst = discover(stack)[IA]
     nonce = inst["nonces"][1]
-    r, sess = invoke(stack, inst, nonce, stream=True)
+    r, _sess = invoke(stack, inst, nonce, stream=True)
     assert r.status_code == 200
     j = httpx.get(f"{stack.gw}/v1/requests", headers={"Authorization": f"Bearer {stack.key}"})
     assert j.status_code == 200

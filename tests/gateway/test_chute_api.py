@@ -143,11 +143,14 @@ def test_a_private_chute_is_invisible_outside_its_allowlist(env: Env) -> None:
     assert ok.status_code == 200 and ok.json()["instance_id"] == iid
     hijack = _deploy(env, spec, env.outsider)
     assert (hijack.status_code, hijack.json()) == (404, unknown)
-    names = lambda who: {c["name"] for c in httpx.get(env.gw + "/v1/chutes", headers=who)
-                         .json()["data"]}
+    def names(who: dict[str, str]) -> set[str]:
+        return {c["name"] for c in httpx.get(env.gw + "/v1/chutes", headers=who).json()["data"]}
+
     assert PRIVATE not in names(env.outsider) and PRIVATE in names(env.friend)
-    models = lambda who: {m["id"] for m in httpx.get(env.gw + "/v1/models", headers=who)
-                          .json()["data"]}
+
+    def models(who: dict[str, str]) -> set[str]:
+        return {m["id"] for m in httpx.get(env.gw + "/v1/models", headers=who).json()["data"]}
+
     assert PRIVATE not in models(env.outsider) and PRIVATE in models(env.owner)
     assert PRIVATE not in models({})
     serving = httpx.get(env.gw + "/v1/chutes/serving").json()["data"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +20,7 @@ def _feed_split(data: bytes, cuts: list[int], decoder: SSEDecoder | None = None)
     decoder = decoder or SSEDecoder()
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     events: list[str] = []
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         events += decoder.feed(data[a:b])
     return events
 

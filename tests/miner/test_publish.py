@@ -102,7 +102,7 @@ async def test_unregistered_hotkey_names_the_registration_commands():
 async def test_unspecified_address_names_the_flag():
     chain = RecordingChain()
     chain.inner.register(HOTKEY, "ck")
-    with pytest.raises(ChainError, match="--axon.external_ip"):
+    with pytest.raises(ChainError, match=r"--axon\.external_ip"):
         await publish_axon(chain, HOTKEY, MinerConfig(tee="simulated", host="0.0.0.0"))
 
 

@@ -30,7 +30,7 @@ def results(tmp_path_factory):
         all_cases = paths.cases(ws)
         with ThreadPoolExecutor(max_workers=3) as pool:
             outcomes = dict(zip([c.name for c in all_cases],
-                                pool.map(lambda c: paths.run_case(c, ws), all_cases)))
+                                pool.map(lambda c: paths.run_case(c, ws), all_cases), strict=True))
     finally:
         ws.close()
     return outcomes

@@ -147,7 +147,7 @@ async def test_other_weights_and_the_toy_fail(cheat_dirs, reference):
     answers["embedded-toy"] = [run_generation(p.path, {**p.body, "model": "x"}, seed=1234).text
                                for p in PROMPTS]
     for name, texts in answers.items():
-        for prompt, text in zip(PROMPTS, texts):
+        for prompt, text in zip(PROMPTS, texts, strict=True):
             claimed = reference.model.count_tokens(text)   # a cheat that counts right
             with pytest.raises(EvaluationFailure) as info:
                 await check_real_answer(reference, prompt, text, claimed, random.Random(1))
