@@ -130,7 +130,7 @@ def chute_registry_prices(store: Any) -> Callable[[str], TokenPrice | None]:
 
 def open_billing(db: Any, *, prices: str, plans: str | None = None,
                  seed_file: str | None = None) -> BillingGate:
-    """A gate on the gateway's database ``db`` (a :class:`~chutes_subnet.stores.sql.Database`
+    """A gate on the gateway's database ``db`` (a :class:`~chutes_subnet.stores.database.Database`
     or URL) from the operator's files; bad input is one ``ValueError`` line."""
     from chutes_subnet.billing.config import load_plans, load_seed
 

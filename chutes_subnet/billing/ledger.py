@@ -28,7 +28,7 @@ from typing import Any
 
 from chutes_subnet.billing.plans import Plan, period_key, plan_expiry, split_covered
 from chutes_subnet.billing.prices import MAX_RAO, TokenPrice, cost_rao, parse_rao
-from chutes_subnet.stores.sql import Database, Transaction, open_database
+from chutes_subnet.stores.database import Database, Transaction, open_database
 
 __all__ = [
     "Admission",
@@ -116,7 +116,7 @@ class Ledger:
     """Balances and everything that moves them, in one SQL database."""
 
     def __init__(self, db: Database | str) -> None:
-        """On an open :class:`~chutes_subnet.stores.sql.Database` (the gateway's, so
+        """On an open :class:`~chutes_subnet.stores.database.Database` (the gateway's, so
         usage and charges share one engine) or a URL / SQLite path (migrated on open)."""
         self.db = open_database(db) if isinstance(db, str) else db
         self._owns_db = isinstance(db, str)

@@ -13,7 +13,7 @@ normalization), so validators can log and test exactly what they will submit.
 
 from __future__ import annotations
 
-from .factory import open_chain
+from .chain_factory import open_chain
 from .local import LocalChain
 from .subtensor import BittensorChain
 from .types import Chain, Metagraph, Neuron, WeightsResult

@@ -7,7 +7,7 @@ every instance themselves (:class:`ClientPolicy`) before encrypting to its key;
 """
 
 from chutes_subnet.client.check import verify_model
-from chutes_subnet.client.policy import ClientPolicy
+from chutes_subnet.client.client_policy import ClientPolicy
 from chutes_subnet.client.transport import AsyncE2EETransport, E2EETransport
 from chutes_subnet.client.verify import ClientVerdict
 

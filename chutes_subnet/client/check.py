@@ -1,6 +1,6 @@
 """Verify every instance of a model through a gateway (``chutes-subnet verify``).
 
-The same discovery and :class:`~chutes_subnet.client.attest.InstanceVerifier` flow
+The same discovery and :class:`~chutes_subnet.client.instance_verifier.InstanceVerifier` flow
 the transports run before sending, driven once over all offered instances, so a user
 can see what their client would accept and why: :func:`verify_model` returns one
 :class:`~chutes_subnet.client.verify.ClientVerdict` per instance.
@@ -13,9 +13,9 @@ import httpx
 from chutes_subnet.errors import NoInstancesError
 
 from ._flow import Flow, Step, drive_sync
-from .attest import InstanceVerifier
+from .client_policy import ClientPolicy
 from .discovery import looks_like_chute_id, parse_instances, parse_models
-from .policy import ClientPolicy
+from .instance_verifier import InstanceVerifier
 from .verify import ClientVerdict
 
 __all__ = ["verify_model", "verify_model_flow"]

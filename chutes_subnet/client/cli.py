@@ -63,7 +63,7 @@ def _add_trust_flags(p: Any) -> None:
 
 
 def _policy(args: argparse.Namespace) -> Any:
-    from chutes_subnet.client.policy import ClientPolicy
+    from chutes_subnet.client.client_policy import ClientPolicy
 
     if args.dangerous_accept_simulated_tee:
         if args.policy:

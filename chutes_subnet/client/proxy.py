@@ -42,7 +42,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chutes_subnet.attestation.verify.binding import constant_time_equal
-from chutes_subnet.client.policy import ClientPolicy
+from chutes_subnet.client.client_policy import ClientPolicy
 from chutes_subnet.client.transport import AsyncE2EETransport, plaintext_refusal
 from chutes_subnet.errors import (
     AttestationRateLimited,

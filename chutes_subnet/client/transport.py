@@ -11,8 +11,8 @@ naming a ``model`` is resolved to a chute (``/v1/models``, cached), given an ins
 and a nonce (``/e2e/instances/{chute_id}``, pooled until expiry or exhaustion), the
 instance is **verified by this client** (``verify="full"``, the default: a challenge
 with the client's own nonce relayed by the gateway, checked with the validator's
-verifier and the client's :class:`~chutes_subnet.client.policy.ClientPolicy`, then
-pinned; see :mod:`chutes_subnet.client.attest`), the body is sealed (E2EE v2 only
+verifier and the client's :class:`~chutes_subnet.client.client_policy.ClientPolicy`, then
+pinned; see :mod:`chutes_subnet.client.instance_verifier`), the body is sealed (E2EE v2 only
 unless ``versions`` opts into v1), sent to ``/e2e/invoke``, and the answer is
 decrypted — JSON as JSON, SSE as SSE — so the SDK sees an ordinary response.
 
@@ -65,9 +65,9 @@ import httpx
 
 from chutes_subnet.attestation.verify.signed_statements import QuorumRule
 from chutes_subnet.client._flow import Flow, Step, drive_async, drive_sync
-from chutes_subnet.client.attest import InstanceVerifier
+from chutes_subnet.client.client_policy import ClientPolicy
 from chutes_subnet.client.discovery import DiscoveryCache, parse_instances, parse_models
-from chutes_subnet.client.policy import ClientPolicy
+from chutes_subnet.client.instance_verifier import InstanceVerifier
 from chutes_subnet.client.quorum import MetagraphSource, QuorumVerifier
 from chutes_subnet.errors import (
     DowngradeError,

@@ -15,8 +15,8 @@ from chutes_subnet.e2ee._json import IMPL as JSON_IMPL
 from chutes_subnet.e2ee._json import dumps as dump_json
 from chutes_subnet.e2ee._kem import BACKEND as KEM_BACKEND
 from chutes_subnet.e2ee._payload import parse as parse_payload
-from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_PADME, RequestContext
 from chutes_subnet.e2ee.keys import KeyPair, decode_public_key
+from chutes_subnet.wire.context import PADDING_NONE, PADDING_PADME, RequestContext
 
 __all__ = [
     "GZIP_IMPL",

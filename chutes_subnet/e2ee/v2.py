@@ -51,9 +51,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from chutes_subnet.e2ee import _b64, _json, _kem, _padding, _payload
 from chutes_subnet.e2ee._symmetric import TAG_SIZE, hkdf_expand, hkdf_extract, open_, seal
-from chutes_subnet.e2ee.context import PADDING_NONE, PADDING_PADME, RequestContext
 from chutes_subnet.e2ee.keys import KeyPair
 from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
+from chutes_subnet.wire.context import PADDING_NONE, PADDING_PADME, RequestContext
 
 __all__ = [
     "FRAME_CAPACITY",

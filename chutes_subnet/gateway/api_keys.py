@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chutes_subnet.errors import AuthenticationError
 
 if TYPE_CHECKING:
-    from chutes_subnet.stores.sql import Database
+    from chutes_subnet.stores.database import Database
 
 __all__ = [
     "KEY_PREFIX",
@@ -153,7 +153,7 @@ def _replace_revoked(rec: ApiKey) -> ApiKey:
 
 
 class SQLApiKeyStore:
-    """Keys in a SQL database (:mod:`chutes_subnet.stores.sql`: SQLite or PostgreSQL),
+    """Keys in a SQL database (:mod:`chutes_subnet.stores.database`: SQLite or PostgreSQL),
     shared by the ``keys`` CLI and every gateway replica.
 
     Successful lookups are cached for ``cache_seconds`` so the hot path is a dict hit;
@@ -236,7 +236,7 @@ class SQLiteApiKeyStore(SQLApiKeyStore):
     """Keys in a SQLite file (the embedded default)."""
 
     def __init__(self, path: str | Path, *, cache_seconds: float = 5.0) -> None:
-        from chutes_subnet.stores.sql import SQLiteDatabase
+        from chutes_subnet.stores.database import SQLiteDatabase
 
         super().__init__(SQLiteDatabase(path), cache_seconds=cache_seconds, owns_db=True)
 

@@ -6,10 +6,10 @@ Endpoints (wire shapes in :mod:`chutes_subnet.wire`):
 * ``GET /e2e/instances/{chute_id}`` — live instances of a chute, ranked by score and
   load, each with its e2e public key and fresh nonces bound to (caller's key, chute,
   instance);
-* ``POST /e2e/invoke`` — see :mod:`chutes_subnet.gateway.invoke`;
+* ``POST /e2e/invoke`` — see :mod:`chutes_subnet.gateway.invoke_relay`;
 * ``POST /e2e/attest/{instance_id}``, ``POST /e2e/collateral`` — a client's own
   challenge relayed to the miner, and Intel collateral from the gateway's cache
-  (see :mod:`chutes_subnet.gateway.attest`);
+  (see :mod:`chutes_subnet.gateway.attest_relay`);
 * ``GET /v1/usage`` — the caller's own metered usage;
 * ``GET /v1/balance``, ``POST /v1/plans/{plan_id}/buy`` — the caller's prepaid balance,
   deposit address and plan (when the payment gate is on; see docs/billing.md);
@@ -36,12 +36,12 @@ from starlette.routing import Route
 from chutes_subnet.asgi import Refusal
 from chutes_subnet.errors import NonceStoreUnavailable, StoreUnavailable
 from chutes_subnet.gateway.api_keys import ApiKeyStore
-from chutes_subnet.gateway.attest import add_attest_routes
+from chutes_subnet.gateway.attest_relay import add_attest_routes
 from chutes_subnet.gateway.balancer import LoadBalancer
 from chutes_subnet.gateway.chute_api import add_chute_routes, check_chute
 from chutes_subnet.gateway.config import GatewayConfig
 from chutes_subnet.gateway.health import add_health_routes
-from chutes_subnet.gateway.invoke import InvokeEndpoint
+from chutes_subnet.gateway.invoke_relay import InvokeEndpoint
 from chutes_subnet.gateway.journal import Journal, RequestJournal
 from chutes_subnet.gateway.miners import MinerClient
 from chutes_subnet.gateway.ratelimit import Limiter, RateLimiter
@@ -58,7 +58,7 @@ from chutes_subnet.wire.messages import (
 
 if TYPE_CHECKING:
     from chutes_subnet.billing.gate import BillingGate
-    from chutes_subnet.gateway.collateral import GatewayCollateral
+    from chutes_subnet.gateway.collateral_cache import GatewayCollateral
     from chutes_subnet.nonces import NonceStore
     from chutes_subnet.registry.chutes import ChuteStore
 

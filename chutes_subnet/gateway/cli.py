@@ -283,7 +283,7 @@ def _build(settings: dict[str, Any]) -> tuple[Any, list[Any]]:
 
     collateral = None
     if settings.get("collateral"):
-        from chutes_subnet.gateway.collateral import PcsCollateralCache
+        from chutes_subnet.gateway.collateral_cache import PcsCollateralCache
 
         collateral = PcsCollateralCache(settings["collateral"])
     return build_gateway(registry=open_registry(settings["registry"]), nonces_url=settings["nonces"],

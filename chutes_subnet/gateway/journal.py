@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from chutes_subnet.stores.sql import Database
+    from chutes_subnet.stores.database import Database
 
 __all__ = ["Journal", "JournalEntry", "RequestJournal", "SQLJournal"]
 

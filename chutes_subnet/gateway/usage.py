@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from chutes_subnet.errors import StoreUnavailable
 
 if TYPE_CHECKING:
-    from chutes_subnet.stores.sql import Database
+    from chutes_subnet.stores.database import Database
 
 __all__ = ["MemoryUsageMeter", "SQLUsageMeter", "SQLiteUsageMeter", "Usage", "UsageMeter"]
 
@@ -223,6 +223,6 @@ class SQLiteUsageMeter(SQLUsageMeter):
     """Usage in a SQLite file (the embedded default), batched."""
 
     def __init__(self, path: str | Path) -> None:
-        from chutes_subnet.stores.sql import SQLiteDatabase
+        from chutes_subnet.stores.database import SQLiteDatabase
 
         super().__init__(SQLiteDatabase(path), write_through=False, owns_db=True)

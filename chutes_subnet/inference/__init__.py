@@ -26,7 +26,7 @@ from chutes_subnet.inference.base import (
 # Lazy exports: the torch-backed modules load on first use, so command-line start-up
 # (flags, help, configuration errors) does not pay for torch.
 _LAZY = {
-    "EmbeddedBackend": "embedded", "BACKEND_KINDS": "factory", "make_backend": "factory",
+    "EmbeddedBackend": "embedded", "BACKEND_KINDS": "backend_factory", "make_backend": "backend_factory",
     "GenerationResult": "generation", "default_device": "generation",
     "get_model": "generation", "prepare": "generation",
     "reference_completion": "generation", "run_generation": "generation",

@@ -7,7 +7,7 @@ same miner with the same hotkey on their own TD / GPU set and do not publish an 
 on its own, and gateways route to each directly. A miner without siblings serves a
 list of one: itself.
 
-The list is signed by the hotkey (:mod:`chutes_subnet.wire.fleet`) with a short
+The list is signed by the hotkey (:mod:`chutes_subnet.wire.fleet_signing`) with a short
 validity and re-signed when half of it has passed; the signed bytes are cached, so a
 flood of requests costs no signatures.
 """
@@ -22,7 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chutes_subnet.wire.fleet import fleet_json, sign_fleet
+from chutes_subnet.wire.fleet_signing import fleet_json, sign_fleet
 from chutes_subnet.wire.messages import FleetInstance
 from chutes_subnet.wire.protocol import MAX_FLEET_INSTANCES, canonical_instance_url
 

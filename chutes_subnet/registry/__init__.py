@@ -48,7 +48,7 @@ def open_registry(url: str) -> InstanceRegistry:
     if url.startswith("memory://"):
         return MemoryInstanceRegistry()
     if url.startswith(("postgresql://", "postgres://")):
-        from chutes_subnet.stores.sql import PostgresDatabase
+        from chutes_subnet.stores.database import PostgresDatabase
 
         # the gateway refreshes it every second off its event loop; the longer cache
         # window only matters if that stalls

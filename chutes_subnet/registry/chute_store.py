@@ -33,7 +33,7 @@ from chutes_subnet.registry.chutes import (
 
 if TYPE_CHECKING:
     from chutes_subnet.attestation.verify.manifest import WorkloadManifest
-    from chutes_subnet.stores.sql import Database, Transaction
+    from chutes_subnet.stores.database import Database, Transaction
 
 __all__ = ["SQLChuteStore"]
 

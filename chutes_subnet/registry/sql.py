@@ -33,7 +33,7 @@ from chutes_subnet.registry.instances import (
 )
 
 if TYPE_CHECKING:
-    from chutes_subnet.stores.sql import Database
+    from chutes_subnet.stores.database import Database
 
 __all__ = ["SQLInstanceRegistry"]
 

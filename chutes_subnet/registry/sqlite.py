@@ -16,6 +16,6 @@ class SQLiteInstanceRegistry(SQLInstanceRegistry):
     so a validator's update becomes visible to other processes within that window."""
 
     def __init__(self, path: str | Path, *, cache_seconds: float = 1.0) -> None:
-        from chutes_subnet.stores.sql import SQLiteDatabase
+        from chutes_subnet.stores.database import SQLiteDatabase
 
         super().__init__(SQLiteDatabase(path), cache_seconds=cache_seconds, owns_db=True)

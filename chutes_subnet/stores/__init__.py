@@ -6,7 +6,7 @@
     stores.keys, stores.usage, stores.journal
     stores.close()
 
-Modules: :mod:`~chutes_subnet.stores.sql` (the engine seam),
+Modules: :mod:`~chutes_subnet.stores.database` (the engine seam),
 :mod:`~chutes_subnet.stores.migrations` (versioned schema).
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from chutes_subnet.gateway.api_keys import SQLApiKeyStore
 from chutes_subnet.gateway.journal import SQLJournal
 from chutes_subnet.gateway.usage import SQLUsageMeter
-from chutes_subnet.stores.sql import Database, is_postgres_url, open_database
+from chutes_subnet.stores.database import Database, is_postgres_url, open_database
 
 __all__ = ["GatewayStores", "is_postgres_url", "open_database", "open_gateway_stores"]
 

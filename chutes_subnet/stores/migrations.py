@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from chutes_subnet.errors import SchemaVersionError
 
 if TYPE_CHECKING:
-    from chutes_subnet.stores.sql import Database
+    from chutes_subnet.stores.database import Database
 
 __all__ = ["MIGRATIONS", "Migration", "migrate", "schema_version"]
 

@@ -18,8 +18,8 @@ from typing import Any as _Any
 
 # Lazy exports: ``neurons/validator.py --help`` and start-up errors do not wait for torch.
 _EXPORTS = {
-    "AttestedInstance": "attest",
-    "Attestor": "attest",
+    "AttestedInstance": "attestor",
+    "Attestor": "attestor",
     "BenchmarkOutcome": "benchmark",
     "ReferenceCache": "benchmark",
     "RequestSample": "benchmark",

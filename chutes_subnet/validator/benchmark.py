@@ -44,7 +44,7 @@ from chutes_subnet.wire.call import SealedCall, SealTarget, StreamDecoder, seal_
 from chutes_subnet.wire.headers import parse_usage
 from chutes_subnet.wire.protocol import E2EE_VERSION_V2, INVOKE_PATH, parse_json
 
-from .attest import AttestedInstance
+from .attestor import AttestedInstance
 from .config import BenchmarkConfig
 from .failures import EvaluationFailure, from_http_error
 from .prompts import BenchPrompt, lengthen, on_path
@@ -68,7 +68,7 @@ _MAX_SIZE_STEPS = 12
 
 class BenchHTTP(Protocol):
     """What the benchmark needs of an HTTP client: ``httpx.AsyncClient`` or
-    :class:`~.transport.GatewayPath` (the organic path)."""
+    :class:`~.gateway_path.GatewayPath` (the organic path)."""
 
     def stream(self, method: str, url: str, *, content: bytes,
                headers: dict[str, str]) -> AbstractAsyncContextManager[Any]: ...

@@ -281,7 +281,7 @@ def _gateway_app(args: argparse.Namespace, registry: Any, wallet: Any) -> tuple[
     from chutes_subnet.auth import forward_signer
     from chutes_subnet.datadir import data_dir, private_db_path, private_sqlite_url
     from chutes_subnet.gateway.cli import build_gateway
-    from chutes_subnet.gateway.collateral import PcsCollateralCache
+    from chutes_subnet.gateway.collateral_cache import PcsCollateralCache
 
     data = data_dir()  # created 0700; SQLite files below are created 0600
     collateral = PcsCollateralCache(args.collateral_url) if args.collateral_url else None

@@ -1,7 +1,7 @@
 """The instances a uid fronts: its hotkey-signed list, fetched and checked once per round.
 
 :func:`fetch_fleet` asks the uid's published endpoint for ``GET /fleet``
-(:mod:`chutes_subnet.wire.fleet`), with the round's timeouts and a bounded read:
+(:mod:`chutes_subnet.wire.fleet_signing`), with the round's timeouts and a bounded read:
 
 * 404 (a miner that serves no list): the uid's one instance is its published endpoint;
 * 200 with a list signed by the uid's hotkey for this subnet, still valid: its
@@ -25,10 +25,10 @@ import httpx
 
 from chutes_subnet.chain import Neuron
 from chutes_subnet.errors import FleetError
-from chutes_subnet.wire.fleet import verify_fleet
+from chutes_subnet.wire.fleet_signing import verify_fleet
 from chutes_subnet.wire.protocol import FLEET_PATH, MAX_FLEET_BYTES
 
-from .attest import miner_url
+from .attestor import miner_url
 from .failures import EvaluationFailure, from_http_error, read_bounded
 
 __all__ = ["FleetMember", "fetch_fleet"]

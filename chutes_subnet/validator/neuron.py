@@ -55,11 +55,12 @@ from chutes_subnet.registry import (
 from chutes_subnet.registry.demand import MAX_MULTIPLIER, Target
 from chutes_subnet.wallets import hotkey_ss58
 
-from .attest import AttestedInstance, Attestor
+from .attestor import AttestedInstance, Attestor
 from .benchmark import BenchHTTP, BenchmarkOutcome, ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
 from .fleet import FleetMember, fetch_fleet
+from .gateway_path import GatewayPath
 from .hardware import FLEET_GPU_REUSED, GPU_REUSED, PLATFORM_REUSED, refuse_shared_hardware
 from .identity import DUPLICATE_REASON, FLEET_DUPLICATE, holders_from, refuse_duplicate_keys
 from .metrics import ValidatorMetrics
@@ -78,7 +79,6 @@ from .state import ValidatorState
 from .statements import merge_statements, statement_for
 from .supply import ChuteCatalog, check_served_chute, supply_multipliers
 from .table import ScoreRow, build_score_table
-from .transport import GatewayPath
 from .workers import WorkerPool
 
 __all__ = ["Validator", "OrganicSource", "explain_no_miners", "fallback_weights"]

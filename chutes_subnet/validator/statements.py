@@ -1,6 +1,6 @@
 """The validator's attestation statements: one signed per instance that passed a round.
 
-:func:`statement_for` turns a verified :class:`~chutes_subnet.validator.attest.AttestedInstance`
+:func:`statement_for` turns a verified :class:`~chutes_subnet.validator.attestor.AttestedInstance`
 into a :class:`~chutes_subnet.attestation.verify.signed_statements.Statement` valid from the round's
 block until the attestation's TTL (in ~12 s blocks, capped at
 :data:`~chutes_subnet.attestation.verify.signed_statements.MAX_VALIDITY_BLOCKS`).
@@ -26,7 +26,7 @@ from chutes_subnet.attestation.verify.signed_statements import (
 )
 from chutes_subnet.errors import StatementError
 
-from .attest import AttestedInstance
+from .attestor import AttestedInstance
 
 __all__ = ["BLOCK_SECONDS", "merge_statements", "statement_for"]
 

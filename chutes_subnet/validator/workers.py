@@ -18,7 +18,7 @@ GIL most of the time. :class:`WorkerPool` runs them in ``workers`` processes ins
 Workers are started with ``spawn`` (never ``fork`` a process that runs threads) and
 ``max_tasks_per_child`` unset; :meth:`close` waits for them. A verifier that consumes
 challenge nonces from its own book must verify in the validator's process (the book
-lives there): :class:`~chutes_subnet.validator.attest.Attestor` checks that.
+lives there): :class:`~chutes_subnet.validator.attestor.Attestor` checks that.
 """
 
 from __future__ import annotations

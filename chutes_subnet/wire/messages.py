@@ -96,7 +96,7 @@ class ErrorBody(_Model):
     reason: str = ""
 
 
-# --- GET /fleet: the instances one hotkey fronts (signed; see chutes_subnet.wire.fleet) ---
+# --- GET /fleet: the instances one hotkey fronts (signed; see chutes_subnet.wire.fleet_signing) ---
 
 class _Signed(BaseModel):
     """Signed content: exact types, no unknown keys (the signed bytes are re-derived

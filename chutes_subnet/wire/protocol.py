@@ -13,7 +13,7 @@ Miner (one instance):
     POST /attest                        AttestRequest (btauth/1 signed) -> AttestResponse
     POST /e2e/invoke                    same headers as the gateway's invoke
     GET  /fleet                         SignedFleet: the instances this hotkey fronts,
-                                        signed by the hotkey (:mod:`.fleet`)
+                                        signed by the hotkey (:mod:`.fleet_signing`)
     GET  /health, GET /metrics
 
 Message schemas are in :mod:`chutes_subnet.wire.messages`, header names and their

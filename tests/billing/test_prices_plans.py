@@ -108,7 +108,7 @@ def test_deployed_chute_prices_apply_where_the_operator_is_silent(tmp_path) -> N
     from chutes_subnet.billing.ledger import Ledger
     from chutes_subnet.registry.chute_store import SQLChuteStore
     from chutes_subnet.registry.chutes import parse_chute_spec
-    from chutes_subnet.stores.sql import open_database
+    from chutes_subnet.stores.database import open_database
     from tests.chute_fixtures import chute_dict
 
     db = open_database(str(tmp_path / "gw.db"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chutes_subnet.client.policy import ClientPolicy
+from chutes_subnet.client.client_policy import ClientPolicy
 from chutes_subnet.errors import PolicyFileError
 
 

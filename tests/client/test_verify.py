@@ -18,15 +18,15 @@ import pytest
 from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
 from chutes_subnet.attestation.verify.quote import parse_quote
 from chutes_subnet.client import AsyncE2EETransport, ClientPolicy, E2EETransport
-from chutes_subnet.client.attest import InstanceVerifier
 from chutes_subnet.client.check import verify_model
+from chutes_subnet.client.instance_verifier import InstanceVerifier
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import (
     AttestationRateLimited,
     DowngradeError,
     NoVerifiedInstanceError,
 )
-from chutes_subnet.gateway.collateral import StaticCollateral
+from chutes_subnet.gateway.collateral_cache import StaticCollateral
 from chutes_subnet.instance_id import instance_id_for_key
 from chutes_subnet.miner import InstanceIdentity
 from tests.client_fixtures import (

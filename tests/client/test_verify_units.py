@@ -17,8 +17,8 @@ from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProv
 from chutes_subnet.attestation.verify.policy import MeasurementProfile, Policy
 from chutes_subnet.attestation.verify.quote import parse_quote
 from chutes_subnet.attestation.verify.verifier import Verifier
+from chutes_subnet.client.client_policy import ClientPolicy
 from chutes_subnet.client.pins import CollateralCache
-from chutes_subnet.client.policy import ClientPolicy
 from chutes_subnet.client.verify import ClientVerdict, check_instance
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.errors import CollateralError

@@ -14,7 +14,7 @@ import pytest
 
 from chutes_subnet.attestation.verify.binding import build_report_data
 from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, KeyPair, RequestContext, _kem, v1, v2
-from chutes_subnet.gateway.invoke import NONCE_REFUSALS
+from chutes_subnet.gateway.invoke_relay import NONCE_REFUSALS
 from chutes_subnet.nonces import SeenNonceCache, new_nonce
 from chutes_subnet.single_use import Use
 from chutes_subnet.wire import headers, protocol
@@ -91,8 +91,8 @@ def test_v2_aad_example_is_byte_exact() -> None:
 
 
 def test_v2_labels_and_version_byte() -> None:
-    from chutes_subnet.e2ee import context
     from chutes_subnet.e2ee import v2 as v2mod
+    from chutes_subnet.wire import context
 
     assert f'"{context.AAD_LABEL.decode()}"' in DOC
     for label in (v2mod._LABEL_REQ, v2mod._LABEL_RESP, v2mod._LABEL_STREAM):

@@ -19,7 +19,7 @@ from chutes_subnet.gateway.usage import MemoryUsageMeter
 from chutes_subnet.nonces import MemoryNonceStore
 from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.registry.chute_store import SQLChuteStore
-from chutes_subnet.stores.sql import SQLiteDatabase
+from chutes_subnet.stores.database import SQLiteDatabase
 from chutes_subnet.wire.call import SealTarget, seal_call
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.chute_fixtures import chute_dict

@@ -10,8 +10,8 @@ import pytest
 
 import chutes_subnet.inference as inference
 
-MODULES = ["base", "embedded", "embeddings", "factory", "generation", "model", "requests",
-           "responses", "tokenizer", "upstream"]
+MODULES = ["backend_factory", "base", "embedded", "embeddings", "generation", "model",
+           "requests", "responses", "tokenizer", "upstream"]
 
 
 def _top_level_public_names(source: str) -> set[str]:

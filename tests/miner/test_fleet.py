@@ -16,7 +16,7 @@ from chutes_subnet.miner import MinerConfig, create_app
 from chutes_subnet.miner.cli import build_parser, config_from_args
 from chutes_subnet.miner.fleet import FleetPublisher, fleet_entries
 from chutes_subnet.wallets import ensure_dev_wallet, hotkey_ss58
-from chutes_subnet.wire.fleet import verify_fleet
+from chutes_subnet.wire.fleet_signing import verify_fleet
 from chutes_subnet.wire.protocol import FLEET_PATH, MAX_FLEET_INSTANCES
 from tests.servers import UvicornThread, free_port
 

@@ -16,7 +16,7 @@ from chutes_subnet.registry.chutes import (
     load_chute_toml,
     parse_chute_spec,
 )
-from chutes_subnet.stores.sql import SQLiteDatabase, open_database
+from chutes_subnet.stores.database import SQLiteDatabase, open_database
 from chutes_subnet.wire.protocol import chute_id_for_model
 from tests.chute_fixtures import IMAGE, chute_dict
 

@@ -25,7 +25,7 @@ from chutes_subnet.registry import (
     SQLiteInstanceRegistry,
     open_registry,
 )
-from chutes_subnet.stores.sql import PostgresDatabase
+from chutes_subnet.stores.database import PostgresDatabase
 
 HONEST, THIEF = "5Honest", "5Thief"
 

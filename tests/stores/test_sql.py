@@ -16,8 +16,8 @@ from chutes_subnet.gateway.api_keys import SQLApiKeyStore, hash_key
 from chutes_subnet.gateway.journal import JournalEntry, SQLJournal
 from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
 from chutes_subnet.stores import open_database, open_gateway_stores
+from chutes_subnet.stores.database import PostgresDatabase
 from chutes_subnet.stores.migrations import MIGRATIONS, Migration, migrate, schema_version
-from chutes_subnet.stores.sql import PostgresDatabase
 from tests.servers import free_port
 
 LATEST = max(m.version for m in MIGRATIONS)

@@ -52,7 +52,7 @@ from chutes_subnet.validator.results import AttestationSummary, MinerResult
 from chutes_subnet.validator.scoring import instance_scores, score_round, update_ema
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
 from chutes_subnet.wire.call import SealTarget, seal_call
-from chutes_subnet.wire.fleet import fleet_json, sign_fleet
+from chutes_subnet.wire.fleet_signing import fleet_json, sign_fleet
 from chutes_subnet.wire.messages import FleetInstance
 from chutes_subnet.wire.protocol import (
     MAX_FLEET_BYTES,

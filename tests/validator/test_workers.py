@@ -17,7 +17,7 @@ from chutes_subnet.attestation.verify.evidence import Evidence
 from chutes_subnet.e2ee import KeyPair
 from chutes_subnet.inference import DEFAULT_SEED, run_generation
 from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
-from chutes_subnet.validator.attest import Attestor
+from chutes_subnet.validator.attestor import Attestor
 from chutes_subnet.validator.workers import WorkerPool
 from tests import validator_fixtures as vf
 

@@ -46,7 +46,7 @@ from chutes_subnet.asgi import Refusal, read_body
 from chutes_subnet.errors import CollateralError
 from chutes_subnet.gateway.api_keys import ApiKey
 from chutes_subnet.gateway.chute_api import check_chute
-from chutes_subnet.gateway.collateral import GatewayCollateral
+from chutes_subnet.gateway.collateral_cache import GatewayCollateral
 from chutes_subnet.gateway.miners import MinerConnectionError
 from chutes_subnet.gateway.state import GatewayState, resolve_signer_headers
 from chutes_subnet.registry import InstanceRecord

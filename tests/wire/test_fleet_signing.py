@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from chutes_subnet.auth import hotkey_signer
 from chutes_subnet.errors import FleetError
 from chutes_subnet.wallets import ensure_dev_wallet, hotkey_ss58
-from chutes_subnet.wire.fleet import canonical_bytes, fleet_json, sign_fleet, verify_fleet
+from chutes_subnet.wire.fleet_signing import canonical_bytes, fleet_json, sign_fleet, verify_fleet
 from chutes_subnet.wire.messages import FleetInstance, FleetList, SignedFleet
 from chutes_subnet.wire.protocol import (
     MAX_FLEET_BYTES,

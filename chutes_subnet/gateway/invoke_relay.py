@@ -75,7 +75,7 @@ from chutes_subnet.wire.protocol import INVOKE_PATH, SUPPORTED_E2EE_VERSIONS
 
 __all__ = ["InvokeEndpoint", "NONCE_REFUSALS"]
 
-log = logging.getLogger("chutes_subnet.gateway.invoke")
+log = logging.getLogger("chutes_subnet.gateway.invoke_relay")
 
 
 #: a refused nonce's :class:`Use` -> (HTTP status, reason code, message)

@@ -19,7 +19,7 @@ def test_interrupted_stream_relays_whole_events_then_the_gateway_error(cuts, kil
     """A miner killed mid-event (at any byte, with any read boundaries) leaves the client
     whole events followed by the gateway's ``e2e_error``: never a half event glued to it,
     which a v2 client would reject as tampering instead of reporting the interruption."""
-    from chutes_subnet.gateway.invoke import _TailHold
+    from chutes_subnet.gateway.invoke_relay import _TailHold
     from chutes_subnet.sse import SSEParser
 
     body = b"".join(_EVENTS)[:killed_at]

@@ -9,7 +9,11 @@ import json
 import pytest
 
 from chutes_subnet.errors import CollateralError
-from chutes_subnet.gateway.collateral import PcsCollateralCache, StaticCollateral, platform_key
+from chutes_subnet.gateway.collateral_cache import (
+    PcsCollateralCache,
+    StaticCollateral,
+    platform_key,
+)
 from tests.client_fixtures import VECTOR_NOW, vector_collateral_text, vector_quote
 
 TEXT = vector_collateral_text()
@@ -76,7 +80,7 @@ def test_collateral_refusals_are_documented_not_server_faults(source: str) -> No
     retry); a failing source is transient (503 ``collateral_unavailable`` + Retry-After)."""
     import httpx
 
-    from chutes_subnet.gateway.attest import COLLATERAL_RETRY_AFTER_S
+    from chutes_subnet.gateway.attest_relay import COLLATERAL_RETRY_AFTER_S
     from tests.client_fixtures import gateway
 
     with gateway([], collateral=None if source == "none" else _FailingSource()) as gw:

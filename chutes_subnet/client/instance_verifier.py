@@ -51,13 +51,13 @@ from chutes_subnet.wire.protocol import (
 )
 
 from ._flow import Flow, Sleep, Step, Work
+from .client_policy import ClientPolicy
 from .pins import CollateralCache, PinStore, pinned_verdict, refused
-from .policy import ClientPolicy
 from .verify import ClientVerdict, ParsedAnswer, check_instance, parse_answer
 
 __all__ = ["ATTEST_TIMEOUT", "InstanceVerifier"]
 
-log = logging.getLogger("chutes_subnet.client.attest")
+log = logging.getLogger("chutes_subnet.client.instance_verifier")
 
 #: seconds for one relayed challenge (evidence collection on real hardware takes seconds)
 ATTEST_TIMEOUT = {"connect": 10.0, "read": 60.0, "write": 10.0, "pool": 10.0}
