@@ -14,7 +14,7 @@
 ``Attestor.ensure`` serves a verified key from the cache until its TTL, but
 re-challenges with probability ``rechallenge_probability`` every round, so a miner
 cannot predict when its hardware is looked at again. The cache holds one entry per
-``(uid, instance URL)``: a uid fronting several instances (:mod:`.fleet`) has each
+``(uid, instance URL)``: a uid fronting several instances (:mod:`.fleet_fetch`) has each
 challenged, cached and forgotten on its own.
 """
 

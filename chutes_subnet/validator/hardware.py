@@ -47,7 +47,7 @@ def refuse_shared_hardware(results: list[MinerResult], holders: Mapping[str, str
     """``(results with every non-holder of shared hardware failed, next holders)``.
 
     ``holders`` maps an identity to the hotkey credited for it last round. Results are
-    per instance (:mod:`.fleet`): the instances of one hotkey may share a platform (one
+    per instance (:mod:`.fleet_fetch`): the instances of one hotkey may share a platform (one
     host running several TDs), never a GPU; of several instances of one hotkey
     presenting the same GPU the first counts and the others fail as
     :data:`FLEET_GPU_REUSED` (a ``fleet`` reason: the uid keeps its history).

@@ -4,7 +4,7 @@ One round (:meth:`Validator.run_round`):
 
 1. metagraph snapshot; targets = every other neuron (those without an axon score 0
    as ``no_axon``), optionally a random sample of ``sample_size``;
-2. per target, its instances (:mod:`.fleet`: the hotkey-signed ``GET /fleet`` list,
+2. per target, its instances (:mod:`.fleet_fetch`: the hotkey-signed ``GET /fleet`` list,
    at most ``max_instances_per_uid``; a miner without a list is its one instance);
    per instance, with bounded concurrency (``concurrency`` in all,
    ``instance_concurrency`` per uid) and a per-instance deadline: attestation
@@ -59,7 +59,7 @@ from .attestor import AttestedInstance, Attestor
 from .benchmark import BenchHTTP, BenchmarkOutcome, ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
-from .fleet import FleetMember, fetch_fleet
+from .fleet_fetch import FleetMember, fetch_fleet
 from .gateway_path import GatewayPath
 from .hardware import FLEET_GPU_REUSED, GPU_REUSED, PLATFORM_REUSED, refuse_shared_hardware
 from .identity import DUPLICATE_REASON, FLEET_DUPLICATE, holders_from, refuse_duplicate_keys
@@ -279,7 +279,7 @@ class Validator:
             duration_s=time.perf_counter() - started, chute_id=instance.chute_id)
 
     async def _fleet(self, neuron: Neuron) -> tuple[FleetMember, ...]:
-        """``neuron``'s instances (:func:`.fleet.fetch_fleet`), within one timeout."""
+        """``neuron``'s instances (:func:`.fleet_fetch.fetch_fleet`), within one timeout."""
         try:
             async with asyncio.timeout(self.config.timeout):
                 return await fetch_fleet(self.http, neuron, netuid=self.chain.netuid,

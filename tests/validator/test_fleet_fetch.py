@@ -37,7 +37,7 @@ from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
 from chutes_subnet.validator.config import ScoringConfig
 from chutes_subnet.validator.failures import EvaluationFailure
-from chutes_subnet.validator.fleet import FleetMember, fetch_fleet
+from chutes_subnet.validator.fleet_fetch import FleetMember, fetch_fleet
 from chutes_subnet.validator.hardware import (
     FLEET_GPU_REUSED,
     PLATFORM_REUSED,
