@@ -1,4 +1,5 @@
-"""CI variant of the fuzz campaign: every target, a few hundred hypothesis inputs each.
+"""CI variant of the fuzz campaign: every target, 150 hypothesis inputs each (fewer for the
+slow verifier and btauth targets: ``EXAMPLES``), as docs/security.md states.
 
 The documented 100,000-input runs (``python -m fuzz.run``) live in docs/security.md;
 these tests keep the targets honest on every commit: each must accept its own seeds,
@@ -9,7 +10,9 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,8 +25,10 @@ from fuzz.targets import TARGETS, Crash, Target
 from fuzz.targets.models import PROTOCOL_MODELS
 from tests.dev_extra import require_dev_extra
 
-#: examples per target; the slow verifier target gets fewer
+#: examples per target; the slow verifier target gets fewer (docs/security.md states these)
+DEFAULT_EXAMPLES = 150
 EXAMPLES = {"verifier": 60, "btauth_headers": 100}
+SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 
 def test_every_parser_named_in_the_issue_has_a_target():
@@ -51,13 +56,22 @@ def test_seeds_pass_the_target(name):
 def test_target_survives_mutations(name):
     target = TARGETS[name]
 
-    @settings(max_examples=EXAMPLES.get(name, 150), deadline=None, database=None,
+    @settings(max_examples=EXAMPLES.get(name, DEFAULT_EXAMPLES), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(inputs_for(target.seeds()))
     def run(data: bytes) -> None:
         target.check(data)
 
     run()
+
+
+def test_the_documented_input_counts_are_the_settings():
+    text = " ".join(SECURITY_DOC.read_text(encoding="utf-8").split())
+    m = re.search(r"(\d+) hypothesis inputs per target \((\d+) for the verifier, (\d+) for "
+                  r"btauth\)", text)
+    assert m, "docs/security.md no longer states the CI fuzz input counts"
+    assert tuple(map(int, m.groups())) == (DEFAULT_EXAMPLES, EXAMPLES["verifier"],
+                                           EXAMPLES["btauth_headers"])
 
 
 def test_unexpected_exception_is_a_crash():
