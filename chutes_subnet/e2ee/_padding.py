@@ -109,6 +109,11 @@ def unpack_lines(plain: bytes) -> list[bytes]:
     total = len(plain)
     if total == 0 or total % FRAME_BUCKET:
         raise EnvelopeFormatError("stream frame is not a whole number of buckets")
+    if total == FRAME_BUCKET:  # the common frame: one record, then zeros (or nothing)
+        (n,) = _u32(plain, 0)
+        end = _LEN + n
+        if 0 < n and end <= total and (end + _LEN > total or not _u32(plain, end)[0]):
+            return [plain[_LEN:end]]
     lines: list[bytes] = []
     pos = 0
     while pos + _LEN <= total:

@@ -7,6 +7,7 @@ headers. Pure: no crypto.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, replace
 
 from chutes_subnet.errors import EnvelopeFormatError
@@ -22,6 +23,7 @@ PADDING_NONE = 0
 PADDING_PADME = 1
 PADDING_SCHEMES = (PADDING_NONE, PADDING_PADME)
 _AAD_PREFIX = AAD_LABEL + b"\x00\x02"
+_u16 = struct.Struct(">H").pack
 #: the AAD's last byte(s) by (stream, padding): the padding byte only when padded
 _STREAM_PAD = {(stream, pad): bytes((stream,)) + (bytes((pad,)) if pad != PADDING_NONE else b"")
                for stream in (False, True) for pad in PADDING_SCHEMES}
@@ -67,12 +69,9 @@ class RequestContext:
         padding byte is what binds the negotiation, so a router that strips the padding
         header makes the request fail to open. Unpadded contexts keep the original AAD.
         """
-        parts = [_AAD_PREFIX]
-        for field in (self.chute_id, self.instance_id, self.nonce, self.path):
-            raw = field.encode("utf-8")
-            if len(raw) > _MAX_FIELD:
-                raise EnvelopeFormatError("request context field too long")
-            parts.append(len(raw).to_bytes(2, "big"))
-            parts.append(raw)
-        parts.append(_STREAM_PAD[bool(self.stream), self.padding])
-        return b"".join(parts)
+        c, i, n, p = (self.chute_id.encode("utf-8"), self.instance_id.encode("utf-8"),
+                      self.nonce.encode("utf-8"), self.path.encode("utf-8"))
+        if max(len(c), len(i), len(n), len(p)) > _MAX_FIELD:
+            raise EnvelopeFormatError("request context field too long")
+        return b"".join((_AAD_PREFIX, _u16(len(c)), c, _u16(len(i)), i, _u16(len(n)), n,
+                         _u16(len(p)), p, _STREAM_PAD[bool(self.stream), self.padding]))

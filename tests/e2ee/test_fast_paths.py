@@ -128,3 +128,36 @@ def test_container_count_reads_views_without_copying_them_wrong() -> None:
     body = b'{"a":"' + b"x" * (2 * limit) + b'"}'
     padded = _padding.pad(body)
     assert _payload.parse(_padding.unpad(padded)) == {"a": "x" * (2 * limit)}
+
+
+def _unpack_reference(plain: bytes) -> list[bytes] | None:
+    """The record loop alone (no one-bucket shortcut); None where it refuses."""
+    total = len(plain)
+    if total == 0 or total % _padding.FRAME_BUCKET:
+        return None
+    lines, pos = [], 0
+    while pos + 4 <= total:
+        n = int.from_bytes(plain[pos:pos + 4], "big")
+        if n == 0:
+            break
+        if pos + 4 + n > total:
+            return None
+        lines.append(plain[pos + 4:pos + 4 + n])
+        pos += 4 + n
+    return lines if lines and total - pos < _padding.FRAME_BUCKET else None
+
+
+_RECORD_LENGTHS = st.sampled_from([0, 1, 200, 503, 504, 505, 507, 508, 509, 600, 2**32 - 1])
+
+
+@settings(max_examples=500)
+@given(st.lists(st.tuples(_RECORD_LENGTHS, st.binary(max_size=520)), min_size=1, max_size=3),
+       st.sampled_from([512, 1024]))
+def test_unpack_lines_equals_the_record_loop(records: list[tuple[int, bytes]], size: int) -> None:
+    plain = b"".join(n.to_bytes(4, "big") + body for n, body in records)[:size]
+    plain = plain.ljust(size, b"\x00")
+    try:
+        got: list[bytes] | None = _padding.unpack_lines(plain)
+    except EnvelopeFormatError:
+        got = None
+    assert got == _unpack_reference(plain)
