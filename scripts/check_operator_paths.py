@@ -89,7 +89,7 @@ def prepare(root: Path) -> Workspace:
     (root / "home").mkdir(mode=0o700)
     # a key database of its own for "keys list", so that case does not depend on
     # "keys create" having run first (the test runs cases concurrently)
-    from chutes_subnet.stores import open_gateway_stores
+    from chutes_subnet.gateway.state_stores import open_gateway_stores
 
     listed = open_gateway_stores(str(root / "listed.db"))
     listed.keys.create("listed-app")

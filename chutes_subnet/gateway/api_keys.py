@@ -20,12 +20,10 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from chutes_subnet.errors import AuthenticationError
-
-if TYPE_CHECKING:
-    from chutes_subnet.stores.database import Database
+from chutes_subnet.stores.database import Database, SQLiteDatabase
 
 __all__ = [
     "KEY_PREFIX",
@@ -236,8 +234,6 @@ class SQLiteApiKeyStore(SQLApiKeyStore):
     """Keys in a SQLite file (the embedded default)."""
 
     def __init__(self, path: str | Path, *, cache_seconds: float = 5.0) -> None:
-        from chutes_subnet.stores.database import SQLiteDatabase
-
         super().__init__(SQLiteDatabase(path), cache_seconds=cache_seconds, owns_db=True)
 
 

@@ -131,7 +131,7 @@ def add_gateway_commands(subparsers: Any) -> None:
 
 def keys_create(args: argparse.Namespace) -> int:
     """Create a key; print the secret once."""
-    from chutes_subnet.stores import open_gateway_stores
+    from chutes_subnet.gateway.state_stores import open_gateway_stores
 
     stores = open_gateway_stores(_db_url(args))
     try:
@@ -148,7 +148,7 @@ def keys_create(args: argparse.Namespace) -> int:
 
 def keys_list(args: argparse.Namespace) -> int:
     """Print keys and their metered usage."""
-    from chutes_subnet.stores import open_gateway_stores
+    from chutes_subnet.gateway.state_stores import open_gateway_stores
 
     stores = open_gateway_stores(_db_url(args))
     try:
@@ -166,7 +166,7 @@ def keys_list(args: argparse.Namespace) -> int:
 
 def keys_revoke(args: argparse.Namespace) -> int:
     """Revoke a key; exit status 1 if unknown."""
-    from chutes_subnet.stores import open_gateway_stores
+    from chutes_subnet.gateway.state_stores import open_gateway_stores
 
     stores = open_gateway_stores(_db_url(args))
     try:
@@ -243,8 +243,8 @@ def build_gateway(*, registry: Any, nonces_url: str, db: str, signer: Any = None
     from chutes_subnet.gateway.app import create_app
     from chutes_subnet.gateway.config import GatewayConfig
     from chutes_subnet.gateway.ratelimit import open_rate_limiter
+    from chutes_subnet.gateway.state_stores import open_gateway_stores
     from chutes_subnet.nonces import open_nonce_store
-    from chutes_subnet.stores import open_gateway_stores
 
     stores = open_gateway_stores(db)
     nonces = open_nonce_store(nonces_url)

@@ -16,12 +16,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from chutes_subnet.errors import StoreUnavailable
-
-if TYPE_CHECKING:
-    from chutes_subnet.stores.database import Database
+from chutes_subnet.stores.database import Database, SQLiteDatabase
 
 __all__ = ["MemoryUsageMeter", "SQLUsageMeter", "SQLiteUsageMeter", "Usage", "UsageMeter"]
 
@@ -223,6 +221,4 @@ class SQLiteUsageMeter(SQLUsageMeter):
     """Usage in a SQLite file (the embedded default), batched."""
 
     def __init__(self, path: str | Path) -> None:
-        from chutes_subnet.stores.database import SQLiteDatabase
-
         super().__init__(SQLiteDatabase(path), write_through=False, owns_db=True)

@@ -1,47 +1,14 @@
-"""Gateway and validator shared state on SQLite (embedded default) or PostgreSQL.
+"""The gateway's and validator's shared state on SQLite (embedded default) or PostgreSQL.
 
-``open_gateway_stores(url)`` opens one database and the stores on it::
-
-    stores = open_gateway_stores("postgresql://gw@db.internal/chutes")  # or a file path
-    stores.keys, stores.usage, stores.journal
-    stores.close()
-
-Modules: :mod:`~chutes_subnet.stores.database` (the engine seam),
-:mod:`~chutes_subnet.stores.migrations` (versioned schema).
+Modules: :mod:`~chutes_subnet.stores.database` (the engine seam: ``open_database(url)``,
+``is_postgres_url``), :mod:`~chutes_subnet.stores.migrations` (versioned schema). The
+stores written against it live with their users (``gateway/api_keys.py``,
+``gateway/usage.py``, ``gateway/journal.py``, ``registry/``, ``billing/``); one gateway
+replica's set is :func:`chutes_subnet.gateway.state_stores.open_gateway_stores`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from chutes_subnet.stores.database import is_postgres_url, open_database
 
-from chutes_subnet.gateway.api_keys import SQLApiKeyStore
-from chutes_subnet.gateway.journal import SQLJournal
-from chutes_subnet.gateway.usage import SQLUsageMeter
-from chutes_subnet.stores.database import Database, is_postgres_url, open_database
-
-__all__ = ["GatewayStores", "is_postgres_url", "open_database", "open_gateway_stores"]
-
-
-@dataclass
-class GatewayStores:
-    """The stores of one gateway replica, all on one database."""
-
-    db: Database
-    keys: SQLApiKeyStore
-    usage: SQLUsageMeter
-    journal: SQLJournal
-
-    def close(self) -> None:
-        """Flush what is buffered, then close the database."""
-        try:
-            self.journal.flush()
-            self.usage.flush()
-        finally:
-            self.db.close()
-
-
-def open_gateway_stores(url: str, *, key_cache_seconds: float = 5.0) -> GatewayStores:
-    """Keys, usage and journal on the database at ``url`` (migrated on open)."""
-    db = open_database(url)
-    return GatewayStores(db=db, keys=SQLApiKeyStore(db, cache_seconds=key_cache_seconds),
-                         usage=SQLUsageMeter(db), journal=SQLJournal(db))
+__all__ = ["is_postgres_url", "open_database"]

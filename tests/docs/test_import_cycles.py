@@ -7,8 +7,8 @@ functions are not edges, since they do not run at import time). A module importi
 own parent package is not an edge either: the parent is necessarily being imported
 already. With no cycle, every module imports the same way whichever is imported first.
 
-Imports deferred into a function to dodge a cycle hide the same design knot; those
-that close a cycle today are listed in ``KNOWN_DEFERRED`` and the list may only shrink.
+Imports deferred into a function to dodge a cycle hide the same design knot: none may
+close one (``KNOWN_DEFERRED`` is empty and stays so).
 """
 
 from __future__ import annotations
@@ -135,10 +135,8 @@ def test_the_package_has_no_import_cycles() -> None:
     assert cycles(graph) == []
 
 
-#: Cycles closed only by imports inside functions (known debt; may only shrink).
-KNOWN_DEFERRED = [
-    ["chutes_subnet.gateway.api_keys", "chutes_subnet.gateway.usage", "chutes_subnet.stores"],
-]
+#: Cycles closed only by imports inside functions (none; the list may only shrink).
+KNOWN_DEFERRED: list[list[str]] = []
 
 
 def test_no_new_cycle_hides_behind_a_deferred_import() -> None:

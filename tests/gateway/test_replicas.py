@@ -25,10 +25,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chutes_subnet.gateway.state_stores import open_gateway_stores
 from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
 from chutes_subnet.inference import DEFAULT_SEED, reference_completion
 from chutes_subnet.registry import open_registry
-from chutes_subnet.stores import open_database, open_gateway_stores
+from chutes_subnet.stores import open_database
 from chutes_subnet.wire.call import SealTarget, seal_call
 from chutes_subnet.wire.messages import DiscoveredInstance
 from chutes_subnet.wire.protocol import chute_id_for_model

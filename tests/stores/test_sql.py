@@ -14,8 +14,9 @@ import pytest
 from chutes_subnet.errors import AuthenticationError, SchemaVersionError, StoreUnavailable
 from chutes_subnet.gateway.api_keys import SQLApiKeyStore, hash_key
 from chutes_subnet.gateway.journal import JournalEntry, SQLJournal
+from chutes_subnet.gateway.state_stores import open_gateway_stores
 from chutes_subnet.gateway.usage import SQLUsageMeter, Usage
-from chutes_subnet.stores import open_database, open_gateway_stores
+from chutes_subnet.stores import open_database
 from chutes_subnet.stores.database import PostgresDatabase
 from chutes_subnet.stores.migrations import MIGRATIONS, Migration, migrate, schema_version
 from tests.servers import free_port
