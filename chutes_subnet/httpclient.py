@@ -5,7 +5,7 @@ The gateway relays sealed bytes to miners it already knows; a general-purpose cl
 needs, on an asyncio protocol with the ``httptools`` (llhttp) response parser:
 
 * ``http://`` URLs only (the payload is end-to-end sealed; the transport is plain TCP);
-  the request body is one ``bytes`` sent with ``Content-Length``;
+  the request body is one ``bytes`` sent with ``Content-Length``; no ``HEAD``;
 * a pool of idle keep-alive connections per origin (host, port), reused most recent
   first; at most ``max_connections`` sockets open in all (in use + idle): a request
   waits for a free one when all are busy, and an idle one is closed to make room;
@@ -345,6 +345,8 @@ class HttpClient:
         :meth:`Response.release` it (a ``finally``)."""
         if self._closed:
             raise RuntimeError("client closed")
+        if method == "HEAD":  # its answer's framing differs; nothing here needs it
+            raise ValueError("HEAD requests are not supported")
         origin, path, host = _target(url)
         data = _request_head(method, path, host, headers, len(body)) + body
         await self._acquire_slot()

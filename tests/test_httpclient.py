@@ -253,6 +253,8 @@ async def test_misuse_is_value_error() -> None:
         await client.post("http://127.0.0.1:1/x", {"X-A\nB": "b"}, b"")
     with pytest.raises(ValueError, match="http://"):
         await client.post("https://127.0.0.1:1/x", {}, b"")
+    with pytest.raises(ValueError, match="HEAD"):
+        await client.request("HEAD", "http://127.0.0.1:1/x", {})
     assert client.open_connections == 0
     await client.aclose()
 
