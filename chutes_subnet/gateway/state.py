@@ -112,14 +112,14 @@ class GatewayState:
         out, self.served = self.served, {}
         return out
 
-    async def admit_payment(self, key: ApiKey, model: str) -> None:
-        """402 unless the payment gate admits ``key`` for ``model`` (no gate: admitted)."""
+    async def admit_payment(self, api_key: ApiKey, model: str) -> None:
+        """402 unless the payment gate admits ``api_key`` for ``model`` (no gate: admitted)."""
         if self.billing is None:
             return
         from chutes_subnet.billing.gate import PaymentRequired
 
         try:
-            await asyncio.to_thread(self.billing.admit, key.key_id, model)
+            await asyncio.to_thread(self.billing.admit, api_key.key_id, model)
         except PaymentRequired as exc:
             raise Refusal(402, "payment_required", str(exc)) from None
 

@@ -69,7 +69,7 @@ H_VERSION = "X-E2E-Version"
 #: v2 padding negotiation ("1" = Padmé envelopes and bucketed stream frames), bound into
 #: the AAD; absent or "0" = unpadded.
 H_PADDING = "X-E2E-Padding"
-#: The instance's signed receipt of a non-stream answer (:mod:`chutes_subnet.e2ee.receipts`).
+#: The instance's signed receipt of a non-stream answer (:mod:`chutes_subnet.receipts`).
 H_RECEIPT = "X-E2E-Receipt"
 #: Usage counts of a non-stream answer: informative from a miner (never billed: the
 #: gateway bills the receipt's counts); the client sets it from the verified receipt.

@@ -15,7 +15,7 @@ version (:data:`BINDING_V1`, :data:`BINDING_V2`)::
 
 The first half proves the keys the miner advertises were produced inside this TD for
 this challenge: the ML-KEM-768 key clients encrypt to and, from v2, the Ed25519 key
-that signs answer receipts (:mod:`chutes_subnet.e2ee.receipts`). The second half pins
+that signs answer receipts (:mod:`chutes_subnet.receipts`). The second half pins
 the enclave to one miner so another hotkey cannot present it. The label and length
 prefixes make v2 digests disjoint from v1 ones, so a v1 binding never verifies as v2
 (and the reverse). NVIDIA GPU evidence carries the 32-byte challenge nonce itself in

@@ -116,15 +116,15 @@ def _cert_id(cert: x509.Certificate, issuer: x509.Certificate,
     return req.issuer_name_hash, req.issuer_key_hash
 
 
-def _verify_sig(key: object, resp: ocsp.OCSPResponse) -> None:
+def _verify_sig(public_key: object, resp: ocsp.OCSPResponse) -> None:
     algo = resp.signature_hash_algorithm
     if algo is None:
         raise OcspResponseError("OCSP response signature algorithm is unsupported")
     try:
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(algo))
-        elif isinstance(key, rsa.RSAPublicKey):
-            key.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(), algo)
+        if isinstance(public_key, ec.EllipticCurvePublicKey):
+            public_key.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(algo))
+        elif isinstance(public_key, rsa.RSAPublicKey):
+            public_key.verify(resp.signature, resp.tbs_response_bytes, padding.PKCS1v15(), algo)
         else:
             raise OcspResponseError("OCSP responder key type is unsupported")
     except InvalidSignature as exc:
