@@ -179,7 +179,7 @@ async def _round(args: argparse.Namespace, farm: Farm, tmp: Path) -> dict[str, A
         "instance_eval_p50_s": durations[n // 2], "instance_eval_max_s": durations[-1],
         "weights_set": bool(report.weights_result and report.weights_result.success),
         "weighted_uids": len(report.weights),
-        "answers_recomputed": sum(r.verified for r in report.results),
+        "answers_verified": sum(r.verified for r in report.results),
     }
 
 
@@ -211,7 +211,7 @@ def _print_table(args: argparse.Namespace, floor: dict[str, float],
                  runs: list[dict[str, Any]]) -> None:
     print(f"validator rounds over simulated instances (model {args.model}, concurrency "
           f"{args.concurrency}, {args.workers} workers, {args.prompts} prompts x "
-          f"{args.max_tokens} tokens, {args.verify} recomputed; farm in {args.farm_procs} "
+          f"{args.max_tokens} tokens, {args.verify} verified per instance; farm in {args.farm_procs} "
           f"processes on the same {os.cpu_count()} cores)")
     print(f"  floor (same run, one process): {floor['floor_ms']:.1f} ms CPU per instance = "
           f"verify one new machine's evidence {floor['verify_ms']:.1f} ms + recompute "

@@ -168,10 +168,11 @@ class Validator:
         self.organic = organic
         self.metrics = metrics or ValidatorMetrics()
         self._owns_http = http is None
-        # attestation only: an instance is challenged at most once a round and benchmarked
-        # over ``bench_http``'s own pool, so an idle connection here is never reused, and
+        # fleet lists and challenges only (each at most once per uid or instance a round;
+        # benchmarks use ``bench_http``'s own pool): no idle connections are kept, since
         # httpcore's pool bookkeeping grows with the square of the idle connections it
-        # keeps (a fleet-sized round spent more CPU there than in its HTTP)
+        # holds; a fleet-sized round spent more CPU there than the rare reuse saves
+        # (bench/validator.py, docs/validator.md "At fleet scale")
         self.http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
             limits=httpx.Limits(max_connections=max(16, config.concurrency * 2),
