@@ -4,8 +4,9 @@ One real miner (its own process: uvicorn on loopback, embedded model, simulated 
 one torch thread) with the bench-only
 ``dangerous_plaintext_endpoint``: the plaintext route runs the very same handler minus
 the envelope, so the difference is the price of E2EE (KEM + AEAD per request, AEAD per
-chunk, on both ends). Streamed requests alternate plain / v2 / v1 so machine noise hits
-all three alike. Client-side figures, per request:
+chunk, on both ends). Streamed requests rotate plain / v2 (unpadded) / v2pad (padded,
+the client default: the miner coalesces tokens after the first) / v1 so machine noise
+hits all alike. Client-side figures, per request:
 
 * TTFT: request sent -> first generated text decrypted;
 * tokens/s: completion tokens / (last chunk - first chunk), i.e. decode speed.
@@ -33,8 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider
-from chutes_subnet.e2ee import RequestContext, v1, v2  # noqa: E402
+from chutes_subnet.attestation.simulator.simulated_provider import SimulatedProvider  # noqa: E402
+from chutes_subnet.e2ee import PADDING_NONE, PADDING_PADME, RequestContext, v1, v2  # noqa: E402
 from chutes_subnet.inference import make_backend  # noqa: E402
 from chutes_subnet.miner import PLAINTEXT_PATH, MinerConfig, create_app  # noqa: E402
 from chutes_subnet.sse import SSEParser  # noqa: E402
@@ -71,10 +72,13 @@ def one(http: httpx.Client, url: str, inst: Any, mode: str, max_tokens: int,
     if mode == "plain":
         blob, decoder = json.dumps(body).encode(), None
         target = url + PLAINTEXT_PATH
-    elif mode == "v2":
+    elif mode in ("v2", "v2pad"):
+        padding = PADDING_PADME if mode == "v2pad" else PADDING_NONE
         blob, session = v2.seal_request(
-            pk, RequestContext(inst.chute_id, inst.instance_id, nonce, PATH, True), body)
+            pk, RequestContext(inst.chute_id, inst.instance_id, nonce, PATH, True, padding), body)
         headers["X-E2E-Version"] = "2"
+        if padding != PADDING_NONE:
+            headers["X-E2E-Padding"] = str(padding)
         decoder = StreamDecoder(2, session)
     else:
         blob, key = v1.seal_request(pk, body)
@@ -99,11 +103,12 @@ def one(http: httpx.Client, url: str, inst: Any, mode: str, max_tokens: int,
     return first - t0, rate, tokens
 
 
-def _serve(port: int) -> None:
+def _serve(port: int, coalesce_ms: float | None) -> None:
     import uvicorn
 
+    extra = {} if coalesce_ms is None else {"stream_coalesce_ms": coalesce_ms}
     cfg = MinerConfig(tee="simulated", invoke_auth="none", dangerous_plaintext_endpoint=True,
-                      port=port)
+                      port=port, **extra)
     app = create_app(cfg, hotkey_ss58="5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
                      backend=make_backend("embedded"), provider=SimulatedProvider(gpu_count=1),
                      gate=None)
@@ -131,15 +136,18 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer, shorter requests")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--coalesce-ms", type=float, default=None,
+                    help="the miner's --stream.coalesce_ms (default: its default; 0: off)")
     args = ap.parse_args()
     rounds = args.rounds or (8 if args.quick else 30)
     max_tokens = args.max_tokens or (128 if args.quick else 512)
 
     port = free_port()
-    proc = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,), daemon=True)
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_serve, args=(port, args.coalesce_ms), daemon=True)
     proc.start()
     url = f"http://127.0.0.1:{port}"
-    modes = ("plain", "v2", "v1")
+    modes = ("plain", "v2", "v2pad", "v1")
     res: dict[str, dict[str, list[float]]] = {m: {"ttft": [], "tps": []} for m in modes}
     counter = [0]
     try:
@@ -148,7 +156,7 @@ def main() -> None:
             for mode in modes:  # warm-up (model, connection, code paths)
                 one(http, url, inst, mode, 16, counter)
             for i in range(rounds):
-                order = modes[i % 3:] + modes[: i % 3]
+                order = modes[i % len(modes):] + modes[: i % len(modes)]
                 for mode in order:
                     ttft, tps, _ = one(http, url, inst, mode, max_tokens, counter)
                     res[mode]["ttft"].append(ttft)
@@ -160,7 +168,7 @@ def main() -> None:
     med = {m: {"ttft_ms": statistics.median(r["ttft"]) * 1000,
                "tokens_per_s": statistics.median(r["tps"])} for m, r in res.items()}
     print(f"miner bench: {rounds} rounds x {len(modes)} modes, {max_tokens} tokens, "
-          "embedded model, loopback, medians")
+          f"embedded model, loopback, medians, coalesce_ms={args.coalesce_ms}")
     print(f"{'mode':<8}{'TTFT ms':>10}{'tokens/s':>12}{'tok/s vs plain':>16}{'TTFT +ms':>10}")
     for m in modes:
         ratio = med[m]["tokens_per_s"] / med["plain"]["tokens_per_s"]
@@ -168,12 +176,12 @@ def main() -> None:
         print(f"{m:<8}{med[m]['ttft_ms']:>10.2f}{med[m]['tokens_per_s']:>12.1f}"
               f"{ratio:>16.3f}{extra:>10.2f}")
     figures = {
-        "rounds": rounds, "max_tokens": max_tokens,
+        "rounds": rounds, "max_tokens": max_tokens, "coalesce_ms": args.coalesce_ms,
         **{f"{m}_{k}": round(v, 3) for m in modes for k, v in med[m].items()},
-        "v2_tps_ratio": round(med["v2"]["tokens_per_s"] / med["plain"]["tokens_per_s"], 4),
-        "v1_tps_ratio": round(med["v1"]["tokens_per_s"] / med["plain"]["tokens_per_s"], 4),
-        "v2_ttft_overhead_ms": round(med["v2"]["ttft_ms"] - med["plain"]["ttft_ms"], 3),
-        "v1_ttft_overhead_ms": round(med["v1"]["ttft_ms"] - med["plain"]["ttft_ms"], 3),
+        **{f"{m}_tps_ratio": round(med[m]["tokens_per_s"] / med["plain"]["tokens_per_s"], 4)
+           for m in modes if m != "plain"},
+        **{f"{m}_ttft_overhead_ms": round(med[m]["ttft_ms"] - med["plain"]["ttft_ms"], 3)
+           for m in modes if m != "plain"},
     }
     print(json.dumps(figures))
 
