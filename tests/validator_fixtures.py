@@ -32,12 +32,14 @@ class Sibling:
     Without ``url`` a real instance is started (same hotkey, its own key, ``fault`` and
     simulated machine ``seed``). With ``url`` only that URL is listed; ``{name.i}`` in
     it is replaced by the port of miner ``name``'s instance ``i`` (0 = its front, 1.. its
-    started siblings), e.g. ``http://127.0.0.1:{a.1}``.
+    started siblings), e.g. ``http://127.0.0.1:{a.1}``. ``alias`` lists the front once
+    more, at a second port its very app (one key) also listens on.
     """
 
     fault: str | None = None
     seed: bytes | None = None
     url: str | None = None
+    alias: bool = False
 
 
 @dataclass
@@ -128,7 +130,7 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
     metagraph = asyncio.run(chain.metagraph())
     ports = {f"{name}.0": free_port() for name in faults}
     for name, siblings in fleets.items():
-        started = [s for s in siblings if s.url is None]
+        started = [s for s in siblings if s.url is None and not s.alias]
         ports.update({f"{name}.{i}": free_port() for i in range(1, len(started) + 1)})
     servers: list[UvicornThread] = []
 
@@ -155,10 +157,14 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
 
     try:
         for name, fault, uid, hk, w in registered:
-            started, listed = [], []
+            started, listed, aliases = [], [], []
             for sib in fleets.get(name, ()):
                 if sib.url is not None:
                     listed.append(listed_url(sib.url))
+                    continue
+                if sib.alias:
+                    aliases.append(free_port())
+                    listed.append(f"http://127.0.0.1:{aliases[-1]}")
                     continue
                 port = ports[f"{name}.{len(started) + 1}"]
                 started.append(start(name, port, hk, fault=sib.fault, seed=sib.seed))
@@ -167,6 +173,8 @@ def local_subnet(tmp: Path, faults: dict[str, str | None], *,
                           seed=(seeds or {}).get(name), keypair=(keypairs or {}).get(name),
                           siblings=tuple(listed),
                           signer=hotkey_signer(w) if name in fleets else None)
+            for port in aliases:  # the front's own app on one more port: one key, two URLs
+                servers.append(UvicornThread(front.server.config.app, port=port).start())
             asyncio.run(chain.serve_axon(hk, "127.0.0.1", front.port))
             subnet.miners.append(MinerHandle(
                 name, fault, uid, hk, front, started,

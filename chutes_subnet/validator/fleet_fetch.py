@@ -13,6 +13,11 @@
 
 Listing is no proof: each instance is attested on its own, and its quote binds the
 hotkey, so an instance of another hotkey listed here fails its own challenge.
+
+A :class:`FleetCache` keeps a verified list until half its validity has passed, and
+a "no list" (404) answer for :data:`NO_LIST_RECHECK_SECONDS`, so a round over
+thousands of uids does not fetch and verify every list every round. Refusals are
+never cached: the next round fetches again.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from chutes_subnet.wire.protocol import FLEET_PATH, MAX_FLEET_BYTES
 from .attestor import miner_url
 from .failures import EvaluationFailure, from_http_error, read_bounded
 
-__all__ = ["FleetMember", "fetch_fleet"]
+__all__ = ["NO_LIST_RECHECK_SECONDS", "FleetCache", "FleetMember", "fetch_fleet"]
+
+#: seconds a miner's "no list" (404) answer is reused before asking again
+NO_LIST_RECHECK_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -42,16 +50,46 @@ class FleetMember:
     instance_id: str | None = None
 
 
+class FleetCache:
+    """Per uid: the last verified list (or "no list") of its hotkey at its axon, until
+    its freshness ends. One entry per uid."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[str, str, tuple[FleetMember, ...], float]] = {}
+
+    def get(self, neuron: Neuron, now: float) -> tuple[FleetMember, ...] | None:
+        entry = self._entries.get(neuron.uid)
+        if entry is None or entry[:2] != (neuron.hotkey, neuron.axon) or now >= entry[3]:
+            return None
+        return entry[2]
+
+    def put(self, neuron: Neuron, members: tuple[FleetMember, ...], fresh_until: float) -> None:
+        self._entries[neuron.uid] = (neuron.hotkey, neuron.axon or "", members, fresh_until)
+
+    def forget(self, uid: int) -> None:
+        self._entries.pop(uid, None)
+
+
 async def fetch_fleet(http: httpx.AsyncClient, neuron: Neuron, *, netuid: int, limit: int,
-                      clock: Callable[[], float] = time.time) -> tuple[FleetMember, ...]:
+                      clock: Callable[[], float] = time.time,
+                      cache: FleetCache | None = None) -> tuple[FleetMember, ...]:
     """The instances ``neuron`` fronts (see module doc); raises ``EvaluationFailure``."""
     if not neuron.axon:
         raise EvaluationFailure("no_axon", "the hotkey has not published an endpoint")
+    now = clock()
+    cached = cache.get(neuron, now) if cache is not None else None
+    if cached is not None:
+        return cached[:max(1, limit)]
+    if cache is not None:
+        cache.forget(neuron.uid)
     axon_url = miner_url(neuron.axon)
     try:
         async with http.stream("GET", axon_url + FLEET_PATH) as resp:
             if resp.status_code == 404:
-                return (FleetMember(axon_url),)
+                alone = (FleetMember(axon_url),)
+                if cache is not None:
+                    cache.put(neuron, alone, now + NO_LIST_RECHECK_SECONDS)
+                return alone
             if resp.status_code != 200:
                 raise EvaluationFailure("fleet:bad_status",
                                         f"fleet: miner answered HTTP {resp.status_code}")
@@ -63,7 +101,10 @@ async def fetch_fleet(http: httpx.AsyncClient, neuron: Neuron, *, netuid: int, l
             raise EvaluationFailure("fleet:too_large", failure.detail) from None
         raise
     try:
-        fleet = verify_fleet(raw, hotkey=neuron.hotkey, netuid=netuid, now=clock())
+        fleet = verify_fleet(raw, hotkey=neuron.hotkey, netuid=netuid, now=now)
     except FleetError as exc:
         raise EvaluationFailure(f"fleet:{exc.code}", f"fleet: {exc}") from None
-    return tuple(FleetMember(i.url, i.instance_id) for i in fleet.instances[:max(1, limit)])
+    members = tuple(FleetMember(i.url, i.instance_id) for i in fleet.instances)
+    if cache is not None:  # fresh for half the list's remaining validity
+        cache.put(neuron, members, now + (fleet.expires_at - now) / 2)
+    return members[:max(1, limit)]

@@ -59,7 +59,7 @@ from .attestor import AttestedInstance, Attestor
 from .benchmark import BenchHTTP, BenchmarkOutcome, ReferenceCache, run_benchmark
 from .config import ValidatorConfig
 from .failures import EvaluationFailure
-from .fleet_fetch import FleetMember, fetch_fleet
+from .fleet_fetch import FleetCache, FleetMember, fetch_fleet
 from .gateway_path import GatewayPath
 from .hardware import FLEET_GPU_REUSED, GPU_REUSED, PLATFORM_REUSED, refuse_shared_hardware
 from .identity import DUPLICATE_REASON, FLEET_DUPLICATE, holders_from, refuse_duplicate_keys
@@ -196,6 +196,8 @@ class Validator:
         self.scores: dict[int, ScoreEntry] = dict(snapshot.scores)
         #: uid -> {instance_id: hotkey} of the records this validator holds in the registry
         self._published: dict[int, dict[str, str]] = {}
+        #: each uid's last verified instance list, reused while fresh (:mod:`.fleet`)
+        self._fleets = FleetCache()
         #: hardware identity -> hotkey credited for it last round (:mod:`.hardware`)
         self._hardware_holders: dict[str, str] = {}
         self._rng = random.SystemRandom()
@@ -284,7 +286,8 @@ class Validator:
         try:
             async with asyncio.timeout(self.config.timeout):
                 return await fetch_fleet(self.http, neuron, netuid=self.chain.netuid,
-                                         limit=self.config.max_instances_per_uid)
+                                         limit=self.config.max_instances_per_uid,
+                                         cache=self._fleets)
         except TimeoutError:
             raise EvaluationFailure("timeout", f"fleet: no complete answer in "
                                                f"{self.config.timeout:g}s") from None

@@ -106,7 +106,7 @@ class _Signed(BaseModel):
 
 
 class FleetInstance(_Signed):
-    url: str = Field(description="the instance's own base URL, scheme://host:port "
+    url: str = Field(description="the instance's own base URL, scheme://ip:port "
                                  "(validators and gateways connect to it directly)")
     instance_id: str | None = Field(
         default=None, pattern="^[0-9a-f]{32}$",
@@ -116,7 +116,7 @@ class FleetInstance(_Signed):
     @classmethod
     def _url(cls, value: str) -> str:
         if canonical_instance_url(value) != value:
-            raise ValueError("url must be in canonical form scheme://host:port")
+            raise ValueError("url must be in canonical form scheme://ip:port")
         return value
 
 

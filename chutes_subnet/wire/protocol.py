@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -147,17 +146,17 @@ def parse_json(data: str | bytes | bytearray) -> Any:
         raise ValueError("JSON nesting too deep") from None
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-                       r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def canonical_instance_url(url: str) -> str:
-    """``scheme://host:port`` of an instance's base URL; ``ValueError`` names the defect.
+    """``scheme://ip:port`` of an instance's base URL; ``ValueError`` names the defect.
 
-    http or https; a DNS name or an IP literal (IPv6 in brackets); no user info, path,
-    query or fragment (a trailing ``/`` is dropped); the port is made explicit, so one
-    address has one spelling and a list cannot name an instance twice unnoticed.
+    http or https; an IP address like the axon on chain (IPv6 in brackets), never a
+    name: a name would be resolved inside each validator's and gateway's own network;
+    no user info, path, query or fragment (a trailing ``/`` is dropped); the port is
+    made explicit, so one address has one spelling and a list cannot name an
+    instance twice unnoticed.
     """
     if not isinstance(url, str) or not 0 < len(url) <= MAX_FLEET_URL_CHARS:
         raise ValueError(f"instance URL must be 1..{MAX_FLEET_URL_CHARS} characters")
@@ -174,20 +173,17 @@ def canonical_instance_url(url: str) -> str:
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise ValueError("instance URL must not carry user info")
     if parts.path not in ("", "/") or parts.query or parts.fragment or url.endswith(("?", "#")):
-        raise ValueError("instance URL must be scheme://host[:port] only (no path or query)")
-    host = (parts.hostname or "").lower()
+        raise ValueError("instance URL must be scheme://ip[:port] only (no path or query)")
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(parts.hostname or "")
     except ValueError:
-        if not _HOSTNAME.fullmatch(host):
-            raise ValueError("instance URL host must be a DNS name or an IP address") from None
-        shown = host
-    else:
-        if ip.is_unspecified or ip.is_multicast:
-            raise ValueError("instance URL host must be a unicast address")
-        shown = f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+        raise ValueError("instance URL host must be an IP address (like the axon on "
+                         "chain), not a name") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise ValueError("instance URL host must be a unicast address")
     if port == 0:
         raise ValueError("instance URL port must be in 1..65535")
+    shown = f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
     return f"{scheme}://{shown}:{port or _DEFAULT_PORTS[scheme]}"
 
 

@@ -77,7 +77,7 @@ def test_refusals_at_start(wallets):
     with pytest.raises(ValueError, match="instance URL"):
         _app(front, port=free_port(), signer=hotkey_signer(front), siblings=["ftp://x:1"])
     with pytest.raises(ValueError, match="twice"):
-        MinerConfig(fleet_instances=("http://a:1", "http://a:1/"))
+        MinerConfig(fleet_instances=("http://10.9.9.9:1", "http://10.9.9.9:1/"))
     with pytest.raises(ValueError, match="at most"):
         MinerConfig(fleet_instances=tuple(f"http://10.0.{i // 250}.{i % 250}:1"
                                           for i in range(MAX_FLEET_INSTANCES)))
@@ -115,7 +115,7 @@ def test_cli_flags(monkeypatch):
     cfg = config_from_args(args)
     assert cfg.fleet_instances == ("http://10.0.0.2:8091", "http://10.0.0.3:8091")
     assert cfg.fleet_ttl == 300
-    args = build_parser().parse_args(["--fleet.instances", "http://x:1/path",
+    args = build_parser().parse_args(["--fleet.instances", "http://10.0.0.9:1/path",
                                       "--subtensor.network", "local"])
     with pytest.raises(SystemExit, match="no path"):
         config_from_args(args)

@@ -6,7 +6,7 @@ Real miner servers on loopback (simulated TEE), a LocalChain, the real validator
 * ``single``: a miner that serves no list (404), evaluated at its axon as before;
 * ``other``: its own front, plus ``fleet``'s first sibling listed under its hotkey;
 * ``mixed``: a healthy front and sibling, plus a debug-TD sibling, a dead URL, a
-  sibling on the front's GPUs and the front again under another spelling;
+  sibling on the front's GPUs and the front again at a second URL;
 * ``forged``: an endpoint serving an instance list not signed by its hotkey.
 """
 
@@ -37,7 +37,12 @@ from chutes_subnet.registry import MemoryInstanceRegistry
 from chutes_subnet.validator import BenchmarkConfig, Validator, ValidatorConfig, ValidatorState
 from chutes_subnet.validator.config import ScoringConfig
 from chutes_subnet.validator.failures import EvaluationFailure
-from chutes_subnet.validator.fleet_fetch import FleetMember, fetch_fleet
+from chutes_subnet.validator.fleet_fetch import (
+    NO_LIST_RECHECK_SECONDS,
+    FleetCache,
+    FleetMember,
+    fetch_fleet,
+)
 from chutes_subnet.validator.hardware import (
     FLEET_GPU_REUSED,
     PLATFORM_REUSED,
@@ -70,7 +75,7 @@ FLEETS = {
     "mixed": [Sibling(seed=b"mixed-1"), Sibling(fault="debug-quote", seed=b"mixed-2"),
               Sibling(url=f"http://127.0.0.1:{DEAD}"),
               Sibling(seed=b"mixed-front"),                      # the front's machine
-              Sibling(url="http://localhost:{mixed.0}")],        # the front, respelled
+              Sibling(alias=True)],                              # the front, at 2 URLs
 }
 SEEDS = {"fleet": b"fleet-0", "single": b"single", "other": b"other", "mixed": b"mixed-front"}
 
@@ -112,7 +117,7 @@ def subnet(tmp_path_factory):
 
 
 def _config(**kw) -> ValidatorConfig:
-    base = dict(concurrency=8, timeout=5.0, rechallenge_probability=0.0,
+    base = dict(concurrency=8, timeout=15.0, rechallenge_probability=0.0,
                 dangerous_accept_simulated_tee=True, instance_concurrency=3,
                 benchmark=BenchmarkConfig(prompts_per_miner=1, max_tokens=8, verify_sample=1))
     base.update(kw)
@@ -160,16 +165,16 @@ def test_one_hotkey_three_instances_three_records_and_one_summed_weight(subnet, 
     assert set(published[fleet.uid]) == set(ids)
     # the uid's round score is the sum of its instances' scores ...
     per_instance = instance_scores(list(last.results), _config().scoring)
-    expected = sum(s for r, s in zip(last.results, per_instance, strict=True)
-                   if r.uid == fleet.uid)
-    assert last.round_scores[fleet.uid] == pytest.approx(expected)
-    assert expected > max(per_instance)  # more than any one instance earns
-    # ... so three honest instances outweigh one; the single miner (no list) still works
+    own = [s for r, s in zip(last.results, per_instance, strict=True) if r.uid == fleet.uid]
+    assert len(own) == 3 and min(own) > 0
+    assert last.round_scores[fleet.uid] == pytest.approx(sum(own))
+    assert sum(own) > max(own)  # more than any one of its instances earns
+    # the single miner (no list) is evaluated at its axon as before
     assert last.result_for(single.uid).ok
     assert last.result_for(single.uid).instance_url == single.server.url
     assert [r.url for r in registry.list_verified() if r.hotkey == single.hotkey] \
         == [single.server.url]
-    assert last.weights[fleet.uid] > last.weights[single.uid] > 0
+    assert last.weights[fleet.uid] > 0 and last.weights[single.uid] > 0
     # the record scores split the uid's EMA by the instances' shares
     assert sum(r.score for r in records) == pytest.approx(last.ema[fleet.uid])
     # the state keeps every instance's result under its uid
@@ -202,14 +207,14 @@ def test_failing_instances_do_not_zero_their_healthy_siblings(subnet, rounds):
     mixed = subnet.by_name("mixed")
     for report in reports:
         by_url = {r.instance_url: r for r in report.results_for(mixed.uid)}
-        front, healthy, debug, dead, twin, respelled = (by_url[u] for u in mixed.listed)
+        front, healthy, debug, dead, twin, alias = (by_url[u] for u in mixed.listed)
         assert front.ok and healthy.ok
         assert debug.reason == "attestation:debug_td"
         assert dead.reason == "unreachable"
         # one GPU set under two instances counts once; one instance under two URLs too
         assert twin.reason == "fleet:gpu_reused" and "counts once" in twin.detail_text
-        assert respelled.reason == "fleet:duplicate_instance"
-        assert respelled.attestation.instance_id == front.attestation.instance_id
+        assert alias.reason == "fleet:duplicate_instance"
+        assert alias.attestation.instance_id == front.attestation.instance_id
         scores = instance_scores(list(report.results), _config().scoring)
         healthy_sum = sum(s for r, s in zip(report.results, scores, strict=True)
                           if r.uid == mixed.uid)
@@ -388,3 +393,45 @@ def test_one_instance_under_two_urls_or_two_uids_counts_once():
     assert [r.reason for r in out] == [None, FLEET_DUPLICATE, DUPLICATE_REASON]
     out = refuse_duplicate_keys([a, b, other], lambda _iid: None)    # nobody holds it
     assert [r.reason for r in out] == [DUPLICATE_REASON] * 3
+
+
+async def test_verified_lists_are_reused_while_fresh_and_refusals_never(tmp_path):
+    lists = ListServer()
+    wallet = ensure_dev_wallet("cache", "default", str(tmp_path))
+    hotkey, cache, now = hotkey_ss58(wallet), FleetCache(), [time.time()]
+    neuron = _neuron(hotkey, lists.server.port)
+
+    async def fetch():
+        async with httpx.AsyncClient(timeout=5) as http:
+            return await fetch_fleet(http, neuron, netuid=7, limit=16, cache=cache,
+                                     clock=lambda: now[0])
+
+    try:
+        lists.body = _sign(wallet, 2, ttl=600)
+        first = await fetch()
+        lists.body = b"garbage"                     # the next fetch would be refused ...
+        assert await fetch() == first               # ... but the signed list is still fresh
+        now[0] += 301                               # past half its validity: fetched again
+        with pytest.raises(EvaluationFailure, match="not JSON"):
+            await fetch()
+        with pytest.raises(EvaluationFailure):      # a refusal is not cached
+            await fetch()
+        lists.status = 404                          # "no list" is reused for a while
+        assert await fetch() == (FleetMember(lists.server.url),)
+        lists.status, lists.body = 200, _sign(wallet, 3, ttl=3600)
+        assert len(await fetch()) == 1
+        now[0] += NO_LIST_RECHECK_SECONDS
+        assert len(await fetch()) == 3
+        # another hotkey at the uid (re-registration) never sees the old entry
+        moved = dataclasses.replace(neuron, hotkey=subnet_free_hotkey())
+        async with httpx.AsyncClient(timeout=5) as http:
+            with pytest.raises(EvaluationFailure) as err:
+                await fetch_fleet(http, moved, netuid=7, limit=16, cache=cache,
+                                  clock=lambda: now[0])
+        assert err.value.reason == "fleet:wrong_hotkey"
+    finally:
+        lists.server.stop()
+
+
+def subnet_free_hotkey() -> str:
+    return hotkey_ss58(vf.bench_wallet())
