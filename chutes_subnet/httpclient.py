@@ -391,7 +391,7 @@ class HttpClient:
         except BaseException:
             if waiter.done() and not waiter.cancelled():
                 self._release_slot()  # granted and cancelled at once: pass it on
-            else:
+            elif waiter in self._slot_waiters:  # (a releaser may have dropped it already)
                 self._slot_waiters.remove(waiter)
             raise
 

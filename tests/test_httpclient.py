@@ -518,3 +518,27 @@ def test_any_split_of_a_response_reads_back_exactly(
             await client.aclose()
 
     loop.run_until_complete(run())
+
+
+async def test_cancelled_waiters_do_not_leak_slots(uv: UvicornThread) -> None:
+    """Requests cancelled while waiting for a connection slot leave the bound intact."""
+    client = HttpClient(max_connections=1)
+    try:
+        held = await client.post(uv.url + "/echo", {}, b"held")
+        waiting = [asyncio.ensure_future(client.post(uv.url + "/echo", {}, b"w"))
+                   for _ in range(5)]
+        await asyncio.sleep(0.05)
+        for task in waiting[:3]:
+            task.cancel()
+        held.release()
+        for task in waiting[3:]:
+            resp = await task
+            assert await resp.read_bounded(10) == b"w"
+            resp.release()
+        assert all(t.cancelled() for t in waiting[:3])
+        resp = await client.post(uv.url + "/echo", {}, b"after")
+        assert await resp.read_bounded(10) == b"retfa"
+        resp.release()
+        assert client.open_connections == 1
+    finally:
+        await client.aclose()
