@@ -103,7 +103,7 @@ def _opens_too_many_containers(data: bytes | memoryview) -> bool:
 
 def parse(raw: bytes | memoryview) -> dict[str, Any]:
     """Parse a JSON object payload (bounded depth and container count, strict)."""
-    if _opens_too_many_containers(raw):
+    if len(raw) > 2 * MAX_JSON_CONTAINERS and _opens_too_many_containers(raw):
         raise PayloadTooLargeError(f"payload opens more than {MAX_JSON_CONTAINERS} JSON "
                                    "objects/arrays")
     try:

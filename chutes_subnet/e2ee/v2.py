@@ -50,7 +50,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from chutes_subnet.e2ee import _b64, _json, _kem, _padding, _payload
-from chutes_subnet.e2ee._symmetric import TAG_SIZE, hkdf_expand, hkdf_extract, open_, seal
+from chutes_subnet.e2ee._symmetric import TAG_SIZE, hmac_sha256, open_, seal
 from chutes_subnet.e2ee.keys import KeyPair
 from chutes_subnet.errors import EnvelopeFormatError, StreamIntegrityError
 from chutes_subnet.wire.context import PADDING_NONE, PADDING_PADME, RequestContext
@@ -75,6 +75,9 @@ _ZERO_NONCE = bytes(12)
 _LABEL_REQ = b"chutes-e2ee/v2 request"
 _LABEL_RESP = b"chutes-e2ee/v2 response"
 _LABEL_STREAM = b"chutes-e2ee/v2 stream"
+# HKDF-Expand to one 32-byte key is T(1) = HMAC(prk, info || 0x01) (_symmetric.hkdf_expand)
+_T1_REQ, _T1_RESP, _T1_STREAM = (label + b"\x01" for label in (_LABEL_REQ, _LABEL_RESP,
+                                                                 _LABEL_STREAM))
 _HEADER = 1 + _kem.CIPHERTEXT_SIZE
 _MAX_FRAMES = 1 << 88
 _FINAL_FLAG = 1 << 88
@@ -93,7 +96,7 @@ class _Keys:
 
     def __init__(self, secret: bytes, kem_ct: bytes, aad: bytes, padded: bool) -> None:
         ct_hash = hashlib.sha256(kem_ct).digest()
-        self.prk = hkdf_extract(secret, salt=ct_hash)
+        self.prk = hmac_sha256(ct_hash, secret)  # HKDF-Extract(salt = ct_hash, ikm = secret)
         self.binding = ct_hash + hashlib.sha256(aad).digest()
         self.padded = padded
         self._resp: bytes | None = None
@@ -101,18 +104,18 @@ class _Keys:
 
     @property
     def req(self) -> bytes:
-        return hkdf_expand(self.prk, info=_LABEL_REQ)
+        return hmac_sha256(self.prk, _T1_REQ)
 
     @property
     def resp(self) -> bytes:
         if self._resp is None:
-            self._resp = hkdf_expand(self.prk, info=_LABEL_RESP)
+            self._resp = hmac_sha256(self.prk, _T1_RESP)
         return self._resp
 
     @property
     def stream(self) -> bytes:
         if self._stream is None:
-            self._stream = hkdf_expand(self.prk, info=_LABEL_STREAM)
+            self._stream = hmac_sha256(self.prk, _T1_STREAM)
         return self._stream
 
     @property
@@ -323,7 +326,7 @@ def seal_request(
     plain = _payload.encode(payload, ctx.padded)
     kem_ct, secret = _kem.encapsulate(instance_pk)
     keys = _Keys(secret, kem_ct, aad, ctx.padded)
-    sealed = seal(hkdf_expand(keys.prk, info=_LABEL_REQ), _ZERO_NONCE, plain, aad)
+    sealed = seal(keys.req, _ZERO_NONCE, plain, aad)
     return b"".join((VERSION_BYTE, kem_ct, sealed)), ClientSession(keys)
 
 
@@ -349,5 +352,5 @@ def open_request_raw(
     view = memoryview(blob)
     kem_ct = bytes(view[1:_HEADER])
     keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad, ctx.padded)
-    plain = open_(hkdf_expand(keys.prk, info=_LABEL_REQ), _ZERO_NONCE, view[_HEADER:], aad)
+    plain = open_(keys.req, _ZERO_NONCE, view[_HEADER:], aad)
     return _payload.decode(plain, ctx.padded), ServerSession(keys)

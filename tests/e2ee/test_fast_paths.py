@@ -161,3 +161,23 @@ def test_unpack_lines_equals_the_record_loop(records: list[tuple[int, bytes]], s
     except EnvelopeFormatError:
         got = None
     assert got == _unpack_reference(plain)
+
+
+def test_v2_key_schedule_is_rfc5869_hkdf() -> None:
+    """The inlined T(1) = HMAC(prk, info || 1) keys equal cryptography's HKDF, per label."""
+    import hashlib
+    import os
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from chutes_subnet.e2ee import v2
+
+    secret, kem_ct, aad = os.urandom(32), os.urandom(1088), b"aad"
+    keys = v2._Keys(secret, kem_ct, aad, True)
+    salt = hashlib.sha256(kem_ct).digest()
+    for got, label in ((keys.req, b"request"), (keys.resp, b"response"), (keys.stream, b"stream")):
+        want = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
+                    info=b"chutes-e2ee/v2 " + label).derive(secret)
+        assert got == want, label
+    assert keys.binding == salt + hashlib.sha256(aad).digest()
