@@ -46,6 +46,12 @@ class ValidatorMetrics:
                                       "Miners evaluated in the last round", registry=r)
         self.miners_attested = Gauge("chutes_validator_miners_attested",
                                      "Miners with valid attestation in the last round", registry=r)
+        self.instances_evaluated = Gauge(
+            "chutes_validator_instances_evaluated",
+            "Instances evaluated in the last round (a fleet counts each)", registry=r)
+        self.instances_passed = Gauge(
+            "chutes_validator_instances_passed",
+            "Instances attested and without failure in the last round", registry=r)
         self.failures = Counter("chutes_validator_miner_failures",
                                 "Failed miner evaluations by reason", ["kind", "reason"],
                                 registry=r)
@@ -97,6 +103,8 @@ class ValidatorMetrics:
         uids = list(dict.fromkeys(r.uid for r in report.results))
         self.miners_evaluated.set(len(uids))
         self.miners_attested.set(len({r.uid for r in report.results if r.attested}))
+        self.instances_evaluated.set(sum(1 for r in report.results if r.instance_url))
+        self.instances_passed.set(sum(1 for r in report.results if r.ok))
         for r in report.results:
             if not r.attestation_cached and r.instance_url is not None:  # a challenge ran
                 self.attestations.labels("ok" if r.attested else "rejected").inc()

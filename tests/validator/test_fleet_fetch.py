@@ -53,6 +53,7 @@ from chutes_subnet.validator.identity import (
     FLEET_DUPLICATE,
     refuse_duplicate_keys,
 )
+from chutes_subnet.validator.metrics import ValidatorMetrics
 from chutes_subnet.validator.results import AttestationSummary, MinerResult
 from chutes_subnet.validator.scoring import instance_scores, score_round, update_ema
 from chutes_subnet.wallets import coldkey_ss58, ensure_dev_wallet, hotkey_ss58
@@ -177,6 +178,16 @@ def test_one_hotkey_three_instances_three_records_and_one_summed_weight(subnet, 
     assert last.weights[fleet.uid] > 0 and last.weights[single.uid] > 0
     # the record scores split the uid's EMA by the instances' shares
     assert sum(r.score for r in records) == pytest.approx(last.ema[fleet.uid])
+    # metrics count uids and instances apart
+    metrics = ValidatorMetrics()
+    metrics.observe_round(last)
+    text = metrics.render().decode()
+    passed = sum(1 for r in last.results if r.ok)
+    evaluated = sum(1 for r in last.results if r.instance_url)
+    assert f"chutes_validator_instances_passed {float(passed)}" in text
+    assert f"chutes_validator_instances_evaluated {float(evaluated)}" in text
+    assert f"chutes_validator_miners_evaluated {float(len(set(last.round_scores)))}" in text
+    assert evaluated > len(set(last.round_scores))
     # the state keeps every instance's result under its uid
     state = ValidatorState(path)
     stored = state.load().results[fleet.uid]
