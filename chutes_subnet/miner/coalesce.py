@@ -61,7 +61,7 @@ async def coalesce(source: AsyncIterator[T], *, window: float, capacity: int,
     room = asyncio.Event()
     room.set()
     ended = False
-    failure: Exception | None = None
+    failure: BaseException | None = None
     wake: asyncio.Future[None] | None = None
 
     def notify() -> None:
@@ -77,8 +77,10 @@ async def coalesce(source: AsyncIterator[T], *, window: float, capacity: int,
                 if len(buf) >= max_buffered:
                     room.clear()
                     await room.wait()
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer, in order
-            failure = exc
+        except BaseException as exc:  # handed to the consumer, in order: a source that
+            failure = exc             # dies (even cancelled) never reads as a complete stream
+            if not isinstance(exc, Exception):
+                raise
         finally:
             ended = True
             notify()

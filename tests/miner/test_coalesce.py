@@ -182,3 +182,20 @@ def test_closing_stops_the_pump_so_the_source_can_be_closed() -> None:
         await src.aclose()        # and nothing is "already running"
 
     asyncio.run(run())
+
+
+def test_a_source_cancelled_on_its_own_never_reads_as_complete() -> None:
+    async def source() -> AsyncIterator[int]:
+        yield 0
+        yield 1
+        raise asyncio.CancelledError  # e.g. an engine client torn down under the stream
+
+    async def run() -> list[list[int]]:
+        got: list[list[int]] = []
+        async with contextlib.aclosing(_batches(source(), window=1)) as batches:
+            with pytest.raises(asyncio.CancelledError):
+                async for batch in batches:
+                    got.append(batch)
+        return got
+
+    assert asyncio.run(run()) == [[0], [1]]
