@@ -25,6 +25,7 @@ setup(
         "aiohttp>=3.9,<4",
         "httpx>=0.27,<1",
         "cryptography>=44",
+        "pynacl>=1.5",  # receipt verification: libsodium Ed25519 (strict, half the CPU of OpenSSL)
         "pqcrypto>=1.0,<2",
         # CPU machines: install torch==2.13.0 first (README); a bare "torch" pulls CUDA.
         "torch>=2.2,<=2.14.1",

@@ -104,6 +104,38 @@ def test_reject_paths(wire, key, over, reason) -> None:
     assert err.value.reason == reason
 
 
+#: the group order of Ed25519 (a signature's S must be below it)
+_L = 2**252 + 27742317777372353535851937790883648493
+
+
+def _raw(wire: str) -> bytearray:
+    return bytearray(__import__("base64").b64decode(wire))
+
+
+def _wire(raw: bytes) -> str:
+    return __import__("base64").b64encode(bytes(raw)).decode()
+
+
+def test_non_canonical_signature_scalar_is_refused() -> None:
+    raw = _raw(_sign())
+    s = int.from_bytes(raw[-32:], "little") + _L  # same point equation, S >= L
+    raw[-32:] = s.to_bytes(32, "little")
+    with pytest.raises(ReceiptError) as err:
+        _verify(_wire(raw))
+    assert err.value.reason == "bad_signature"
+
+
+def test_small_order_key_cannot_sign_for_anything() -> None:
+    """Identity key with R = identity, S = 0 satisfies the cofactorless equation for
+    every message; OpenSSL accepts it, libsodium refuses small-order keys."""
+    identity = b"\x01" + bytes(31)
+    body = _raw(_sign())[:-64]
+    forged = _wire(bytes(body) + identity + bytes(32))
+    with pytest.raises(ReceiptError) as err:
+        _verify(forged, identity)
+    assert err.value.reason == "bad_signature"
+
+
 @pytest.mark.parametrize("over", [
     {"prompt_tokens": -1}, {"completion_tokens": 1 << 32}, {"prompt_tokens": True},
     {"instance_id": ""}, {"instance_id": "é"}, {"instance_id": "x" * 129},
