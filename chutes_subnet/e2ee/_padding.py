@@ -28,7 +28,7 @@ import struct
 
 from chutes_subnet.errors import EnvelopeFormatError
 
-__all__ = ["FRAME_BUCKET", "MIN_ENVELOPE", "RECORD_OVERHEAD", "pack_line", "pack_lines", "pad", "padme",
+__all__ = ["FRAME_BUCKET", "MIN_ENVELOPE", "RECORD_OVERHEAD", "body_bounds", "pack_line", "pack_lines", "pad", "padme",
            "unpack_lines", "unpad"]
 
 MIN_ENVELOPE = 512
@@ -66,15 +66,21 @@ def pad(body: bytes, size: int | None = None) -> bytes:
     return b"".join((n.to_bytes(_LEN, "big"), body, bytes(size - _LEN - n)))
 
 
-def unpad(plain: bytes) -> memoryview:
-    """The body inside a padded plaintext (a view: no copy); refuses non-canonical padding."""
+def body_bounds(plain: bytes) -> tuple[int, int]:
+    """``(start, end)`` of the body inside a padded plaintext; refuses non-canonical padding."""
     total = len(plain)
     if total < _LEN:
         raise EnvelopeFormatError("padded payload is too short")
     (n,) = _u32(plain, 0)
     if _LEN + n > total or padded_size(n) != total:
         raise EnvelopeFormatError("payload padding is not canonical")
-    return memoryview(plain)[_LEN : _LEN + n]
+    return _LEN, _LEN + n
+
+
+def unpad(plain: bytes) -> memoryview:
+    """The body inside a padded plaintext (a view: no copy); refuses non-canonical padding."""
+    start, end = body_bounds(plain)
+    return memoryview(plain)[start:end]
 
 
 def pack_lines(lines: list[bytes]) -> bytes:

@@ -312,7 +312,7 @@ class ClientSession:
         if len(blob) < TAG_SIZE:
             raise EnvelopeFormatError("v2 response is too short")
         plain = open_(self._keys.resp, _ZERO_NONCE, blob, b"response" + self._keys.binding)
-        return _payload.parse(_payload.decode(plain, self._keys.padded))
+        return _payload.parse_plaintext(plain, self._keys.padded)
 
     def stream_opener(self) -> StreamOpener:
         return StreamOpener(self._keys)
@@ -334,8 +334,8 @@ def open_request(
     instance_key: KeyPair, ctx: RequestContext, blob: bytes
 ) -> tuple[dict[str, Any], ServerSession]:
     """Instance: decrypt a request made for ``ctx``; returns the payload and the session."""
-    raw, session = open_request_raw(instance_key, ctx, blob)
-    return _payload.parse(raw), session
+    plain, keys = _open_request(instance_key, ctx, blob)
+    return _payload.parse_plaintext(plain, keys.padded), ServerSession(keys)
 
 
 def open_request_raw(
@@ -343,6 +343,12 @@ def open_request_raw(
 ) -> tuple[bytes | memoryview, ServerSession]:
     """Like :func:`open_request` but returns the payload's JSON bytes unparsed (padded
     payloads come back as a memoryview over the plaintext: no copy)."""
+    plain, keys = _open_request(instance_key, ctx, blob)
+    return _payload.decode(plain, keys.padded), ServerSession(keys)
+
+
+def _open_request(instance_key: KeyPair, ctx: RequestContext, blob: bytes) -> tuple[bytes, _Keys]:
+    """The request's plaintext and keys (checks size and version before any crypto)."""
     _payload.check_envelope_size(blob)
     if len(blob) < _HEADER + TAG_SIZE:
         raise EnvelopeFormatError("v2 envelope is too short")
@@ -352,5 +358,4 @@ def open_request_raw(
     view = memoryview(blob)
     kem_ct = bytes(view[1:_HEADER])
     keys = _Keys(instance_key.decapsulate(kem_ct), kem_ct, aad, ctx.padded)
-    plain = open_(keys.req, _ZERO_NONCE, view[_HEADER:], aad)
-    return _payload.decode(plain, ctx.padded), ServerSession(keys)
+    return open_(keys.req, _ZERO_NONCE, view[_HEADER:], aad), keys

@@ -181,3 +181,31 @@ def test_v2_key_schedule_is_rfc5869_hkdf() -> None:
                     info=b"chutes-e2ee/v2 " + label).derive(secret)
         assert got == want, label
     assert keys.binding == salt + hashlib.sha256(aad).digest()
+
+
+@pytest.mark.parametrize("openers", [0, 3, 256, 257, 5000, 200_000, 200_001])
+@pytest.mark.parametrize("as_view", [False, True])
+def test_container_scan_equals_the_byte_count(openers: int, as_view: bool) -> None:
+    """memchr search up to its budget, bulk count beyond: same verdict as counting bytes,
+    and only inside [start:end] (the length prefix and padding never count)."""
+    limit = _payload.MAX_JSON_CONTAINERS
+    body = bytearray(b"x" * (2 * limit + 1000))
+    for i in range(openers):  # spread "{" and "[" over the body
+        body[(i * 7919) % len(body)] = ord("{[" [i % 2])
+    data = b"{[{[" + bytes(body) + b"[[[["
+    expected = bytes(body).count(b"{") + bytes(body).count(b"[") > limit
+    view: bytes | memoryview = memoryview(data) if as_view else data
+    assert _payload._opens_too_many_containers(view, 4, len(data) - 4) is expected
+
+
+def test_padded_payload_parses_in_place_with_the_same_limits() -> None:
+    limit = _payload.MAX_JSON_CONTAINERS
+    ok = b'{"a":"' + b"x" * (2 * limit) + b'","b":[' + b"[]," * 300 + b'[]]}'
+    assert _payload.parse_plaintext(_padding.pad(ok), True) == _payload.parse(ok)
+    bomb = b'{"a":[' + b"[]," * limit + b"[]]}"
+    with pytest.raises(PayloadTooLargeError, match="JSON objects/arrays"):
+        _payload.parse_plaintext(_padding.pad(bomb), True)
+    with pytest.raises(EnvelopeFormatError, match="not canonical"):
+        _payload.parse_plaintext(_padding.pad(ok) + bytes(64), True)
+    with pytest.raises(EnvelopeFormatError, match="JSON object"):
+        _payload.parse_plaintext(_padding.pad(b"[1]"), True)
