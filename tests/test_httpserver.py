@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -109,3 +110,42 @@ def test_idle_keep_alive_connection_is_not_cut_by_the_head_timer(server, monkeyp
         time.sleep(0.6)  # idle between requests: the keep-alive timeout (30 s) governs
         sock.sendall(_request(10))
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 7
+
+
+def test_coalescing_transport_sends_one_turns_writes_as_one_in_order() -> None:
+    from chutes_subnet.httpserver import CoalescingTransport
+
+    async def go() -> _RecordingTransport:
+        raw = _RecordingTransport()
+        t = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        t.write(b"body")
+        assert raw.writes == [] and t.get_write_buffer_size() == 7  # the rest is delegated
+        await asyncio.sleep(0)
+        assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        t.write(b"last")
+        t.close()  # what was gathered goes out before the close
+        assert raw.writes[-1] == b"last" and raw.closed
+        await asyncio.sleep(0)
+        return raw
+
+    assert len(asyncio.run(go()).writes) == 2
