@@ -98,8 +98,17 @@ _REFRESH_CHUNK = 500
 _MAX_TRACKED_KEYS = 100_000
 
 
+#: (UTC day number, its ISO date): formatting a date per request is measurable CPU
+_day: tuple[int, str] = (-1, "")
+
+
 def _today() -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime())
+    """Today's UTC date, ``YYYY-MM-DD``."""
+    global _day
+    day = int(time.time() // 86400)
+    if day != _day[0]:
+        _day = (day, time.strftime("%Y-%m-%d", time.gmtime(day * 86400)))
+    return _day[1]
 
 
 class SQLUsageMeter:
