@@ -19,7 +19,8 @@ Backends:
   processes on one host (WAL). Consumption is one ``DELETE ... RETURNING`` statement,
   run off the event loop by one writer thread that commits every consume waiting
   for it in one transaction.
-* :class:`RedisNonceStore` — several gateway replicas; consumption is one Lua script.
+* :class:`RedisNonceStore` — several gateway replicas; consumption is one Lua script
+  (atomic on the server); the consumes of one event-loop turn go out as one pipeline.
 
 The TTL told to clients (``NONCE_TTL_CLIENT_SECONDS``) is shorter than the server TTL
 (``NONCE_TTL_SERVER_SECONDS``) so a nonce never dies server-side while a client still
@@ -35,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import secrets
 import sqlite3
 import threading
@@ -334,11 +336,14 @@ class RedisNonceStore:
         else:
             self._r = url_or_client
         self._prefix = prefix
-        self._script = self._r.register_script(_CONSUME_LUA)
-        self._errors: tuple[type[BaseException], ...] = (OSError,)
         import redis.exceptions
 
-        self._errors = (redis.exceptions.RedisError, OSError)
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self._no_script = redis.exceptions.NoScriptError
+        self._sha = hashlib.sha1(_CONSUME_LUA.encode(), usedforsecurity=False).hexdigest()  # script id
+        #: consumes of this loop turn, per loop: (key, scope, future), sent as one pipeline
+        self._batches: dict[asyncio.AbstractEventLoop, list[tuple[str, bytes, asyncio.Future[Use]]]] = {}
+        self._senders: set[asyncio.Task[None]] = set()  # held until done (not collected early)
 
     async def issue(self, scope: NonceScope, count: int, ttl: float = NONCE_TTL_SERVER_SECONDS) -> list[str]:
         _check_count(count)
@@ -355,11 +360,51 @@ class RedisNonceStore:
         return nonces
 
     async def consume(self, nonce: str, scope: NonceScope) -> Use:
+        """Queued with this loop turn's other consumes; all go out as one pipeline of
+        script calls (each atomic on the server): one round trip and one client-side
+        send/parse pass for the batch instead of one per request."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Use] = loop.create_future()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = []
+            task = loop.create_task(self._send(loop))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+        batch.append((self._prefix + nonce, scope.encode().encode(), fut))
+        return await fut
+
+    async def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._batches.pop(loop)
         try:
-            res = await self._script(keys=[self._prefix + nonce], args=[scope.encode().encode()])
+            results = await self._run_scripts(batch)
         except self._errors as exc:
-            raise NonceStoreUnavailable("nonce store unavailable") from exc
-        return {1: Use.ACCEPTED, -1: Use.SCOPE}.get(res, Use.UNKNOWN)
+            for *_, fut in batch:
+                if not fut.done():
+                    err = NonceStoreUnavailable("nonce store unavailable")
+                    err.__cause__ = exc
+                    fut.set_exception(err)
+            return
+        for (*_, fut), res in zip(batch, results, strict=True):
+            if not fut.done():  # its caller may have given up
+                fut.set_result({1: Use.ACCEPTED, -1: Use.SCOPE}.get(res, Use.UNKNOWN))
+
+    async def _run_scripts(self, batch: list[tuple[str, bytes, asyncio.Future[Use]]]) -> list[Any]:
+        """EVALSHA for each item; the script is loaded (and the batch sent again) only
+        when the server lacks it: a NOSCRIPT reply means that call did not run."""
+        for attempt in (0, 1):
+            async with self._r.pipeline(transaction=False) as pipe:
+                for key, enc, _ in batch:
+                    pipe.evalsha(self._sha, 1, key, enc)
+                results = await pipe.execute(raise_on_error=False)
+            if attempt == 0 and any(isinstance(r, self._no_script) for r in results):
+                await self._r.script_load(_CONSUME_LUA)
+                continue
+            for r in results:
+                if isinstance(r, BaseException):
+                    raise r
+            return list(results)
+        raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
         await self._r.aclose()

@@ -262,3 +262,44 @@ def test_sqlite_failed_batch_consumes_nothing(tmp_path: Path) -> None:
     blocker.close()
     assert all(isinstance(o, NonceStoreUnavailable) for o in out)
     assert [_RUN(store.consume(n, SCOPE)) for n in nonces] == [Use.ACCEPTED] * 3
+
+
+def test_redis_batched_consumes_answer_each_caller_and_survive_a_script_flush(redis_server) -> None:
+    """Consumes of one loop turn go out as one pipeline: each caller still gets its own
+    answer; after SCRIPT FLUSH (a restarted server) the script is loaded again."""
+    import redis.asyncio as aioredis
+
+    store = RedisNonceStore(redis_server.url, prefix="t:batched:")
+    other = NonceScope("key-2", "chute-1", "inst-1")
+
+    async def run() -> tuple[list[Use], list[Use]]:
+        nonces = await store.issue(SCOPE, 20)
+        admin = aioredis.from_url(redis_server.url)
+        await admin.script_flush()
+        await admin.aclose()
+        calls = [store.consume(n, other) for n in nonces[:5]]  # refused first, not burned
+        calls += [store.consume(n, SCOPE) for n in nonces for _ in range(2)]
+        calls.append(store.consume("f" * 32, SCOPE))
+        first = await asyncio.gather(*calls)
+        again = await asyncio.gather(*(store.consume(n, SCOPE) for n in nonces))
+        await store.aclose()
+        return first, again
+
+    first, again = _RUN(run())
+    assert first[:5] == [Use.SCOPE] * 5
+    pairs = [first[5 + 2 * i:7 + 2 * i] for i in range(20)]
+    assert all(pair == [Use.ACCEPTED, Use.UNKNOWN] for pair in pairs)
+    assert first[-1] is Use.UNKNOWN and set(again) == {Use.UNKNOWN}
+
+
+def test_redis_down_answers_every_caller_of_a_batch_unavailable() -> None:
+    from tests.servers import free_port
+
+    store = RedisNonceStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)
+
+    async def run() -> list[BaseException | Use]:
+        return await asyncio.gather(*(store.consume(f"{i:032x}", SCOPE) for i in range(5)),
+                                    return_exceptions=True)
+
+    answers = _RUN(run())
+    assert all(isinstance(a, NonceStoreUnavailable) for a in answers)
