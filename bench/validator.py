@@ -152,13 +152,29 @@ async def _rounds(args: argparse.Namespace, farm: Farm, tmp: Path) -> list[dict[
             Verifier, Policy.development(), dangerous_accept_simulated_tee=True))
         pool.warm_up()  # worker start-up (imports) is not round work
         pids = list(pool._exec._processes)  # bench-only CPU accounting of the workers
+    registry = None
+    if args.registry == "sqlite":  # what the validator command publishes to by default
+        from chutes_subnet.registry import open_registry
+
+        registry = open_registry(f"sqlite://{tmp / 'registry.db'}")
     validator = Validator(config, chain=chain, wallet=wallet, verifier=verifier,
                           state=ValidatorState(tmp / "state.sqlite"), references=references,
-                          pool=pool)
+                          pool=pool, registry=registry)
+    publish = validator._publish  # bench-only: time the registry step of each round
+    spent = [0.0]
+
+    def timed_publish(*a: Any, **kw: Any) -> None:
+        t0 = time.perf_counter()
+        publish(*a, **kw)
+        spent[0] += time.perf_counter() - t0
+
+    validator._publish = timed_publish  # type: ignore[method-assign]
     runs = []
     try:
         for index in range(1, args.rounds + 1):
+            spent[0] = 0.0
             runs.append(await _measured_round(validator, farm, pids, index))
+            runs[-1]["publish_s"] = spent[0]
     finally:
         await validator.aclose()
         if pool is not None:
@@ -235,18 +251,21 @@ def _print_table(args: argparse.Namespace, floor: dict[str, float],
           f"{args.verify} answer(s) {floor['recompute_ms']:.1f} ms")
     print(f"  {'instances':>9} {'round':>5} {'passed':>7} {'challenged':>10} {'wall':>8} "
           f"{'CPU-bound':>9} {'valid. CPU':>10} {'CPU/inst':>9} {'vs floor':>8} "
-          f"{'farm CPU':>9} {'farm/inst':>9} {'farm start':>10} {'load':>9}  failures")
+          f"{'publish':>7} {'farm CPU':>9} {'farm/inst':>9} {'farm start':>10} {'load':>9}  "
+          f"failures")
     for r in runs:
         ratio = r["cpu_per_instance_ms"] / floor["floor_ms"]
         print(f"  {r['instances']:>9} {r['round']:>5} {r['passed']:>7} {r['challenged']:>10} "
               f"{r['wall_s']:>7.1f}s {r['cpu_bound_wall_s']:>8.1f}s "
               f"{r['validator_cpu_s']:>9.1f}s {r['cpu_per_instance_ms']:>7.1f}ms "
-              f"{ratio:>7.2f}x {r['farm_cpu_s']:>8.1f}s {r['farm_cpu_per_instance_ms']:>7.1f}ms "
+              f"{ratio:>7.2f}x {r['publish_s']:>6.1f}s {r['farm_cpu_s']:>8.1f}s "
+              f"{r['farm_cpu_per_instance_ms']:>7.1f}ms "
               f"{r['farm_startup_s']:>9.1f}s {r['loadavg_start']:>4.1f}-{r['loadavg_end']:<4.1f} "
               f" {'; '.join(r['failures']) or '-'}")
     d = ValidatorConfig()
     print(f"  wall: the round as measured; CPU-bound: (validator + farm CPU) / cores, the wall "
-          f"with the cores to itself; round 1 challenges every instance, later rounds reuse "
+          f"with the cores to itself; publish: the round's instance-registry step "
+          f"({args.registry}); round 1 challenges every instance, later rounds reuse "
           f"verified keys (re-challenge probability {d.rechallenge_probability:g}, TTL "
           f"{d.attestation_ttl / 60:g} min)")
     last = max((r for r in runs if r["round"] == 1), key=lambda r: r["instances"])
@@ -270,6 +289,9 @@ def main() -> int:
                         help="processes serving the simulated instances")
     parser.add_argument("--concurrency", type=int, default=64,
                         help="instances evaluated at once (--neuron.concurrency)")
+    parser.add_argument("--registry", choices=("sqlite", "none"), default="sqlite",
+                        help="instance registry the validator publishes to (its default: "
+                             "SQLite)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="consecutive rounds per size (round 2 on: cached keys, steady state)")
     parser.add_argument("--prompts", type=int, default=2)

@@ -59,6 +59,17 @@ def _decode(text: str) -> InstanceRecord:
     return InstanceRecord(**data)
 
 
+def _checked(text: str) -> InstanceRecord | None:
+    """A stored row as a record, or None (logged) when it fails the record checks."""
+    try:
+        rec = _decode(text)
+        check_record(rec)
+    except (InvalidInstanceRecord, ValueError, TypeError, KeyError) as exc:
+        log.warning("registry: ignoring a stored record (%s)", exc)
+        return None
+    return rec
+
+
 class SQLInstanceRegistry:
     """:class:`~chutes_subnet.registry.InstanceRegistry` on a :class:`Database`."""
 
@@ -98,8 +109,19 @@ class SQLInstanceRegistry:
         return bool(gone)
 
     def get(self, instance_id: str) -> InstanceRecord | None:
-        """The record with this id, live or expired (a row failing the checks: None)."""
-        return next((r for r in self._all() if r.instance_id == instance_id), None)
+        """The record with this id, live or expired (a row failing the checks: None).
+
+        From the read cache while it is fresh, else one row by key: re-reading every
+        record here would make a validator publishing n instances (each write drops
+        the cache, each publish reads its record first) read n² rows a round.
+        """
+        with self._lock:
+            cache, at = self._cache, self._cache_at
+        if cache is not None and time.monotonic() - at < self._cache_seconds:
+            return next((r for r in cache if r.instance_id == instance_id), None)
+        rows = self.db.query("SELECT record FROM instance_records WHERE instance_id = ?",
+                             (instance_id,))
+        return _checked(rows[0][0]) if rows else None
 
     def prune(self, expired_before: float) -> int:
         """Drop records that expired before ``expired_before``."""
@@ -112,15 +134,7 @@ class SQLInstanceRegistry:
     def refresh(self) -> None:
         """Re-read every record now (the gateway calls this off its event loop)."""
         rows = self.db.query("SELECT record FROM instance_records")
-        records = []
-        for (text,) in rows:
-            try:
-                rec = _decode(text)
-                check_record(rec)
-            except (InvalidInstanceRecord, ValueError, TypeError, KeyError) as exc:
-                log.warning("registry: ignoring a stored record (%s)", exc)
-                continue
-            records.append(rec)
+        records = [rec for (text,) in rows if (rec := _checked(text)) is not None]
         with self._lock:
             self._cache, self._cache_at = records, time.monotonic()
 
