@@ -142,7 +142,7 @@ def test_coalescing_transport_sends_one_turns_writes_as_one_in_order() -> None:
         assert raw.writes == [] and t.get_write_buffer_size() == 7  # the rest is delegated
         await asyncio.sleep(0)
         assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
-        t.write(b"last")
+        t.writelines([b"la", b"st"])  # joins the same turn's writes, in order
         t.close()  # what was gathered goes out before the close
         assert raw.writes[-1] == b"last" and raw.closed
         await asyncio.sleep(0)
