@@ -9,7 +9,8 @@ before the round (as a fleet boots before it serves), not inside it. The validat
 the real :class:`Validator` in this process: a fresh nonce per instance, full
 verification of every quote, PCK chain, GPU chain and binding (dev mode), real v2
 sealing/opening and receipt checks, local recomputation of ``--verify`` answers per
-instance, scoring, a LocalChain weight submission and the SQLite state commit.
+instance, scoring, a LocalChain weight submission, the SQLite state commit and the
+publication of every passing instance to a SQLite instance registry (``--registry``).
 
 Reported per round size (``--sizes``, default 256, 1,024 and 4,096 instances): the
 round's wall time, the validator's CPU (its process plus its ``--workers`` worker
@@ -18,7 +19,8 @@ farm's CPU separately, and the load average (the farm and any other job share th
 cores). The baseline, measured in the same run in this process, is the *floor*: the
 CPU per instance of the work no round can avoid (verifying one new machine's evidence
 for a fresh nonce, and recomputing ``--verify`` embedded answers); "vs floor" is the
-round's CPU per instance over it. Also a projection of a 256-miner round at the
+round's CPU per instance over it. ``--rounds 2`` adds a steady-state round on the same
+validator (verified keys reused until their TTL, some re-challenged). Also a projection of a 256-miner round at the
 default settings against one tempo (360 blocks = 72 min).
 
 ``--model tiny-llama`` makes the farm a real (tiny, offline-built Llama) chute: its
@@ -26,7 +28,7 @@ miners stream the model's greedy answers, and the validator counts every answer'
 tokens with the chute's tokenizer and logprob-verifies ``--verify`` answers per miner
 against its own reference (the floor then holds attestation verification only).
 
-    python bench/validator.py [--quick] [--sizes 256,1024,4096] [--workers 2]
+    python bench/validator.py [--quick] [--sizes 256,1024,4096] [--workers 2] [--rounds 2]
     python bench/validator.py --miners 4096          # one size
 """
 
