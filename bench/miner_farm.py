@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -215,12 +216,18 @@ class Farm:
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps({**self._spec, "hotkeys": hotkeys}) + "\n")
                 proc.stdin.close()
+            served = []
             for proc in self._procs:
                 assert proc.stdout is not None
                 line = proc.stdout.readline()
                 if not line.startswith("PORTS "):
                     raise RuntimeError("a miner farm process did not start")
-                self.ports.update({int(p): hk for p, hk in json.loads(line[6:])["ports"].items()})
+                served.append(list(json.loads(line[6:])["ports"].items()))
+            # interleaved: a validator evaluates uids in order, so consecutive uids on
+            # different processes keep every farm process busy (in blocks, one at a time
+            # was the bottleneck: its event loop)
+            for group in itertools.zip_longest(*served):
+                self.ports.update({int(p): hk for p, hk in filter(None, group)})
         except BaseException:
             self.close()
             raise
