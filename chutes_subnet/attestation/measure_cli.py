@@ -32,9 +32,9 @@ def measure(args: argparse.Namespace) -> int:
     """Print the measurements (see module doc); 1 with a one-line error on bad input."""
     from chutes_subnet.errors import AttestationError
 
+    from .model_files import directory_digest, tokenizer_digest
     from .verify.eventlog import expected_rtmr3, parse_event_log, workload_event
     from .verify.manifest import load_manifest
-    from .verify.merkle import directory_digest, tokenizer_digest
 
     try:
         if args.model_dir:

@@ -20,12 +20,9 @@ import logging
 from typing import Any
 
 from chutes_subnet import __version__
+from chutes_subnet.attestation.model_files import directory_digest, tokenizer_digest
 from chutes_subnet.attestation.verify.manifest import WorkloadManifest, load_manifest
-from chutes_subnet.attestation.verify.merkle import (
-    directory_digest,
-    merkle_digest,
-    tokenizer_digest,
-)
+from chutes_subnet.attestation.verify.merkle import merkle_digest
 from chutes_subnet.errors import AttestationError
 
 __all__ = ["EMBEDDED_IMAGE_DIGEST", "embedded_manifest", "instance_manifest", "measure_workload"]

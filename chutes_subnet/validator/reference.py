@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chutes_subnet.attestation.model_files import tokenizer_digest
 from chutes_subnet.attestation.verify.manifest import WorkloadManifest
-from chutes_subnet.attestation.verify.merkle import tokenizer_digest
 
 from .logprobs import LogprobPolicy, TokenScore
 from .tokencount import UsageTolerance

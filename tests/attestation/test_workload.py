@@ -12,6 +12,7 @@ import os
 
 import pytest
 
+from chutes_subnet.attestation.model_files import directory_digest, tokenizer_digest
 from chutes_subnet.attestation.verify.eventlog import (
     RUNTIME_EVENT_TYPE,
     EventLogError,
@@ -28,12 +29,7 @@ from chutes_subnet.attestation.verify.manifest import (
     load_manifest,
     parse_manifest,
 )
-from chutes_subnet.attestation.verify.merkle import (
-    directory_digest,
-    merkle_digest,
-    merkle_root,
-    tokenizer_digest,
-)
+from chutes_subnet.attestation.verify.merkle import merkle_digest, merkle_root
 from chutes_subnet.attestation.verify.quote import parse_quote
 from chutes_subnet.attestation.verify.reasons import ReasonCode
 from chutes_subnet.attestation.verify.workload_check import StaticManifestSource, check_workload

@@ -181,8 +181,8 @@ def test_reference_book_from_the_cli_spec(tiny_model_dir):
 def test_reference_is_used_only_for_the_attested_tokenizer(reference, tiny_model_dir, tmp_path):
     """The manifest's tokenizer_digest (the release the miner attested) must be the
     reference's: the validator counts and scores with the tokenizer the release declares."""
+    from chutes_subnet.attestation.model_files import tokenizer_digest
     from chutes_subnet.attestation.verify.manifest import WorkloadManifest
-    from chutes_subnet.attestation.verify.merkle import tokenizer_digest
 
     digest = tokenizer_digest(tiny_model_dir)
     assert reference.model.tokenizer_digest == digest
