@@ -54,13 +54,13 @@ def _seal_blob(public_key: bytes, info: bytes, payload: dict[str, Any] | bytes) 
     return kem_ct + nonce + seal(_derive(secret, kem_ct, info), nonce, _payload.dump(payload), None)
 
 
-def _open_blob(key: KeyPair, info: bytes, blob: bytes) -> dict[str, Any]:
+def _open_blob(instance_key: KeyPair, info: bytes, blob: bytes) -> dict[str, Any]:
     _payload.check_envelope_size(blob)
     if len(blob) < _MIN_BLOB:
         raise EnvelopeFormatError("v1 envelope is too short")
     kem_ct = blob[: _kem.CIPHERTEXT_SIZE]
     nonce = blob[_kem.CIPHERTEXT_SIZE : _HEADER]
-    secret = key.decapsulate(kem_ct)
+    secret = instance_key.decapsulate(kem_ct)
     return _payload.load(open_(_derive(secret, kem_ct, info), nonce, blob[_HEADER:], None))
 
 

@@ -150,19 +150,19 @@ def _replay_id(kem_ct: bytes) -> str:
     return "ct:" + hashlib.sha256(kem_ct).hexdigest()[:32]
 
 
-def open_envelope(version: int, key: KeyPair, ctx: RequestContext, body: bytes) -> OpenedRequest:
+def open_envelope(version: int, instance_key: KeyPair, ctx: RequestContext, body: bytes) -> OpenedRequest:
     """Decrypt ``body`` sent with E2EE ``version`` (1 or 2) for ``ctx``.
 
     Raises :class:`~chutes_subnet.errors.E2EEError` subclasses (format, size, or the
     message-less ``DecryptionError``).
     """
     if version == 2:
-        payload, session = v2.open_request(key, ctx, body)
+        payload, session = v2.open_request(instance_key, ctx, body)
         return OpenedRequest(payload, _replay_id(request_kem_ciphertext(version, body)),
                              session.request_binding, session.seal_response,
                              lambda: _V2Framer(session))
     if version == 1:
-        payload, response_pk = v1.open_request(key, body)
+        payload, response_pk = v1.open_request(instance_key, body)
         return OpenedRequest(payload, _replay_id(request_kem_ciphertext(version, body)),
                              request_binding_for(version, body, ctx),
                              lambda obj: v1.seal_response(response_pk, obj),
