@@ -21,7 +21,7 @@ import httpx
 from chutes_subnet.errors import PayloadTooLargeError
 from chutes_subnet.wire.protocol import MAX_ENVELOPE_BYTES
 
-__all__ = ["Flow", "Sleep", "Step", "Work", "drive_async", "drive_sync"]
+__all__ = ["Flow", "Sleep", "Step", "Work", "drive_async", "drive_sync", "relay"]
 
 T = TypeVar("T")
 
@@ -51,6 +51,19 @@ class Sleep:
 
 
 Flow = Generator["Step | Work | Sleep", Any, T]
+
+
+def relay(request: httpx.Request, limit: int,
+          what: str) -> Flow[httpx.Response | tuple[str, str]]:
+    """Send ``request`` through the gateway (a soft, bounded step): its response, or the
+    ``(code, message)`` of a failed relay (``relay_timeout`` / ``relay_error``)."""
+    try:
+        response: httpx.Response = yield Step(request, True, soft=True, limit=limit)
+    except httpx.TimeoutException:
+        return "relay_timeout", f"{what} timed out"
+    except (httpx.TransportError, PayloadTooLargeError):
+        return "relay_error", f"{what} failed"
+    return response
 
 
 def _read_bounded_sync(resp: httpx.Response, limit: int) -> None:

@@ -50,7 +50,7 @@ from chutes_subnet.wire.protocol import (
     MAX_COLLATERAL_BYTES,
 )
 
-from ._flow import Flow, Sleep, Step, Work
+from ._flow import Flow, Sleep, Step, Work, relay
 from .client_policy import ClientPolicy
 from .pins import CollateralCache, PinStore, pinned_verdict, refused
 from .verify import ClientVerdict, ParsedAnswer, check_instance, parse_answer
@@ -116,14 +116,10 @@ class InstanceVerifier:
                 headers={**auth, "Content-Type": "application/json"},
                 content=b'{"nonce":"' + nonce.hex().encode() + b'"}',
                 extensions={"timeout": ATTEST_TIMEOUT})
-            try:
-                resp = yield Step(request, True, soft=True, limit=MAX_ATTEST_RESPONSE_BYTES)
-            except httpx.TimeoutException:
-                return self._remember(listed, refused(iid, "relay_timeout",
-                                                       "the attestation relay timed out"))
-            except (httpx.TransportError, PayloadTooLargeError):
-                return self._remember(listed, refused(iid, "relay_error",
-                                                       "the attestation relay failed"))
+            got = yield from relay(request, MAX_ATTEST_RESPONSE_BYTES, "the attestation relay")
+            if isinstance(got, tuple):
+                return self._remember(listed, refused(iid, *got))
+            resp = got
             if resp.status_code == 429 and _relay_reason(resp) == "instance_busy" \
                     and attempt < _BUSY_RETRIES:
                 # another request of ours is challenging it right now: its pin will do

@@ -45,12 +45,11 @@ from chutes_subnet.e2ee import decode_public_key
 from chutes_subnet.errors import (
     E2EEError,
     InstanceVerificationError,
-    PayloadTooLargeError,
     StatementError,
 )
 from chutes_subnet.wire.call import SealTarget
 
-from ._flow import Flow, Step, Work
+from ._flow import Flow, Work, relay
 from .pins import PinStore, pinned_verdict, refused
 from .verify import ClientVerdict
 
@@ -99,14 +98,9 @@ class QuorumVerifier:
                 "audited"))
         request = httpx.Request("GET", f"{base}/e2e/statements/{urlquote(iid, safe='')}",
                                 headers=auth, extensions={"timeout": STATEMENTS_TIMEOUT})
-        try:
-            resp = yield Step(request, True, soft=True, limit=MAX_STATEMENTS_BYTES)
-        except httpx.TimeoutException:
-            return self._remember(listed, refused(iid, "relay_timeout",
-                                                   "the statements request timed out"))
-        except (httpx.TransportError, PayloadTooLargeError):
-            return self._remember(listed, refused(iid, "relay_error",
-                                                   "the statements request failed"))
+        resp = yield from relay(request, MAX_STATEMENTS_BYTES, "the statements request")
+        if isinstance(resp, tuple):
+            return self._remember(listed, refused(iid, *resp))
         if resp.status_code != 200:
             return self._remember(listed, refused(
                 iid, "relay_error", f"the gateway answered HTTP {resp.status_code}"))
