@@ -45,13 +45,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx
+import httpx  # noqa: E402
 
-from chutes_subnet.client import AsyncE2EETransport
-from chutes_subnet.errors import ChutesSubnetError
-from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion
-from chutes_subnet.registry import SQLiteInstanceRegistry
-from tests.reliability_harness import LoopbackSubnet, miner_counter, rss_kib
+from chutes_subnet.client import AsyncE2EETransport  # noqa: E402
+from chutes_subnet.errors import ChutesSubnetError  # noqa: E402
+from chutes_subnet.inference import DEFAULT_MODEL_ID, DEFAULT_SEED, reference_completion  # noqa: E402
+from chutes_subnet.registry import SQLiteInstanceRegistry  # noqa: E402
+from tests.reliability_harness import LoopbackSubnet, miner_counter, rss_kib  # noqa: E402
 
 PATH = "/v1/chat/completions"
 WARMUP = 30

@@ -66,7 +66,7 @@ def _verify_all(reference, prompts, answers) -> dict:
     from chutes_subnet.validator.real_answers import check_real_answer
 
     passed, gaps, reasons, cpu = 0, [], {}, []
-    for prompt, (text, claimed) in zip(prompts, answers):
+    for prompt, (text, claimed) in zip(prompts, answers, strict=True):
         t0 = time.process_time()
         try:
             found = asyncio.run(check_real_answer(reference, prompt, text, claimed,
