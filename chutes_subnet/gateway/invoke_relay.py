@@ -88,6 +88,9 @@ NONCE_REFUSALS: dict[Use, tuple[int, str, str]] = {
 #: Tells the client to pick another instance and re-seal.
 _RETRY_ELSEWHERE = {H_RETRY: RETRY_INSTANCE}
 _RELAYED_VERSIONS = frozenset(str(v) for v in SUPPORTED_E2EE_VERSIONS)
+#: ASGI header names, encoded once
+_B_VERSION, _B_RECEIPT, _B_USAGE = (h.lower().encode() for h in (H_VERSION, H_RECEIPT, H_USAGE))
+_ENVELOPE_TYPE = ENVELOPE_MEDIA_TYPE.encode()
 
 
 def _ascii(value: str | None) -> str | None:
@@ -119,13 +122,21 @@ class InvokeEndpoint:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        #: the invokes counter's child per HTTP status (a labels() lookup costs ~1 us)
+        self._invoke_counts: dict[int, Any] = {}
+
+    def _count_invoke(self, status: int) -> None:
+        child = self._invoke_counts.get(status)
+        if child is None:  # statuses are a small bounded set (HTTP codes this relay sends)
+            child = self._invoke_counts[status] = self.state.metrics.invokes.labels(str(status))
+        child.inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await self._handle(scope, receive, send)
         except Refusal as exc:
             self.state.metrics.refusals.labels(exc.reason).inc()
-            self.state.metrics.invokes.labels(str(exc.status)).inc()
+            self._count_invoke(exc.status)
             await send_refusal(send, exc)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -170,7 +181,7 @@ class InvokeEndpoint:
         finally:
             st.journal.record(trace.entry())
             if trace.status:
-                st.metrics.invokes.labels(str(trace.status)).inc()
+                self._count_invoke(trace.status)
 
     def _live_instance(self, chute_id: str, instance_id: str) -> InstanceRecord:
         for rec in self.state.registry.list_verified(chute_id):
@@ -227,7 +238,7 @@ class InvokeEndpoint:
             data = await resp.read_bounded(self.state.config.max_error_body_bytes)
         except MinerConnectionError:
             data = b""
-        ctype = _latin1(resp.headers.get(H_CONTENT_TYPE)) or ENVELOPE_MEDIA_TYPE.encode()
+        ctype = _latin1(resp.headers.get(H_CONTENT_TYPE)) or _ENVELOPE_TYPE
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [(b"content-type", ctype),
                                 (b"content-length", str(len(data)).encode())]})
@@ -261,9 +272,10 @@ class InvokeEndpoint:
 
     def _base_headers(self, resp: MinerResponse) -> list[tuple[bytes, bytes]]:
         out = [(b"content-type",
-                _latin1(resp.headers.get(H_CONTENT_TYPE)) or ENVELOPE_MEDIA_TYPE.encode())]
-        if resp.headers.get(H_VERSION) in _RELAYED_VERSIONS:
-            out.append((H_VERSION.lower().encode(), resp.headers[H_VERSION].encode()))
+                _latin1(resp.headers.get(H_CONTENT_TYPE)) or _ENVELOPE_TYPE)]
+        version = resp.headers.get(H_VERSION)
+        if version in _RELAYED_VERSIONS:
+            out.append((_B_VERSION, version.encode()))
         return out
 
     async def _relay_success(self, resp: MinerResponse, trace: _Trace, send: Send) -> None:
@@ -295,8 +307,8 @@ class InvokeEndpoint:
         await self._bill(trace, receipt)  # committed before the client has any byte
         headers = [
             *self._base_headers(resp),
-            (H_RECEIPT.lower().encode(), receipt.wire.encode("ascii")),
-            (H_USAGE.lower().encode(),
+            (_B_RECEIPT, receipt.wire.encode("ascii")),
+            (_B_USAGE,
              Usage(receipt.prompt_tokens, receipt.completion_tokens).to_header().encode()),
             (b"content-length", str(len(blob)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

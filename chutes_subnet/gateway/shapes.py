@@ -39,15 +39,14 @@ class RequestShapes:
 
     def record(self, request_bytes: int, stream: bool, path: str) -> None:
         """Offer one organic request to the sample."""
-        shape = RequestShape(int(request_bytes), bool(stream), str(path))
         with self._lock:
             self._seen += 1
             if len(self._items) < self._capacity:
-                self._items.append(shape)
+                self._items.append(RequestShape(int(request_bytes), bool(stream), str(path)))
                 return
             slot = self._rng.randrange(self._seen)
-            if slot < self._capacity:
-                self._items[slot] = shape
+            if slot < self._capacity:  # built only when kept: most requests are not
+                self._items[slot] = RequestShape(int(request_bytes), bool(stream), str(path))
 
     def snapshot(self) -> list[RequestShape]:
         """The current sample (a copy)."""
