@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 
 from chutes_subnet.auth import ValidatorGate, forward_signer
 from chutes_subnet.chain import Metagraph, Neuron
@@ -66,3 +67,14 @@ def test_hotkey_signer_signs_like_the_wallet_without_rereading_keyfiles(tmp_path
     assert hotkey_signer(signer) is signer
     headers = sign_headers(signer, method="POST", path="/x", body=b"b", receiver_ss58=hotkey_ss58(w))
     assert headers["X-Bittensor-Hotkey"] == hotkey_ss58(w)
+
+
+def test_tune_gc_freezes_startup_objects_and_raises_young_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        gateway_cli._tune_gc()
+        assert gc.get_threshold() == (gateway_cli._GC_GEN0_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
