@@ -157,7 +157,8 @@ class SQLUsageMeter:
                         self._base[key_id] = self._base[key_id] + delta
                 return
         with self._lock:
-            self._pending[slot] = self._pending.get(slot, Usage()) + delta
+            prev = self._pending.get(slot)
+            self._pending[slot] = delta if prev is None else prev + delta
 
     def peek(self, key_id: str) -> Usage | None:
         """:meth:`totals` when this replica already tracks ``key_id`` (no I/O), else None."""
