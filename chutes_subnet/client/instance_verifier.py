@@ -52,7 +52,7 @@ from chutes_subnet.wire.protocol import (
 
 from ._flow import Flow, Sleep, Step, Work, relay
 from .client_policy import ClientPolicy
-from .pins import CollateralCache, PinStore, pinned_verdict, refused
+from .pins import CollateralCache, PinStore, pinned_verdict, refused, remember
 from .verify import ClientVerdict, ParsedAnswer, check_instance, parse_answer
 
 __all__ = ["ATTEST_TIMEOUT", "InstanceVerifier"]
@@ -174,10 +174,4 @@ class InstanceVerifier:
                 log.warning("gateway collateral unusable: %s", exc)
 
     def _remember(self, listed: bytes, verdict: ClientVerdict) -> ClientVerdict:
-        if listed:
-            self.pins.record(listed, verdict)
-        if not verdict.ok:
-            err = verdict.error()
-            self.rejected.append(err)
-            log.warning("refused %s", err)
-        return verdict
+        return remember(self.pins, self.rejected, log, listed, verdict)

@@ -11,9 +11,10 @@ reads (memory only, no I/O). Both are bounded and thread-safe; clocks are inject
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,11 +23,11 @@ from chutes_subnet.attestation.verify.binding import constant_time_equal
 from chutes_subnet.attestation.verify.collateral import collateral_key, collateral_window
 from chutes_subnet.attestation.verify.dcap import collateral_from_json
 from chutes_subnet.attestation.verify.reasons import Reason
-from chutes_subnet.errors import CollateralError
+from chutes_subnet.errors import CollateralError, InstanceVerificationError
 
 from .verify import ClientVerdict
 
-__all__ = ["CollateralCache", "Pin", "PinStore", "pinned_verdict", "refused"]
+__all__ = ["CollateralCache", "Pin", "PinStore", "pinned_verdict", "refused", "remember"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,19 @@ class CollateralCache:
 def refused(instance_id: str, code: str, message: str) -> ClientVerdict:
     """A failed verdict with one reason."""
     return ClientVerdict(instance_id, (Reason(code, message),))
+
+
+def remember(pins: PinStore, rejected: deque[InstanceVerificationError], log: logging.Logger,
+             listed: bytes, verdict: ClientVerdict) -> ClientVerdict:
+    """Pin a fresh ``verdict`` for the ``listed`` key (when there is one); a refusal is
+    also kept in ``rejected`` (bounded) and logged. Returns ``verdict``."""
+    if listed:
+        pins.record(listed, verdict)
+    if not verdict.ok:
+        err = verdict.error()
+        rejected.append(err)
+        log.warning("refused %s", err)
+    return verdict
 
 
 def pinned_verdict(pins: PinStore, instance_id: str, key: bytes,

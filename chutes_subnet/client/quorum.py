@@ -50,7 +50,7 @@ from chutes_subnet.errors import (
 from chutes_subnet.wire.call import SealTarget
 
 from ._flow import Flow, Work, relay
-from .pins import PinStore, pinned_verdict, refused
+from .pins import PinStore, pinned_verdict, refused, remember
 from .verify import ClientVerdict
 
 __all__ = ["STATEMENTS_TIMEOUT", "MetagraphSource", "QuorumVerifier"]
@@ -139,10 +139,4 @@ class QuorumVerifier:
         return snapshot.block
 
     def _remember(self, listed: bytes, verdict: ClientVerdict) -> ClientVerdict:
-        if listed:
-            self.pins.record(listed, verdict)
-        if not verdict.ok:
-            err = verdict.error()
-            self.rejected.append(err)
-            log.warning("refused %s", err)
-        return verdict
+        return remember(self.pins, self.rejected, log, listed, verdict)
