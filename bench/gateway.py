@@ -258,10 +258,14 @@ async def baseline_throughput(base: Baseline, concurrency: int,
 
 
 def _serve_miner(port: int) -> None:
+    """The trivial miner on the server settings every node of the project uses (as the
+    real miner: bounded heads, a response's head and body in one write)."""
     import uvicorn
 
+    from chutes_subnet.httpserver import server_options
+
     uvicorn.run(trivial_miner, host="127.0.0.1", port=port, log_level="warning",
-                access_log=False)
+                **server_options())
 
 
 def _wait(url: str, timeout: float = 20.0) -> None:

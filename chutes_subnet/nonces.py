@@ -157,18 +157,26 @@ CREATE INDEX IF NOT EXISTS e2e_nonces_expires ON e2e_nonces(expires);
 
 #: seconds the consume writer thread waits for work before it ends
 _WRITER_IDLE_SECONDS = 5.0
+#: inline consume commits between two WAL checkpoints (run by the writer thread)
+_CHECKPOINT_EVERY = 512
 
 
 class SQLiteNonceStore:
     """File-backed store: survives restarts; safe across processes (WAL, busy timeout).
 
-    ``consume`` never runs SQL on the event loop: consumes queue up for one writer
-    thread, which takes every consume waiting when it is free and runs them in one
-    ``BEGIN IMMEDIATE`` transaction (under load, one commit per batch instead of one per
-    request; a database locked by another process stalls that thread, not the loop).
-    A consume's answer is settled only after its transaction committed; a failed
-    transaction answers :class:`NonceStoreUnavailable` to all of its batch (nothing of
-    it was consumed). ``issue`` (discovery, not the hot path) stays inline.
+    ``consume`` never waits on the event loop. When no consume is queued and the write
+    lock is free this instant, it commits inline on a connection that does not wait
+    (busy timeout 0, no checkpointing): about 12 us, against about 90 us of latency for a
+    round trip through a thread, and under load less of the event loop's thread than
+    handing consumes over (the thread contends for the GIL). Otherwise (another process
+    holds the lock, a batch is being written) it queues for one writer thread, which
+    takes every consume waiting when it is free and runs them in one ``BEGIN IMMEDIATE``
+    transaction (a database locked by another process stalls that thread, not the loop). The writer thread also
+    checkpoints the WAL every :data:`_CHECKPOINT_EVERY` inline commits (a checkpoint
+    syncs the database file: never on the loop). A consume's answer is given only after
+    its transaction committed; a failed transaction answers
+    :class:`NonceStoreUnavailable` to all of its batch (nothing of it was consumed).
+    ``issue`` (discovery, not the hot path) stays inline.
     """
 
     def __init__(self, path: str, clock: Callable[[], float] = time.time, busy_timeout_ms: int = 5000) -> None:
@@ -179,8 +187,16 @@ class SQLiteNonceStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            #: the event loop's own connection: never waits for a lock, never checkpoints
+            self._inline = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                                           timeout=0)
+            self._inline.execute("PRAGMA synchronous=NORMAL")
+            self._inline.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             raise NonceStoreUnavailable("nonce database unavailable") from exc
+        self._inline_lock = threading.Lock()
+        self._inline_commits = 0
+        self._checkpoint_due = False
         self._next_sweep = 0.0
         #: (nonce, encoded scope, time of the call, future, its loop) waiting for the writer
         self._queue: list[tuple[str, str, float, asyncio.Future[Use], asyncio.AbstractEventLoop]] = []
@@ -222,20 +238,57 @@ class SQLiteNonceStore:
         return nonces
 
     async def consume(self, nonce: str, scope: NonceScope) -> Use:
+        enc, now = scope.encode(), self._clock()
+        if not self._writer_busy and not self._closing:
+            done = self._consume_inline(nonce, enc, now)
+            if done is not None:
+                return done
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Use] = loop.create_future()
         with self._queue_lock:
             if self._closing:
                 raise NonceStoreUnavailable("nonce store closed")
-            self._queue.append((nonce, scope.encode(), self._clock(), fut, loop))
+            self._queue.append((nonce, enc, now, fut, loop))
             wake, self._writer_busy = not self._writer_busy, True
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_forever, daemon=True,
-                                                name="nonce-consume")
-                self._writer.start()
+            self._start_writer()
         if wake:
             self._wake.release()
         return await fut
+
+    def _consume_inline(self, nonce: str, enc: str, now: float) -> Use | None:
+        """Commit one consume now if nothing has to wait for it; None: queue it."""
+        if not self._inline_lock.acquire(blocking=False):
+            return None
+        try:
+            use = _take_all(self._inline, [(nonce, enc, now, None, None)])[0]
+        except sqlite3.Error:  # locked by a writer elsewhere (or failing): the thread decides
+            with contextlib.suppress(sqlite3.Error):
+                if self._inline.in_transaction:
+                    self._inline.execute("ROLLBACK")
+            return None
+        finally:
+            self._inline_lock.release()
+        self._inline_commits += 1
+        if self._inline_commits >= _CHECKPOINT_EVERY:
+            self._inline_commits = 0
+            self._request_checkpoint()
+        return use
+
+    def _request_checkpoint(self) -> None:
+        with self._queue_lock:
+            if self._closing:
+                return
+            self._checkpoint_due = True
+            wake, self._writer_busy = not self._writer_busy, True
+            self._start_writer()
+        if wake:
+            self._wake.release()
+
+    def _start_writer(self) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_forever, daemon=True,
+                                            name="nonce-consume")
+            self._writer.start()
 
     def _write_forever(self) -> None:
         """Writer thread: sleep until woken, then commit queued consumes batch by batch
@@ -255,9 +308,15 @@ class SQLiteNonceStore:
         while True:
             with self._queue_lock:
                 batch, self._queue = self._queue, []
-                if not batch:
+                checkpoint, self._checkpoint_due = self._checkpoint_due, False
+                if not batch and not checkpoint:
                     self._writer_busy = False
                     return
+            if checkpoint:
+                with contextlib.suppress(NonceStoreUnavailable):  # retried at the next one
+                    self._run(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+            if not batch:
+                continue
             try:
                 results: list[Use] | NonceStoreUnavailable = self._run(
                     functools.partial(_take_all, batch=batch))
@@ -278,6 +337,8 @@ class SQLiteNonceStore:
             await asyncio.get_running_loop().run_in_executor(None, writer.join)
         with self._lock:
             self._db.close()
+        with self._inline_lock:
+            self._inline.close()
 
 
 def _take_all(db: sqlite3.Connection,

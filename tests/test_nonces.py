@@ -242,6 +242,33 @@ def test_sqlite_consume_does_not_block_the_event_loop(tmp_path: Path) -> None:
     assert _RUN(store.consume(nonce, SCOPE)) is Use.UNKNOWN
 
 
+def test_sqlite_inline_consumes_leave_checkpointing_to_the_writer_thread(tmp_path: Path) -> None:
+    """Consumes committed inline (the loop's connection never checkpoints) still get
+    their WAL copied into the database file, by the writer thread: the WAL stays
+    bounded and a second handle (another process) sees every nonce gone."""
+    import time
+
+    from chutes_subnet import nonces as nonces_module
+
+    path = tmp_path / "n.db"
+    store = SQLiteNonceStore(str(path))
+    issued = [n for _ in range(6) for n in _RUN(store.issue(SCOPE, 256))]
+    db_before = path.stat().st_size
+    for n in issued:
+        assert _RUN(store.consume(n, SCOPE)) is Use.ACCEPTED
+    deadline = time.monotonic() + 10
+    while store._writer_busy and time.monotonic() < deadline:  # the last checkpoint runs
+        time.sleep(0.01)
+    assert len(issued) >= 2 * nonces_module._CHECKPOINT_EVERY
+    assert path.stat().st_size > db_before  # pages were checkpointed into the file
+    # without checkpoints the WAL holds every commit: >= 2 pages each (about 12 MB here)
+    assert (tmp_path / "n.db-wal").stat().st_size < len(issued) * 4096
+    other = SQLiteNonceStore(str(path))
+    assert {_RUN(other.consume(n, SCOPE)) for n in issued[::97]} == {Use.UNKNOWN}
+    _RUN(store.aclose())
+    _RUN(other.aclose())
+
+
 def test_sqlite_failed_batch_consumes_nothing(tmp_path: Path) -> None:
     """A batch whose transaction cannot run answers 'unavailable' to each caller and
     leaves its nonces usable."""
