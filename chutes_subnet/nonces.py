@@ -20,7 +20,8 @@ Backends:
   run off the event loop by one writer thread that commits every consume waiting
   for it in one transaction.
 * :class:`RedisNonceStore` — several gateway replicas; consumption is one Lua script
-  (atomic on the server); the consumes of one event-loop turn go out as one pipeline.
+  (atomic on the server); the consumes of one event-loop turn go out in one write, over
+  a lean pipelined connection (:mod:`chutes_subnet.stores.redis_scripts`).
 
 The TTL told to clients (``NONCE_TTL_CLIENT_SECONDS``) is shorter than the server TTL
 (``NONCE_TTL_SERVER_SECONDS``) so a nonce never dies server-side while a client still
@@ -390,16 +391,24 @@ class RedisNonceStore:
     def __init__(self, url_or_client: Any, prefix: str = "chutes:e2e:nonce:", timeout: float = 2.0) -> None:
         import redis.asyncio as aioredis
 
+        from chutes_subnet.stores.redis_scripts import RedisAddress, RedisReplyError, ScriptClient
+
+        #: consumes go through the lean script client when the URL allows (plain TCP)
+        self._scripts: ScriptClient | None = None
         if isinstance(url_or_client, str):
             self._r = aioredis.from_url(
                 url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=False
             )
+            address = RedisAddress.parse(url_or_client)
+            if address is not None:
+                self._scripts = ScriptClient(address, timeout=timeout)
         else:
             self._r = url_or_client
         self._prefix = prefix
         import redis.exceptions
 
-        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError,
+                                                         RedisReplyError)
         self._no_script = redis.exceptions.NoScriptError
         self._sha = hashlib.sha1(_CONSUME_LUA.encode(), usedforsecurity=False).hexdigest()  # script id
         #: consumes of this loop turn, per loop: (key, scope, future), sent as one pipeline
@@ -421,9 +430,16 @@ class RedisNonceStore:
         return nonces
 
     async def consume(self, nonce: str, scope: NonceScope) -> Use:
-        """Queued with this loop turn's other consumes; all go out as one pipeline of
-        script calls (each atomic on the server): one round trip and one client-side
-        send/parse pass for the batch instead of one per request."""
+        """One script call (atomic on the server). Over the lean client
+        (:mod:`chutes_subnet.stores.redis_scripts`) the calls of one loop turn leave in one
+        write; over a redis-py client they are queued and sent as one pipeline."""
+        if self._scripts is not None:
+            try:
+                res = await self._scripts.evalsha(_CONSUME_LUA, [self._prefix + nonce],
+                                                  [scope.encode()])
+            except self._errors as exc:
+                raise NonceStoreUnavailable("nonce store unavailable") from exc
+            return _USE_OF_REPLY.get(res, Use.UNKNOWN)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Use] = loop.create_future()
         batch = self._batches.get(loop)
@@ -448,7 +464,7 @@ class RedisNonceStore:
             return
         for (*_, fut), res in zip(batch, results, strict=True):
             if not fut.done():  # its caller may have given up
-                fut.set_result({1: Use.ACCEPTED, -1: Use.SCOPE}.get(res, Use.UNKNOWN))
+                fut.set_result(_USE_OF_REPLY.get(res, Use.UNKNOWN))
 
     async def _run_scripts(self, batch: list[tuple[str, bytes, asyncio.Future[Use]]]) -> list[Any]:
         """EVALSHA for each item; the script is loaded (and the batch sent again) only
@@ -468,7 +484,13 @@ class RedisNonceStore:
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
+        if self._scripts is not None:
+            await self._scripts.aclose()
         await self._r.aclose()
+
+
+#: the consume script's reply -> the consume's answer (0: unknown or used)
+_USE_OF_REPLY = {1: Use.ACCEPTED, -1: Use.SCOPE}
 
 
 def open_nonce_store(url: str) -> NonceStore:

@@ -119,28 +119,41 @@ class RedisRateLimiter:
         import redis.asyncio as aioredis
         import redis.exceptions
 
+        from chutes_subnet.stores.redis_scripts import RedisAddress, RedisReplyError, ScriptClient
+
+        #: the lean per-request script client when the URL allows it (plain TCP)
+        self._scripts: ScriptClient | None = None
         if isinstance(url_or_client, str):
             self._r = aioredis.from_url(url_or_client, socket_timeout=timeout,
                                         socket_connect_timeout=timeout)
+            address = RedisAddress.parse(url_or_client)
+            if address is not None:
+                self._scripts = ScriptClient(address, timeout=timeout)
         else:
             self._r = url_or_client
         self._prefix = prefix
         self._script = self._r.register_script(_TAKE_LUA)
-        self._errors = (redis.exceptions.RedisError, OSError)
+        self._errors = (redis.exceptions.RedisError, OSError, RedisReplyError)
 
     async def acquire(self, key_id: str, rate: float | None,
                       burst: int | None = None) -> RateDecision:
         """Take one token from ``key_id``'s shared bucket (``rate=None``: unlimited)."""
         if rate is None:
             return RateDecision(True)
+        keys, args = [self._prefix + key_id], [repr(float(rate)), repr(_capacity(rate, burst))]
         try:
-            allowed, wait_ms = await self._script(
-                keys=[self._prefix + key_id], args=[repr(float(rate)), repr(_capacity(rate, burst))])
-        except self._errors as exc:
+            if self._scripts is not None:
+                reply = await self._scripts.evalsha(_TAKE_LUA, keys, args)
+            else:
+                reply = await self._script(keys=keys, args=args)
+            allowed, wait_ms = reply
+        except (*self._errors, TypeError, ValueError) as exc:  # (a reply of the wrong shape)
             raise StoreUnavailable("rate limiter unavailable") from exc
         return RateDecision(bool(allowed), retry_after=int(wait_ms) / 1000.0)
 
     async def aclose(self) -> None:
+        if self._scripts is not None:
+            await self._scripts.aclose()
         await self._r.aclose()
 
 
