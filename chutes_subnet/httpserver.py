@@ -16,19 +16,36 @@ idle socket are two syscalls and two TCP segments. :class:`CoalescingTransport` 
 the writes made in one event-loop turn and sends them as one (the head with the body
 of a buffered answer, consecutive chunks of a stream): about a tenth of the gateway's
 CPU per relayed request. Order is kept, and ``close`` sends what is gathered first.
+
+An application may name one :class:`FastPath` (its ``fast_path`` attribute; the gateway
+names ``POST /e2e/invoke`` without streaming). A request for it that is plain — HTTP/1.1
+keep-alive, a ``Content-Length`` of at most ``max_body`` bytes, no ``Expect``, no
+upgrade, nothing pipelined ahead of it — runs the route's ASGI callable with a light
+request cycle (:class:`_FastCycle`) instead of uvicorn's: the same scope headers,
+``receive`` and ``send`` messages and the same error handling (500 before a response
+started, else the connection is closed), but no per-request event, middleware stack or
+header regex pass; the response's head and its body leave in one write. Any other
+request (and everything when the app names no fast path) takes uvicorn's own path.
+Proxy-header rewriting (``X-Forwarded-For``) is not applied on the fast path: a route
+served there must not depend on the client address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-__all__ = ["BoundedHttpToolsProtocol", "CoalescingTransport", "MAX_REQUEST_HEAD_BYTES", "REQUEST_HEAD_TIMEOUT",
-           "server_options", "bind_listen_socket"]
+__all__ = ["BoundedHttpToolsProtocol", "CoalescingTransport", "FastPath", "MAX_REQUEST_HEAD_BYTES",
+           "REQUEST_HEAD_TIMEOUT", "server_options", "bind_listen_socket"]
+
+_log = logging.getLogger("chutes_subnet.httpserver")
 
 #: Largest request head (request line + all headers) a server accepts.
 MAX_REQUEST_HEAD_BYTES = 64 * 1024
@@ -61,6 +78,13 @@ class CoalescingTransport:
         if pending and not self._transport.is_closing():
             self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
+    def write_now(self, data: bytes) -> None:
+        """Write at once (after anything gathered this turn, which keeps the order)."""
+        if self._pending:
+            self._pending.append(data)
+        else:
+            self._transport.write(data)
+
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
             self.write(chunk)
@@ -77,6 +101,176 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """One route served with a light request cycle (see the module doc).
+
+    ``accepts(headers)`` (the request's lower-case header pairs) may refuse a request
+    the light cycle should not take (the gateway: a streaming invoke).
+    """
+
+    method: bytes
+    path: bytes
+    app: Callable[..., Any]
+    accepts: Callable[[list[tuple[bytes, bytes]]], bool] = lambda _headers: True
+    #: larger bodies take uvicorn's path (which reads them with back-pressure)
+    max_body: int = 1 << 20
+
+
+def _find_fast_path(app: Any) -> FastPath | None:
+    """The ``fast_path`` of ``app`` or of an app it wraps (uvicorn's middlewares keep the
+    wrapped app as ``.app``)."""
+    for _ in range(8):
+        if app is None:
+            return None
+        fast = getattr(app, "fast_path", None)
+        if isinstance(fast, FastPath):
+            return fast
+        app = getattr(app, "app", None)
+    return None
+
+
+class _FastCycle:
+    """A fast-path request: fed by the protocol's parser, answered by the route's app.
+
+    It stands in for uvicorn's ``RequestResponseCycle`` wherever the protocol touches
+    its cycle (``response_complete``, ``keep_alive``, ``disconnected``, ``more_body``,
+    ``message_event.set()`` on disconnect), so pipelining, keep-alive and graceful
+    shutdown work as for any request.
+    """
+
+    __slots__ = ("proto", "body", "more_body", "response_started", "response_complete",
+                 "disconnected", "keep_alive", "message_event", "_waiter", "_head",
+                 "_length", "_chunked", "_delivered")
+
+    def __init__(self, proto: BoundedHttpToolsProtocol) -> None:
+        self.proto = proto
+        self.body = b""
+        self.more_body = True
+        self.response_started = self.response_complete = self.disconnected = False
+        self.keep_alive = True
+        self.message_event = self  # the protocol calls message_event.set()
+        self._waiter: asyncio.Future[None] | None = None
+        self._head = b""
+        self._length = 0
+        self._chunked = False
+        self._delivered = False
+
+    # -- fed by the protocol ----------------------------------------------------------
+    def set(self) -> None:
+        """Body bytes, the end of the body or a disconnect arrived: wake ``receive``."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the ASGI side -----------------------------------------------------------------
+    async def receive(self) -> dict[str, Any]:
+        """The whole body once it is in (one message), then ``http.disconnect`` when the
+        client goes."""
+        if not self._delivered:
+            while self.more_body and not self.disconnected:
+                await self._wait()
+            if not self.disconnected:
+                self._delivered = True
+                body, self.body = self.body, b""
+                return {"type": "http.request", "body": body, "more_body": False}
+        while not self.disconnected:
+            await self._wait()
+        return {"type": "http.disconnect"}
+
+    async def _wait(self) -> None:
+        self._waiter = self.proto.loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.response_started:
+            if kind != "http.response.start":
+                raise RuntimeError(f"expected http.response.start, got {kind!r}")
+            self.response_started = True
+            self._head = self._build_head(message["status"], message.get("headers", ()))
+            return
+        if self.response_complete or kind != "http.response.body":
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self._chunked:
+            data = (b"%x\r\n%b\r\n" % (len(body), body) if body else b"") + \
+                (b"" if more else b"0\r\n\r\n")
+        else:
+            self._length -= len(body)
+            if self._length < 0 or (not more and self._length):
+                raise RuntimeError("response body does not match its Content-Length")
+            data = body
+        if self._head:
+            data, self._head = self._head + data, b""
+        transport = self.proto.transport
+        if data and not transport.is_closing():
+            transport.write_now(data)  # type: ignore[attr-defined]
+        if not more:
+            self.response_complete = True
+            if not self.keep_alive or self.more_body:  # (a request body still arriving)
+                transport.close()
+            self.proto.on_response_complete()
+        elif self.proto.flow.write_paused:
+            await self.proto.flow.drain()
+
+    def _build_head(self, status: int, headers: Any) -> bytes:
+        parts = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        length: int | None = None
+        lines = 1
+        for name, value in (*self.proto.server_state.default_headers, *headers):
+            lower = name.lower()
+            if lower == b"content-length":
+                length = int(value)
+            elif lower == b"transfer-encoding" or lower == b"connection":
+                raise RuntimeError("a fast-path response sets its own framing")
+            parts.append(b"%b: %b\r\n" % (lower, value))
+            lines += 1
+        if length is None:
+            self._chunked = True
+            parts.append(b"transfer-encoding: chunked\r\n")
+            lines += 1
+        else:
+            self._length = length
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+            lines += 1
+        head = b"".join(parts) + b"\r\n"
+        # a CR or LF inside a name or value would split the head: refuse it
+        if head.count(b"\n") != lines + 1 or head.count(b"\r") != lines + 1:
+            raise RuntimeError("invalid HTTP header name or value")
+        return head
+
+    async def run(self, app: Callable[..., Any]) -> None:
+        """The app answers the request; failures are handled as uvicorn does."""
+        proto = self.proto
+        try:
+            await app(proto.scope, self.receive, self.send)
+        except BaseException as exc:  # every failure is answered or closed
+            _log.error("exception in the fast-path application", exc_info=exc)
+            if not self.response_started and not self.disconnected:
+                self.keep_alive = False
+                self._head = b""
+                await self.send({"type": "http.response.start", "status": 500,
+                                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                                             (b"content-length", b"21")]})
+                await self.send({"type": "http.response.body", "body": b"Internal Server Error"})
+            else:
+                proto.transport.close()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        else:
+            if not self.response_complete and not self.disconnected:
+                _log.error("fast-path application returned without completing its response")
+                proto.transport.close()
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """httptools with a bound on the bytes received before a request's headers complete,
     writing through a :class:`CoalescingTransport`."""
@@ -91,6 +285,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         # flow control keeps the real transport (pause/resume reading); writes coalesce
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self._fast = _find_fast_path(self.app)
 
     def data_received(self, data: bytes) -> None:
         self._boundary_in_chunk = False
@@ -125,11 +320,61 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._boundary_in_chunk = True
         self._head_bytes = 0
+        fast = self._fast
+        if fast is not None and self._fast_eligible(fast):
+            self._start_fast(fast)
+            return
         super().on_headers_complete()
+
+    def _fast_eligible(self, fast: FastPath) -> bool:
+        parser = self.parser
+        if self.url != fast.path or parser.get_method() != fast.method \
+                or self.expect_100_continue or parser.get_http_version() != "1.1" \
+                or not parser.should_keep_alive() or parser.should_upgrade():
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # a request is still being answered: queue behind it, uvicorn's way
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            return False
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                if length is not None or not value.isdigit():
+                    return False
+                length = int(value)
+            elif name == b"transfer-encoding":
+                return False
+        return length is not None and length <= fast.max_body and fast.accepts(self.headers)
+
+    def _start_fast(self, fast: FastPath) -> None:
+        scope = self.scope
+        scope["method"] = fast.method.decode()
+        scope["raw_path"] = fast.path
+        scope["path"] = fast.path.decode()
+        scope["query_string"] = b""
+        self.cycle = cycle = _FastCycle(self)  # type: ignore[assignment]
+        task = self.loop.create_task(cycle.run(fast.app))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is _FastCycle:
+            if not cycle.response_complete:
+                cycle.body += body
+                cycle.set()
+            return
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._boundary_in_chunk = True
+        cycle = self.cycle
+        if type(cycle) is _FastCycle:
+            cycle.more_body = False
+            cycle.set()
+            return
         super().on_message_complete()
 
 

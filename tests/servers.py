@@ -29,12 +29,16 @@ def free_port() -> int:
 
 
 class UvicornThread:
-    """A real uvicorn server running ``app`` in a background thread on 127.0.0.1."""
+    """A real uvicorn server running ``app`` in a background thread on 127.0.0.1, on the
+    project's server settings (:func:`~chutes_subnet.httpserver.server_options`: bounded
+    heads, coalesced writes, an app's fast path) unless ``config`` says otherwise."""
 
     def __init__(self, app: Any, port: int | None = None, **config: Any) -> None:
+        from chutes_subnet.httpserver import server_options
+
         self.port = port or free_port()
         cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                             lifespan="on", **config)
+                             lifespan="on", **{**server_options(), **config})
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
