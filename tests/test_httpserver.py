@@ -1,14 +1,20 @@
-"""Bounded request heads on the project's uvicorn settings (httptools kept for speed)."""
+"""The project's uvicorn settings: bounded request heads (httptools kept for speed),
+coalesced writes, and the light request cycle of an app's fast path (a toy app serves
+one route both ways: through ASGI routing it answers ``via: asgi``, as its fast path
+``via: fast``, so each test sees which cycle answered and checks the wire bytes)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import time
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
 
-from chutes_subnet.httpserver import MAX_REQUEST_HEAD_BYTES, server_options
+from chutes_subnet.httpserver import MAX_REQUEST_HEAD_BYTES, FastPath, server_options
 from tests.servers import UvicornThread
 
 
@@ -149,3 +155,231 @@ def test_coalescing_transport_sends_one_turns_writes_as_one_in_order() -> None:
         return raw
 
     assert len(asyncio.run(go()).writes) == 2
+
+
+# -- the fast path ---------------------------------------------------------------------
+
+_MAX_BODY = 4096
+
+
+async def _fast(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    msg = await receive()
+    body = msg["body"]
+    if body == b"raise-before":
+        raise RuntimeError("boom")
+    if body == b"inject":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-a", b"1\r\nx-injected: yes")]})
+        await send({"type": "http.response.body", "body": b"no"})
+        return
+    if body == b"raise-after":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", b"10")]})
+        raise RuntimeError("boom after start")
+    if body == b"chunked":
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"ab", "more_body": True})
+        await send({"type": "http.response.body", "body": b"cd"})
+        return
+    if body == b"slow":
+        await asyncio.sleep(0.3)
+    out = json.dumps({"via": "fast", "len": len(body), "method": scope["method"],
+                      "path": scope["path"],
+                      "tag": dict(scope["headers"]).get(b"x-tag", b"").decode()}).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
+
+
+class _App:
+    """ASGI app: ``/route`` answers ``via: asgi``; its fast path answers ``via: fast``."""
+
+    def __init__(self) -> None:
+        self.fast_path = FastPath(b"POST", b"/route", _fast,
+                                  lambda h: (b"x-skip", b"1") not in h, max_body=_MAX_BODY)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        out = json.dumps({"via": "asgi", "len": len(body)}).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+
+@pytest.fixture(scope="module")
+def fast_server():
+    """A server for :class:`_App` (its fast path: ``POST /route``)."""
+    with UvicornThread(_App()) as s:
+        yield s
+
+
+def _post(body: bytes, *extra: bytes, version: bytes = b"1.1") -> bytes:
+    head = [b"POST /route HTTP/" + version, b"Host: t", *extra]
+    if not any(h.lower().startswith((b"content-length", b"transfer-encoding")) for h in extra):
+        head.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def _read_responses(sock: socket.socket, count: int, timeout: float = 5.0) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """``count`` responses: (status line, headers, body), parsed strictly."""
+    sock.settimeout(timeout)
+    buf, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in buf:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError(f"closed after {len(out)} responses: {buf[:200]!r}")
+            buf += data
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        status, *lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines:
+            name, value = line.split(b": ", 1)
+            assert name not in headers, f"repeated header {name!r}"
+            headers[name.lower()] = value
+        if b"content-length" in headers:
+            size = int(headers[b"content-length"])
+            while len(buf) < size:
+                buf += sock.recv(65536)
+            body, buf = buf[:size], buf[size:]
+        else:
+            assert headers.get(b"transfer-encoding") == b"chunked"
+            body = b""
+            while True:
+                while b"\r\n" not in buf:
+                    buf += sock.recv(65536)
+                size_line, buf = buf.split(b"\r\n", 1)
+                size = int(size_line, 16)
+                while len(buf) < size + 2:
+                    buf += sock.recv(65536)
+                body, buf = body + buf[:size], buf[size + 2:]
+                if size == 0:
+                    break
+        out.append((status, headers, body))
+    return out
+
+
+def _closed(sock: socket.socket) -> bool:
+    sock.settimeout(2)
+    try:
+        return sock.recv(1) == b""
+    except OSError:
+        return True
+
+
+def test_a_plain_request_takes_the_fast_path_and_keeps_the_connection(fast_server) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        for i in range(3):  # keep-alive: one socket, several exchanges
+            sock.sendall(_post(b"x" * (100 + i), b"X-Tag: t%d" % i))
+            [(status, headers, body)] = _read_responses(sock, 1)
+            assert status == b"HTTP/1.1 200 OK"
+            assert headers[b"content-type"] == b"application/json" and b"date" in headers
+            assert json.loads(body) == {"via": "fast", "len": 100 + i, "method": "POST",
+                                        "path": "/route", "tag": f"t{i}"}
+
+
+@pytest.mark.parametrize("request_bytes", [
+    _post(b"x" * (_MAX_BODY + 1)),                                     # over max_body
+    _post(b"", b"Transfer-Encoding: chunked") + b"3\r\nabc\r\n0\r\n\r\n",  # no length
+    _post(b"abc", b"X-Skip: 1"),                                       # accepts() said no
+    _post(b"abc", version=b"1.0"),                                     # not HTTP/1.1
+    _post(b"abc", b"Connection: close"),                               # not keep-alive
+    b"POST /route?q=1 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",  # another target
+    b"PUT /route HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",  # another method
+], ids=["too-large", "chunked", "refused", "http10", "close", "query", "method"])
+def test_other_requests_take_uvicorns_path(fast_server, request_bytes: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(request_bytes)
+        [(status, _, body)] = _read_responses(sock, 1)
+    assert status == b"HTTP/1.1 200 OK" and json.loads(body)["via"] == "asgi"
+
+
+def test_expect_100_continue_takes_uvicorns_path(fast_server) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(_post(b"", b"Expect: 100-continue", b"Content-Length: 3"))
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100")
+        sock.sendall(b"abc")
+        [(_, _, body)] = _read_responses(sock, 1)
+    assert json.loads(body) == {"via": "asgi", "len": 3}
+
+
+def test_pipelined_requests_are_answered_in_order(fast_server) -> None:
+    """A slow fast-path request with three more sent behind it at once: the ones behind
+    queue on uvicorn's path and the answers come back in request order."""
+    burst = (_post(b"slow", b"X-Tag: 1") + _post(b"a" * 11) + _post(b"abc", b"X-Skip: 1")
+             + _post(b"d" * 7))
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(burst)
+        answers = [json.loads(body) for _, _, body in _read_responses(sock, 4)]
+        sock.sendall(_post(b"e" * 5))  # the connection is free again: fast path
+        after = json.loads(_read_responses(sock, 1)[0][2])
+    assert [(a["via"], a["len"]) for a in answers] == \
+        [("fast", 4), ("asgi", 11), ("asgi", 3), ("asgi", 7)]
+    assert (after["via"], after["len"]) == ("fast", 5)
+
+
+def test_a_body_arriving_in_pieces_is_delivered_whole(fast_server) -> None:
+    body = b"y" * 3000
+    raw = _post(body)
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head_end = raw.index(b"\r\n\r\n") + 4
+        sock.sendall(raw[:head_end])
+        for i in range(head_end, len(raw), 700):
+            time.sleep(0.02)
+            sock.sendall(raw[i:i + 700])
+        [(_, _, answer)] = _read_responses(sock, 1)
+    assert json.loads(answer)["via"] == "fast" and json.loads(answer)["len"] == 3000
+
+
+def test_a_response_without_length_is_chunked(fast_server) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(_post(b"chunked"))
+        [(status, _, body)] = _read_responses(sock, 1)
+        assert status == b"HTTP/1.1 201 Created" and body == b"abcd"
+        sock.sendall(_post(b"again"))  # the connection is still good
+        assert json.loads(_read_responses(sock, 1)[0][2])["via"] == "fast"
+
+
+def test_an_app_failing_before_answering_gets_a_500_and_the_connection_closes(fast_server) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(_post(b"raise-before"))
+        [(status, headers, body)] = _read_responses(sock, 1)
+        assert status == b"HTTP/1.1 500 Internal Server Error"
+        assert body == b"Internal Server Error" and headers[b"connection"] == b"close"
+        assert _closed(sock)
+
+
+@pytest.mark.parametrize("body", [b"raise-after", b"inject"])
+def test_a_broken_answer_closes_the_connection_without_a_forged_header(fast_server, body) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(_post(body))
+        sock.settimeout(5)
+        received = b""
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            received += data
+    assert b"x-injected" not in received.lower()
+    assert not received.startswith(b"HTTP/1.1 200") or body == b"raise-after"
+
+
+def test_a_client_leaving_mid_request_leaves_the_server_serving(fast_server) -> None:
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(_post(b"slow"))  # answered after 0.3 s, to nobody
+    with socket.create_connection(("127.0.0.1", fast_server.port)) as sock:
+        sock.sendall(_post(b"ok"))
+        assert json.loads(_read_responses(sock, 1)[0][2])["via"] == "fast"
