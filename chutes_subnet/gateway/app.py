@@ -50,6 +50,7 @@ from chutes_subnet.gateway.usage import UsageMeter
 from chutes_subnet.httpserver import FastPath
 from chutes_subnet.nonces import NonceScope
 from chutes_subnet.registry import InstanceRegistry
+from chutes_subnet.wire.headers import H_STREAM
 from chutes_subnet.wire.messages import (
     DiscoveredInstance,
     InstancesResponse,
@@ -246,9 +247,12 @@ async def _optional_key_id(state: GatewayState, request: Request) -> str | None:
         return None
 
 
+_B_STREAM = H_STREAM.lower().encode()
+
+
 def _not_streaming(headers: list[tuple[bytes, bytes]]) -> bool:
     """A non-streaming invoke (streams keep uvicorn's cycle: back-pressure, disconnects)."""
-    return all(name != b"x-e2e-stream" or value.lower() != b"true" for name, value in headers)
+    return all(name != _B_STREAM or value.lower() != b"true" for name, value in headers)
 
 
 class _GatewayApp(FastAPI):

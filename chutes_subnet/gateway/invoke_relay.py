@@ -154,11 +154,13 @@ class InvokeEndpoint:
         except EnvelopeFormatError:
             raise Refusal(400, "bad_envelope", "request envelope too short") from None
 
-        await check_chute(st, key.key_id, chute_id)
+        if st.chutes is not None:
+            await check_chute(st, key.key_id, chute_id)
         rec = self._live_instance(chute_id, instance_id)
         if version not in rec.e2e_versions:
             raise Refusal(400, "bad_version", "instance does not support this E2EE version")
-        await st.admit_payment(key, rec.model)
+        if st.billing is not None:
+            await st.admit_payment(key, rec.model)
         try:
             use = await st.nonce_store.consume(nonce, NonceScope(key.key_id, chute_id, instance_id))
         except NonceStoreUnavailable:
@@ -169,8 +171,9 @@ class InvokeEndpoint:
         st.nonce_budget.consumed(key.key_id)
 
         fwd = inv.to_headers()
-        fwd.update(await resolve_signer_headers(st.forward_signer, "POST", INVOKE_PATH,
-                                                body, rec.hotkey))
+        if st.forward_signer is not None:
+            fwd.update(await resolve_signer_headers(st.forward_signer, "POST", INVOKE_PATH,
+                                                    body, rec.hotkey))
         trace = _Trace(key.key_id, chute_id, instance_id, nonce, version, inv.stream, len(body))
         trace.model = rec.model
         st.shapes.record(len(body), inv.stream, inv.path)
@@ -266,9 +269,9 @@ class InvokeEndpoint:
         served[trace.instance_id] = served.get(trace.instance_id, 0) + completion
         meter = self.state.usage
         await off_loop(meter, meter.record, trace.key_id, prompt, completion)
-        # billed once per request: its nonce is single-use
-        await self.state.charge(trace.key_id, trace.model, prompt, completion,
-                                f"req:{trace.chute_id}:{trace.nonce}")
+        if self.state.billing is not None:  # billed once per request: its nonce is single-use
+            await self.state.charge(trace.key_id, trace.model, prompt, completion,
+                                    f"req:{trace.chute_id}:{trace.nonce}")
 
     def _base_headers(self, resp: MinerResponse) -> list[tuple[bytes, bytes]]:
         out = [(b"content-type",
