@@ -269,6 +269,42 @@ def test_sqlite_inline_consumes_leave_checkpointing_to_the_writer_thread(tmp_pat
     _RUN(other.aclose())
 
 
+def test_sqlite_expired_nonces_are_swept_off_the_loop_range_by_range(tmp_path: Path) -> None:
+    """Expired rows leave the file (one sixteenth of the key space a pass, on the writer
+    thread); live ones stay; a database made with the old expires index loses it."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "n.db"
+    old = sqlite3.connect(path)
+    old.executescript("CREATE TABLE e2e_nonces (nonce TEXT PRIMARY KEY, scope TEXT NOT NULL, "
+                      "expires REAL NOT NULL) WITHOUT ROWID; "
+                      "CREATE INDEX e2e_nonces_expires ON e2e_nonces(expires);")
+    old.close()
+    clock = Clock()
+    store = SQLiteNonceStore(str(path), clock=clock)
+    expiring = _RUN(store.issue(SCOPE, 200, ttl=5))
+    clock.t += 10
+    live = _RUN(store.issue(SCOPE, 50, ttl=600))
+
+    def rows() -> set[str]:
+        with sqlite3.connect(path) as db:
+            return {r[0] for r in db.execute("SELECT nonce FROM e2e_nonces")}
+
+    for _ in range(16):  # each discovery a second later asks for one more sweep pass
+        clock.t += 1.1
+        live += _RUN(store.issue(SCOPE, 1, ttl=600))
+        deadline = time.monotonic() + 5
+        while store._writer_busy and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert rows() == set(live)  # every expired nonce swept, every live one kept
+    assert set(expiring).isdisjoint(rows())
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index' "
+                          "AND name = 'e2e_nonces_expires'").fetchone() == (0,)
+    _RUN(store.aclose())
+
+
 def test_sqlite_failed_batch_consumes_nothing(tmp_path: Path) -> None:
     """A batch whose transaction cannot run answers 'unavailable' to each caller and
     leaves its nonces usable."""
