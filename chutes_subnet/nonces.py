@@ -209,6 +209,8 @@ class SQLiteNonceStore:
             raise NonceStoreUnavailable("nonce database unavailable") from exc
         self._inline_lock = threading.Lock()
         self._inline_commits = 0
+        #: consumes of the current loop turn, per loop, committed together at its end
+        self._turns: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         self._maintenance_due = False
         self._next_sweep = 0.0
         self._sweep_at = 0
@@ -251,29 +253,53 @@ class SQLiteNonceStore:
         return nonces
 
     async def consume(self, nonce: str, scope: NonceScope) -> Use:
-        enc, now = scope.encode(), self._clock()
-        if not self._writer_busy and not self._closing:
-            done = self._consume_inline(nonce, enc, now)
-            if done is not None:
-                return done
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Use] = loop.create_future()
+        item = (nonce, scope.encode(), self._clock(), fut, loop)
+        if not self._writer_busy and not self._closing:
+            # committed at the end of this loop turn with the turn's other consumes
+            turn = self._turns.get(loop)
+            if turn is None:
+                turn = self._turns[loop] = []
+                loop.call_soon(self._commit_turn, loop)
+            turn.append(item)
+        else:
+            self._to_writer([item])
+        return await fut
+
+    def _to_writer(self, items: list[tuple[str, str, float, asyncio.Future[Use],
+                                           asyncio.AbstractEventLoop]]) -> None:
+        """Queue consumes for the writer thread (it settles them on their loops)."""
         with self._queue_lock:
             if self._closing:
-                raise NonceStoreUnavailable("nonce store closed")
-            self._queue.append((nonce, enc, now, fut, loop))
+                for item in items:
+                    if not item[3].done():
+                        item[3].set_exception(NonceStoreUnavailable("nonce store closed"))
+                return
+            self._queue.extend(items)
             wake, self._writer_busy = not self._writer_busy, True
             self._start_writer()
         if wake:
             self._wake.release()
-        return await fut
 
-    def _consume_inline(self, nonce: str, enc: str, now: float) -> Use | None:
-        """Commit one consume now if nothing has to wait for it; None: queue it."""
-        if not self._inline_lock.acquire(blocking=False):
+    def _commit_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``: commit this turn's consumes in one transaction if the database is
+        free this instant; else hand them to the writer thread."""
+        batch = self._turns.pop(loop, [])
+        if not batch:
+            return
+        results = self._commit_inline(batch)
+        if results is None:
+            self._to_writer(batch)
+            return
+        _settle(batch, results, loop)
+
+    def _commit_inline(self, batch: list[tuple[str, str, float, Any, Any]]) -> list[Use] | None:
+        """Results of ``batch`` committed now on the loop's connection; None: not now."""
+        if self._closing or not self._inline_lock.acquire(blocking=False):
             return None
         try:
-            use = _take_all(self._inline, [(nonce, enc, now, None, None)])[0]
+            results = _take_all(self._inline, batch)
         except sqlite3.Error:  # locked by a writer elsewhere (or failing): the thread decides
             with contextlib.suppress(sqlite3.Error):
                 if self._inline.in_transaction:
@@ -285,7 +311,7 @@ class SQLiteNonceStore:
         if self._inline_commits >= _CHECKPOINT_EVERY:
             self._inline_commits = 0
             self._request_maintenance()
-        return use
+        return results
 
     def _request_maintenance(self) -> None:
         """Have the writer thread sweep (when due) and checkpoint, off the event loop."""
