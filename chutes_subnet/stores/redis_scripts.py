@@ -149,12 +149,19 @@ def _int(line: bytes) -> int:
 
 
 class _RespConnection(asyncio.Protocol):
-    """One connection: writes of a loop turn coalesced, replies matched in order."""
+    """One connection: writes of a loop turn coalesced, replies matched in order.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    Deadlines: calls are answered in order, so only the oldest waiting call's deadline
+    matters; one timer per connection watches it (not one timer per call).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self.loop = loop
+        self.timeout = timeout
         self.transport: asyncio.Transport | None = None
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.deadlines: collections.deque[float] = collections.deque()
+        self.watchdog: asyncio.TimerHandle | None = None
         self.buf = bytearray()
         self.out: list[bytes] = []
         self.closed = False
@@ -172,7 +179,22 @@ class _RespConnection(asyncio.Protocol):
             self.loop.call_soon(self._flush)
         self.out.append(command)
         self.waiting.append(fut)
+        deadline = self.loop.time() + self.timeout
+        self.deadlines.append(deadline)
+        if self.watchdog is None:
+            self.watchdog = self.loop.call_at(deadline, self._watch)
         return fut
+
+    def _watch(self) -> None:
+        """The oldest call's deadline may have passed: fail the connection, or watch the
+        new oldest call."""
+        self.watchdog = None
+        if not self.deadlines or self.closed:
+            return
+        if self.loop.time() >= self.deadlines[0]:
+            self.fail(RedisLinkError("redis call timed out"))
+            return
+        self.watchdog = self.loop.call_at(self.deadlines[0], self._watch)
 
     def _flush(self) -> None:
         out, self.out = self.out, []
@@ -189,6 +211,7 @@ class _RespConnection(asyncio.Protocol):
                 if not self.waiting:
                     raise RedisLinkError("redis sent a reply nobody asked for")
                 fut = self.waiting.popleft()
+                self.deadlines.popleft()
                 if not fut.done():
                     fut.set_result(value)
         except _Incomplete:
@@ -206,6 +229,10 @@ class _RespConnection(asyncio.Protocol):
     def fail(self, exc: RedisLinkError) -> None:
         """Close; every call in flight fails with ``exc``."""
         self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        self.deadlines.clear()
         if self.transport is not None:
             self.transport.close()
         while self.waiting:
@@ -246,12 +273,7 @@ class ScriptClient:
         conn = self._conns.get(loop)
         if conn is None or conn.closed:
             conn = await self._connect(loop)
-        fut = conn.call(command)
-        timer = loop.call_later(self.timeout, _expire, conn, fut)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
+        return await conn.call(command)
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _RespConnection:
         pending = self._connecting.get(loop)
@@ -276,7 +298,7 @@ class ScriptClient:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _RespConnection(loop), addr.host, addr.port)
+                    lambda: _RespConnection(loop, self.timeout), addr.host, addr.port)
                 setup = []
                 if addr.password is not None:
                     setup.append(pack_command(b"AUTH", *([addr.username] if addr.username else []),
@@ -301,12 +323,6 @@ class ScriptClient:
         for conn in list(self._conns.values()):
             conn.fail(RedisLinkError("redis client closed"))
         self._conns.clear()
-
-
-def _expire(conn: _RespConnection, fut: asyncio.Future[Any]) -> None:
-    """A call's deadline passed: the connection is out of step or stuck; drop it."""
-    if not fut.done():
-        conn.fail(RedisLinkError("redis call timed out"))
 
 
 _SHAS: dict[str, bytes] = {}

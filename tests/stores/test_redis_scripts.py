@@ -241,3 +241,19 @@ def test_parse_never_fails_otherwise_on_arbitrary_bytes(data: bytes) -> None:
 def test_pack_command_is_resp() -> None:
     assert pack_command(b"EVALSHA", "ab", 1, "k") == \
         b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n"
+
+
+def test_answered_calls_never_trip_the_deadline_however_long_the_connection_lives(redis_server) -> None:
+    """One watchdog per connection follows the oldest waiting call: calls answered in
+    time over many deadlines' worth of wall time all succeed."""
+    client = ScriptClient(RedisAddress.parse(redis_server.url), timeout=0.2)
+
+    async def run() -> list[object]:
+        out = []
+        for i in range(12):  # 1.2 s of calls on one connection with a 0.2 s deadline
+            out.append(await client.evalsha(_ECHO, [], [str(i), "x"]))
+            await asyncio.sleep(0.1)
+        await client.aclose()
+        return out
+
+    assert [r[0] for r in asyncio.run(run())] == list(range(1, 13))  # type: ignore[index]
