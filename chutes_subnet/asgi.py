@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from chutes_subnet.errors import HeaderError
+from chutes_subnet.httpserver import take_buffered_body
 from chutes_subnet.wire.headers import InvokeHeaders
 
 __all__ = [
@@ -74,6 +75,11 @@ async def read_body(receive: Receive, limit: int, timeout: float | None = None, 
     """
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise Refusal(413, "too_large", "request body too large")
+    whole = take_buffered_body(receive)  # the server's fast path already holds all of it
+    if whole is not None:
+        if len(whole) > limit:
+            raise Refusal(413, "too_large", "request body too large")
+        return whole
     chunks: list[bytes] = []
     size = 0
     try:

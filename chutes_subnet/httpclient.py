@@ -92,6 +92,10 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
+        #: when the current wait times out (loop time), watched by one timer per
+        #: connection (re-armed only when it fires early), not one timer per wait
+        self.deadline = 0.0
+        self.watchdog: asyncio.TimerHandle | None = None
         self._begin()
 
     def _begin(self) -> None:
@@ -217,12 +221,25 @@ class _Connection(asyncio.Protocol):
         if self.error is not None or self.closed:
             return
         self.waiter = waiter = self.loop.create_future()
-        timer = self.loop.call_later(timeout, self._timed_out)
+        self.deadline = deadline = self.loop.time() + timeout
+        if self.watchdog is None or deadline < self.watchdog.when():
+            if self.watchdog is not None:  # armed for later than this wait may last
+                self.watchdog.cancel()
+            self.watchdog = self.loop.call_at(deadline, self._watch)
         try:
             await waiter
         finally:
-            timer.cancel()
             self.waiter = None
+
+    def _watch(self) -> None:
+        """The watchdog fired: time out a wait past its deadline, follow a later one."""
+        self.watchdog = None
+        if self.waiter is None or self.closed:
+            return  # nobody waits: re-armed by the next wait
+        if self.loop.time() >= self.deadline:
+            self._timed_out()
+        else:
+            self.watchdog = self.loop.call_at(self.deadline, self._watch)
 
     def take(self) -> bytes:
         """The oldest unconsumed body chunk (resuming reads once enough was consumed)."""
@@ -245,6 +262,9 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
         if self.transport is not None:
             self.transport.close()
 

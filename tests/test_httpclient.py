@@ -299,6 +299,34 @@ async def test_slowloris_head_fails_at_the_read_timeout() -> None:
         await client.aclose()
 
 
+async def test_a_reused_connection_times_out_on_time_and_a_slow_stream_does_not() -> None:
+    """Waits on one pooled connection each get their own deadline: a second request that
+    is never answered fails at the read timeout (not later), and a body whose chunks
+    come more often than the timeout is read whole however long it lasts."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # 1: a slow chunked body, 6 chunks 0.15 s apart
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(6):
+            writer.write(b"2\r\nab\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.15)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await read_request(reader)  # 2: never answered
+        await asyncio.sleep(5)
+
+    async with raw_server(handler) as (url, _):
+        client = HttpClient(read_timeout=0.4)
+        resp = await client.post(url, {}, b"")
+        body = b"".join([chunk async for chunk in resp.iter_chunks()])
+        resp.release()
+        assert body == b"ab" * 6  # 0.9 s of body under a 0.4 s silence timeout
+        t0 = time.monotonic()
+        err = await fails(client.post(url, {}, b""))
+        assert err.reason == "read_timeout" and 0.35 < time.monotonic() - t0 < 1.2
+        await client.aclose()
+
+
 @pytest.mark.parametrize("head", [
     b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * (MAX_HEAD_BYTES + 10) + b"\r\n\r\n",
     b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(MAX_HEADERS + 1))
