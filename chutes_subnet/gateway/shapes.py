@@ -11,6 +11,7 @@ benchmark from organic traffic by size or path. Nothing else about a request is 
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ class RequestShapes:
         self._capacity = capacity
         self._items: list[RequestShape] = []
         self._seen = 0
-        self._rng = rng or random.SystemRandom()
+        # Which requests are kept need not be secret (the sample is what the validator
+        # gets); a seeded PRNG saves a getrandom() call per draw
+        self._rng = rng or random.Random(os.urandom(32))  # noqa: S311 - not a secret
         self._lock = threading.Lock()
         #: Algorithm L: the running weight and the (1-based) count of the next kept request
         self._w = 1.0
