@@ -1,8 +1,8 @@
 """Gateway routing benchmark: encrypted requests/s through the gateway, added latency.
 
-Three processes on loopback: a trivial miner (returns a fixed ciphertext-sized answer,
-no model), the real gateway (``python -m chutes_subnet.gateway gateway``), and this load
-generator (aiohttp). For each nonce backend (SQLite, then Redis on a private
+Three processes on loopback: a trivial miner (returns a fixed ciphertext-sized answer
+with a signed receipt, no model; on the server settings the real miner uses), the real
+gateway (``python -m chutes_subnet.gateway gateway``), and this load generator (aiohttp). For each nonce backend (SQLite, then Redis on a private
 redis-server) it measures
 
 * routed requests/s at a fixed concurrency, every request with its own gateway

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import logging
 import secrets
 import sqlite3
 import threading
@@ -63,6 +64,8 @@ __all__ = [
 ]
 
 MAX_ISSUE = 256
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +369,8 @@ class SQLiteNonceStore:
                 results: list[Use] | NonceStoreUnavailable = self._run(
                     functools.partial(_take_all, batch=batch))
             except NonceStoreUnavailable as exc:
+                _log.warning("nonce consume batch of %d failed (%s: %s): answered unavailable",
+                             len(batch), type(exc.__cause__).__name__, exc.__cause__)
                 results = exc
             for loop in {item[4] for item in batch}:
                 with contextlib.suppress(RuntimeError):  # that loop is gone: nobody waits
@@ -381,8 +386,10 @@ class SQLiteNonceStore:
             self._sweep_at = (self._sweep_at + 1) % len(_SWEEP_RANGES)
             self._run(lambda db: db.execute(
                 "DELETE FROM e2e_nonces WHERE nonce >= ? AND nonce < ? AND expires <= ?",
-                (low, high, now)))
-        self._run(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+                (low, high, now)).fetchall())
+        # fetched under the lock: a statement left pending on the shared connection (the
+        # checkpoint answers a row) makes the next transaction on it fail to commit
+        self._run(lambda db: db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
 
     async def aclose(self) -> None:
         with self._queue_lock:
