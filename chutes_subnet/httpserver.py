@@ -105,14 +105,14 @@ class CoalescingTransport:
 class FastPath:
     """One route served with a light request cycle (see the module doc).
 
-    ``accepts(headers)`` (the request's lower-case header pairs) may refuse a request
-    the light cycle should not take (the gateway: a streaming invoke).
+    ``accepts(headers)`` (the request's lower-case header names to values) may refuse a
+    request the light cycle should not take (the gateway: a streaming invoke).
     """
 
     method: bytes
     path: bytes
     app: Callable[..., Any]
-    accepts: Callable[[list[tuple[bytes, bytes]]], bool] = lambda _headers: True
+    accepts: Callable[[dict[bytes, bytes]], bool] = lambda _headers: True
     #: larger bodies take uvicorn's path (which reads them with back-pressure)
     max_body: int = 1 << 20
 
@@ -350,15 +350,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             return False
-        length = None
-        for name, value in self.headers:
-            if name == b"content-length":
-                if length is not None or not value.isdigit():
-                    return False
-                length = int(value)
-            elif name == b"transfer-encoding":
-                return False
-        return length is not None and length <= fast.max_body and fast.accepts(self.headers)
+        # (llhttp already refused a repeated Content-Length, or one beside Transfer-Encoding)
+        headers = dict(self.headers)
+        length = headers.get(b"content-length")
+        return length is not None and b"transfer-encoding" not in headers \
+            and length.isdigit() and int(length) <= fast.max_body and fast.accepts(headers)
 
     def _start_fast(self, fast: FastPath) -> None:
         scope = self.scope

@@ -250,9 +250,9 @@ async def _optional_key_id(state: GatewayState, request: Request) -> str | None:
 _B_STREAM = H_STREAM.lower().encode()
 
 
-def _not_streaming(headers: list[tuple[bytes, bytes]]) -> bool:
+def _not_streaming(headers: dict[bytes, bytes]) -> bool:
     """A non-streaming invoke (streams keep uvicorn's cycle: back-pressure, disconnects)."""
-    return all(name != _B_STREAM or value.lower() != b"true" for name, value in headers)
+    return headers.get(_B_STREAM, b"").lower() != b"true"
 
 
 class _GatewayApp(FastAPI):
