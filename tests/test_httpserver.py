@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 
+from chutes_subnet.asgi import read_body
 from chutes_subnet.httpserver import MAX_REQUEST_HEAD_BYTES, FastPath, server_options
 from tests.servers import UvicornThread
 
@@ -200,16 +201,9 @@ class _App:
                                   lambda h: h.get(b"x-skip") != b"1", max_body=_MAX_BODY)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if scope["type"] != "http":
             return
-        body, more = b"", True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
+        body = await read_body(receive, 1 << 20)
         out = json.dumps({"via": "asgi", "len": len(body)}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"),
