@@ -162,8 +162,6 @@ DROP INDEX IF EXISTS e2e_nonces_expires;
 """
 #: a new nonce database's page size (an existing file keeps its own)
 _PAGE_SIZE = 1024
-#: how much of the nonce database the event loop's connection maps (reads without syscalls)
-_MMAP_BYTES = 256 * 1024 * 1024
 #: nonces are lower-case hex: the sweep covers one leading digit's range per pass
 _SWEEP_RANGES = [(d, chr(ord(d) + 1)) for d in "0123456789abcdef"]
 #: seconds between two sweep passes (the whole key space every 16 passes)
@@ -210,9 +208,6 @@ class SQLiteNonceStore:
                                            timeout=0)
             self._inline.execute("PRAGMA synchronous=NORMAL")
             self._inline.execute("PRAGMA wal_autocheckpoint=0")
-            # pages read through a memory map, not one pread each (the page cache is
-            # dropped whenever the writer thread's checkpoint restarts the WAL)
-            self._inline.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         except sqlite3.Error as exc:
             raise NonceStoreUnavailable("nonce database unavailable") from exc
         self._inline_lock = threading.Lock()
