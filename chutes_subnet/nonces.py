@@ -16,9 +16,9 @@ Backends:
 
 * :class:`MemoryNonceStore` — one process.
 * :class:`SQLiteNonceStore` — the embedded default; survives restarts, shared by
-  processes on one host (WAL). Consumption is one ``DELETE ... RETURNING`` statement,
-  run off the event loop by one writer thread that commits every consume waiting
-  for it in one transaction.
+  processes on one host (WAL). Consumption is one ``DELETE ... RETURNING`` statement;
+  the consumes of one event-loop turn commit in one transaction, on a connection that
+  never waits for a lock (a busy database hands them to one writer thread).
 * :class:`RedisNonceStore` — several gateway replicas; consumption is one Lua script
   (atomic on the server); the consumes of one event-loop turn go out in one write, over
   a lean pipelined connection (:mod:`chutes_subnet.stores.redis_scripts`).
@@ -177,12 +177,14 @@ _CHECKPOINT_EVERY = 512
 class SQLiteNonceStore:
     """File-backed store: survives restarts; safe across processes (WAL, busy timeout).
 
-    ``consume`` never waits on the event loop. When no consume is queued and the write
-    lock is free this instant, it commits inline on a connection that does not wait
-    (busy timeout 0, no checkpointing): about 9-12 us, against about 90 us of latency
-    for a round trip through a thread, and under load less of the event loop's thread
-    than handing consumes over (the thread contends for the GIL). Otherwise (another
-    process holds the lock, a batch is being written) it queues for one writer thread,
+    ``consume`` never waits on the event loop. The consumes of one loop turn are
+    committed together at the turn's end, in one ``BEGIN IMMEDIATE`` transaction on a
+    connection that does not wait (busy timeout 0, no checkpointing) when the write lock
+    is free that instant: about 12 us for a lone consume, against about 90 us of latency
+    for a round trip through a thread, and under load one transaction's locking and WAL
+    syscalls shared by the turn's requests (the loop does less than when handing them
+    to a thread that contends for the GIL). Otherwise (another process holds the lock,
+    the writer thread is busy) they queue for one writer thread,
     which takes every consume waiting when it is free and runs them in one
     ``BEGIN IMMEDIATE`` transaction (a database locked by another process stalls that
     thread, not the loop). The writer thread also checkpoints the WAL every
