@@ -403,16 +403,21 @@ async def test_body_until_close_and_interim_answers() -> None:
         await client.aclose()
 
 
+async def _two_answers_on_two_connections(url: str, accepted: list[int]) -> None:
+    """Two calls both answered ``ok``, the second on a new connection."""
+    client = HttpClient()
+    for _ in range(2):
+        resp = await client.post(url, {}, b"")
+        assert await resp.read_bounded(10) == b"ok"
+        resp.release()
+    assert len(accepted) == 2
+    await client.aclose()
+
+
 async def test_extra_bytes_after_an_answer_make_it_not_reusable() -> None:
     ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
     async with raw_server(answering(ok + b"HTTP/1.1 200 OK\r\n", ok)) as (url, accepted):
-        client = HttpClient()
-        for _ in range(2):
-            resp = await client.post(url, {}, b"")
-            assert await resp.read_bounded(10) == b"ok"
-            resp.release()
-        assert len(accepted) == 2
-        await client.aclose()
+        await _two_answers_on_two_connections(url, accepted)
 
 
 async def test_stale_keep_alive_is_retried_once_on_a_new_connection() -> None:
@@ -429,13 +434,7 @@ async def test_stale_keep_alive_is_retried_once_on_a_new_connection() -> None:
         await read_request(reader)
 
     async with raw_server(handler) as (url, accepted):
-        client = HttpClient()
-        for _ in range(2):
-            resp = await client.post(url, {}, b"")
-            assert await resp.read_bounded(10) == b"ok"
-            resp.release()
-        assert len(accepted) == 2
-        await client.aclose()
+        await _two_answers_on_two_connections(url, accepted)
 
 
 async def test_fresh_connection_closed_without_answer_is_not_retried() -> None:
